@@ -1,0 +1,1 @@
+"""Models of analytics (filled in by its issue)."""

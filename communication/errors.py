@@ -1,0 +1,145 @@
+"""One error shape for the whole API: ``{"code", "detail", "fields"?}``.
+
+Codes: ``validation_error`` (400), ``token_missing`` / ``token_expired`` / ``token_invalid`` (401),
+``scope_missing`` / ``permission_denied`` (403), ``not_found`` (404), ``method_not_allowed`` (405),
+``conflict`` (409), ``payload_too_large`` (413), ``unsupported_media_type`` (415),
+``unprocessable`` (422), ``rate_limited`` (429), ``server_error`` (500).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from communication.exceptions import (  # noqa: F401  (re-exported for callers)
+    APIError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ScopeMissingError,
+    TokenError,
+    UnprocessableError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# DRF's own codes, renamed to ours.
+_DRF_CODES = {
+    "not_authenticated": "token_missing",
+    "authentication_failed": "token_invalid",
+    "throttled": "rate_limited",
+    "parse_error": "validation_error",
+    "invalid": "validation_error",
+    "error": "validation_error",
+}
+_STATUS_CODES = {
+    400: "validation_error",
+    401: "token_invalid",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+}
+
+
+def _code_for(exc: exceptions.APIException) -> str:
+    code = getattr(exc, "code", None)
+    if not isinstance(code, str):
+        code = exc.get_codes()
+    if isinstance(code, str) and code:
+        return _DRF_CODES.get(code, code)
+    return _STATUS_CODES.get(exc.status_code, "error")
+
+
+def _flatten(detail) -> dict[str, list[str]]:
+    if isinstance(detail, dict):
+        out = {}
+        for key, value in detail.items():
+            if isinstance(value, dict):
+                for sub, msgs in _flatten(value).items():
+                    out[f"{key}.{sub}"] = msgs
+            elif isinstance(value, list) and value and isinstance(value[0], dict):
+                for i, item in enumerate(value):
+                    for sub, msgs in _flatten(item).items():
+                        out[f"{key}[{i}].{sub}"] = msgs
+            elif isinstance(value, list):
+                out[key] = [str(v) for v in value]
+            else:
+                out[key] = [str(value)]
+        return out
+    if isinstance(detail, list):
+        return {"non_field_errors": [str(v) for v in detail]}
+    return {"non_field_errors": [str(detail)]}
+
+
+def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
+    body = {"code": code, "detail": detail}
+    if fields:
+        body["fields"] = fields
+    return body
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return (
+            None  # unexpected: Django's 500 handler logs it and answers JSON (see urls.handler500)
+        )
+
+    code = _code_for(exc)
+    if isinstance(exc, exceptions.ValidationError):
+        body = error_body("validation_error", "Invalid input.", _flatten(exc.detail))
+    else:
+        detail = exc.detail
+        if isinstance(detail, (list, dict)):
+            body = error_body(code, "Invalid request.", _flatten(detail))
+        else:
+            body = error_body(code, str(detail))
+        fields = getattr(exc, "fields", None)
+        if fields:
+            body["fields"] = fields
+    if response.status_code == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+        if code in ("token_invalid", "token_expired"):
+            response["WWW-Authenticate"] = 'Bearer realm="api", error="invalid_token"'
+    return Response(body, status=response.status_code, headers=dict(response.items()))
+
+
+def json_error(request, code: str, detail: str, status_code: int) -> JsonResponse:
+    return JsonResponse(error_body(code, detail), status=status_code)
+
+
+def handler404(request, exception=None):
+    return json_error(request, "not_found", "Not found.", 404)
+
+
+def handler500(request):
+    return json_error(request, "server_error", "Internal server error.", 500)
+
+
+def handler400(request, exception=None):
+    return json_error(request, "validation_error", "Bad request.", 400)
+
+
+def handler403(request, exception=None):
+    return json_error(request, "permission_denied", "Permission denied.", 403)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from communication.logging import request_id_var
+
+logger = logging.getLogger("communication.access")
+
+_VALID_ID = re.compile(r"^[A-Za-z0-9\-_.:]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Tags the request (and every log line it causes) with an id, and writes the access log.
+
+    An incoming ``X-Request-Id`` from a trusted proxy is kept when well-formed, so one id follows a
+    call across services. The query string never reaches the log (it may hold ``token=``).
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def _begin(self, request):
+        incoming = request.headers.get("X-Request-Id", "")
+        rid = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = rid
+        return rid, request_id_var.set(rid), time.perf_counter()
+
+    def _end(self, request, response, rid, token, started):
+        response["X-Request-Id"] = rid
+        logger.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+        request_id_var.reset(token)
+        return response
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        rid, token, started = self._begin(request)
+        response = self.get_response(request)
+        return self._end(request, response, rid, token, started)
+
+    async def __acall__(self, request):
+        rid, token, started = self._begin(request)
+        response = await self.get_response(request)
+        return self._end(request, response, rid, token, started)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import uuid
+
+import phonenumbers
+from django.contrib.auth.models import AbstractUser, UserManager
+from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models.functions import Now
+
+
+def validate_e164(value: str) -> None:
+    """Phone numbers are stored in E.164 (``+33612345678``); anything else is refused."""
+    if not value:
+        return
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValidationError(f"{value!r} is not a phone number: {exc}") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValidationError(f"{value!r} is not a valid phone number")
+    if phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164) != value:
+        raise ValidationError(f"{value!r} is not in E.164 form (like +33612345678)")
+
+
+def normalize_e164(value: str, region: str | None = None) -> str:
+    """Returns ``value`` in E.164, or raises ValidationError."""
+    try:
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValidationError(f"{value!r} is not a phone number: {exc}") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValidationError(f"{value!r} is not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+class User(AbstractUser):
+    """A person: an identity-service user (``external_id`` = the token's ``sub``) or a staff account.
+
+    ``external_id`` is the ``user_id`` every API speaks. Staff accounts made with ``createsuperuser``
+    have none until they also sign in through the identity service.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    external_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    name = models.CharField("display name", max_length=255, blank=True)
+    phone = models.CharField(max_length=20, blank=True, validators=[validate_e164])
+    locale = models.CharField(max_length=35, blank=True)
+    timezone = models.CharField(max_length=64, blank=True)
+    organization = models.CharField(max_length=255, blank=True)
+    roles = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = UserManager()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(phone="") | models.Q(phone__regex=r"^\+[1-9][0-9]{6,14}$"),
+                name="user_phone_e164",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(external_id=""), name="user_external_id_not_empty"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id or self.username
+
+    @property
+    def user_id(self) -> str | None:
+        return self.external_id

@@ -1,0 +1,40 @@
+"""The ASGI server process: uvicorn on ``communication.asgi``, logging through Django's config.
+
+``python -m communication.server --host H --port P [--workers N]``. uvicorn's own log config is
+turned off so its lines go through our JSON formatter and token redaction (its default access and
+websocket lines would print ``?token=`` query strings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
+    import django
+
+    django.setup()
+    import uvicorn
+
+    uvicorn.run(
+        "communication.asgi:application",
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,  # RequestIdMiddleware writes the access log, without query strings
+        proxy_headers=True,
+        lifespan="off",
+        ws_max_size=1024 * 1024,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

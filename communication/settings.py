@@ -1,0 +1,271 @@
+"""Settings, read entirely from the environment (django-environ), with defaults that work unset.
+
+With ``DATABASE_URL`` or ``REDIS_URL`` unset, the embedded servers are started or shared here, before
+anything connects (see ``communication.embedded``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+
+from communication import embedded
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+APP_ENV = env.str("APP_ENV", default="development")
+DEVELOPMENT = APP_ENV == "development"
+TESTING = env.bool("TESTING", default=False)
+
+VAR_DIR = embedded.var_dir()
+os.environ.setdefault("VAR_DIR", str(VAR_DIR))
+
+if any(embedded.wanted()):
+    embedded.acquire()
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEVELOPMENT:
+        raise environ.ImproperlyConfigured("SECRET_KEY must be set when APP_ENV is not development")
+    _secret_file = VAR_DIR / "secret_key"
+    if not _secret_file.exists():
+        import secrets
+
+        _secret_file.write_text(secrets.token_urlsafe(50))
+        _secret_file.chmod(0o600)
+    SECRET_KEY = _secret_file.read_text().strip()
+
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+ALLOWED_ORIGINS = env.list("ALLOWED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "channels",
+    "communication",
+    "templates_app",
+    "notifications",
+    "messaging",
+    "campaigns",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "communication.middleware.RequestIdMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+# Every API path answers with and without a trailing slash (the URL patterns say so); a redirect
+# would lose a POST body.
+APPEND_SLASH = False
+
+ROOT_URLCONF = "communication.urls"
+ASGI_APPLICATION = "communication.asgi.application"
+WSGI_APPLICATION = "communication.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db_url("DATABASE_URL")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"].setdefault("OPTIONS", {})
+DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "communication.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "static"))
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(VAR_DIR / "media"))
+MEDIA_URL = "media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# ---------------------------------------------------------------------------------------- redis
+
+REDIS_URL = env.str("REDIS_URL")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="comm"),
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            # redis-py caps an asyncio pool at 100 connections by default (see DESIGN.md).
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=2000),
+                }
+            ],
+            "prefix": env.str("CHANNELS_PREFIX", default="comm"),
+        },
+    }
+}
+
+# --------------------------------------------------------------------------------------- celery
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES_NAMES = ["realtime", "transactional", "bulk", "default"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Worker and beat write a heartbeat to Redis this often; /health/ready reports its age.
+HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
+HEARTBEAT_STALE_AFTER = env.int("HEARTBEAT_STALE_AFTER", default=60)
+
+# ------------------------------------------------------------------------------------------ DRF
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "communication.auth.authentication.JWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "EXCEPTION_HANDLER": "communication.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Communication Service API",
+    "DESCRIPTION": "Email, SMS, push and in-app notifications, conversations, templates, campaigns.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        }
+    },
+    "SECURITY": [{"bearerAuth": []}],
+}
+
+# ------------------------------------------------------------------------------------- identity
+
+# When IDENTITY_JWKS_URL is set, the identity service's keys replace the development key pair.
+IDENTITY_JWKS_URL = env.str("IDENTITY_JWKS_URL", default="")
+IDENTITY_ISSUER = env.str(
+    "IDENTITY_ISSUER", default="" if IDENTITY_JWKS_URL else "communication-dev"
+)
+IDENTITY_AUDIENCE = env.str(
+    "IDENTITY_AUDIENCE", default="" if IDENTITY_JWKS_URL else "communication"
+)
+IDENTITY_API_URL = env.str("IDENTITY_API_URL", default="").rstrip("/")
+IDENTITY_TOKEN_URL = env.str("IDENTITY_TOKEN_URL", default="")
+IDENTITY_CLIENT_ID = env.str("IDENTITY_CLIENT_ID", default="")
+IDENTITY_CLIENT_SECRET = env.str("IDENTITY_CLIENT_SECRET", default="")
+IDENTITY_TIMEOUT = env.float("IDENTITY_TIMEOUT", default=3.0)
+IDENTITY_RETRIES = env.int("IDENTITY_RETRIES", default=2)
+IDENTITY_CACHE_SECONDS = env.int("IDENTITY_CACHE_SECONDS", default=3600)
+JWT_ALGORITHMS = env.list("JWT_ALGORITHMS", default=["RS256", "ES256"])
+JWT_LEEWAY_SECONDS = env.int("JWT_LEEWAY_SECONDS", default=30)
+JWKS_CACHE_SECONDS = env.int("JWKS_CACHE_SECONDS", default=3600)
+JWKS_MIN_REFRESH_INTERVAL = env.int("JWKS_MIN_REFRESH_INTERVAL", default=60)
+# Development key pair and JWKS (APP_ENV=development and no IDENTITY_JWKS_URL).
+DEV_SIGNING_KEY_PATH = VAR_DIR / "dev_jwt_key.pem"
+
+# ------------------------------------------------------------------------------------------ web
+
+CORS_ALLOWED_ORIGINS = ALLOWED_ORIGINS
+CORS_EXPOSE_HEADERS = ["X-Request-Id", "Idempotent-Replay"]
+CSRF_TRUSTED_ORIGINS = ALLOWED_ORIGINS
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if not DEVELOPMENT else None
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="noreply@localhost")
+
+DEV_ADMIN_USERNAME = env.str("DEV_ADMIN_USERNAME", default="admin")
+
+# -------------------------------------------------------------------------------------- logging
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "request_id": {"()": "communication.logging.RequestIdFilter"},
+        "redact": {"()": "communication.logging.RedactTokensFilter"},
+    },
+    "formatters": {
+        "json": {"()": "communication.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_id", "redact"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "uvicorn.access": {"level": "WARNING"},
+    },
+}

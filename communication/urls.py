@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from communication import views
+
+handler400 = "communication.errors.handler400"
+handler403 = "communication.errors.handler403"
+handler404 = "communication.errors.handler404"
+handler500 = "communication.errors.handler500"
+
+urlpatterns = [
+    re_path(r"^health/live/?$", views.live, name="health-live"),
+    re_path(r"^health/ready/?$", views.ready, name="health-ready"),
+    re_path(r"^\.well-known/jwks\.json$", views.jwks, name="jwks"),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/v1/", include("communication.api.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,327 @@
+"""Fixtures every app's tests share.
+
+- ``user_client`` / ``service_client``: DRF clients carrying real signed JWTs.
+- ``make_user_token`` / ``make_service_token``: tokens with chosen claims.
+- ``identity_provider``: a local HTTP server playing the identity service (JWKS, token, users),
+  with its own key pair, installed as ``IDENTITY_*`` settings.
+- ``celery_worker``: a real Celery worker process on the real broker, against the test database.
+- ``live_asgi``: a real uvicorn process serving ``communication.asgi`` (HTTP and websockets).
+- ``httpserver`` (pytest-httpserver): a local server standing in for any external API.
+
+Every test gets its own cache key prefix, so circuit breakers, JWKS and identity caches never leak
+from one test to the next.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+ROOT = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(settings):
+    caches = {k: dict(v) for k, v in settings.CACHES.items()}
+    caches["default"]["KEY_PREFIX"] = f"t-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = caches
+    from communication.auth import keys
+
+    keys.jwks_client.reset()
+    yield
+    keys.jwks_client.reset()
+
+
+# ------------------------------------------------------------------------------------------ tokens
+
+
+@pytest.fixture
+def make_user_token(db):
+    from communication import services
+    from communication.auth import tokens
+
+    def make(external_id: str = "alice", *, ttl: int = 3600, **profile):
+        user = services.user_update_local(external_id=external_id, **profile)
+        return tokens.issue_user_token(user, ttl=ttl)
+
+    return make
+
+
+@pytest.fixture
+def make_service_token():
+    from communication.auth import tokens
+
+    def make(client_id: str = "billing", scopes=("notifications:send",), *, ttl: int = 3600):
+        return tokens.issue_service_token(client_id, list(scopes), ttl=ttl)
+
+    return make
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def user_client(make_user_token):
+    """A client authenticated as alice (``make_client`` for others)."""
+    client = APIClient()
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Bearer {make_user_token('alice', email='alice@example.com')}"
+    )
+    return client
+
+
+@pytest.fixture
+def service_client(make_service_token):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_service_token()}")
+    return client
+
+
+# ------------------------------------------------------------------------------- identity service
+
+
+class IdentityProvider:
+    """A stand-in identity service on a local HTTP server, signing with a key pair of its own."""
+
+    ISSUER = "https://identity.test"
+    AUDIENCE = "communication-tests"
+
+    def __init__(self, httpserver):
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.server = httpserver
+        self.keys: list = []
+        self.users: dict[str, dict] = {}
+        self.jwks_hits = 0
+        self.user_hits = 0
+        self.down = False
+        self.rotate(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        httpserver.expect_request("/.well-known/jwks.json").respond_with_handler(self._jwks)
+        httpserver.expect_request("/oauth/token", method="POST").respond_with_json(
+            {"access_token": "client-token", "token_type": "Bearer", "expires_in": 3600}
+        )
+        httpserver.expect_request(__import__("re").compile(r"^/users/.+$")).respond_with_handler(
+            self._user
+        )
+
+    @property
+    def jwks_url(self) -> str:
+        return self.server.url_for("/.well-known/jwks.json")
+
+    def rotate(self, key) -> None:
+        """Adds ``key`` as the current signing key (older ones stay published)."""
+        self.keys.append(key)
+
+    def drop_old_keys(self) -> None:
+        self.keys = self.keys[-1:]
+
+    def jwk(self, key) -> dict:
+        from communication.auth.keys import rsa_public_jwk
+
+        return rsa_public_jwk(key.public_key())
+
+    def _jwks(self, request):
+        from werkzeug import Response
+
+        self.jwks_hits += 1
+        import json
+
+        return Response(
+            json.dumps({"keys": [self.jwk(k) for k in self.keys]}), content_type="application/json"
+        )
+
+    def _user(self, request):
+        import json
+
+        from werkzeug import Response
+
+        self.user_hits += 1
+        if self.down:
+            return Response("unavailable", status=503)
+        if request.headers.get("Authorization") != "Bearer client-token":
+            return Response("no token", status=401)
+        sub = request.path.rsplit("/", 1)[1]
+        if sub not in self.users:
+            return Response(json.dumps({"detail": "not found"}), status=404)
+        return Response(json.dumps(self.users[sub]), content_type="application/json")
+
+    def token(
+        self,
+        sub: str = "alice",
+        *,
+        key=None,
+        headers=None,
+        exp_in: int = 300,
+        algorithm: str = "RS256",
+        **claims,
+    ) -> str:
+        import jwt
+
+        key = key or self.keys[-1]
+        now = int(time.time())
+        payload = {
+            "sub": sub,
+            "iss": self.ISSUER,
+            "aud": self.AUDIENCE,
+            "iat": now,
+            "nbf": now,
+            "exp": now + exp_in,
+        }
+        payload.update(claims)
+        payload = {k: v for k, v in payload.items() if v is not None}
+        hdr = {"kid": self.jwk(key)["kid"], **(headers or {})}
+        return jwt.encode(payload, key, algorithm=algorithm, headers=hdr)
+
+
+@pytest.fixture
+def identity_provider(httpserver, settings):
+    provider = IdentityProvider(httpserver)
+    settings.IDENTITY_JWKS_URL = provider.jwks_url
+    settings.IDENTITY_ISSUER = provider.ISSUER
+    settings.IDENTITY_AUDIENCE = provider.AUDIENCE
+    settings.IDENTITY_API_URL = httpserver.url_for("").rstrip("/")
+    settings.IDENTITY_TOKEN_URL = httpserver.url_for("/oauth/token")
+    settings.IDENTITY_CLIENT_ID = "communication"
+    settings.IDENTITY_CLIENT_SECRET = "s3cret"
+    settings.IDENTITY_RETRIES = 1
+    return provider
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _test_db_url() -> str:
+    s = connection.settings_dict
+    host = s.get("HOST") or ""
+    port = f":{s['PORT']}" if s.get("PORT") else ""
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    if host.startswith("/"):
+        return f"postgres://{auth}@/{s['NAME']}?host={host}"
+    return f"postgres://{auth}@{host}{port}/{s['NAME']}"
+
+
+def process_env(**extra) -> dict:
+    """The environment for a child process that must see the test database."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = _test_db_url()
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real worker (solo pool) consuming every queue, against the test database."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "communication",
+                "worker",
+                "-Q",
+                "realtime,transactional,bulk,default",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"test-{os.getpid()}@%h",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env=process_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: "ready" in log.read_text() or proc.poll() is not None, 60, what="celery worker"
+        )
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited:\n{log.read_text()[-3000:]}")
+        proc.log_path = log
+        yield proc
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def live_asgi(django_db_setup, tmp_path_factory):
+    """Base URL of a real uvicorn process serving the project (HTTP and websockets)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("asgi") / "asgi.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "communication.server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=process_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/health/live", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, 60, what="uvicorn")
+        yield base
+    finally:
+        _stop(proc)

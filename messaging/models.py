@@ -1,0 +1,1 @@
+"""Models of messaging (filled in by its issue)."""

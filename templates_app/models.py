@@ -1,0 +1,1 @@
+"""Models of templates_app (filled in by its issue)."""
