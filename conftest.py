@@ -221,7 +221,8 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str 
 
 def _test_db_url() -> str:
     s = connection.settings_dict
-    host = s.get("HOST") or ""
+    # django-environ keeps a socket folder given as ?host= in OPTIONS.
+    host = s.get("HOST") or s.get("OPTIONS", {}).get("host") or ""
     port = f":{s['PORT']}" if s.get("PORT") else ""
     auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
     if host.startswith("/"):
@@ -288,9 +289,20 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         _stop(proc)
 
 
+class LiveServer:
+    def __init__(self, url: str, log: Path):
+        self.url = url
+        self.ws_url = url.replace("http", "ws", 1)
+        self.log = log
+
+    def __str__(self) -> str:
+        return self.url
+
+
 @pytest.fixture(scope="session")
 def live_asgi(django_db_setup, tmp_path_factory):
-    """Base URL of a real uvicorn process serving the project (HTTP and websockets)."""
+    """A real uvicorn process serving the project (HTTP and websockets): ``.url``, ``.ws_url``,
+    ``.log`` (its output, JSON lines)."""
     port = free_port()
     log = tmp_path_factory.mktemp("asgi") / "asgi.log"
     with open(log, "w") as fh:
@@ -322,6 +334,6 @@ def live_asgi(django_db_setup, tmp_path_factory):
 
     try:
         wait_for(up, 60, what="uvicorn")
-        yield base
+        yield LiveServer(base, log)
     finally:
         _stop(proc)
