@@ -133,9 +133,17 @@ class EmbeddedPostgres:
     def _run(self, args: list[str], **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("check", True)
         if self.as_root:
-            kwargs["user"] = PG_SYSTEM_USER
+            # Drop root's group too: a folder mode like 0701 would otherwise deny via its group bits.
+            kwargs.update(user=PG_SYSTEM_USER, group=PG_SYSTEM_USER, extra_groups=[])
         kwargs.setdefault("stdout", subprocess.DEVNULL)
-        return subprocess.run(args, stderr=subprocess.PIPE, text=True, **kwargs)
+        check = kwargs.pop("check")
+        result = subprocess.run(args, stderr=subprocess.PIPE, text=True, **kwargs)
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"{Path(args[0]).name} failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
+                f"\n(server log: {self.log})"
+            )
+        return result
 
     def _prepare_as_root(self) -> None:
         """initdb refuses to run as root: hand the data to a system user of its own."""

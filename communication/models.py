@@ -73,3 +73,52 @@ class User(AbstractUser):
     @property
     def user_id(self) -> str | None:
         return self.external_id
+
+
+def validate_channel_list(value) -> None:
+    """A list of distinct channel names from ``Category.CHANNELS``."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("Expected a list of channel names.")
+    unknown = sorted(set(value) - set(Category.CHANNELS))
+    if unknown:
+        raise ValidationError(f"Unknown channel(s): {', '.join(unknown)}.")
+    if len(set(value)) != len(value):
+        raise ValidationError("A channel is listed twice.")
+
+
+class Category(models.Model):
+    """What a message is about; the vocabulary preferences, consent and templates share.
+
+    ``default_channels`` lists the channels a user receives this category on until they say
+    otherwise. A ``mandatory`` category (security, transactional) cannot be opted out of; a
+    category that ``requires_consent`` (marketing) is sent only to users who opted in.
+    """
+
+    # Every channel the service speaks; apps keep their own choices within this list.
+    CHANNELS = ("email", "sms", "push", "web_push", "in_app", "chat")
+
+    key = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    default_channels = models.JSONField(
+        default=list, blank=True, validators=[validate_channel_list]
+    )
+    mandatory = models.BooleanField(default=False)
+    requires_consent = models.BooleanField(default=False)
+    tracking_allowed = models.BooleanField(default=True)
+    position = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("position", "key")
+        verbose_name_plural = "categories"
+        constraints = [
+            models.CheckConstraint(
+                condition=~(models.Q(mandatory=True) & models.Q(requires_consent=True)),
+                name="category_mandatory_xor_consent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key

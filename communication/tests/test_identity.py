@@ -13,9 +13,15 @@ pytestmark = pytest.mark.django_db
 
 def test_unknown_local_user_is_fetched_and_created(identity_provider):
     identity_provider.users["carol"] = {
-        "sub": "carol", "email": "carol@example.com", "phone": "+14155550123", "name": "Carol",
-        "locale": "en-US", "timezone": "America/New_York", "organization": "acme",
-        "roles": ["member"], "attributes": {"plan": "pro"},
+        "sub": "carol",
+        "email": "carol@example.com",
+        "phone": "+14155550123",
+        "name": "Carol",
+        "locale": "en-US",
+        "timezone": "America/New_York",
+        "organization": "acme",
+        "roles": ["member"],
+        "attributes": {"plan": "pro"},
     }
     user = services.user_resolve("carol")
     assert user.email == "carol@example.com"

@@ -64,8 +64,9 @@ def test_websocket_refuses_a_bad_token(live_asgi, make_user_token):
 def test_websocket_refuses_a_foreign_origin(live_asgi, make_user_token):
     token = make_user_token("ws-user3")
     with pytest.raises(Exception) as refused:  # the handshake itself is refused (403)
-        with connect(f"{live_asgi.ws_url}/ws/v1/?token={token}",
-                     origin="https://evil.example") as ws:
+        with connect(
+            f"{live_asgi.ws_url}/ws/v1/?token={token}", origin="https://evil.example"
+        ) as ws:
             ws.recv(timeout=5)
     assert "403" in str(refused.value)
 

@@ -83,6 +83,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         self.stopping = False
+        # Line by line even into a pipe or a file: an operator (or a test) reads the banner live.
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(line_buffering=True)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         host, port = opts["host"], opts["port"]
@@ -231,6 +235,7 @@ class Command(BaseCommand):
                         "templates:manage",
                         "templates:render",
                         "campaigns:manage",
+                        "users:read",
                     ],
                     ttl=86400,
                 )
