@@ -42,7 +42,7 @@ def own_redis(tmp_path_factory):
         [str(binary), "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(folder)],
         stdout=subprocess.DEVNULL,
     )
-    wait_for(lambda: sock.exists(), 10, what="redis socket")
+    wait_for(sock.exists, 10, what="redis socket")
     yield proc, f"unix://{sock}"
     if proc.poll() is None:
         proc.kill()

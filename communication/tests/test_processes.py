@@ -111,7 +111,7 @@ class Serve:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.out = tmp / f"serve-{self.port}.log"
-        self.fh = open(self.out, "w")  # noqa: SIM115 - closed in stop()
+        self.fh = open(self.out, "w")  # closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "serve"],
             cwd=ROOT,
@@ -175,7 +175,7 @@ def test_serve_runs_everything_and_leaves_nothing_behind(var_dir, tmp_path):
     children = serve.children()
     assert alive(pids["postgres"]) and alive(pids["redis"])
     assert serve.stop(signal.SIGINT) == 0
-    gone, still = psutil.wait_procs(children, timeout=10)
+    _gone, still = psutil.wait_procs(children, timeout=10)
     assert not still, f"children left running: {still}"
     assert not alive(pids["postgres"]) and not alive(pids["redis"])
     assert processes_using(var_dir) == []
