@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from communication.models import User
+from communication.models import Category, User
 
 
 @admin.register(User)
@@ -35,3 +35,20 @@ class UserAdmin(BaseUserAdmin):
         ),
         ("Dates", {"fields": ("last_login", "date_joined", "created_at", "updated_at")}),
     )
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = (
+        "key",
+        "name",
+        "default_channels",
+        "mandatory",
+        "requires_consent",
+        "tracking_allowed",
+        "position",
+    )
+    list_editable = ("position",)
+    list_filter = ("mandatory", "requires_consent", "tracking_allowed")
+    search_fields = ("key", "name", "description")
+    readonly_fields = ("created_at", "updated_at")
