@@ -110,3 +110,8 @@ def test_schema_and_docs_are_served(client):
 def test_admin_login_page(client):
     response = client.get("/admin/login/")
     assert response.status_code == 200
+
+
+def test_admin_static_files_are_served(client):
+    response = client.get("/static/admin/css/base.css")
+    assert response.status_code == 200
