@@ -1,1 +1,34 @@
-"""Models of analytics (filled in by its issue)."""
+"""The append-only event table every delivery state change is written to.
+
+Grows to hundreds of millions of rows later (partitioned by time then); today it is one table with
+the indexes the first reports need. Rows are never updated.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class Event(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    type = models.CharField(max_length=40)  # queued, sent, delivered, failed, opened, clicked …
+    occurred_at = models.DateTimeField(db_default=Now())
+    channel = models.CharField(max_length=16, blank=True)
+    provider = models.CharField(max_length=40, blank=True)
+    category = models.CharField(max_length=64, blank=True)
+    caller = models.CharField(max_length=255, blank=True)
+    notification_id = models.UUIDField(null=True, blank=True)
+    delivery_id = models.UUIDField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["delivery_id", "occurred_at"], name="event_delivery_time"),
+            models.Index(fields=["type", "occurred_at"], name="event_type_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.delivery_id or ''}"

@@ -271,3 +271,68 @@ LOGGING = {
         "uvicorn.access": {"level": "WARNING"},
     },
 }
+
+# -------------------------------------------------------------------------------- notifications
+
+# Ordered provider chains per channel; a provider without credentials is left out of its chain, and
+# a channel with none delivers to the development outbox (listed at /api/v1/outbox and in the admin).
+EMAIL_PROVIDERS = env.list("EMAIL_PROVIDERS", default=["sendgrid", "mailgun", "smtp"])
+SMS_PROVIDERS = env.list("SMS_PROVIDERS", default=["twilio", "ovh"])
+PUSH_PROVIDERS = env.list("PUSH_PROVIDERS", default=["fcm", "webpush"])
+NOTIFICATION_PROVIDERS = {
+    "sendgrid": {
+        "BACKEND": "notifications.providers.sendgrid.SendGridEmailProvider",
+        "OPTIONS": {
+            "API_KEY": env.str("SENDGRID_API_KEY", default=""),
+            "API_URL": env.str("SENDGRID_API_URL", default="https://api.sendgrid.com/v3/"),
+            "WEBHOOK_VERIFICATION_KEY": env.str("SENDGRID_WEBHOOK_VERIFICATION_KEY", default=""),
+            "RATE_PER_SECOND": env.float("SENDGRID_RATE_PER_SECOND", default=0),
+        },
+    },
+    "mailgun": {
+        "BACKEND": "notifications.providers.mailgun.MailgunEmailProvider",
+        "OPTIONS": {
+            "API_KEY": env.str("MAILGUN_API_KEY", default=""),
+            "SENDER_DOMAIN": env.str("MAILGUN_SENDER_DOMAIN", default=""),
+            "API_URL": env.str("MAILGUN_API_URL", default="https://api.mailgun.net/v3"),
+            "WEBHOOK_SIGNING_KEY": env.str("MAILGUN_WEBHOOK_SIGNING_KEY", default=""),
+            "RATE_PER_SECOND": env.float("MAILGUN_RATE_PER_SECOND", default=0),
+        },
+    },
+    "smtp": {
+        "BACKEND": "notifications.providers.smtp.SmtpEmailProvider",
+        "OPTIONS": {"URL": env.str("SMTP_URL", default="")},
+    },
+    "twilio": {
+        "BACKEND": "notifications.providers.twilio_sms.TwilioSmsProvider",
+        "OPTIONS": {
+            "ACCOUNT_SID": env.str("TWILIO_ACCOUNT_SID", default=""),
+            "AUTH_TOKEN": env.str("TWILIO_AUTH_TOKEN", default=""),
+            "FROM": env.str("TWILIO_FROM", default=""),
+            "API_URL": env.str("TWILIO_API_URL", default="https://api.twilio.com"),
+            "RATE_PER_SECOND": env.float("TWILIO_RATE_PER_SECOND", default=0),
+        },
+    },
+    "ovh": {
+        "BACKEND": "notifications.providers.ovh_sms.OvhSmsProvider",
+        "OPTIONS": {
+            "API_URL": env.str("OVH_API_URL", default="https://eu.api.ovh.com/1.0"),
+            "APPLICATION_KEY": env.str("OVH_APPLICATION_KEY", default=""),
+            "APPLICATION_SECRET": env.str("OVH_APPLICATION_SECRET", default=""),
+            "CONSUMER_KEY": env.str("OVH_CONSUMER_KEY", default=""),
+            "SMS_SERVICE": env.str("OVH_SMS_SERVICE", default=""),
+            "SENDER": env.str("OVH_SENDER", default=""),
+            "RATE_PER_SECOND": env.float("OVH_RATE_PER_SECOND", default=0),
+        },
+    },
+}
+# Whether an "ambiguous" delivery (the provider may have received it) is sent again.
+RESEND_AMBIGUOUS = {"email": True, "in_app": True, "push": True, "sms": False}
+DELIVERY_LEASE_SECONDS = env.int("DELIVERY_LEASE_SECONDS", default=60)
+DELIVERY_MAX_ATTEMPTS_PER_PROVIDER = env.int("DELIVERY_MAX_ATTEMPTS_PER_PROVIDER", default=3)
+DELIVERY_RETRY_BASE_SECONDS = env.float("DELIVERY_RETRY_BASE_SECONDS", default=2.0)
+PROVIDER_BREAKER_THRESHOLD = env.int("PROVIDER_BREAKER_THRESHOLD", default=5)
+PROVIDER_BREAKER_RESET_SECONDS = env.int("PROVIDER_BREAKER_RESET_SECONDS", default=30)
+IDEMPOTENCY_TTL_HOURS = 24
+NOTIFICATIONS_MAX_RECIPIENTS = 1000
+SMS_DEFAULT_REGION = env.str("SMS_DEFAULT_REGION", default="")

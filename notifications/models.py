@@ -1,1 +1,281 @@
-"""Models of notifications (filled in by its issue)."""
+"""Preferences, consent, suppression, and the three rows of a send: request → notification →
+delivery (see "The delivery pipeline" in DESIGN.md)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "Email"
+    SMS = "sms", "SMS"
+    PUSH = "push", "Push"
+    IN_APP = "in_app", "In-app"
+
+
+class Priority(models.TextChoices):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class NotificationPreference(models.Model):
+    """One user's choice for one category on one channel. Absent = the category's default."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="notification_preferences")
+    category = models.ForeignKey("communication.Category", on_delete=models.CASCADE, to_field="key")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    enabled = models.BooleanField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "category", "channel"],
+                                    name="preference_unique"),
+        ]
+
+
+class QuietHours(models.Model):
+    """A daily window, in the user's own time zone, when non-urgent sends wait."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="quiet_hours")
+    start = models.TimeField()
+    end = models.TimeField()
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "quiet hours"
+        constraints = [models.CheckConstraint(condition=~Q(start=models.F("end")),
+                                              name="quiet_hours_not_empty")]
+
+
+class Consent(models.Model):
+    """An append-only record of consent given or withdrawn; the latest one for a scope wins.
+
+    ``channel`` / ``category`` empty mean "all".
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="consents")
+    channel = models.CharField(max_length=16, choices=Channel.choices, blank=True)
+    category = models.ForeignKey("communication.Category", on_delete=models.CASCADE, to_field="key", null=True,
+                                 blank=True)
+    granted = models.BooleanField()
+    source = models.CharField(max_length=64)
+    evidence = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-created_at"], name="consent_user_recent")]
+
+
+class Suppression(models.Model):
+    class Reason(models.TextChoices):
+        HARD_BOUNCE = "hard_bounce"
+        COMPLAINT = "complaint"
+        UNSUBSCRIBE = "unsubscribe"
+        MANUAL = "manual"
+        INVALID = "invalid"
+
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    address = models.CharField(max_length=320, help_text="email (lower-cased) or E.164 number")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["channel", "address"],
+                                               name="suppression_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.channel}:{self.address} ({self.reason})"
+
+
+class IdempotencyKey(models.Model):
+    """A caller's ``Idempotency-Key``, claimed in its own committed transaction before the send.
+
+    ``in_flight`` while the first request runs (a concurrent replay gets 409), then the stored
+    answer. Kept 24 h.
+    """
+
+    caller = models.CharField(max_length=255)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    in_flight = models.BooleanField(default=True)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    response = models.JSONField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["caller", "key"],
+                                               name="idempotency_unique")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+
+class NotificationRequest(models.Model):
+    """One API call: who asked, for what, how."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    caller = models.CharField(max_length=255)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    category = models.ForeignKey("communication.Category", on_delete=models.PROTECT, to_field="key")
+    template_key = models.CharField(max_length=100, blank=True)
+    content = models.JSONField(default=dict, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    locale = models.CharField(max_length=35, blank=True)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    channels = models.JSONField(default=list)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    scheduled_local = models.BooleanField(default=False)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        indexes = [models.Index(fields=["caller", "-created_at"], name="request_caller_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.caller} {self.template_key or 'inline'} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Notification(models.Model):
+    """One recipient of a request: the person's inbox item (read / dismissed state)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    request = models.ForeignKey(NotificationRequest, on_delete=models.CASCADE,
+                                related_name="notifications")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True,
+                             blank=True, related_name="notifications")
+    recipient = models.JSONField(help_text="as the caller named it: user_id, email or phone")
+    email = models.EmailField(max_length=320, blank=True)
+    phone = models.CharField(max_length=20, blank=True)
+    category = models.ForeignKey("communication.Category", on_delete=models.PROTECT, to_field="key")
+    locale = models.CharField(max_length=35, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    body = models.TextField(blank=True)
+    action_url = models.URLField(max_length=2000, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="notification_user_recent"),
+            models.Index(fields=["user", "-created_at"], name="notification_user_unread",
+                         condition=Q(read_at__isnull=True, dismissed_at__isnull=True)),
+        ]
+
+
+class Delivery(models.Model):
+    """One notification on one channel, and everything that happened to it."""
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled"
+        QUEUED = "queued"
+        SENDING = "sending"
+        SENT = "sent"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        AMBIGUOUS = "ambiguous"
+        SUPPRESSED = "suppressed"
+        SKIPPED = "skipped"
+        CANCELLED = "cancelled"
+
+    FINAL = (Status.DELIVERED, Status.FAILED, Status.SUPPRESSED, Status.SKIPPED,
+             Status.CANCELLED)
+    # The order a delivery moves through; provider events never move it backwards.
+    RANK = {"scheduled": 0, "queued": 1, "sending": 2, "ambiguous": 3, "sent": 4,
+            "delivered": 5, "failed": 5, "suppressed": 5, "skipped": 5, "cancelled": 5}
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE,
+                                     related_name="deliveries")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    address = models.CharField(max_length=320, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices)
+    reason = models.CharField(max_length=255, blank=True)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    attempts = models.PositiveIntegerField(default=0)
+    provider_attempts = models.PositiveIntegerField(default=0)
+    provider_index = models.PositiveSmallIntegerField(default=0)
+    provider = models.CharField(max_length=40, blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True)
+    error = models.TextField(blank=True)
+    template_version = models.UUIDField(null=True, blank=True)
+    variant = models.CharField(max_length=64, blank=True)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    first_failure_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True, db_default=Now())
+    queued_at = models.DateTimeField(null=True, blank=True)
+    sending_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "channel"],
+                                    name="delivery_one_per_channel"),
+            models.CheckConstraint(
+                condition=Q(status__in=["scheduled", "queued", "sending", "sent", "delivered",
+                                        "failed", "ambiguous", "suppressed", "skipped",
+                                        "cancelled"]),
+                name="delivery_status_valid",
+            ),
+        ]
+        indexes = [
+            # The sweeps: due scheduled ones, expired leases, queued ones never picked up.
+            models.Index(fields=["scheduled_for"], name="delivery_due",
+                         condition=Q(status="scheduled")),
+            models.Index(fields=["lease_until"], name="delivery_lease",
+                         condition=Q(status="sending")),
+            models.Index(fields=["updated_at"], name="delivery_queued",
+                         condition=Q(status="queued")),
+            models.Index(fields=["provider", "provider_message_id"], name="delivery_provider_id",
+                         condition=~Q(provider_message_id="")),
+        ]
+
+
+class OutboxMessage(models.Model):
+    """What a channel with no configured provider "sent": the development outbox."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    delivery = models.ForeignKey(Delivery, on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="outbox_messages")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    to = models.CharField(max_length=320)
+    subject = models.CharField(max_length=998, blank=True)
+    text = models.TextField(blank=True)
+    html = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["-created_at"], name="outbox_recent")]
+
+
+class ProviderEvent(models.Model):
+    """Provider events already applied, so a webhook's retry changes nothing twice."""
+
+    provider = models.CharField(max_length=40)
+    event_key = models.CharField(max_length=255)
+    received_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "event_key"],
+                                               name="provider_event_unique")]

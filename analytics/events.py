@@ -1,0 +1,34 @@
+"""``record(...)``: the one way other apps write analytics events.
+
+Called inside the transaction that changes a delivery's state, so the event exists exactly when the
+change does. Analytics imports no other app.
+"""
+
+from __future__ import annotations
+
+from analytics.models import Event
+
+
+def record(
+    type: str,  # noqa: A002 - the event's name in every report
+    *,
+    channel: str = "",
+    provider: str = "",
+    category: str = "",
+    caller: str = "",
+    notification_id=None,
+    delivery_id=None,
+    latency_ms: float | None = None,
+    cost=None,
+    data: dict | None = None,
+) -> Event:
+    return Event.objects.create(
+        type=type, channel=channel, provider=provider or "", category=category, caller=caller,
+        notification_id=notification_id, delivery_id=delivery_id, latency_ms=latency_ms,
+        cost=cost, data=data or {},
+    )
+
+
+def record_many(events: list[dict]) -> None:
+    """Writes many events in one statement (fan-out paths)."""
+    Event.objects.bulk_create([Event(**e) for e in events], batch_size=1000)

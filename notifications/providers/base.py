@@ -1,0 +1,108 @@
+"""The provider interface: what the pipeline hands a provider and what it gets back.
+
+A provider is a small class, one module per vendor, chosen and ordered by settings (see
+``notifications.providers.registry``). ``send`` either returns a :class:`SendResult` or raises a
+:class:`ProviderError` whose class carries the retry decision:
+
+- :class:`PermanentProviderError`: never retried on any provider (invalid number, hard bounce,
+  refused content). ``suppress=True`` also feeds the suppression list.
+- :class:`TransientProviderError`: retried with backoff, then the next provider of the channel.
+- :class:`RateLimitedError`: transient, with the provider's ``Retry-After`` honoured.
+- :class:`AmbiguousProviderError`: the request may have reached the provider (a timeout or 5xx
+  mid-call) and the provider has no idempotency: the delivery becomes ``ambiguous`` and is resent
+  only where the channel's setting allows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Message:
+    channel: str
+    to: str  # an email address, an E.164 number, or a device token / subscription
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    title: str = ""
+    data: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)  # e.g. List-Unsubscribe for email
+    from_email: str = ""
+    # Correlates webhooks with the delivery (sent as provider metadata / custom args where the
+    # vendor supports it) and serves as the idempotency key where the vendor accepts one.
+    delivery_id: str = ""
+    category: str = ""
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SendResult:
+    provider_message_id: str
+    status: str = "sent"  # or "delivered" when the provider confirms synchronously
+    cost: float | None = None
+    raw: dict = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    permanent = False
+    ambiguous = False
+
+    def __init__(self, message: str, *, code: str = "", retry_after: float | None = None,
+                 suppress: bool = False, status_code: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+        self.suppress = suppress
+        self.status_code = status_code
+
+
+class TransientProviderError(ProviderError):
+    pass
+
+
+class RateLimitedError(TransientProviderError):
+    pass
+
+
+class AmbiguousProviderError(TransientProviderError):
+    ambiguous = True
+
+
+class PermanentProviderError(ProviderError):
+    permanent = True
+
+
+class ProviderNotConfiguredError(Exception):
+    """Settings name a provider whose credentials are missing; it is left out of the chain."""
+
+
+class Provider:
+    """Base class. Subclasses set ``name`` and ``channel`` and implement :meth:`send`.
+
+    ``options`` come from the alias entry in settings (credentials, API URL, sender…).
+    ``check_configuration`` raises ProviderNotConfiguredError when a credential is missing.
+    ``rate_per_second`` / ``burst`` feed the Redis token bucket shared by every worker.
+    """
+
+    name = "base"
+    channel = ""
+    # Whether a request that may have reached the provider can be sent again safely.
+    idempotent = False
+
+    def __init__(self, alias: str, options: dict):
+        self.alias = alias
+        self.options = options
+        self.rate_per_second = float(options.get("RATE_PER_SECOND") or 0)  # 0 = unlimited
+        self.burst = int(options.get("BURST") or max(self.rate_per_second, 1))
+        self.check_configuration()
+
+    def check_configuration(self) -> None:
+        """Raises ProviderNotConfiguredError. Overridden by providers that need credentials."""
+
+    def send(self, message: Message) -> SendResult:
+        """Sends one message. Raises a ProviderError subclass; never returns on failure."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.alias}>"
