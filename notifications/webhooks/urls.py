@@ -1,0 +1,3 @@
+"""Provider webhooks (filled in with the provider modules)."""
+
+urlpatterns: list = []
