@@ -122,3 +122,30 @@ class Category(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class UserSequence(models.Model):
+    """The last realtime sequence number given to a user's events (gap-free per user)."""
+
+    user = models.OneToOneField("communication.User", on_delete=models.CASCADE, primary_key=True,
+                                related_name="+")
+    last_seq = models.BigIntegerField(default=0)
+
+
+class RealtimeEvent(models.Model):
+    """A persisted websocket event, so a client that reconnects receives what it missed.
+
+    Kept for ``REALTIME_EVENT_RETENTION_DAYS``; older ones are pruned, and a client resuming from
+    before the oldest kept gets ``resync_required``.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey("communication.User", on_delete=models.CASCADE, related_name="+")
+    seq = models.BigIntegerField()
+    type = models.CharField(max_length=64)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "seq"], name="realtime_event_seq")]
+        indexes = [models.Index(fields=["created_at"], name="realtime_event_created")]
