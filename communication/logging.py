@@ -57,6 +57,7 @@ class RedactTokensFilter(logging.Filter):
 
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_SKIP = {"color_message", "request_id"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -71,7 +72,7 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", request_id_var.get()),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in entry and not key.startswith("_"):
+            if key not in _STANDARD and key not in entry and key not in _SKIP and key[0] != "_":
                 entry[key] = (
                     value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
                 )

@@ -127,8 +127,9 @@ class Category(models.Model):
 class UserSequence(models.Model):
     """The last realtime sequence number given to a user's events (gap-free per user)."""
 
-    user = models.OneToOneField("communication.User", on_delete=models.CASCADE, primary_key=True,
-                                related_name="+")
+    user = models.OneToOneField(
+        "communication.User", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
     last_seq = models.BigIntegerField(default=0)
 
 

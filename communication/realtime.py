@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
@@ -17,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from communication.auth.authentication import authenticate_token
 from communication.auth.tokens import ServicePrincipal
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 WS_AUTH_TIMEOUT = 10
 CLOSE_AUTH_FAILED = 4401
 CLOSE_FORBIDDEN = 4403
+REPLAY_LIMIT = 1000
 
 
 def user_group(user_pk) -> str:
@@ -35,13 +37,73 @@ def user_group(user_pk) -> str:
 
 
 def publish(user_pk, event: dict) -> None:
-    """Sends ``event`` to every socket of the user once the current transaction commits."""
+    """Sends an ephemeral ``event`` (typing, presence …: no ``seq``, not replayed) to every socket
+    of the user once the current transaction commits."""
 
     def send():
         layer = get_channel_layer()
         async_to_sync(layer.group_send)(user_group(user_pk), {"type": "deliver", "event": event})
 
     transaction.on_commit(send)
+
+
+def publish_event(user_pk, type_: str, data: dict) -> int:
+    """Persists an event with the user's next gap-free ``seq`` and sends it after commit.
+
+    Must run inside a transaction (the sequence row stays locked until it commits, which is what
+    keeps the numbers gap-free and in commit order). Returns the ``seq``.
+    """
+    from communication.models import RealtimeEvent
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO communication_usersequence (user_id, last_seq) VALUES (%s, 1) "
+            "ON CONFLICT (user_id) DO UPDATE SET last_seq = communication_usersequence.last_seq + 1 "
+            "RETURNING last_seq",
+            [user_pk],
+        )
+        seq = cursor.fetchone()[0]
+    RealtimeEvent.objects.create(user_id=user_pk, seq=seq, type=type_, data=data)
+    publish(user_pk, {"type": type_, "seq": seq, "data": data})
+    return seq
+
+
+# Apps add fields to the "ready" message (e.g. notifications adds the unread count) without the
+# gateway importing them: each hook takes the user and returns a dict.
+ready_hooks: list = []
+
+
+def _ready_payload(user) -> dict:
+    from communication.models import UserSequence
+
+    row = UserSequence.objects.filter(user=user).first()
+    payload = {"type": "ready", "user_id": user.external_id, "seq": row.last_seq if row else 0}
+    for hook in ready_hooks:
+        payload.update(hook(user))
+    return payload
+
+
+def _missed(user, after_seq: int) -> list[dict] | None:
+    """Events after ``after_seq``, or None when some of them are no longer kept."""
+    from communication.models import RealtimeEvent
+
+    rows = list(
+        RealtimeEvent.objects.filter(user=user, seq__gt=after_seq)
+        .order_by("seq")
+        .values("seq", "type", "data")[: REPLAY_LIMIT + 1]
+    )
+    if len(rows) > REPLAY_LIMIT:
+        return None
+    expected_first = after_seq + 1
+    if rows and rows[0]["seq"] != expected_first:
+        return None  # pruned
+    if not rows:
+        from communication.models import UserSequence
+
+        row = UserSequence.objects.filter(user=user).first()
+        if row and row.last_seq > after_seq:
+            return None
+    return [{"type": r["type"], "seq": r["seq"], "data": r["data"]} for r in rows]
 
 
 class OriginAllowListValidator:
@@ -70,13 +132,17 @@ def _origin_allowed(origin: str, scope) -> bool:
 
 @database_sync_to_async
 def _authenticate(token: str):
-    principal, _claims = authenticate_token(token)
-    return principal
+    return authenticate_token(token)
+
+
+_ready = database_sync_to_async(_ready_payload)
+_replay = database_sync_to_async(_missed)
 
 
 class GatewayConsumer(AsyncJsonWebsocketConsumer):
     user = None
     _auth_timer: asyncio.Task | None = None
+    _expiry_timer: asyncio.Task | None = None
 
     async def connect(self):
         await self.accept()
@@ -100,7 +166,7 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
 
     async def _login(self, token: str) -> bool:
         try:
-            principal = await _authenticate(token)
+            principal, claims = await _authenticate(token)
         except TokenError as exc:
             await self.send_json({"type": "error", "code": exc.code, "detail": str(exc.detail)})
             await self.close(code=CLOSE_AUTH_FAILED)
@@ -117,8 +183,23 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             return False
         self.user = principal
         await self.channel_layer.group_add(user_group(principal.pk), self.channel_name)
-        await self.send_json({"type": "ready", "user_id": principal.external_id})
+        await self.send_json(await _ready(principal))
+        self._expiry_timer = asyncio.create_task(self._expire_at(claims.get("exp")))
         return True
+
+    async def _expire_at(self, exp):
+        """Closes the socket (4401) when its token expires; the client reconnects with a new one."""
+        if not isinstance(exp, (int, float)):
+            return
+        await asyncio.sleep(max(exp - time.time(), 0))
+        await self.send_json(
+            {
+                "type": "error",
+                "code": "token_expired",
+                "detail": "Token has expired; reconnect with a new one.",
+            }
+        )
+        await self.close(code=CLOSE_AUTH_FAILED)
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict) or not isinstance(content.get("type"), str):
@@ -145,6 +226,24 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
                 }
             )
             return
+        if kind == "resume":
+            after = content.get("after_seq")
+            if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+                await self.send_json(
+                    {
+                        "type": "error",
+                        "code": "validation_error",
+                        "detail": "'after_seq' must be a non-negative integer.",
+                    }
+                )
+                return
+            missed = await _replay(self.user, after)
+            if missed is None:
+                await self.send_json({"type": "resync_required"})
+                return
+            for event in missed:
+                await self.send_json(event)
+            return
         if kind == "ping":
             await self.send_json({"type": "pong", "id": content.get("id")})
             return
@@ -160,7 +259,8 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(message["event"])
 
     async def disconnect(self, code):
-        if self._auth_timer:
-            self._auth_timer.cancel()
+        for timer in (self._auth_timer, self._expiry_timer):
+            if timer:
+                timer.cancel()
         if self.user is not None:
             await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)

@@ -16,6 +16,7 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/", include("communication.api.urls")),
+    path("api/v1/", include("templates_app.api.urls")),
     path("webhooks/", include("notifications.webhooks.urls")),
     path("admin/", admin.site.urls),
 ]
