@@ -5,8 +5,15 @@ from analytics.models import Event
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ("occurred_at", "type", "channel", "provider", "category", "latency_ms",
-                    "delivery_id")
+    list_display = (
+        "occurred_at",
+        "type",
+        "channel",
+        "provider",
+        "category",
+        "latency_ms",
+        "delivery_id",
+    )
     list_filter = ("type", "channel", "provider")
     search_fields = ("=delivery_id", "=notification_id", "caller")
     date_hierarchy = "occurred_at"

@@ -10,7 +10,7 @@ from analytics.models import Event
 
 
 def record(
-    type: str,  # noqa: A002 - the event's name in every report
+    type: str,  # the event's name in every report (shadows the builtin on purpose)
     *,
     channel: str = "",
     provider: str = "",
@@ -23,9 +23,16 @@ def record(
     data: dict | None = None,
 ) -> Event:
     return Event.objects.create(
-        type=type, channel=channel, provider=provider or "", category=category, caller=caller,
-        notification_id=notification_id, delivery_id=delivery_id, latency_ms=latency_ms,
-        cost=cost, data=data or {},
+        type=type,
+        channel=channel,
+        provider=provider or "",
+        category=category,
+        caller=caller,
+        notification_id=notification_id,
+        delivery_id=delivery_id,
+        latency_ms=latency_ms,
+        cost=cost,
+        data=data or {},
     )
 
 

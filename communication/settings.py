@@ -208,6 +208,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "NotificationChannelEnum": "notifications.models.Channel",
+        "TemplateChannelEnum": "templates_app.models.Channel",
+    },
 }
 
 # ------------------------------------------------------------------------------------- identity

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from communication import views
+from notifications.views import unsubscribe_view
 
 handler400 = "communication.errors.handler400"
 handler403 = "communication.errors.handler403"
@@ -17,6 +18,8 @@ urlpatterns = [
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/", include("communication.api.urls")),
     path("api/v1/", include("templates_app.api.urls")),
+    path("api/v1/", include("notifications.api.urls")),
+    re_path(r"^u/(?P<token>[\w:.\-]+)/?$", unsubscribe_view, name="unsubscribe"),
     path("webhooks/", include("notifications.webhooks.urls")),
     path("admin/", admin.site.urls),
 ]

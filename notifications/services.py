@@ -5,13 +5,45 @@ Only this module writes notification rows. See "The delivery pipeline" in DESIGN
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
 import logging
+import random
+import time
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from analytics import events
-from notifications.models import Delivery, ProviderEvent, Suppression
+from communication import identity, realtime
+from communication import services as core_services
+from communication.circuit import CircuitBreaker, CircuitOpenError
+from communication.exceptions import (
+    APIError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnprocessableError,
+)
+from communication.models import Category, User, normalize_e164
+from notifications import rendering, resolution
+from notifications.models import (
+    Consent,
+    Delivery,
+    IdempotencyKey,
+    Notification,
+    NotificationPreference,
+    NotificationRequest,
+    ProviderEvent,
+    QuietHours,
+    Suppression,
+)
+from notifications.providers import ratelimit, registry
+from notifications.providers.base import Message, ProviderError
 from notifications.tracking import TrackingEvent
 
 logger = logging.getLogger(__name__)
@@ -46,8 +78,9 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
     if event.event_id:
         try:
             with transaction.atomic():
-                ProviderEvent.objects.create(provider=event.provider,
-                                             event_key=event.event_id[:255])
+                ProviderEvent.objects.create(
+                    provider=event.provider, event_key=event.event_id[:255]
+                )
         except IntegrityError:
             return None
     delivery = (
@@ -57,8 +90,10 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
         .first()
     )
     if delivery is None:
-        logger.info("provider event for an unknown message",
-                    extra={"provider": event.provider, "event": event.event})
+        logger.info(
+            "provider event for an unknown message",
+            extra={"provider": event.provider, "event": event.event},
+        )
         return None
 
     target = _TRACKED_STATUS.get(event.event)
@@ -85,18 +120,1035 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
     if not suppress and event.event == "unsubscribed":
         suppress = Suppression.Reason.UNSUBSCRIBE
     if suppress and delivery.address:
-        suppression_add(channel=delivery.channel, address=delivery.address, reason=suppress,
-                        detail=event.reason)
+        suppression_add(
+            channel=delivery.channel, address=delivery.address, reason=suppress, detail=event.reason
+        )
 
     events.record(
-        event.event, channel=delivery.channel, provider=event.provider,
+        event.event,
+        channel=delivery.channel,
+        provider=event.provider,
         category=delivery.notification.category_id,
-        notification_id=delivery.notification_id, delivery_id=delivery.id,
-        data={"reason": event.reason[:500], "applied": bool(changed),
-              "occurred_at": event.occurred_at.isoformat(), **event.data},
+        notification_id=delivery.notification_id,
+        delivery_id=delivery.id,
+        data={
+            "reason": event.reason[:500],
+            "applied": bool(changed),
+            "occurred_at": event.occurred_at.isoformat(),
+            **event.data,
+        },
     )
     return delivery
 
 
-def now():
-    return timezone.now()
+# ----------------------------------------------------------------------------------- sending
+
+QUEUE_BY_PRIORITY = {
+    "urgent": "realtime",
+    "high": "transactional",
+    "normal": "transactional",
+    "low": "bulk",
+}
+
+
+@dataclass
+class SendOutcome:
+    status_code: int
+    body: dict
+    replay: bool = False
+
+
+def _request_hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _idempotency_claim(caller: str, key: str, request_hash: str) -> IdempotencyKey | None:
+    """Claims ``key`` in its own committed transaction; returns the earlier claim when there is
+    one (after checking it matches), None when this request now owns the key."""
+    cutoff = timezone.now() - dt.timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
+    IdempotencyKey.objects.filter(caller=caller, key=key, created_at__lt=cutoff).delete()
+    try:
+        with transaction.atomic():
+            IdempotencyKey.objects.create(caller=caller, key=key, request_hash=request_hash)
+        return None
+    except IntegrityError:
+        existing = IdempotencyKey.objects.get(caller=caller, key=key)
+    if existing.request_hash != request_hash:
+        raise UnprocessableError(
+            "This Idempotency-Key was used with a different request body.",
+            code="idempotency_mismatch",
+        )
+    if existing.in_flight:
+        raise ConflictError(
+            "A request with this Idempotency-Key is still being processed; retry shortly.",
+            code="idempotency_in_progress",
+        )
+    return existing
+
+
+def notification_send(*, caller: str, payload: dict, idempotency_key: str = "") -> SendOutcome:
+    """Accepts a notification request (already validated by the API's serializer).
+
+    Resolves recipients, channels, preferences, consent, suppression, schedules and quiet hours,
+    then in one transaction writes the request, a Notification per recipient and a Delivery per
+    (notification, channel); deliveries ready to go are enqueued once that commits. With an
+    ``idempotency_key`` a replay returns the first answer (``replay=True``); a different body is a
+    422, a replay while the first is still running a 409.
+    """
+    if idempotency_key:
+        claimed = _idempotency_claim(caller, idempotency_key, _request_hash(payload))
+        if claimed is not None:
+            return SendOutcome(claimed.status_code, claimed.response, replay=True)
+    try:
+        with transaction.atomic():
+            body = _send(caller=caller, payload=payload, idempotency_key=idempotency_key)
+            if idempotency_key:
+                IdempotencyKey.objects.filter(caller=caller, key=idempotency_key).update(
+                    in_flight=False, status_code=202, response=body
+                )
+    except BaseException:
+        if idempotency_key:
+            IdempotencyKey.objects.filter(
+                caller=caller, key=idempotency_key, in_flight=True
+            ).delete()
+        raise
+    return SendOutcome(202, body)
+
+
+def _resolve_recipients(specs: list[dict]) -> list[resolution.Recipient]:
+    if len(specs) > settings.NOTIFICATIONS_MAX_RECIPIENTS:
+        raise PayloadTooLargeError(
+            f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request; "
+            "use the bulk API for more."
+        )
+    user_ids = [s["user_id"] for s in specs if s.get("user_id")]
+    users = {u.external_id: u for u in User.objects.filter(external_id__in=user_ids)}
+    recipients = []
+    unknown: dict[str, list[str]] = {}
+    for i, spec in enumerate(specs):
+        if spec.get("user_id"):
+            user = users.get(spec["user_id"])
+            if user is None:
+                try:
+                    user = core_services.user_resolve(spec["user_id"])
+                except identity.UnknownUserError:
+                    unknown[f"recipients[{i}].user_id"] = [f"Unknown user {spec['user_id']!r}."]
+                    continue
+                except identity.IdentityUnavailableError:
+                    unknown[f"recipients[{i}].user_id"] = [
+                        "User not known here and the identity service is unavailable."
+                    ]
+                    continue
+                users[user.external_id] = user
+            recipients.append(resolution.Recipient(spec=spec, user=user))
+        else:
+            recipients.append(
+                resolution.Recipient(
+                    spec=spec,
+                    email=(spec.get("email") or "").lower(),
+                    phone=spec.get("phone") or "",
+                )
+            )
+    if unknown:
+        raise APIError("Some recipients are unknown.", code="unknown_user", fields=unknown)
+    return recipients
+
+
+def _load_facts(category: Category, recipients: list[resolution.Recipient]) -> resolution.Facts:
+    facts = resolution.Facts(category=category)
+    user_pks = [r.user.pk for r in recipients if r.user is not None]
+    if user_pks:
+        for user_id, channel, enabled in NotificationPreference.objects.filter(
+            user_id__in=user_pks, category=category
+        ).values_list("user_id", "channel", "enabled"):
+            facts.preferences[(user_id, channel)] = enabled
+        if category.requires_consent:
+            for row in (
+                Consent.objects.filter(user_id__in=user_pks)
+                .filter(Q(category__isnull=True) | Q(category=category))
+                .order_by("-created_at", "-id")
+                .values_list("user_id", "channel", "category_id", "granted")
+            ):
+                facts.consents.setdefault(row[0], []).append((row[1], row[2] or "", row[3]))
+        for user_id, start, end in QuietHours.objects.filter(
+            user_id__in=user_pks, enabled=True
+        ).values_list("user_id", "start", "end"):
+            facts.quiet[user_id] = (start, end)
+    addresses = set()
+    for r in recipients:
+        for channel in ("email", "sms"):
+            address = resolution.address_for(r, channel)
+            if address:
+                addresses.add((channel, address))
+    if addresses:
+        q = Q()
+        for channel, address in addresses:
+            q |= Q(channel=channel, address=address)
+        for channel, address, reason in Suppression.objects.filter(q).values_list(
+            "channel", "address", "reason"
+        ):
+            facts.suppressed[(channel, address)] = reason
+    return facts
+
+
+def _scheduled_for(payload: dict, recipient: resolution.Recipient) -> dt.datetime | None:
+    at = payload.get("scheduled_at")
+    if at is None:
+        return None
+    if payload.get("scheduled_local"):
+        tz = recipient.user.timezone if recipient.user is not None else ""
+        return resolution.local_to_utc(at.replace(tzinfo=None), tz)
+    return at if timezone.is_aware(at) else at.replace(tzinfo=dt.UTC)
+
+
+def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
+    category = Category.objects.filter(key=payload.get("category") or "transactional").first()
+    if category is None:
+        raise APIError(
+            f"No category {payload.get('category')!r}.",
+            code="unknown_category",
+            fields={"category": ["Unknown category."]},
+        )
+    recipients = _resolve_recipients(payload["recipients"])
+    facts = _load_facts(category, recipients)
+    requested = payload.get("channels") or "auto"
+    family = payload.get("template") or ""
+    content = payload.get("content") or {}
+    data = payload.get("data") or {}
+    priority = payload.get("priority") or "normal"
+    now = timezone.now()
+
+    every_channel = sorted(
+        {c for r in recipients for c in resolution.channels_for(r, requested, facts)}
+    )
+    templates = rendering.template_keys(family, every_channel) if family else {}
+    if family and not templates:
+        raise APIError(
+            f"No template {family!r} for {', '.join(every_channel) or 'any channel'}.",
+            code="unknown_template",
+            fields={"template": ["Unknown template."]},
+        )
+
+    request = NotificationRequest.objects.create(
+        caller=caller,
+        idempotency_key=idempotency_key,
+        category=category,
+        template_key=family,
+        content=content,
+        data=data,
+        locale=payload.get("locale") or "",
+        priority=priority,
+        channels=requested if isinstance(requested, list) else [requested],
+        scheduled_at=payload.get("scheduled_at"),
+        scheduled_local=bool(payload.get("scheduled_local")),
+    )
+    notifications: list[Notification] = []
+    deliveries: list[Delivery] = []
+    realtime_items: list[Notification] = []
+    for recipient in recipients:
+        channels = resolution.channels_for(recipient, requested, facts)
+        when = _scheduled_for(payload, recipient)
+        notification = Notification(
+            request=request,
+            user=recipient.user,
+            recipient=recipient.spec,
+            email=recipient.email,
+            phone=recipient.phone,
+            category=category,
+            locale=payload.get("locale") or (recipient.user.locale if recipient.user else ""),
+            data=data,
+        )
+        decisions = []
+        for channel in channels:
+            decision = resolution.decide(
+                recipient, channel, facts=facts, priority=priority, now=now, scheduled_for=when
+            )
+            if (
+                family
+                and channel not in templates
+                and decision.status not in ("skipped", "suppressed")
+            ):
+                decision = resolution.Decision(
+                    channel,
+                    "skipped",
+                    address=decision.address,
+                    reason=f"template {family!r} has no {channel} version",
+                )
+            decisions.append(decision)
+        inbox = next(
+            (
+                d
+                for d in decisions
+                if d.channel == "in_app" and d.status in ("delivered", "scheduled")
+            ),
+            None,
+        )
+        if inbox is not None or channels == []:
+            _fill_inbox(notification, recipient, family, templates, content, data)
+        notifications.append(notification)
+        for decision in decisions:
+            stamp = {"queued_at": now} if decision.status in ("queued", "delivered") else {}
+            if decision.status == "delivered":
+                stamp["delivered_at"] = now
+            deliveries.append(
+                Delivery(
+                    notification=notification,
+                    channel=decision.channel,
+                    address=decision.address,
+                    status=decision.status,
+                    reason=decision.reason[:255],
+                    priority=priority,
+                    scheduled_for=decision.scheduled_for,
+                    **stamp,
+                )
+            )
+        if inbox is not None and inbox.status == "delivered":
+            realtime_items.append(notification)
+
+    Notification.objects.bulk_create(notifications, batch_size=500)
+    Delivery.objects.bulk_create(deliveries, batch_size=500)
+    events.record_many(
+        [
+            {
+                "type": d.status,
+                "channel": d.channel,
+                "category": category.key,
+                "caller": caller,
+                "notification_id": d.notification.id,
+                "delivery_id": d.id,
+                "data": {"reason": d.reason} if d.reason else {},
+            }
+            for d in deliveries
+        ]
+    )
+    for notification in realtime_items:
+        _publish_created(notification)
+    to_enqueue = [(str(d.id), priority) for d in deliveries if d.status == "queued"]
+    if to_enqueue:
+        transaction.on_commit(lambda: enqueue_many(to_enqueue))
+    return request_body(request, notifications, deliveries)
+
+
+def _fill_inbox(notification, recipient, family, templates, content, data) -> None:
+    """Renders the in-app title and body now: the inbox item is the message."""
+    rendered = (
+        rendering.render(
+            channel="in_app",
+            template_key=templates.get("in_app", ""),
+            content=content if not family else {},
+            data=data,
+            locale=notification.locale,
+            timezone=recipient.user.timezone if recipient.user else "",
+            recipient=recipient.user.external_id if recipient.user else None,
+        )
+        if (templates.get("in_app") or not family)
+        else {}
+    )
+    notification.title = (
+        rendered.get("title") or content.get("title") or content.get("subject") or ""
+    )[:500]
+    notification.body = rendered.get("body") or content.get("body") or ""
+    action = (rendered.get("data") or {}).get("action_url") or content.get("action_url") or ""
+    notification.action_url = action[:2000]
+
+
+def _recipient_view(notification: Notification) -> dict:
+    return dict(notification.recipient)
+
+
+def request_body(request: NotificationRequest, notifications, deliveries) -> dict:
+    by_notification: dict = {}
+    for d in deliveries:
+        by_notification.setdefault(d.notification_id, []).append(
+            {
+                "id": str(d.id),
+                "channel": d.channel,
+                "status": d.status,
+                "reason": d.reason or None,
+                "scheduled_for": d.scheduled_for.isoformat() if d.scheduled_for else None,
+            }
+        )
+    return {
+        "request_id": str(request.id),
+        "status": "cancelled" if request.cancelled_at else "accepted",
+        "category": request.category_id,
+        "priority": request.priority,
+        "created_at": request.created_at.isoformat() if request.created_at else None,
+        "notifications": [
+            {
+                "id": str(n.id),
+                "recipient": _recipient_view(n),
+                "deliveries": by_notification.get(n.id, []),
+            }
+            for n in notifications
+        ],
+    }
+
+
+def enqueue_many(items: list[tuple[str, str]], countdown: float = 0) -> None:
+    from notifications.tasks import deliver
+
+    for delivery_id, priority in items:
+        deliver.apply_async(
+            (delivery_id,),
+            queue=QUEUE_BY_PRIORITY.get(priority, "default"),
+            countdown=countdown or None,
+        )
+
+
+def _publish_created(notification: Notification) -> None:
+    unread = Notification.objects.filter(
+        user=notification.user, read_at__isnull=True, dismissed_at__isnull=True
+    ).count()
+    realtime.publish_event(
+        notification.user_id,
+        "notification.created",
+        {
+            "id": str(notification.id),
+            "title": notification.title,
+            "body": notification.body,
+            "category": notification.category_id,
+            "action_url": notification.action_url or None,
+            "created_at": (notification.created_at or timezone.now()).isoformat(),
+            "unread": unread,
+        },
+    )
+
+
+# ------------------------------------------------------------------------ request management
+
+
+def request_get(*, caller: str, request_id) -> NotificationRequest:
+    request = NotificationRequest.objects.filter(id=request_id, caller=caller).first()
+    if request is None:
+        raise NotFoundError("No such request.")
+    return request
+
+
+def request_status(request: NotificationRequest) -> dict:
+    notifications = list(request.notifications.order_by("created_at", "id"))
+    deliveries = Delivery.objects.filter(notification__request=request).order_by("created_at")
+    return request_body(request, notifications, list(deliveries))
+
+
+CANCELLABLE = ("scheduled", "queued")
+
+
+@transaction.atomic
+def request_cancel(*, caller: str, request_id) -> NotificationRequest:
+    """Cancels every delivery not yet handed to a provider."""
+    request = request_get(caller=caller, request_id=request_id)
+    now = timezone.now()
+    rows = list(
+        Delivery.objects.select_for_update()
+        .filter(notification__request=request, status__in=CANCELLABLE)
+        .values_list("id", "channel", "notification_id")
+    )
+    Delivery.objects.filter(id__in=[r[0] for r in rows]).update(
+        status="cancelled", cancelled_at=now, lease_until=None, updated_at=now
+    )
+    if request.cancelled_at is None:
+        request.cancelled_at = now
+        request.save(update_fields=["cancelled_at"])
+    events.record_many(
+        [
+            {
+                "type": "cancelled",
+                "channel": ch,
+                "category": request.category_id,
+                "caller": caller,
+                "notification_id": nid,
+                "delivery_id": did,
+            }
+            for did, ch, nid in rows
+        ]
+    )
+    return request
+
+
+@transaction.atomic
+def request_reschedule(
+    *, caller: str, request_id, scheduled_at: dt.datetime
+) -> NotificationRequest:
+    """Moves the still-scheduled deliveries of a request to ``scheduled_at``."""
+    request = request_get(caller=caller, request_id=request_id)
+    if scheduled_at <= timezone.now():
+        raise APIError(
+            "scheduled_at must be in the future.",
+            code="validation_error",
+            fields={"scheduled_at": ["Must be in the future."]},
+        )
+    moved = Delivery.objects.filter(notification__request=request, status="scheduled").update(
+        scheduled_for=scheduled_at, updated_at=timezone.now()
+    )
+    if not moved:
+        raise ConflictError("Nothing of this request is still scheduled.", code="not_scheduled")
+    request.scheduled_at = scheduled_at
+    request.save(update_fields=["scheduled_at"])
+    return request
+
+
+# --------------------------------------------------------------------------------- delivering
+
+
+def _breaker(alias: str) -> CircuitBreaker:
+    return CircuitBreaker(
+        f"provider:{alias}",
+        failure_threshold=settings.PROVIDER_BREAKER_THRESHOLD,
+        reset_timeout=settings.PROVIDER_BREAKER_RESET_SECONDS,
+    )
+
+
+def delivery_claim(delivery_id) -> Delivery | None:
+    """Takes the delivery for this worker: a conditional update that only one copy can win."""
+    now = timezone.now()
+    claimed = Delivery.objects.filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        id=delivery_id,
+        status="queued",
+    ).update(
+        status="sending",
+        attempts=F("attempts") + 1,
+        sending_at=now,
+        updated_at=now,
+        lease_until=now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
+    )
+    if not claimed:
+        return None
+    return Delivery.objects.select_related(
+        "notification", "notification__user", "notification__request"
+    ).get(id=delivery_id)
+
+
+def _message_for(delivery: Delivery) -> Message:
+    notification = delivery.notification
+    request = notification.request
+    user = notification.user
+    family = request.template_key
+    template_key = ""
+    if family:
+        template_key = rendering.template_keys(family, [delivery.channel]).get(delivery.channel, "")
+        if not template_key:
+            raise ProviderError(f"template {family!r} has no {delivery.channel} version")
+    rendered = rendering.render(
+        channel=delivery.channel,
+        template_key=template_key,
+        content=request.content,
+        data=request.data,
+        locale=notification.locale,
+        timezone=user.timezone if user else "",
+        recipient=user.external_id if user else None,
+    )
+    delivery.template_version = rendered.get("version")
+    delivery.variant = rendered.get("variant") or ""
+    headers = {}
+    if delivery.channel == "email":
+        from notifications import unsubscribe
+
+        headers = unsubscribe.headers_for(delivery)
+    return Message(
+        channel=delivery.channel,
+        to=delivery.address,
+        subject=rendered.get("subject", ""),
+        text=rendered.get("text") or rendered.get("body", ""),
+        html=rendered.get("html", ""),
+        title=rendered.get("title", ""),
+        data=rendered.get("data") or {},
+        headers=headers,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        delivery_id=str(delivery.id),
+        category=notification.category_id,
+        tags=[notification.category_id],
+    )
+
+
+def _finish(delivery: Delivery, **fields) -> bool:
+    """Records an outcome, only if this worker still holds the delivery (its lease may have
+    expired and another worker taken over)."""
+    fields["updated_at"] = timezone.now()
+    fields.setdefault("lease_until", None)
+    return bool(
+        Delivery.objects.filter(
+            id=delivery.id, status="sending", attempts=delivery.attempts
+        ).update(**fields)
+    )
+
+
+def _retry_delay(delivery: Delivery, error: ProviderError | None) -> float:
+    base = settings.DELIVERY_RETRY_BASE_SECONDS * 2 ** max(delivery.provider_attempts - 1, 0)
+    delay = base * (0.5 + random.random())  # full jitter around the exponential step
+    if delivery.priority in ("high", "urgent"):
+        delay = min(delay, 15.0)  # failover within 60 s of the first failure
+    if error is not None and error.retry_after:
+        delay = max(delay, error.retry_after)
+    return min(delay, 3600.0)
+
+
+def _record(delivery: Delivery, type_: str, *, provider: str = "", latency_ms=None, **data):
+    events.record(
+        type_,
+        channel=delivery.channel,
+        provider=provider,
+        category=delivery.notification.category_id,
+        caller=delivery.notification.request.caller,
+        notification_id=delivery.notification_id,
+        delivery_id=delivery.id,
+        latency_ms=latency_ms,
+        data=data,
+    )
+
+
+def delivery_attempt(delivery_id) -> str:
+    """Sends one delivery once: claim, render, pick a provider, call it, record the outcome.
+
+    Safe to run twice: a second copy finds nothing to claim. Returns what happened (for logs and
+    tests): not_claimed, sent, failed, ambiguous, retry, failover, delayed.
+    """
+    delivery = delivery_claim(delivery_id)
+    if delivery is None:
+        return "not_claimed"
+    try:
+        message = _message_for(delivery)
+    except (APIError, ProviderError) as exc:
+        detail = getattr(exc, "detail", None) or str(exc)
+        with transaction.atomic():
+            if _finish(
+                delivery,
+                status="failed",
+                failed_at=timezone.now(),
+                error=f"render: {detail}"[:2000],
+            ):
+                _record(delivery, "failed", reason="render_error")
+        return "failed"
+
+    chain = registry.chain(delivery.channel)
+    index = delivery.provider_index
+    # Skip providers whose circuit is open; if all are open, wait for the first to half-open.
+    while index < len(chain):
+        try:
+            _breaker(chain[index].alias).before_call()
+            break
+        except CircuitOpenError:
+            index += 1
+    if index >= len(chain):
+        if delivery.provider_index < len(chain) and len(chain) > 0:
+            return _requeue(
+                delivery,
+                settings.PROVIDER_BREAKER_RESET_SECONDS,
+                "delayed",
+                provider_index=delivery.provider_index,
+            )
+        with transaction.atomic():
+            if _finish(
+                delivery,
+                status="failed",
+                failed_at=timezone.now(),
+                error=delivery.error or "every provider failed",
+            ):
+                _record(delivery, "failed", reason="providers_exhausted")
+        return "failed"
+    provider = chain[index]
+
+    wait = ratelimit.acquire(provider)
+    if wait > 0:
+        return _requeue(delivery, wait, "delayed", provider_index=index)
+
+    started = time.perf_counter()
+    try:
+        result = provider.send(message)
+    except ProviderError as exc:
+        latency = (time.perf_counter() - started) * 1000
+        return _on_provider_error(delivery, provider, index, exc, latency, chain)
+    latency = (time.perf_counter() - started) * 1000
+    _breaker(provider.alias).record_success()
+    now = timezone.now()
+    status = "delivered" if result.status == "delivered" else "sent"
+    with transaction.atomic():
+        if _finish(
+            delivery,
+            status=status,
+            provider=provider.alias,
+            provider_index=index,
+            provider_message_id=result.provider_message_id[:255],
+            sent_at=now,
+            delivered_at=now if status == "delivered" else None,
+            error="",
+            template_version=delivery.template_version,
+            variant=delivery.variant,
+        ):
+            _record(
+                delivery,
+                "sent",
+                provider=provider.alias,
+                latency_ms=round(latency, 2),
+                attempts=delivery.attempts,
+            )
+            if status == "delivered":
+                _record(delivery, "delivered", provider=provider.alias)
+    return "sent"
+
+
+def _requeue(delivery: Delivery, delay: float, outcome: str, **fields) -> str:
+    at = timezone.now() + dt.timedelta(seconds=delay)
+    if _finish(delivery, status="queued", next_attempt_at=at, **fields):
+        enqueue_many([(str(delivery.id), delivery.priority)], countdown=delay)
+    return outcome
+
+
+def _on_provider_error(delivery, provider, index, exc: ProviderError, latency, chain) -> str:
+    now = timezone.now()
+    error = f"{provider.alias}: {exc}"[:2000]
+    if exc.permanent:
+        with transaction.atomic():
+            if _finish(
+                delivery,
+                status="failed",
+                failed_at=now,
+                provider=provider.alias,
+                provider_index=index,
+                error=error,
+            ):
+                _record(
+                    delivery,
+                    "failed",
+                    provider=provider.alias,
+                    latency_ms=round(latency, 2),
+                    reason=exc.code or "permanent",
+                    error=str(exc)[:500],
+                )
+                if exc.suppress and delivery.address:
+                    suppression_add(
+                        channel=delivery.channel,
+                        address=delivery.address,
+                        reason=exc.code
+                        if exc.code in Suppression.Reason.values
+                        else Suppression.Reason.INVALID,
+                        detail=str(exc),
+                    )
+        return "failed"
+
+    _breaker(provider.alias).record_failure()
+    if exc.ambiguous and not settings.RESEND_AMBIGUOUS.get(delivery.channel, True):
+        with transaction.atomic():
+            if _finish(
+                delivery,
+                status="ambiguous",
+                provider=provider.alias,
+                provider_index=index,
+                error=error,
+            ):
+                _record(
+                    delivery,
+                    "ambiguous",
+                    provider=provider.alias,
+                    latency_ms=round(latency, 2),
+                    error=str(exc)[:500],
+                )
+        return "ambiguous"
+
+    delivery.provider_attempts += 1
+    first_failure = delivery.first_failure_at or now
+    urgent = delivery.priority in ("high", "urgent")
+    exhausted = delivery.provider_attempts >= settings.DELIVERY_MAX_ATTEMPTS_PER_PROVIDER or (
+        urgent and (now - first_failure).total_seconds() >= 45
+    )
+    _record(
+        delivery,
+        "retry",
+        provider=provider.alias,
+        latency_ms=round(latency, 2),
+        error=str(exc)[:500],
+        attempt=delivery.provider_attempts,
+    )
+    if exhausted:
+        if index + 1 >= len(chain):
+            with transaction.atomic():
+                if _finish(
+                    delivery,
+                    status="failed",
+                    failed_at=now,
+                    provider=provider.alias,
+                    provider_index=index,
+                    error=error,
+                ):
+                    _record(
+                        delivery, "failed", provider=provider.alias, reason="providers_exhausted"
+                    )
+            return "failed"
+        _requeue(
+            delivery,
+            0,
+            "failover",
+            provider_index=index + 1,
+            provider_attempts=0,
+            first_failure_at=first_failure,
+            error=error,
+        )
+        return "failover"
+    _requeue(
+        delivery,
+        _retry_delay(delivery, exc),
+        "retry",
+        provider_index=index,
+        provider_attempts=delivery.provider_attempts,
+        first_failure_at=first_failure,
+        error=error,
+    )
+    return "retry"
+
+
+# ------------------------------------------------------------------------------------ sweeps
+
+
+def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
+    """The beat's safety net, run every few seconds (safe to run in several beats at once).
+
+    - a delivery whose lease expired (its worker died) goes back to the queue;
+    - a queued delivery nobody picked up (committed but never enqueued, or a lost message) is
+      enqueued again;
+    - a scheduled delivery whose time has come is released (in-app ones are delivered at once).
+    """
+    now = timezone.now()
+    counts = {"expired": 0, "requeued": 0, "released": 0}
+    with transaction.atomic():
+        expired = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status="sending", lease_until__lt=now)
+            .values_list("id", "priority")[:batch]
+        )
+        if expired:
+            Delivery.objects.filter(id__in=[d for d, _ in expired]).update(
+                status="queued", lease_until=None, next_attempt_at=None, updated_at=now
+            )
+            ids = [(str(d), p) for d, p in expired]
+            transaction.on_commit(lambda: enqueue_many(ids))
+            counts["expired"] = len(expired)
+    stale = now - dt.timedelta(seconds=30)
+    with transaction.atomic():
+        lost = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status="queued", updated_at__lt=stale)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=stale))
+            .values_list("id", "priority")[:batch]
+        )
+        if lost:
+            Delivery.objects.filter(id__in=[d for d, _ in lost]).update(updated_at=now)
+            ids2 = [(str(d), p) for d, p in lost]
+            transaction.on_commit(lambda: enqueue_many(ids2))
+            counts["requeued"] = len(lost)
+    with transaction.atomic():
+        due = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .select_related("notification")
+            .filter(status="scheduled", scheduled_for__lte=now)[:batch]
+        )
+        to_enqueue = []
+        for delivery in due:
+            if delivery.channel == "in_app":
+                delivery.status, delivery.delivered_at = "delivered", now
+                _publish_created(delivery.notification)
+            else:
+                delivery.status = "queued"
+                to_enqueue.append((str(delivery.id), delivery.priority))
+            delivery.queued_at = now
+            delivery.updated_at = now
+        if due:
+            Delivery.objects.bulk_update(due, ["status", "delivered_at", "queued_at", "updated_at"])
+            events.record_many(
+                [
+                    {
+                        "type": d.status,
+                        "channel": d.channel,
+                        "category": d.notification.category_id,
+                        "notification_id": d.notification_id,
+                        "delivery_id": d.id,
+                    }
+                    for d in due
+                ]
+            )
+            transaction.on_commit(lambda: enqueue_many(to_enqueue))
+            counts["released"] = len(due)
+    return counts
+
+
+def idempotency_prune() -> int:
+    cutoff = timezone.now() - dt.timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
+    return IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()[0]
+
+
+# --------------------------------------------------------------------------------- the inbox
+
+
+def _owned(user, notification_id) -> Notification:
+    notification = Notification.objects.filter(
+        id=notification_id, user=user, dismissed_at__isnull=True
+    ).first()
+    if notification is None:
+        raise NotFoundError("No such notification.")
+    return notification
+
+
+@transaction.atomic
+def notification_mark(*, user, notification_id, read: bool) -> Notification:
+    """Marks one notification read (or unread again) and tells the user's other sockets."""
+    notification = _owned(user, notification_id)
+    value = timezone.now() if read else None
+    if (notification.read_at is None) == read:
+        notification.read_at = value
+        notification.save(update_fields=["read_at"])
+        realtime.publish_event(
+            user.pk,
+            "notification.read" if read else "notification.unread",
+            {
+                "ids": [str(notification.id)],
+                "unread": unread_count(user),
+            },
+        )
+    return notification
+
+
+@transaction.atomic
+def notification_read_all(*, user) -> int:
+    now = timezone.now()
+    ids = list(
+        Notification.objects.filter(
+            user=user, read_at__isnull=True, dismissed_at__isnull=True
+        ).values_list("id", flat=True)
+    )
+    if ids:
+        Notification.objects.filter(id__in=ids).update(read_at=now)
+        realtime.publish_event(
+            user.pk,
+            "notification.read",
+            {"ids": [str(i) for i in ids[:1000]], "all": True, "unread": 0},
+        )
+    return len(ids)
+
+
+@transaction.atomic
+def notification_dismiss(*, user, notification_id) -> None:
+    notification = _owned(user, notification_id)
+    notification.dismissed_at = timezone.now()
+    if notification.read_at is None:
+        notification.read_at = notification.dismissed_at
+    notification.save(update_fields=["dismissed_at", "read_at"])
+    realtime.publish_event(
+        user.pk,
+        "notification.dismissed",
+        {"ids": [str(notification.id)], "unread": unread_count(user)},
+    )
+
+
+def unread_count(user) -> int:
+    return Notification.objects.filter(
+        user=user, read_at__isnull=True, dismissed_at__isnull=True
+    ).count()
+
+
+# --------------------------------------------------------------------- preferences, consent
+
+
+@transaction.atomic
+def preferences_set(*, user, changes: list[dict]) -> None:
+    """``changes``: ``[{"category": key, "channel": c, "enabled": bool}]``. Mandatory categories
+    cannot be turned off (400)."""
+    categories = {
+        c.key: c for c in Category.objects.filter(key__in={c["category"] for c in changes})
+    }
+    errors = {}
+    for i, change in enumerate(changes):
+        category = categories.get(change["category"])
+        if category is None:
+            errors[f"preferences[{i}].category"] = [f"Unknown category {change['category']!r}."]
+        elif category.mandatory and not change["enabled"]:
+            errors[f"preferences[{i}].enabled"] = [f"{category.key} is mandatory."]
+    if errors:
+        raise APIError("Some preferences cannot be set.", code="validation_error", fields=errors)
+    for change in changes:
+        NotificationPreference.objects.update_or_create(
+            user=user,
+            category_id=change["category"],
+            channel=change["channel"],
+            defaults={"enabled": change["enabled"]},
+        )
+
+
+@transaction.atomic
+def quiet_hours_set(*, user, start, end, enabled: bool = True) -> QuietHours | None:
+    if start is None or end is None:
+        QuietHours.objects.filter(user=user).delete()
+        return None
+    quiet, _ = QuietHours.objects.update_or_create(
+        user=user, defaults={"start": start, "end": end, "enabled": enabled}
+    )
+    return quiet
+
+
+def consent_record(
+    *,
+    user,
+    granted: bool,
+    source: str,
+    channel: str = "",
+    category: str | None = None,
+    evidence: dict | None = None,
+) -> Consent:
+    if category and not Category.objects.filter(key=category).exists():
+        raise APIError(
+            "Unknown category.",
+            code="validation_error",
+            fields={"category": [f"Unknown category {category!r}."]},
+        )
+    consent = Consent.objects.create(
+        user=user,
+        channel=channel or "",
+        category_id=category or None,
+        granted=granted,
+        source=source,
+        evidence=evidence or {},
+    )
+    events.record(
+        "consent_granted" if granted else "consent_withdrawn",
+        channel=channel,
+        category=category or "",
+        data={"source": source},
+    )
+    return consent
+
+
+def address_normalize(channel: str, value: str) -> str:
+    if channel == "sms":
+        return normalize_e164(value, settings.SMS_DEFAULT_REGION or None)
+    return value.strip().lower()
+
+
+@transaction.atomic
+def unsubscribe_apply(payload: dict, *, source: str) -> str:
+    """Applies a verified unsubscribe token: turns the category off for a user on that channel,
+    or suppresses a raw address. Returns a short description for the confirmation page."""
+    category = Category.objects.filter(key=payload["c"]).first()
+    channel = payload["ch"]
+    if payload.get("u") and category is not None and not category.mandatory:
+        NotificationPreference.objects.update_or_create(
+            user_id=payload["u"],
+            category=category,
+            channel=channel,
+            defaults={"enabled": False},
+        )
+        what = f"{category.name} messages by {channel}"
+    else:
+        suppression_add(
+            channel=channel,
+            address=payload["a"],
+            reason=Suppression.Reason.UNSUBSCRIBE,
+            detail=source,
+        )
+        what = f"all messages by {channel} to this address"
+    events.record(
+        "unsubscribed",
+        channel=channel,
+        category=payload["c"],
+        delivery_id=payload.get("d"),
+        data={"source": source},
+    )
+    return what

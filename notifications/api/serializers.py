@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from communication.models import normalize_e164
+from notifications.models import Channel, Notification, Priority
+
+
+class RecipientSerializer(serializers.Serializer):
+    user_id = serializers.CharField(required=False, max_length=255)
+    email = serializers.EmailField(required=False, max_length=320)
+    phone = serializers.CharField(required=False, max_length=32)
+
+    def validate_phone(self, value):
+        try:
+            return normalize_e164(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages[0]) from exc
+
+    def validate(self, attrs):
+        given = [k for k in ("user_id", "email", "phone") if attrs.get(k)]
+        if len(given) != 1:
+            raise serializers.ValidationError("Give exactly one of user_id, email, phone.")
+        return attrs
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "enum": ["auto"]},
+            {"type": "array", "items": {"type": "string", "enum": list(Channel.values)}},
+        ]
+    }
+)
+class ChannelsField(serializers.Field):
+    def to_internal_value(self, data):
+        if data == "auto":
+            return "auto"
+        if not isinstance(data, list) or not data:
+            raise serializers.ValidationError('A list of channels, or "auto".')
+        bad = [c for c in data if c not in Channel.values]
+        if bad:
+            raise serializers.ValidationError(
+                f"Unknown channel(s): {', '.join(map(str, bad))}; use {', '.join(Channel.values)}."
+            )
+        return list(dict.fromkeys(data))
+
+    def to_representation(self, value):
+        return value
+
+
+class ContentSerializer(serializers.Serializer):
+    subject = serializers.CharField(required=False, allow_blank=True, max_length=998)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    body = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
+    text = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
+    html = serializers.CharField(required=False, allow_blank=True, max_length=1_000_000)
+    action_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
+    data = serializers.DictField(required=False)
+
+
+class SendSerializer(serializers.Serializer):
+    recipients = RecipientSerializer(many=True, allow_empty=False)
+    category = serializers.SlugField(required=False, default="transactional")
+    channels = ChannelsField(required=False, default="auto")
+    template = serializers.SlugField(required=False, max_length=100)
+    content = ContentSerializer(required=False)
+    data = serializers.DictField(required=False, default=dict)
+    locale = serializers.CharField(required=False, allow_blank=True, max_length=35, default="")
+    priority = serializers.ChoiceField(
+        choices=Priority.choices, required=False, default=Priority.NORMAL
+    )
+    scheduled_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    scheduled_local = serializers.BooleanField(required=False, default=False)
+
+    def validate(self, attrs):
+        if bool(attrs.get("template")) == bool(attrs.get("content")):
+            raise serializers.ValidationError(
+                {"template": ["Give a template, or inline content, not both."]}
+            )
+        return attrs
+
+
+class ScheduleSerializer(SendSerializer):
+    scheduled_at = serializers.DateTimeField()
+
+    def validate_scheduled_at(self, value):
+        if not self.initial_data.get("scheduled_local") and value <= timezone.now():
+            raise serializers.ValidationError("Must be in the future.")
+        return value
+
+
+class DeliveryOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    channel = serializers.CharField()
+    status = serializers.CharField()
+    reason = serializers.CharField(allow_null=True)
+    scheduled_for = serializers.DateTimeField(allow_null=True)
+
+
+class NotificationOutSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    recipient = serializers.DictField()
+    deliveries = DeliveryOutSerializer(many=True)
+
+
+class RequestOutSerializer(serializers.Serializer):
+    request_id = serializers.UUIDField()
+    status = serializers.CharField()
+    category = serializers.CharField()
+    priority = serializers.CharField()
+    created_at = serializers.DateTimeField(allow_null=True)
+    notifications = NotificationOutSerializer(many=True)
+
+
+class RequestSummarySerializer(serializers.Serializer):
+    request_id = serializers.UUIDField(source="id")
+    category = serializers.CharField(source="category_id")
+    template = serializers.CharField(source="template_key")
+    priority = serializers.CharField()
+    scheduled_at = serializers.DateTimeField()
+    cancelled_at = serializers.DateTimeField()
+    created_at = serializers.DateTimeField()
+    recipients = serializers.IntegerField(source="recipient_count")
+
+
+class RescheduleSerializer(serializers.Serializer):
+    scheduled_at = serializers.DateTimeField()
+
+
+class InboxItemSerializer(serializers.ModelSerializer):
+    category = serializers.CharField(source="category_id")
+    read = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Notification
+        fields = [
+            "id",
+            "title",
+            "body",
+            "category",
+            "action_url",
+            "data",
+            "read",
+            "read_at",
+            "created_at",
+        ]
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_read(self, obj) -> bool:
+        return obj.read_at is not None
+
+
+class UnreadSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = InboxItemSerializer(many=True)
+
+
+class PreferenceSerializer(serializers.Serializer):
+    category = serializers.SlugField()
+    channel = serializers.ChoiceField(choices=Channel.choices)
+    enabled = serializers.BooleanField()
+
+
+class QuietHoursSerializer(serializers.Serializer):
+    start = serializers.TimeField(allow_null=True)
+    end = serializers.TimeField(allow_null=True)
+    enabled = serializers.BooleanField(default=True)
+
+    def validate(self, attrs):
+        if (attrs.get("start") is None) != (attrs.get("end") is None):
+            raise serializers.ValidationError("Give both start and end, or neither.")
+        if attrs.get("start") is not None and attrs["start"] == attrs["end"]:
+            raise serializers.ValidationError("start and end must differ.")
+        return attrs
+
+
+class PreferencesSerializer(serializers.Serializer):
+    preferences = PreferenceSerializer(many=True, required=False, default=list)
+    quiet_hours = QuietHoursSerializer(required=False, allow_null=True)
+
+
+class ConsentSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    channel = serializers.ChoiceField(
+        choices=Channel.choices,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="empty: every channel",
+    )
+    category = serializers.SlugField(
+        required=False, allow_null=True, default=None, source="category_id"
+    )
+    granted = serializers.BooleanField()
+    source = serializers.CharField(max_length=64)
+    evidence = serializers.DictField(required=False, default=dict)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class CategoryPreferenceSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    mandatory = serializers.BooleanField()
+    requires_consent = serializers.BooleanField()
+    channels = serializers.DictField(child=serializers.BooleanField())
+
+
+class OutboxSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    delivery_id = serializers.UUIDField(allow_null=True)
+    channel = serializers.CharField()
+    to = serializers.CharField()
+    subject = serializers.CharField()
+    text = serializers.CharField()
+    html = serializers.CharField()
+    payload = serializers.DictField()
+    created_at = serializers.DateTimeField()

@@ -1,0 +1,64 @@
+"""Per-provider rate limits: a token bucket in Redis shared by every worker.
+
+A send that finds the bucket empty is not dropped: the caller gets the wait in seconds and puts
+the delivery back in the queue for that long.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# KEYS[1] bucket; ARGV rate, burst, now. Returns the wait in milliseconds (0 = a token was taken).
+_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - ts) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) / rate * 1000)
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return wait
+"""
+
+_client: redis.Redis | None = None
+_script = None
+
+
+def _get():
+    global _client, _script
+    if _client is None:
+        _client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
+        )
+        _script = _client.register_script(_LUA)
+    return _script
+
+
+def acquire(provider) -> float:
+    """Seconds to wait before ``provider`` may be called (0: go now)."""
+    rate = provider.rate_per_second
+    if not rate:
+        return 0.0
+    try:
+        wait_ms = _get()(
+            keys=[f"ratelimit:{provider.alias}"], args=[rate, provider.burst, time.time()]
+        )
+    except redis.RedisError as exc:
+        logger.warning("rate limiter unavailable; sending", extra={"error": str(exc)})
+        return 0.0
+    return int(wait_ms) / 1000.0

@@ -1,0 +1,86 @@
+"""What a delivery says: a template of the channel, or the request's inline content.
+
+A request names a template *family*: ``"system-alert"`` is the template ``system-alert`` when its
+channel is the one being sent, else ``system-alert-<channel>`` (``system-alert-email``,
+``system-alert-sms``, ``system-alert-in_app`` …), so one request can speak on every channel.
+"""
+
+from __future__ import annotations
+
+from templates_app import engine
+from templates_app import services as template_services
+from templates_app.models import Template
+
+
+def candidates(family: str, channel: str) -> list[str]:
+    return [family, f"{family}-{channel}", f"{family}-{channel.replace('_', '-')}"]
+
+
+def template_keys(family: str, channels: list[str]) -> dict[str, str]:
+    """``{channel: template key}`` for the channels that have a template in ``family``."""
+    wanted = {key: ch for ch in channels for key in candidates(family, ch)}
+    found = dict(
+        Template.objects.filter(key__in=list(wanted), active=True).values_list("key", "channel")
+    )
+    out: dict[str, str] = {}
+    for channel in channels:
+        for key in candidates(family, channel):
+            if found.get(key) == channel:
+                out[channel] = key
+                break
+    return out
+
+
+def render(
+    *,
+    channel: str,
+    template_key: str,
+    content: dict,
+    data: dict,
+    locale: str,
+    timezone: str,
+    recipient: str | None,
+) -> dict:
+    """The rendered fields for one delivery (subject/html/text, text, title/body/data …).
+
+    Raises the templates_app TemplateError subclasses (a 400 at the API; a permanent failure in
+    the worker).
+    """
+    if template_key:
+        return template_services.template_render(
+            key=template_key,
+            data=data,
+            locale=locale or None,
+            timezone=timezone or None,
+            recipient=recipient,
+        )
+    sources = _inline_sources(channel, content)
+    rendered = engine.render_fields(
+        channel=channel,
+        sources=sources,
+        context=dict(data),
+        locale=locale or "en",
+        timezone=timezone,
+        enforce_sms_limit=channel == "sms",
+    )
+    out = rendered.as_dict()
+    out.update({"template": None, "version": None, "variant": None})
+    return out
+
+
+def _inline_sources(channel: str, content: dict) -> dict:
+    subject = content.get("subject") or content.get("title") or ""
+    body = content.get("body") or content.get("text") or ""
+    if channel == "email":
+        return {
+            "subject": subject,
+            "html": content.get("html", ""),
+            "text": content.get("text") or body,
+        }
+    if channel == "sms":
+        return {"text": content.get("text") or body}
+    return {
+        "title": content.get("title") or subject,
+        "body": body,
+        "data": content.get("data") or {},
+    }

@@ -1,0 +1,177 @@
+"""Who gets what on which channel: the resolution rules of a send, as pure decisions.
+
+Given a recipient (a user or a raw address), a category, the channels and the time, each
+(recipient, channel) pair becomes a :class:`Decision`: queued, scheduled (with when), skipped or
+suppressed (with why). ``notifications.services`` loads what the rules need in a few bulk queries
+and writes the rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from dataclasses import dataclass, field
+
+SENDABLE = ("email", "sms", "push", "in_app")
+
+
+@dataclass
+class Recipient:
+    """One entry of ``recipients``: a user, or a raw email / phone for a non-user."""
+
+    spec: dict
+    user: object | None = None  # communication.User
+    email: str = ""
+    phone: str = ""
+
+    @property
+    def key(self) -> str:
+        if self.user is not None:
+            return self.user.external_id
+        return self.email or self.phone
+
+
+@dataclass
+class Decision:
+    channel: str
+    status: str  # queued | scheduled | skipped | suppressed | delivered (in-app, at once)
+    address: str = ""
+    reason: str = ""
+    scheduled_for: dt.datetime | None = None
+
+
+@dataclass
+class Facts:
+    """What the rules consult, loaded in bulk for every recipient of a request."""
+
+    category: object  # communication.Category
+    # (user_pk, channel) -> enabled
+    preferences: dict = field(default_factory=dict)
+    # user_pk -> list of (channel or "", category key or "", granted), newest first
+    consents: dict = field(default_factory=dict)
+    # (channel, address) -> reason
+    suppressed: dict = field(default_factory=dict)
+    # user_pk -> (start, end) local times
+    quiet: dict = field(default_factory=dict)
+    # user_pk -> number of active push devices (the Push issue fills it)
+    devices: dict = field(default_factory=dict)
+
+
+def channels_for(recipient: Recipient, requested, facts: Facts) -> list[str]:
+    """``auto``: the category's default channels the recipient can be reached on (and has not
+    turned off); explicit: as asked."""
+    if requested != "auto":
+        return list(requested)
+    defaults = [c for c in facts.category.default_channels if c in SENDABLE]
+    if recipient.user is None:
+        return ["email"] if recipient.email else ["sms"]
+    return [
+        c
+        for c in defaults
+        if facts.preferences.get((recipient.user.pk, c), True) or facts.category.mandatory
+    ]
+
+
+def address_for(recipient: Recipient, channel: str) -> str:
+    if channel == "email":
+        return (recipient.email or (recipient.user.email if recipient.user else "")).lower()
+    if channel == "sms":
+        return recipient.phone or (recipient.user.phone if recipient.user else "")
+    if channel in ("in_app", "push"):
+        return recipient.user.external_id if recipient.user is not None else ""
+    return ""
+
+
+def _has_consent(user_pk, channel: str, category_key: str, facts: Facts) -> bool:
+    for consent_channel, consent_category, granted in facts.consents.get(user_pk, []):
+        if consent_channel in ("", channel) and consent_category in ("", category_key):
+            return granted
+    return False
+
+
+def quiet_window_end(now: dt.datetime, start: dt.time, end: dt.time, tz_name: str):
+    """The end of the quiet window ``now`` falls in (an aware UTC datetime), or None."""
+    try:
+        tz = zoneinfo.ZoneInfo(tz_name) if tz_name else dt.UTC
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        tz = dt.UTC
+    local = now.astimezone(tz)
+    t = local.time()
+    if start < end:
+        inside = start <= t < end
+        end_day = local.date()
+    else:  # the window crosses midnight, e.g. 22:00 → 07:00
+        inside = t >= start or t < end
+        end_day = local.date() + dt.timedelta(days=1) if t >= start else local.date()
+    if not inside:
+        return None
+    naive = dt.datetime.combine(end_day, end)
+    return naive.replace(tzinfo=tz).astimezone(dt.UTC)
+
+
+def decide(
+    recipient: Recipient,
+    channel: str,
+    *,
+    facts: Facts,
+    priority: str,
+    now: dt.datetime,
+    scheduled_for: dt.datetime | None,
+) -> Decision:
+    """The rules, in order: reachability, opt-out, consent, suppression, schedule, quiet hours."""
+    category = facts.category
+    user = recipient.user
+    if channel not in SENDABLE:
+        return Decision(channel, "skipped", reason=f"unknown channel {channel!r}")
+    if channel in ("in_app", "push") and user is None:
+        return Decision(channel, "skipped", reason=f"{channel} needs a user recipient")
+    address = address_for(recipient, channel)
+    if channel == "push" and not facts.devices.get(user.pk):
+        return Decision(channel, "skipped", address=address, reason="no push device registered")
+    if not address:
+        what = {"email": "email address", "sms": "phone number"}.get(channel, "address")
+        return Decision(channel, "skipped", reason=f"recipient has no {what}")
+    if user is not None and not category.mandatory:
+        if not facts.preferences.get((user.pk, channel), True):
+            return Decision(
+                channel,
+                "skipped",
+                address=address,
+                reason=f"opted out of {category.key} on {channel}",
+            )
+    if category.requires_consent and (
+        user is None or not _has_consent(user.pk, channel, category.key, facts)
+    ):
+        return Decision(
+            channel,
+            "skipped",
+            address=address,
+            reason=f"no consent for {category.key} on {channel}",
+        )
+    suppressed = facts.suppressed.get((channel, address))
+    if suppressed:
+        return Decision(channel, "suppressed", address=address, reason=suppressed)
+
+    when = scheduled_for if scheduled_for and scheduled_for > now else None
+    if user is not None and channel != "in_app" and priority != "urgent":
+        window = facts.quiet.get(user.pk)
+        if window:
+            end = quiet_window_end(when or now, window[0], window[1], user.timezone)
+            if end is not None:
+                return Decision(
+                    channel, "scheduled", address=address, scheduled_for=end, reason="quiet hours"
+                )
+    if when is not None:
+        return Decision(channel, "scheduled", address=address, scheduled_for=when)
+    if channel == "in_app":
+        return Decision(channel, "delivered", address=address)
+    return Decision(channel, "queued", address=address)
+
+
+def local_to_utc(naive: dt.datetime, tz_name: str) -> dt.datetime:
+    """``scheduled_local``: the wall-clock time in the recipient's zone."""
+    try:
+        tz = zoneinfo.ZoneInfo(tz_name) if tz_name else dt.UTC
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        tz = dt.UTC
+    return naive.replace(tzinfo=tz).astimezone(dt.UTC)
