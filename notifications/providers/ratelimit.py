@@ -35,18 +35,14 @@ redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
 return wait
 """
 
-_client: redis.Redis | None = None
-_script = None
+@functools.lru_cache(maxsize=4)
+def _script_for(url: str):
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return client.register_script(_LUA)
 
 
 def _get():
-    global _client, _script
-    if _client is None:
-        _client = redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
-        )
-        _script = _client.register_script(_LUA)
-    return _script
+    return _script_for(settings.REDIS_URL)
 
 
 def acquire(provider) -> float:
