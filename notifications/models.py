@@ -28,8 +28,9 @@ class Priority(models.TextChoices):
 class NotificationPreference(models.Model):
     """One user's choice for one category on one channel. Absent = the category's default."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                             related_name="notification_preferences")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"
+    )
     category = models.ForeignKey("communication.Category", on_delete=models.CASCADE, to_field="key")
     channel = models.CharField(max_length=16, choices=Channel.choices)
     enabled = models.BooleanField()
@@ -37,16 +38,18 @@ class NotificationPreference(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "category", "channel"],
-                                    name="preference_unique"),
+            models.UniqueConstraint(
+                fields=["user", "category", "channel"], name="preference_unique"
+            ),
         ]
 
 
 class QuietHours(models.Model):
     """A daily window, in the user's own time zone, when non-urgent sends wait."""
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                                related_name="quiet_hours")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quiet_hours"
+    )
     start = models.TimeField()
     end = models.TimeField()
     enabled = models.BooleanField(default=True)
@@ -54,8 +57,11 @@ class QuietHours(models.Model):
 
     class Meta:
         verbose_name_plural = "quiet hours"
-        constraints = [models.CheckConstraint(condition=~Q(start=models.F("end")),
-                                              name="quiet_hours_not_empty")]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(start=models.F("end")), name="quiet_hours_not_empty"
+            )
+        ]
 
 
 class Consent(models.Model):
@@ -64,11 +70,13 @@ class Consent(models.Model):
     ``channel`` / ``category`` empty mean "all".
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
-                             related_name="consents")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="consents"
+    )
     channel = models.CharField(max_length=16, choices=Channel.choices, blank=True)
-    category = models.ForeignKey("communication.Category", on_delete=models.CASCADE, to_field="key", null=True,
-                                 blank=True)
+    category = models.ForeignKey(
+        "communication.Category", on_delete=models.CASCADE, to_field="key", null=True, blank=True
+    )
     granted = models.BooleanField()
     source = models.CharField(max_length=64)
     evidence = models.JSONField(default=dict, blank=True)
@@ -93,8 +101,9 @@ class Suppression(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["channel", "address"],
-                                               name="suppression_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "address"], name="suppression_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel}:{self.address} ({self.reason})"
@@ -116,8 +125,7 @@ class IdempotencyKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["caller", "key"],
-                                               name="idempotency_unique")]
+        constraints = [models.UniqueConstraint(fields=["caller", "key"], name="idempotency_unique")]
         indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
 
 
@@ -150,10 +158,16 @@ class Notification(models.Model):
     """One recipient of a request: the person's inbox item (read / dismissed state)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    request = models.ForeignKey(NotificationRequest, on_delete=models.CASCADE,
-                                related_name="notifications")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True,
-                             blank=True, related_name="notifications")
+    request = models.ForeignKey(
+        NotificationRequest, on_delete=models.CASCADE, related_name="notifications"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
     recipient = models.JSONField(help_text="as the caller named it: user_id, email or phone")
     email = models.EmailField(max_length=320, blank=True)
     phone = models.CharField(max_length=20, blank=True)
@@ -170,8 +184,11 @@ class Notification(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["user", "-created_at"], name="notification_user_recent"),
-            models.Index(fields=["user", "-created_at"], name="notification_user_unread",
-                         condition=Q(read_at__isnull=True, dismissed_at__isnull=True)),
+            models.Index(
+                fields=["user", "-created_at"],
+                name="notification_user_unread",
+                condition=Q(read_at__isnull=True, dismissed_at__isnull=True),
+            ),
         ]
 
 
@@ -190,15 +207,25 @@ class Delivery(models.Model):
         SKIPPED = "skipped"
         CANCELLED = "cancelled"
 
-    FINAL = (Status.DELIVERED, Status.FAILED, Status.SUPPRESSED, Status.SKIPPED,
-             Status.CANCELLED)
+    FINAL = (Status.DELIVERED, Status.FAILED, Status.SUPPRESSED, Status.SKIPPED, Status.CANCELLED)
     # The order a delivery moves through; provider events never move it backwards.
-    RANK = {"scheduled": 0, "queued": 1, "sending": 2, "ambiguous": 3, "sent": 4,
-            "delivered": 5, "failed": 5, "suppressed": 5, "skipped": 5, "cancelled": 5}
+    RANK = {
+        "scheduled": 0,
+        "queued": 1,
+        "sending": 2,
+        "ambiguous": 3,
+        "sent": 4,
+        "delivered": 5,
+        "failed": 5,
+        "suppressed": 5,
+        "skipped": 5,
+        "cancelled": 5,
+    }
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    notification = models.ForeignKey(Notification, on_delete=models.CASCADE,
-                                     related_name="deliveries")
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="deliveries"
+    )
     channel = models.CharField(max_length=16, choices=Channel.choices)
     address = models.CharField(max_length=320, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices)
@@ -228,25 +255,43 @@ class Delivery(models.Model):
     class Meta:
         verbose_name_plural = "deliveries"
         constraints = [
-            models.UniqueConstraint(fields=["notification", "channel"],
-                                    name="delivery_one_per_channel"),
+            models.UniqueConstraint(
+                fields=["notification", "channel"], name="delivery_one_per_channel"
+            ),
             models.CheckConstraint(
-                condition=Q(status__in=["scheduled", "queued", "sending", "sent", "delivered",
-                                        "failed", "ambiguous", "suppressed", "skipped",
-                                        "cancelled"]),
+                condition=Q(
+                    status__in=[
+                        "scheduled",
+                        "queued",
+                        "sending",
+                        "sent",
+                        "delivered",
+                        "failed",
+                        "ambiguous",
+                        "suppressed",
+                        "skipped",
+                        "cancelled",
+                    ]
+                ),
                 name="delivery_status_valid",
             ),
         ]
         indexes = [
             # The sweeps: due scheduled ones, expired leases, queued ones never picked up.
-            models.Index(fields=["scheduled_for"], name="delivery_due",
-                         condition=Q(status="scheduled")),
-            models.Index(fields=["lease_until"], name="delivery_lease",
-                         condition=Q(status="sending")),
-            models.Index(fields=["updated_at"], name="delivery_queued",
-                         condition=Q(status="queued")),
-            models.Index(fields=["provider", "provider_message_id"], name="delivery_provider_id",
-                         condition=~Q(provider_message_id="")),
+            models.Index(
+                fields=["scheduled_for"], name="delivery_due", condition=Q(status="scheduled")
+            ),
+            models.Index(
+                fields=["lease_until"], name="delivery_lease", condition=Q(status="sending")
+            ),
+            models.Index(
+                fields=["updated_at"], name="delivery_queued", condition=Q(status="queued")
+            ),
+            models.Index(
+                fields=["provider", "provider_message_id"],
+                name="delivery_provider_id",
+                condition=~Q(provider_message_id=""),
+            ),
         ]
 
 
@@ -254,8 +299,9 @@ class OutboxMessage(models.Model):
     """What a channel with no configured provider "sent": the development outbox."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    delivery = models.ForeignKey(Delivery, on_delete=models.SET_NULL, null=True, blank=True,
-                                 related_name="outbox_messages")
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="outbox_messages"
+    )
     channel = models.CharField(max_length=16, choices=Channel.choices)
     to = models.CharField(max_length=320)
     subject = models.CharField(max_length=998, blank=True)
@@ -277,5 +323,6 @@ class ProviderEvent(models.Model):
     received_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["provider", "event_key"],
-                                               name="provider_event_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_key"], name="provider_event_unique")
+        ]

@@ -6,8 +6,17 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 # Event names a parser may produce.
-EVENTS = ("sent", "delivered", "deferred", "bounced", "complained", "failed", "opened", "clicked",
-          "unsubscribed")
+EVENTS = (
+    "sent",
+    "delivered",
+    "deferred",
+    "bounced",
+    "complained",
+    "failed",
+    "opened",
+    "clicked",
+    "unsubscribed",
+)
 
 
 @dataclass

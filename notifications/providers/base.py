@@ -48,8 +48,15 @@ class ProviderError(Exception):
     permanent = False
     ambiguous = False
 
-    def __init__(self, message: str, *, code: str = "", retry_after: float | None = None,
-                 suppress: bool = False, status_code: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        retry_after: float | None = None,
+        suppress: bool = False,
+        status_code: int | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.retry_after = retry_after

@@ -17,9 +17,16 @@ class OutboxProvider(Provider):
         from notifications.models import OutboxMessage
 
         row = OutboxMessage.objects.create(
-            delivery_id=message.delivery_id or None, channel=message.channel, to=message.to,
-            subject=message.subject or message.title, text=message.text, html=message.html,
-            payload={"data": message.data, "headers": message.headers,
-                     "category": message.category},
+            delivery_id=message.delivery_id or None,
+            channel=message.channel,
+            to=message.to,
+            subject=message.subject or message.title,
+            text=message.text,
+            html=message.html,
+            payload={
+                "data": message.data,
+                "headers": message.headers,
+                "category": message.category,
+            },
         )
         return SendResult(provider_message_id=f"outbox-{row.id}", status="delivered")

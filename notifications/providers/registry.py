@@ -47,11 +47,14 @@ def chain(channel: str) -> list[Provider]:
                 try:
                     providers.append(build(alias))
                 except ProviderNotConfiguredError as exc:
-                    logger.info("provider left out of the chain",
-                                extra={"provider": alias, "channel": channel, "why": str(exc)})
+                    logger.info(
+                        "provider left out of the chain",
+                        extra={"provider": alias, "channel": channel, "why": str(exc)},
+                    )
                 except ImportError as exc:
-                    logger.error("provider cannot be loaded",
-                                 extra={"provider": alias, "error": str(exc)})
+                    logger.error(
+                        "provider cannot be loaded", extra={"provider": alias, "error": str(exc)}
+                    )
             if not providers:
                 from notifications.providers.outbox import OutboxProvider
 
@@ -66,8 +69,7 @@ def reset() -> None:
 
 
 def _on_setting_changed(setting, **kwargs):
-    if setting in ("NOTIFICATION_PROVIDERS", "EMAIL_PROVIDERS", "SMS_PROVIDERS",
-                   "PUSH_PROVIDERS"):
+    if setting in ("NOTIFICATION_PROVIDERS", "EMAIL_PROVIDERS", "SMS_PROVIDERS", "PUSH_PROVIDERS"):
         reset()
 
 
