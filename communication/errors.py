@@ -64,25 +64,29 @@ def _code_for(exc: exceptions.APIException) -> str:
     return _STATUS_CODES.get(exc.status_code, "error")
 
 
-def _flatten(detail) -> dict[str, list[str]]:
+def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error detail as ``{"recipients[0].phone": ["…"]}``."""
+
+    def join(key) -> str:
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+            return f"{prefix}[{key}]"
+        if key == "non_field_errors" and prefix:
+            return prefix
+        return f"{prefix}.{key}" if prefix else str(key)
+
+    out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
-        out = {}
         for key, value in detail.items():
-            if isinstance(value, dict):
-                for sub, msgs in _flatten(value).items():
-                    out[f"{key}.{sub}"] = msgs
-            elif isinstance(value, list) and value and isinstance(value[0], dict):
-                for i, item in enumerate(value):
-                    for sub, msgs in _flatten(item).items():
-                        out[f"{key}[{i}].{sub}"] = msgs
-            elif isinstance(value, list):
-                out[key] = [str(v) for v in value]
-            else:
-                out[key] = [str(value)]
-        return out
-    if isinstance(detail, list):
-        return {"non_field_errors": [str(v) for v in detail]}
-    return {"non_field_errors": [str(detail)]}
+            out.update(_flatten(value, join(key)))
+    elif isinstance(detail, list) and any(isinstance(v, (dict, list)) for v in detail):
+        for i, value in enumerate(detail):
+            if value:
+                out.update(_flatten(value, join(i)))
+    elif isinstance(detail, list):
+        out.setdefault(prefix or "non_field_errors", []).extend(str(v) for v in detail)
+    else:
+        out.setdefault(prefix or "non_field_errors", []).append(str(detail))
+    return out
 
 
 def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
