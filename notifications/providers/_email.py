@@ -1,0 +1,160 @@
+"""What the email providers share: the Django message they send, and the anymail send flow.
+
+Email keeps django-anymail as its transport (DESIGN.md): a provider builds an
+``EmailMultiAlternatives``, hands it to the vendor's anymail backend, and maps what anymail raises
+to our error classes in :meth:`AnymailEmailProvider.error_for`, which each vendor module overrides
+with its own documentation at hand.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+from anymail.exceptions import (
+    AnymailAPIError,
+    AnymailConfigurationError,
+    AnymailError,
+    AnymailInvalidAddress,
+    AnymailNotSupportedWarning,
+    AnymailRecipientsRefused,
+)
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+
+from notifications.providers._http import retry_after
+from notifications.providers.base import (
+    AmbiguousProviderError,
+    Message,
+    PermanentProviderError,
+    Provider,
+    ProviderError,
+    ProviderNotConfiguredError,
+    RateLimitedError,
+    SendResult,
+    TransientProviderError,
+)
+
+# anymail 15 warns on every SendGrid backend and webhook it builds: we know, and chose it anyway.
+warnings.filterwarnings("ignore", message=r".*SendGrid.*", category=AnymailNotSupportedWarning)
+
+DEFAULT_TIMEOUT = 15.0
+
+
+def email_message(message: Message, *, connection=None) -> EmailMultiAlternatives:
+    """The Django message for ``message``: text and HTML parts, our headers, anymail's extras."""
+    body = message.text
+    email = EmailMultiAlternatives(
+        subject=message.subject,
+        body=body or message.html,
+        from_email=message.from_email or settings.DEFAULT_FROM_EMAIL,
+        to=[message.to],
+        headers=dict(message.headers),
+        connection=connection,
+    )
+    if body and message.html:
+        email.attach_alternative(message.html, "text/html")
+    elif message.html:
+        email.content_subtype = "html"
+    # anymail's extras; Django's SMTP backend ignores them.
+    email.metadata = {"delivery_id": str(message.delivery_id)} if message.delivery_id else {}
+    email.tags = [*message.tags] or ([message.category] if message.category else [])
+    return email
+
+
+class AnymailEmailProvider(Provider):
+    """An ESP reached through one of anymail's backends.
+
+    Subclasses set ``backend_class`` and ``docs_url`` and implement :meth:`backend_options`
+    (the anymail keyword arguments built from our OPTIONS). anymail's backends are not shared
+    between threads: each thread keeps one, with its HTTP session open between sends.
+    """
+
+    channel = "email"
+    # Every ESP we use answers before it queues; a repeated call sends a second copy at worst.
+    idempotent = False
+    backend_class: type
+    docs_url = ""
+    required_options: tuple[str, ...] = ("API_KEY",)
+
+    def __init__(self, alias: str, options: dict):
+        super().__init__(alias, options)
+        self._local = threading.local()
+
+    def check_configuration(self) -> None:
+        missing = [name for name in self.required_options if not self.options.get(name)]
+        if missing:
+            raise ProviderNotConfiguredError(f"{self.alias}: missing {', '.join(missing)}")
+
+    def backend_options(self) -> dict:
+        """The keyword arguments for ``backend_class`` (api_key, api_url …)."""
+        raise NotImplementedError
+
+    def _backend(self):
+        backend = getattr(self._local, "backend", None)
+        if backend is None:
+            backend = self.backend_class(
+                fail_silently=False,
+                timeout=float(self.options.get("TIMEOUT") or DEFAULT_TIMEOUT),
+                **self.backend_options(),
+            )
+            backend.open()
+            self._local.backend = backend
+        return backend
+
+    def send(self, message: Message) -> SendResult:
+        email = email_message(message)
+        try:
+            self._backend().send_messages([email])
+        except AnymailError as exc:
+            raise self.error_for(exc) from exc
+        status = email.anymail_status
+        message_id = status.message_id
+        if isinstance(message_id, set):  # one recipient, so one id; a set only if anymail changes
+            message_id = next(iter(message_id), None)
+        if not message_id:
+            raise AmbiguousProviderError(
+                f"{self.alias} accepted the message without an id", code="malformed"
+            )
+        return SendResult(
+            provider_message_id=str(message_id),
+            raw={"status": sorted(status.status or [])},
+        )
+
+    def error_for(self, exc: AnymailError) -> ProviderError:
+        """Maps what anymail raised to a ProviderError; vendor modules override and call this."""
+        if isinstance(exc, AnymailRecipientsRefused):
+            return PermanentProviderError(str(exc), code="recipient_refused", suppress=True)
+        if isinstance(exc, AnymailInvalidAddress):
+            return PermanentProviderError(str(exc), code="invalid_address")
+        if isinstance(exc, AnymailConfigurationError):
+            return TransientProviderError(str(exc), code="configuration")
+        if not isinstance(exc, AnymailAPIError):
+            # The message could not be built (unsupported feature, serialisation): no provider
+            # will take it as it is.
+            return PermanentProviderError(str(exc), code="invalid_message")
+        status = exc.status_code
+        response = getattr(exc, "response", None)
+        headers = response.headers if response is not None else {}
+        text = _short(exc)
+        if status is None:
+            # Timeout or connection error: anymail re-raises requests' error as its own. Email is
+            # safe to try again (the worst case is a second copy, which RESEND_AMBIGUOUS allows).
+            return TransientProviderError(text, code="network")
+        if 200 <= status < 300:
+            # The ESP accepted something and answered in a way we cannot read.
+            return AmbiguousProviderError(text, code="malformed", status_code=status)
+        if status == 429:
+            return RateLimitedError(
+                text, code="rate_limited", status_code=status, retry_after=retry_after(headers)
+            )
+        if status in (401, 403):
+            # Our credentials, not this message: let the next provider of the channel take over.
+            return TransientProviderError(text, code="auth", status_code=status)
+        if status == 408 or status >= 500:
+            return TransientProviderError(text, code="provider_error", status_code=status)
+        return PermanentProviderError(text, code="rejected", status_code=status)
+
+
+def _short(exc: Exception, limit: int = 1000) -> str:
+    return str(exc).strip()[:limit]

@@ -1,0 +1,125 @@
+"""SMTP (email, fallback and development) through Django's SMTP backend, from ``SMTP_URL``.
+
+``smtp://user:pass@host:port`` (plain, or ``?starttls=1`` to upgrade with STARTTLS),
+``smtps://user:pass@host:port`` (implicit TLS, port 465 by default); ``?timeout=`` in seconds.
+User and password are percent-decoded. SMTP has no delivery webhooks: the message id we return
+(the Message-ID header we set) is for the log only.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from django.core.mail.backends.smtp import EmailBackend
+from django.core.mail.message import make_msgid
+
+from notifications.providers._email import DEFAULT_TIMEOUT, email_message
+from notifications.providers.base import (
+    Message,
+    PermanentProviderError,
+    Provider,
+    ProviderError,
+    ProviderNotConfiguredError,
+    RateLimitedError,
+    SendResult,
+    TransientProviderError,
+)
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def parse_smtp_url(url: str) -> dict:
+    """The keyword arguments of Django's SMTP ``EmailBackend`` for ``url``.
+
+    Raises ValueError for a scheme other than smtp/smtps.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError(f"SMTP_URL scheme must be smtp or smtps, not {parts.scheme!r}")
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    implicit_tls = parts.scheme == "smtps"
+    starttls = not implicit_tls and query.get("starttls", "").lower() in _TRUE
+    return {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or (465 if implicit_tls else 25),
+        "username": unquote(parts.username) if parts.username else "",
+        "password": unquote(parts.password) if parts.password else "",
+        "use_ssl": implicit_tls,
+        "use_tls": starttls,
+        "timeout": float(query.get("timeout") or DEFAULT_TIMEOUT),
+    }
+
+
+class SmtpEmailProvider(Provider):
+    name = "smtp"
+    channel = "email"
+    idempotent = False
+
+    def check_configuration(self) -> None:
+        url = self.options.get("URL") or ""
+        if not url:
+            raise ProviderNotConfiguredError(f"{self.alias}: SMTP_URL is not set")
+        try:
+            self.connection_options = parse_smtp_url(url)
+        except ValueError as exc:
+            raise ProviderNotConfiguredError(f"{self.alias}: {exc}") from exc
+
+    def send(self, message: Message) -> SendResult:
+        # One connection per message: SMTP servers drop idle connections, and this provider is
+        # the fallback and the development transport, not the high-volume path.
+        connection = EmailBackend(fail_silently=False, **self.connection_options)
+        email = email_message(message, connection=connection)
+        domain = email.from_email.rpartition("@")[2].strip("> ") or None
+        message_id = make_msgid(domain=domain)
+        email.extra_headers["Message-ID"] = message_id
+        try:
+            email.send()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise self.error_for(exc) from exc
+        return SendResult(provider_message_id=message_id)
+
+    def error_for(self, exc: Exception) -> ProviderError:
+        """SMTP replies mapped to our classes.
+
+        RFC 5321 section 4.2.1 (https://www.rfc-editor.org/rfc/rfc5321#section-4.2.1): 4yz is a
+        transient failure, 5yz a permanent one; 421 (service closing) and the enhanced code
+        4.7.x (RFC 3463, https://www.rfc-editor.org/rfc/rfc3463) are how servers say "slow
+        down". A refused recipient with 5yz is a hard bounce.
+        """
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            replies = list(exc.recipients.values())
+            code, text = replies[0] if replies else (0, b"")
+            detail = _text(text)
+            if replies and all(c >= 500 for c, _ in replies):
+                return PermanentProviderError(
+                    f"recipient refused: {code} {detail}", code="recipient_refused", suppress=True
+                )
+            return self._transient(code, f"recipient deferred: {code} {detail}")
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return TransientProviderError(
+                f"SMTP authentication failed: {exc.smtp_code}", code="auth"
+            )
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return TransientProviderError(str(exc), code="configuration")
+        if isinstance(exc, smtplib.SMTPResponseException):
+            code, detail = exc.smtp_code, _text(exc.smtp_error)
+            if 500 <= code < 600:
+                return PermanentProviderError(f"SMTP {code} {detail}", code="rejected")
+            if code < 0:
+                # smtplib's -1: the server answered something that is not SMTP at all.
+                return TransientProviderError(f"not an SMTP answer: {detail}", code="malformed")
+            return self._transient(code, f"SMTP {code} {detail}")
+        # Disconnected, refused, timed out, TLS failure: nothing was accepted for delivery.
+        return TransientProviderError(f"SMTP connection failed: {exc!r}"[:1000], code="network")
+
+    def _transient(self, code: int, text: str) -> ProviderError:
+        if code == 421 or " 4.7." in f" {text}":
+            return RateLimitedError(text, code="rate_limited")
+        return TransientProviderError(text, code="deferred")
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value)[:500]
