@@ -1,0 +1,61 @@
+"""The admin pages staff use: delivery log with timeline, outbox, provider health, send test."""
+
+from __future__ import annotations
+
+import pytest
+
+from communication.models import User
+from notifications import services
+from notifications.models import Delivery, OutboxMessage
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client):
+    admin = User.objects.create_superuser(username="ops", email="ops@example.com", password="pw")
+    client.force_login(admin)
+    return client
+
+
+def test_delivery_log_and_timeline(staff_client, django_assert_max_num_queries):
+    outcome = services.notification_send(
+        caller="svc",
+        payload={
+            "recipients": [{"email": f"u{i}@example.com"} for i in range(20)],
+            "category": "alerts",
+            "channels": ["email"],
+            "content": {"subject": "s", "body": "b"},
+            "data": {},
+        },
+    )
+    delivery_id = outcome.body["notifications"][0]["deliveries"][0]["id"]
+    services.delivery_attempt(delivery_id)
+    with django_assert_max_num_queries(15):
+        page = staff_client.get("/admin/notifications/delivery/")
+    assert page.status_code == 200
+    assert b"u0@example.com" in page.content
+    detail = staff_client.get(f"/admin/notifications/delivery/{delivery_id}/change/")
+    assert detail.status_code == 200
+    assert b"queued" in detail.content and b"sent" in detail.content and b"outbox" in detail.content
+
+
+def test_outbox_provider_health_and_send_test(staff_client):
+    response = staff_client.post(
+        "/admin/notifications/delivery/send-test/",
+        {"channel": "email", "to": "Someone@Example.com", "subject": "Hi", "body": "Test"},
+    )
+    assert response.status_code == 302
+    delivery = Delivery.objects.get(address="someone@example.com")
+    services.delivery_attempt(delivery.id)
+    message = OutboxMessage.objects.get(to="someone@example.com")
+    assert staff_client.get("/admin/notifications/outboxmessage/").status_code == 200
+    page = staff_client.get(f"/admin/notifications/outboxmessage/{message.id}/change/")
+    assert page.status_code == 200
+    health = staff_client.get("/admin/notifications/delivery/provider-health/")
+    assert health.status_code == 200 and b"outbox" in health.content
+    bad = staff_client.post(
+        "/admin/notifications/delivery/send-test/",
+        {"channel": "sms", "to": "12", "subject": "Hi", "body": "Test"},
+    )
+    assert bad.status_code == 200 and b"phone" in bad.content
