@@ -13,7 +13,6 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from analytics.models import Event
-from communication.circuit import CircuitBreaker
 from notifications import services
 from notifications.models import (
     Consent,
