@@ -248,45 +248,78 @@ def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real worker (solo pool) consuming every queue, against the test database."""
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "communication",
-                "worker",
-                "-Q",
-                "realtime,transactional,bulk,default",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"test-{os.getpid()}@%h",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            cwd=ROOT,
-            env=process_env(),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+class Worker:
+    """A real Celery worker process (solo pool) on the real broker, against the test database."""
+
+    def __init__(self, log: Path, env: dict, prefix: str = ""):
+        self.log = log
+        self.prefix = prefix
+        queues = ",".join(f"{prefix}{q}" for q in ("realtime", "transactional", "bulk", "default"))
+        with open(log, "w") as fh:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "communication",
+                    "worker",
+                    "-Q",
+                    queues,
+                    "--pool",
+                    "solo",
+                    "--loglevel",
+                    "INFO",
+                    "-n",
+                    f"test-{prefix or 'main'}-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                cwd=ROOT,
+                env=process_env(CELERY_QUEUE_PREFIX=prefix, **env),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
         wait_for(
-            lambda: "ready" in log.read_text() or proc.poll() is not None, 60, what="celery worker"
+            lambda: "ready" in log.read_text() or self.proc.poll() is not None,
+            60,
+            what="celery worker",
         )
-        if proc.poll() is not None:
+        if self.proc.poll() is not None:
             raise RuntimeError(f"worker exited:\n{log.read_text()[-3000:]}")
-        proc.log_path = log
-        yield proc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, tmp_path_factory):
+    """A worker consuming the standard queues, with no provider configured (the outbox)."""
+    worker = Worker(tmp_path_factory.mktemp("worker") / "worker.log", {})
+    try:
+        yield worker
     finally:
-        _stop(proc)
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def start_worker(django_db_setup, tmp_path_factory):
+    """Starts extra workers with their own environment (provider settings …) on queues of their
+    own (``prefix``), so the session worker never takes their tasks. Stopped at the end."""
+    workers: list[Worker] = []
+
+    def start(env: dict, prefix: str) -> Worker:
+        worker = Worker(tmp_path_factory.mktemp("worker") / f"{prefix}worker.log", env, prefix)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
 
 
 class LiveServer:

@@ -15,7 +15,25 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
 
 app = Celery("communication")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name) for name in ("realtime", "transactional", "bulk", "default")]
+
+
+def queue(name: str) -> str:
+    """The broker's name of one of our queues (with ``CELERY_QUEUE_PREFIX``)."""
+    from django.conf import settings
+
+    return f"{settings.CELERY_QUEUE_PREFIX}{name}"
+
+
+def queue_list() -> str:
+    from django.conf import settings
+
+    return ",".join(queue(n) for n in settings.QUEUE_NAMES)
+
+
+app.conf.task_queues = [
+    Queue(f"{os.environ.get('CELERY_QUEUE_PREFIX', '')}{name}")
+    for name in ("realtime", "transactional", "bulk", "default")
+]
 app.autodiscover_tasks()
 
 # Heartbeats: the worker and beat each write theirs to Redis; /health/ready reports their age.

@@ -21,6 +21,7 @@ from django.utils import timezone
 from analytics import events
 from communication import identity, realtime
 from communication import services as core_services
+from communication.celery import queue
 from communication.circuit import CircuitBreaker, CircuitOpenError
 from communication.exceptions import (
     APIError,
@@ -491,7 +492,7 @@ def enqueue_many(items: list[tuple[str, str]], countdown: float = 0) -> None:
     for delivery_id, priority in items:
         deliver.apply_async(
             (delivery_id,),
-            queue=QUEUE_BY_PRIORITY.get(priority, "default"),
+            queue=queue(QUEUE_BY_PRIORITY.get(priority, "default")),
             countdown=countdown or None,
         )
 

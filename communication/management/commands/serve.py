@@ -24,6 +24,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from communication import embedded
+from communication.celery import queue_list
 
 PR_SET_PDEATHSIG = 1
 
@@ -168,7 +169,7 @@ class Command(BaseCommand):
                         "communication",
                         "worker",
                         "-Q",
-                        "realtime,transactional,bulk,default",
+                        queue_list(),
                         "--concurrency",
                         str(opts["concurrency"]),
                         "-n",

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+from communication.celery import queue as celery_queue
 from communication.schedules import SCHEDULES
 
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
                 defaults={
                     "task": task,
                     "interval": interval,
-                    "queue": queue,
+                    "queue": celery_queue(queue),
                     "enabled": True,
                     "kwargs": json.dumps({}),
                 },
