@@ -124,7 +124,8 @@ class AnymailEmailProvider(Provider):
     def error_for(self, exc: AnymailError) -> ProviderError:
         """Maps what anymail raised to a ProviderError; vendor modules override and call this."""
         if isinstance(exc, AnymailRecipientsRefused):
-            return PermanentProviderError(str(exc), code="recipient_refused", suppress=True)
+            # The code doubles as the suppression reason the pipeline records.
+            return PermanentProviderError(str(exc), code="hard_bounce", suppress=True)
         if isinstance(exc, AnymailInvalidAddress):
             return PermanentProviderError(str(exc), code="invalid_address")
         if isinstance(exc, AnymailConfigurationError):

@@ -93,7 +93,7 @@ class SmtpEmailProvider(Provider):
             detail = _text(text)
             if replies and all(c >= 500 for c, _ in replies):
                 return PermanentProviderError(
-                    f"recipient refused: {code} {detail}", code="recipient_refused", suppress=True
+                    f"recipient refused: {code} {detail}", code="hard_bounce", suppress=True
                 )
             return self._transient(code, f"recipient deferred: {code} {detail}")
         if isinstance(exc, smtplib.SMTPAuthenticationError):

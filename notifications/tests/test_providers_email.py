@@ -428,6 +428,7 @@ def test_smtp_refused_recipient_is_permanent_and_suppressed(smtp_server):
     with pytest.raises(PermanentProviderError) as caught:
         smtp_provider(f"smtp://127.0.0.1:{smtp_server.port}").send(a_message())
     assert caught.value.suppress
+    assert caught.value.code == "hard_bounce"  # the suppression reason the pipeline records
     assert "550" in str(caught.value)
 
 

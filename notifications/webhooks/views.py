@@ -16,13 +16,10 @@ from notifications.tracking import TrackingEvent
 from notifications.webhooks import conf
 from notifications.webhooks.base import ProviderWebhookMixin, WebhookRefusedError
 
-# https://www.twilio.com/docs/api/errors — codes on a failed message that mean "never this number"
-TWILIO_SUPPRESS = {
-    "21610": Suppression.Reason.UNSUBSCRIBE,  # the recipient replied STOP
-    "21211": Suppression.Reason.INVALID,  # invalid 'To' number
-    "21614": Suppression.Reason.INVALID,  # not a mobile number
-    "30006": Suppression.Reason.INVALID,  # landline or unreachable carrier
-}
+# https://www.twilio.com/docs/api/errors/21610 — the recipient replied STOP: never again on SMS.
+# Invalid or unreachable numbers fail the delivery but are not suppressed: a number can be
+# allocated later, and the same rule holds for the errors Twilio answers when sending.
+TWILIO_SUPPRESS = {"21610": Suppression.Reason.UNSUBSCRIBE}
 
 # https://www.twilio.com/docs/messaging/guides/track-outbound-message-status — MessageStatus;
 # queued/accepted/scheduled/sending say nothing the delivery does not already know.
