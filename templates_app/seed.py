@@ -356,7 +356,8 @@ RECEIPT = {
                 + _receipt_table("Article", "Qté", "Montant", "Total")
                 + button("Voir la commande")
             ),
-            "sms": "Paiement reçu : {{ total|currency(currency) }} pour la commande "
+            # "reçu" would make the whole SMS UCS-2 (ç is not in GSM-7).
+            "sms": "Paiement enregistré : {{ total|currency(currency) }} pour la commande "
             "{{ order_number }}. Merci !",
             "title": "Paiement reçu",
             "body": "{{ total|currency(currency) }} pour la commande {{ order_number }}",

@@ -148,6 +148,26 @@ def bundle_cache_key(template_key: str) -> str:
     return f"templates:live:v{BUNDLE_VERSION}:{template_key}"
 
 
+def generation_cache_key(template_key: str) -> str:
+    return f"templates:gen:{template_key}"
+
+
+def bundle_invalidate(template_key: str) -> None:
+    """Bumps the template's generation and drops its cached bundle.
+
+    The generation closes a race: a render that read the database just before an approval
+    committed would otherwise cache the old sources after this delete, for the whole TTL. Its
+    bundle carries the generation it started from, which no longer matches.
+    """
+    key = generation_cache_key(template_key)
+    cache.add(key, 0, None)
+    try:
+        cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, None)
+    cache.delete(bundle_cache_key(template_key))
+
+
 def _version_sources(version: TemplateVersion, channel: str) -> dict:
     return {
         "id": str(version.id),
@@ -193,16 +213,22 @@ def bundle_build(template_key: str) -> dict | None:
 def bundle_get(template_key: str) -> dict:
     """The live sources of ``template_key``: from the cache (Redis), else built and cached.
 
-    Approve, rollback and template changes delete the entry after their transaction commits.
+    One round trip on a hit (the bundle and the template's generation in one MGET). Approve,
+    rollback and template changes bump the generation after their transaction commits.
     Raises NotFoundError for an unknown key.
     """
-    key = bundle_cache_key(template_key)
-    bundle = cache.get(key)
+    key, gen_key = bundle_cache_key(template_key), generation_cache_key(template_key)
+    found = cache.get_many([key, gen_key])
+    generation = found.get(gen_key, 0)
+    bundle = found.get(key)
+    if bundle is not None and bundle.get("generation") != generation:
+        bundle = None
     source_cache_counter.count(bundle is not None)
     if bundle is None:
         bundle = bundle_build(template_key)
         if bundle is None:
             raise NotFoundError(f"No template {template_key!r}.", code="template_not_found")
+        bundle["generation"] = generation
         cache.set(key, bundle, BUNDLE_TTL)
     return bundle
 

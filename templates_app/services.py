@@ -12,7 +12,6 @@ import logging
 import zoneinfo
 from typing import Any
 
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone as djtz
@@ -74,7 +73,7 @@ def _invalidate(template_key: str) -> None:
 
     Deleting before the commit would let a concurrent render cache the old sources again.
     """
-    transaction.on_commit(lambda: cache.delete(selectors.bundle_cache_key(template_key)))
+    transaction.on_commit(lambda: selectors.bundle_invalidate(template_key))
 
 
 def _category(value) -> Category:

@@ -249,6 +249,21 @@ def test_cache_is_not_invalidated_before_commit(templates, django_capture_on_com
     assert render()["text"] == "N"
 
 
+def test_a_stale_bundle_written_after_invalidation_is_ignored(templates):
+    """A render that read the database before an approval committed, and writes its bundle
+    after the invalidation, must not serve the old sources for the whole TTL."""
+    from django.core.cache import cache
+
+    template = templates.create(variables=NAME)
+    templates.live(template, text="Old {{ name }}")
+    stale = selectors.bundle_build(template.key)
+    stale["generation"] = 0
+    templates.live(template, text="New {{ name }}")  # commits: the generation moves on
+    cache.set(selectors.bundle_cache_key(template.key), stale)  # the late writer
+    assert render()["text"] == "New Ada"
+    assert selectors.source_cache_counter.misses >= 1
+
+
 def test_compiled_templates_are_reused_per_version(templates):
     from templates_app import engine
 
