@@ -973,8 +973,13 @@ def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
 
 
 def idempotency_prune() -> int:
+    """Forgets idempotency keys after 24 h, and provider event ids (webhook de-duplication,
+    Mailgun tokens) after 7 days: providers stop retrying long before."""
     cutoff = timezone.now() - dt.timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
-    return IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()[0]
+    removed = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()[0]
+    seen_cutoff = timezone.now() - dt.timedelta(days=7)
+    removed += ProviderEvent.objects.filter(received_at__lt=seen_cutoff).delete()[0]
+    return removed
 
 
 # --------------------------------------------------------------------------------- the inbox
