@@ -79,6 +79,19 @@ class TemplateAdmin(admin.ModelAdmin):
             .prefetch_related(selectors.live_versions_prefetch())
         )
 
+    def changelist_view(self, request, extra_context=None):
+        stats = services.cache_stats()
+        extra_context = {
+            "subtitle": (
+                "Render caches in this process: live sources "
+                f"{stats['sources']['hit_rate']:.0%} hits ({stats['sources']['hits']} of "
+                f"{stats['sources']['hits'] + stats['sources']['misses']}), compiled templates "
+                f"{stats['compiled']['hit_rate']:.0%} hits"
+            ),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context)
+
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if obj is not None:
@@ -251,7 +264,21 @@ class TemplateVersionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         # History is kept: a draft may go, anything reviewed stays.
-        return obj is None or obj.status == VersionStatus.DRAFT
+        if obj is not None and obj.status != VersionStatus.DRAFT:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        # Past draft a version is immutable: its page is read-only (review buttons excepted).
+        if obj is not None and obj.status != VersionStatus.DRAFT:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        # Bulk deletion would skip the per-version rule above.
+        actions.pop("delete_selected", None)
+        return actions
 
     def save_model(self, request, obj, form, change):
         sources = {
@@ -386,7 +413,8 @@ class TemplateVersionAdmin(admin.ModelAdmin):
 
     def transition_view(self, request, object_id, action):
         version = get_object_or_404(TemplateVersion, pk=object_id)
-        if request.method != "POST" or not self.has_change_permission(request, version):
+        # The model-level change permission: the version itself may be read-only by now.
+        if request.method != "POST" or not super().has_change_permission(request):
             raise PermissionDenied
         self._apply(request, action, [version], note=request.POST.get("note", ""))
         return HttpResponseRedirect(

@@ -826,6 +826,22 @@ class Rendered:
         return out
 
 
+URL_FIELDS = frozenset({"image", "deep_link", "action_url"})
+# A link a client opens on a tap: data from a caller must not turn it into script.
+UNSAFE_SCHEMES = frozenset({"javascript", "vbscript", "data", "file"})
+
+
+def _checked_url(name: str, value: str) -> str:
+    scheme = value.split(":", 1)[0].strip().lower() if ":" in value else ""
+    # Browsers ignore control characters and whitespace inside a scheme ("java\tscript:").
+    scheme = "".join(ch for ch in scheme if ch.isprintable() and not ch.isspace())
+    if scheme in UNSAFE_SCHEMES:
+        raise errors.TemplateSecurityError(
+            f"The rendered URL uses the {scheme}: scheme, which is not allowed.", field=name
+        )
+    return value
+
+
 def _finish_email(result: Rendered) -> None:
     html = result.fields.get("html", "")
     if not result.fields.get("text"):
@@ -905,6 +921,8 @@ def render_fields(
             value = render(name, source, html=html)
             if name in ("subject", "title"):
                 value = " ".join(value.split())
+            elif name in URL_FIELDS:
+                value = _checked_url(name, value.strip())
             result.fields[name] = value
 
         if channel == "email":

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from templates_app import selectors, services
 from templates_app.api import serializers as s
 from templates_app.api.permissions import MANAGE, READ, RENDER, ScopeOrStaff
-from templates_app.models import Channel, VersionStatus
+from templates_app.models import Channel, VersionStatus, normalize_language
 
 ERRORS = {
     400: OpenApiResponse(s.TemplateErrorSerializer, description="Invalid input or template error"),
@@ -54,10 +54,11 @@ class TemplateListView(_MethodPermissions, generics.ListAPIView):
     def get_queryset(self):
         params = self.request.query_params
         active = params.get("active")
+        language = params.get("language")
         return selectors.template_list(
             category=params.get("category"),
             channel=params.get("channel"),
-            language=params.get("language"),
+            language=normalize_language(language) if language else None,
             active=None if active is None else active.lower() in ("1", "true", "yes"),
             search=params.get("search"),
         )

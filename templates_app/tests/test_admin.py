@@ -33,6 +33,7 @@ def test_template_list_and_live_overview(admin_client, django_assert_max_num_que
         response = admin_client.get(reverse("admin:templates_app_template_changelist"))
     assert response.status_code == 200
     assert b"welcome-email" in response.content
+    assert b"Render caches in this process" in response.content
     assert b"de v4 \xc2\xb7 en v1" in response.content  # live languages, version numbers
     template = Template.objects.get(key="welcome-email")
     response = admin_client.get(reverse("admin:templates_app_template_change", args=[template.pk]))
@@ -51,8 +52,16 @@ def test_version_change_page_shows_the_rendered_preview(admin_client):
     assert "Votre reçu pour la commande 1042" in content  # subject with the example data
     assert "srcdoc=" in content and "Fountain pen" in content
     assert "41,00" in content  # the total, formatted for French
-    # Approved: the source is shown read-only.
+    # Approved: the source is shown read-only, and there is nothing to save.
     assert 'name="html"' not in content
+    assert 'name="_save"' not in content
+    response = admin_client.post(
+        reverse("admin:templates_app_templateversion_change", args=[version.pk]),
+        {"text": "changed"},
+    )
+    assert response.status_code == 403
+    version.refresh_from_db()
+    assert version.text == ""
 
 
 def test_sms_preview_reports_segments(admin_client):
@@ -169,3 +178,4 @@ def test_version_list_query_budget(admin_client, django_assert_max_num_queries):
     with django_assert_max_num_queries(12):
         response = admin_client.get(reverse("admin:templates_app_templateversion_changelist"))
     assert response.status_code == 200
+    assert b"delete_selected" not in response.content  # approved history cannot be bulk-deleted

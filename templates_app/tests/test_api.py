@@ -118,7 +118,7 @@ def test_list_filters_and_query_budget(sender, shipped, django_assert_max_num_qu
         "announcement-push",
         "announcement-in-app",
     }
-    french = ok(sender.get(BASE, {"language": "fr", "channel": "sms"}))["results"]
+    french = ok(sender.get(BASE, {"language": "FR", "channel": "sms"}))["results"]
     assert "order-shipped" in {t["key"] for t in french}
     japanese = ok(sender.get(BASE, {"language": "ja"}))
     assert japanese["count"] == 0

@@ -390,3 +390,22 @@ def test_unknown_filter_is_a_syntax_error():
 )
 def test_language_chain(requested, default, chain):
     assert engine.language_chain(requested, default) == chain
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", " JavaScript:alert(1)", "java\tscript:x", "data:text/html,x"]
+)
+def test_rendered_links_cannot_become_script(url):
+    with pytest.raises(errors.TemplateSecurityError) as info:
+        engine.render_fields(
+            channel="in_app",
+            sources={"title": "t", "body": "b", "action_url": "{{ link }}"},
+            context={"link": url},
+        )
+    assert info.value.field == "action_url"
+    rendered = engine.render_fields(
+        channel="push",
+        sources={"title": "t", "body": "b", "deep_link": "myapp://orders/{{ id }}"},
+        context={"id": 7},
+    )
+    assert rendered.fields["deep_link"] == "myapp://orders/7"
