@@ -35,6 +35,7 @@ redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
 return wait
 """
 
+
 @functools.lru_cache(maxsize=4)
 def _script_for(url: str):
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
@@ -52,7 +53,8 @@ def acquire(provider) -> float:
         return 0.0
     try:
         wait_ms = _get()(
-            keys=[f"ratelimit:{provider.alias}"], args=[rate, provider.burst, time.time()]
+            keys=[f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:ratelimit:{provider.alias}"],
+            args=[rate, provider.burst, time.time()],
         )
     except redis.RedisError as exc:
         logger.warning("rate limiter unavailable; sending", extra={"error": str(exc)})

@@ -319,7 +319,7 @@ def test_failed_request_releases_its_key(sender, alice):
     assert not IdempotencyKey.objects.filter(key="k-3").exists()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_requests_with_one_key_make_one_notification(make_service_token):
     from communication.models import User
 
