@@ -51,10 +51,8 @@ def calls(server, path) -> list:
 
 
 def mailgun_ok(request):
-    return Response(
-        '{"id": "<m-%d@mg.example.com>", "message": "Queued"}' % time.monotonic_ns(),
-        content_type="application/json",
-    )
+    body = f'{{"id": "<m-{time.monotonic_ns()}@mg.example.com>", "message": "Queued"}}'
+    return Response(body, content_type="application/json")
 
 
 def send_email(sender, user_id: str, priority: str = "normal") -> str:
