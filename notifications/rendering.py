@@ -8,6 +8,7 @@ channel is the one being sent, else ``system-alert-<channel>`` (``system-alert-e
 from __future__ import annotations
 
 from templates_app import engine
+from templates_app import selectors as template_selectors
 from templates_app import services as template_services
 from templates_app.models import Template
 
@@ -29,6 +30,38 @@ def template_keys(family: str, channels: list[str]) -> dict[str, str]:
                 out[channel] = key
                 break
     return out
+
+
+def recipient_context(data: dict, *, user=None, email: str = "", phone: str = "") -> dict:
+    """The data a template sees for one recipient: the request's ``data``, plus ``recipient``
+    (name, email, phone, user_id, locale, timezone) and ``name`` when the caller gave none."""
+    recipient = {
+        "user_id": getattr(user, "external_id", None),
+        "name": getattr(user, "name", "") or "",
+        "email": getattr(user, "email", "") or email,
+        "phone": getattr(user, "phone", "") or phone,
+        "locale": getattr(user, "locale", "") or "",
+        "timezone": getattr(user, "timezone", "") or "",
+    }
+    context = {"recipient": recipient, **data}
+    if "name" not in context and recipient["name"]:
+        context["name"] = recipient["name"]
+    return context
+
+
+def schemas(template_keys: dict[str, str]) -> list[list]:
+    """The variable schemas of the templates a request uses (read once per request)."""
+    return [
+        template_selectors.bundle_get(key)["template"]["variables"]
+        for key in dict.fromkeys(template_keys.values())
+    ]
+
+
+def validate_data(variable_schemas: list[list], context: dict) -> None:
+    """Raises the 400 (missing_variable / invalid_variable) a render would raise, before any row is
+    written: a request that cannot render is refused whole."""
+    for variables in variable_schemas:
+        template_services._context(variables, context)
 
 
 def render(

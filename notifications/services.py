@@ -330,6 +330,8 @@ def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
             fields={"template": ["Unknown template."]},
         )
 
+    variable_schemas = rendering.schemas(templates) if templates else []
+
     request = NotificationRequest.objects.create(
         caller=caller,
         idempotency_key=idempotency_key,
@@ -376,6 +378,11 @@ def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
                     reason=f"template {family!r} has no {channel} version",
                 )
             decisions.append(decision)
+        context = rendering.recipient_context(
+            data, user=recipient.user, email=recipient.email, phone=recipient.phone
+        )
+        if variable_schemas:
+            rendering.validate_data(variable_schemas, context)
         inbox = next(
             (
                 d
@@ -385,7 +392,7 @@ def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
             None,
         )
         if inbox is not None or channels == []:
-            _fill_inbox(notification, recipient, family, templates, content, data)
+            _fill_inbox(notification, recipient, family, templates, content, context)
         notifications.append(notification)
         for decision in decisions:
             stamp = {"queued_at": now} if decision.status in ("queued", "delivered") else {}
@@ -635,7 +642,9 @@ def _message_for(delivery: Delivery) -> Message:
         channel=delivery.channel,
         template_key=template_key,
         content=request.content,
-        data=request.data,
+        data=rendering.recipient_context(
+            request.data, user=user, email=notification.email, phone=notification.phone
+        ),
         locale=notification.locale,
         timezone=user.timezone if user else "",
         recipient=user.external_id if user else None,

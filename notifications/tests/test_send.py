@@ -413,3 +413,66 @@ def test_request_list_is_the_callers_own_in_bounded_queries(
     assert body["results"][0]["recipients"] == 2
     rest = sender.get(body["next"]).json()
     assert len(rest["results"]) == 2
+
+
+# ------------------------------------------------------------------------------- templates
+
+
+def test_a_template_family_speaks_on_every_channel_in_the_recipients_language(sender, alice):
+    alice.name = "Alice"
+    alice.save()
+    response = sender.post(
+        "/api/v1/notifications",
+        {
+            "recipients": [{"user_id": "alice"}],
+            "category": "system",
+            "template": "system-alert",
+            "channels": ["email", "sms", "in_app"],
+            "data": {
+                "title": "Maintenance",
+                "message": "Coupure de 30 minutes.",
+                "severity": "warning",
+                "occurred_at": "2026-03-01T09:30:00Z",
+                "action_url": "https://example.com/status",
+            },
+        },
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    by_channel = deliveries_of(response)
+    assert {c: d["status"] for c, d in by_channel.items()} == {
+        "email": "queued",
+        "sms": "queued",
+        "in_app": "delivered",
+    }
+    notification = Notification.objects.get(id=response.json()["notifications"][0]["id"])
+    assert "Maintenance" in notification.title
+    assert "Coupure" in notification.body
+    from notifications import services
+
+    services.delivery_attempt(by_channel["email"]["id"])
+    from notifications.models import OutboxMessage
+
+    email = OutboxMessage.objects.get(channel="email")
+    assert "Maintenance" in email.subject
+    assert "Bonjour Alice" in email.html, "French (alice's locale), with her name"
+    delivery = Delivery.objects.get(id=by_channel["email"]["id"])
+    assert delivery.template_version is not None
+
+
+def test_missing_template_variable_is_a_400_naming_it(sender, alice):
+    response = sender.post(
+        "/api/v1/notifications",
+        {
+            "recipients": [{"user_id": "alice"}],
+            "category": "system",
+            "template": "system-alert",
+            "channels": ["email"],
+            "data": {"title": "t", "severity": "info", "occurred_at": "2026-03-01T09:30:00Z"},
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "missing_variable"
+    assert "message" in response.json()["detail"]
+    assert NotificationRequest.objects.count() == 0
