@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 from communication import heartbeat
 from conftest import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 def http_get(url: str, token: str | None = None):
