@@ -12,6 +12,7 @@ from templates_app.models import (
     KEY_RE,
     LANGUAGE_RE,
     RESERVED_KEYS,
+    VARIABLE_TYPES,
     Channel,
     Template,
     TemplateVersion,
@@ -55,21 +56,7 @@ class TemplateVariableSerializer(serializers.Serializer):
     """One variable of a template's schema (documentation of the ``variables`` field)."""
 
     name = serializers.CharField()
-    type = serializers.ChoiceField(
-        choices=[
-            "string",
-            "integer",
-            "number",
-            "boolean",
-            "date",
-            "datetime",
-            "url",
-            "email",
-            "list",
-            "object",
-        ],
-        default="string",
-    )
+    type = serializers.ChoiceField(choices=list(VARIABLE_TYPES), default="string")
     required = serializers.BooleanField(default=True)
     example = serializers.JSONField(required=False)
     description = serializers.CharField(required=False)
