@@ -68,6 +68,15 @@ def publish_event(user_pk, type_: str, data: dict) -> int:
     return seq
 
 
+# Client → server message types other apps handle (messaging: message.send, typing, read,
+# presence.ping …): ``handlers["typing"] = async fn(consumer, content)``. A handler validates its
+# input and answers errors with ``await consumer.send_error(code, detail)``; it never closes the
+# socket for bad input. Registered in the app's ``ready()``.
+handlers: dict = {}
+# ``async fn(consumer)`` called after a socket authenticates / when it closes (presence).
+connect_hooks: list = []
+disconnect_hooks: list = []
+
 # Apps add fields to the "ready" message (e.g. notifications adds the unread count) without the
 # gateway importing them: each hook takes the user and returns a dict.
 ready_hooks: list = []
@@ -185,7 +194,24 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(user_group(principal.pk), self.channel_name)
         await self.send_json(await _ready(principal))
         self._expiry_timer = asyncio.create_task(self._expire_at(claims.get("exp")))
+        for hook in connect_hooks:
+            await hook(self)
         return True
+
+    async def send_error(self, code: str, detail: str, **extra) -> None:
+        await self.send_json({"type": "error", "code": code, "detail": detail, **extra})
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # Bad JSON is answered, not fatal: the socket stays open.
+        if text_data is None:
+            await self.send_error("validation_error", "Messages are JSON text frames.")
+            return
+        try:
+            content = await self.decode_json(text_data)
+        except ValueError:
+            await self.send_error("validation_error", "Message is not valid JSON.")
+            return
+        await self.receive_json(content, **kwargs)
 
     async def _expire_at(self, exp):
         """Closes the socket (4401) when its token expires; the client reconnects with a new one."""
@@ -247,6 +273,10 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         if kind == "ping":
             await self.send_json({"type": "pong", "id": content.get("id")})
             return
+        handler = handlers.get(kind)
+        if handler is not None:
+            await handler(self, content)
+            return
         await self.send_json(
             {
                 "type": "error",
@@ -264,3 +294,8 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
                 timer.cancel()
         if self.user is not None:
             await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+            for hook in disconnect_hooks:
+                try:
+                    await hook(self)
+                except Exception:  # one app's hook must not stop the others
+                    logger.exception("disconnect hook failed")

@@ -94,3 +94,14 @@ def test_celery_worker_runs_a_task(celery_worker):
     heartbeat_roundtrip.apply_async(queue="default")
     wait_for(lambda: client.get("heartbeat:roundtrip:celery"), 30, what="the task to run")
     assert heartbeat.ages(client)["worker"]["ok"]
+
+
+def test_bad_json_is_answered_and_the_socket_stays_open(live_asgi, make_user_token):
+    with connect(f"{live_asgi.ws_url}/ws/v1/?token={make_user_token('ws-json')}") as ws:
+        ws.recv(timeout=10)
+        ws.send("{not json")
+        assert json.loads(ws.recv(timeout=10))["code"] == "validation_error"
+        ws.send(json.dumps({"type": "nope"}))
+        assert json.loads(ws.recv(timeout=10))["code"] == "validation_error"
+        ws.send(json.dumps({"type": "ping", "id": 3}))
+        assert json.loads(ws.recv(timeout=10)) == {"type": "pong", "id": 3}
