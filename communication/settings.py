@@ -331,6 +331,26 @@ NOTIFICATION_PROVIDERS = {
             "RATE_PER_SECOND": env.float("OVH_RATE_PER_SECOND", default=0),
         },
     },
+    # Push: one channel; FCM serves the ios/android devices, Web Push the browsers (not failover).
+    "fcm": {
+        "BACKEND": "notifications.providers.fcm.FcmPushProvider",
+        "OPTIONS": {
+            # A service-account JSON file path or its content; without it FCM sends go to the
+            # development outbox.
+            "CREDENTIALS": env.str("FCM_CREDENTIALS", default=""),
+            "API_URL": env.str("FCM_API_URL", default=""),
+            "RATE_PER_SECOND": env.float("FCM_RATE_PER_SECOND", default=0),
+        },
+    },
+    "webpush": {
+        "BACKEND": "notifications.providers.webpush.WebPushProvider",
+        "OPTIONS": {
+            "VAPID_PRIVATE_KEY": env.str("VAPID_PRIVATE_KEY", default=""),
+            "VAPID_PUBLIC_KEY": env.str("VAPID_PUBLIC_KEY", default=""),
+            "VAPID_SUBJECT": env.str("VAPID_SUBJECT", default=""),
+            "TTL": env.int("WEBPUSH_TTL", default=86400),
+        },
+    },
 }
 # Whether an "ambiguous" delivery (the provider may have received it) is sent again.
 RESEND_AMBIGUOUS = {"email": True, "in_app": True, "push": True, "sms": False}
