@@ -525,6 +525,15 @@ def _context(variables: list, data: dict) -> tuple[dict, list[str]]:
         raise errors.InvalidVariableError(exc.message, fields={exc.name: [exc.message]}) from exc
 
 
+def render_context(variables: list, data: dict) -> tuple[dict, list[str]]:
+    """The render context for ``data`` checked against a variable schema, and warnings.
+
+    Raises MissingVariableError naming the first missing variable, InvalidVariableError for a
+    value of the wrong type (both 400). For callers that render without a saved template.
+    """
+    return _context(variables, data)
+
+
 def _recipient_defaults(recipient: str | None) -> tuple[str, str]:
     if not recipient:
         return "", ""
