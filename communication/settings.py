@@ -213,6 +213,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "NotificationChannelEnum": "notifications.models.Channel",
         "TemplateChannelEnum": "templates_app.models.Channel",
+        "TemplateVersionStatusEnum": "templates_app.models.VersionStatus",
+        "SmsEncodingEnum": ["GSM-7", "UCS-2"],
     },
 }
 
@@ -277,6 +279,17 @@ LOGGING = {
         "uvicorn.access": {"level": "WARNING"},
     },
 }
+
+# ------------------------------------------------------------------------------------ templates
+
+# Caps on one render (templates_app.engine.Limits); each a clear error when exceeded.
+TEMPLATES_SMS_MAX_SEGMENTS = env.int("TEMPLATES_SMS_MAX_SEGMENTS", default=10)
+TEMPLATES_TIME_LIMIT = env.float("TEMPLATES_TIME_LIMIT", default=1.0)
+TEMPLATES_MAX_OUTPUT = env.int("TEMPLATES_MAX_OUTPUT", default=512 * 1024)
+TEMPLATES_MAX_RANGE = env.int("TEMPLATES_MAX_RANGE", default=10_000)
+TEMPLATES_MAX_ITERATIONS = env.int("TEMPLATES_MAX_ITERATIONS", default=100_000)
+TEMPLATES_MAX_INT_BITS = env.int("TEMPLATES_MAX_INT_BITS", default=4096)
+TEMPLATES_MAX_WIDTH = env.int("TEMPLATES_MAX_WIDTH", default=1_000)
 
 # -------------------------------------------------------------------------------- notifications
 

@@ -61,7 +61,7 @@ def validate_data(variable_schemas: list[list], context: dict) -> None:
     """Raises the 400 (missing_variable / invalid_variable) a render would raise, before any row is
     written: a request that cannot render is refused whole."""
     for variables in variable_schemas:
-        template_services._context(variables, context)
+        template_services.render_context(variables, context)
 
 
 def render(
