@@ -191,6 +191,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Worker and beat write a heartbeat to Redis this often; /health/ready reports its age.
 HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
 HEARTBEAT_STALE_AFTER = env.int("HEARTBEAT_STALE_AFTER", default=60)
+# Websocket events kept for replay on reconnect.
+REALTIME_EVENT_RETENTION_DAYS = env.int("REALTIME_EVENT_RETENTION_DAYS", default=7)
 
 # ------------------------------------------------------------------------------------------ DRF
 

@@ -7,3 +7,18 @@ from communication import heartbeat
 def heartbeat_roundtrip():
     """Beat → broker → worker: proves the whole chain, seen in /health/ready as 'roundtrip'."""
     heartbeat.beat_once("roundtrip", "celery")
+
+
+@shared_task(ignore_result=True)
+def prune_realtime_events():
+    """Forgets websocket events older than REALTIME_EVENT_RETENTION_DAYS (a client resuming from
+    before that gets ``resync_required``)."""
+    import datetime as dt
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from communication.models import RealtimeEvent
+
+    cutoff = timezone.now() - dt.timedelta(days=settings.REALTIME_EVENT_RETENTION_DAYS)
+    return RealtimeEvent.objects.filter(created_at__lt=cutoff).delete()[0]
