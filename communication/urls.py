@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/v1/", include("communication.api.urls")),
     path("api/v1/", include("templates_app.api.urls")),
     path("api/v1/", include("notifications.api.urls")),
+    path("api/v1/", include("messaging.api.urls")),
     re_path(r"^u/(?P<token>[\w:.\-]+)/?$", unsubscribe_view, name="unsubscribe"),
     path("webhooks/", include("notifications.webhooks.urls")),
     path("admin/", admin.site.urls),

@@ -1,1 +1,264 @@
-"""Models of messaging (filled in by its issue)."""
+"""Conversations, participants, messages, their edit trail, attachments and last-seen presence.
+
+Message ids are a bigint sequence: read and delivered watermarks, ``before``/``after`` paging and
+unread counts all compare ids, so there is no row per message per reader.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+
+class ConversationType(models.TextChoices):
+    DIRECT = "direct"
+    GROUP = "group"
+    SUPPORT = "support"
+
+
+class Role(models.TextChoices):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    AGENT = "agent"
+
+
+class NotificationLevel(models.TextChoices):
+    ALL = "all"
+    NONE = "none"
+
+
+class MessageType(models.TextChoices):
+    TEXT = "text"
+    SYSTEM = "system"
+    ATTACHMENT = "attachment"
+    ENCRYPTED = "encrypted"
+
+
+class Conversation(models.Model):
+    """A thread of messages between participants.
+
+    ``direct_key`` ("<lower user pk>:<higher user pk>") is set on direct conversations only; its
+    unique constraint is what makes a second create of the same pair return the first.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=16, choices=ConversationType.choices)
+    title = models.CharField(max_length=255, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    assigned_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_conversations",
+        help_text="Support conversations: the agent handling it (a participant with role agent).",
+    )
+    direct_key = models.CharField(max_length=80, null=True, blank=True, editable=False)
+    archived = models.BooleanField(default=False)
+    last_message = models.ForeignKey(
+        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_activity_at = models.DateTimeField(default=None, null=True, db_default=Now())
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["-last_activity_at"], name="conv_activity")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["direct_key"],
+                condition=Q(type="direct"),
+                name="conversation_direct_pair_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(type="direct", direct_key__isnull=False)
+                | (~Q(type="direct") & Q(direct_key__isnull=True)),
+                name="conversation_direct_key_iff_direct",
+            ),
+            models.CheckConstraint(
+                condition=Q(type__in=ConversationType.values), name="conversation_type_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"{self.type} {self.id}"
+
+
+class Participant(models.Model):
+    """A user's membership of a conversation; ``left_at`` set means no longer a member.
+
+    ``last_read_message`` / ``last_delivered_message`` are the receipt watermarks;
+    ``notified_up_to`` is the last message id an offline notification covered.
+    """
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="participants"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversation_memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    joined_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    left_at = models.DateTimeField(null=True, blank=True)
+    last_read_message = models.ForeignKey(
+        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_delivered_message = models.ForeignKey(
+        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    notified_up_to = models.BigIntegerField(default=0)
+    muted = models.BooleanField(default=False)
+    muted_until = models.DateTimeField(null=True, blank=True)
+    notification_level = models.CharField(
+        max_length=16, choices=NotificationLevel.choices, default=NotificationLevel.ALL
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "user"], name="participant_once_per_conversation"
+            ),
+            models.CheckConstraint(
+                condition=Q(role__in=Role.values), name="participant_role_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["user", "conversation"],
+                condition=Q(left_at__isnull=True),
+                name="participant_active",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.conversation_id}"
+
+    @property
+    def active(self) -> bool:
+        return self.left_at is None
+
+
+class Message(models.Model):
+    """A message; ``content`` is the raw Markdown, ``html`` its sanitised rendering.
+
+    A deleted message keeps its row as a tombstone (``deleted_at`` set, content blanked; the
+    previous content is in ``MessageEdit``). ``client_id`` makes sends idempotent per sender and
+    conversation.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sent_messages",
+    )
+    type = models.CharField(max_length=16, choices=MessageType.choices, default=MessageType.TEXT)
+    content = models.TextField(blank=True)
+    html = models.TextField(blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    client_id = models.CharField(max_length=64, blank=True, default="")
+    sent_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    edited_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["conversation", "id"], name="message_conv_id"),
+            models.Index(
+                fields=["parent", "id"], condition=Q(parent__isnull=False), name="message_thread"
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "sender", "client_id"],
+                condition=~Q(client_id=""),
+                name="message_client_id_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(type__in=MessageType.values), name="message_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(type="system") | Q(sender__isnull=False) | Q(deleted_at__isnull=False),
+                name="message_sender_unless_system",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.id} in {self.conversation_id}"
+
+
+class MessageEdit(models.Model):
+    """The audit trail: the content a message had before an edit or a deletion."""
+
+    class Action(models.TextChoices):
+        EDIT = "edit"
+        DELETE = "delete"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    action = models.CharField(max_length=8, choices=Action.choices, default=Action.EDIT)
+    previous_content = models.TextField(blank=True)
+    previous_metadata = models.JSONField(default=dict, blank=True)
+    edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    edited_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        ordering = ("edited_at", "id")
+
+    def __str__(self) -> str:
+        return f"{self.action} of #{self.message_id} at {self.edited_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Attachment(models.Model):
+    """An uploaded file, checked and (images) re-encoded; attached to at most one message."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="attachments"
+    )
+    file = models.CharField(max_length=255, help_text="Storage name of the file.")
+    thumbnail = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(size__gt=0), name="attachment_not_empty")]
+
+    def __str__(self) -> str:
+        return self.original_name or str(self.id)
+
+
+class UserPresence(models.Model):
+    """The persisted side of presence: when a user was last seen online (Redis holds who is)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    last_seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.user_id} last seen {self.last_seen_at}"

@@ -1,0 +1,61 @@
+"""Messaging settings: ``settings.MESSAGING_*`` when the project sets them, else the environment
+(django-environ), else the defaults below. Read at call time so tests can override them."""
+
+from __future__ import annotations
+
+import environ
+from django.conf import settings
+
+_env = environ.Env()
+
+DEFAULTS: dict[str, tuple[type, object]] = {
+    # Seconds after sending during which the author may edit a message.
+    "MESSAGING_EDIT_WINDOW_SECONDS": (int, 15 * 60),
+    "MESSAGING_MAX_CONTENT_LENGTH": (int, 10_000),
+    "MESSAGING_PAGE_SIZE": (int, 50),
+    "MESSAGING_MAX_PAGE_SIZE": (int, 200),
+    "MESSAGING_MAX_PARTICIPANTS": (int, 500),
+    # Attachments: size limit, storage alias (settings.STORAGES), link lifetime, allow-list.
+    "MESSAGING_ATTACHMENT_MAX_BYTES": (int, 10 * 1024 * 1024),
+    "MESSAGING_ATTACHMENT_STORAGE": (str, "default"),
+    "MESSAGING_ATTACHMENT_LINK_SECONDS": (int, 3600),
+    "MESSAGING_ATTACHMENT_MAX_PIXELS": (int, 40_000_000),
+    "MESSAGING_THUMBNAIL_SIZE": (int, 320),
+    "MESSAGING_ATTACHMENT_TYPES": (
+        list,
+        [
+            "image/png",
+            "image/jpeg",
+            "image/gif",
+            "image/webp",
+            "application/pdf",
+            "audio/mpeg",
+            "audio/ogg",
+            "video/mp4",
+            "video/webm",
+        ],
+    ),
+    # Presence: a socket's heartbeat is renewed every HEARTBEAT seconds and expires after TTL.
+    "MESSAGING_PRESENCE_HEARTBEAT_SECONDS": (int, 20),
+    "MESSAGING_PRESENCE_TTL_SECONDS": (int, 60),
+    "MESSAGING_PRESENCE_PREFIX": (str, "comm:presence"),
+    # Typing: a start not renewed within this many seconds is followed by "stopped".
+    "MESSAGING_TYPING_TIMEOUT_SECONDS": (float, 5.0),
+    # Offline notification: wait this long after the first message of a burst, then send one
+    # notification covering every message of the burst.
+    "MESSAGING_NOTIFY_DELAY_SECONDS": (float, 30.0),
+    # Where a notification about new messages links to ("{conversation_id}" is replaced).
+    "MESSAGING_CONVERSATION_URL": (str, ""),
+    # Per-connection websocket rate limit: sustained per second and burst, per message type.
+    "MESSAGING_WS_RATE": (float, 10.0),
+    "MESSAGING_WS_BURST": (int, 30),
+}
+
+
+def get(name: str):
+    if hasattr(settings, name):
+        return getattr(settings, name)
+    cast, default = DEFAULTS[name]
+    if cast is list:
+        return _env.list(name, default=default)
+    return _env.get_value(name, cast=cast, default=default)

@@ -1,0 +1,146 @@
+"""Who is online, in Redis, across every ASGI process.
+
+Each open socket is a member of the sorted set ``<prefix>:u:<user pk>`` scored by the time its
+heartbeat expires; the process holding the socket renews it every ``HEARTBEAT`` seconds (and on a
+client's ``presence.ping``). A user is online while one member has not expired, so a process that
+dies without closing its sockets stops counting once their heartbeats lapse; the sweep task then
+turns those users offline. ``<prefix>:users`` scores each user by their latest expiry so the sweep
+finds lapsed users without scanning keys. Losing Redis loses only who is online now: last seen is
+persisted in ``UserPresence``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from messaging import conf
+
+_sync_clients: dict[str, redis.Redis] = {}
+_async_clients: dict[int, aioredis.Redis] = {}
+
+
+def _prefix() -> str:
+    return conf.get("MESSAGING_PRESENCE_PREFIX")
+
+
+def _user_key(user_pk) -> str:
+    return f"{_prefix()}:u:{user_pk}"
+
+
+def _users_key() -> str:
+    return f"{_prefix()}:users"
+
+
+def client() -> redis.Redis:
+    url = settings.REDIS_URL
+    if url not in _sync_clients:
+        _sync_clients[url] = redis.Redis.from_url(url, socket_timeout=2)
+    return _sync_clients[url]
+
+
+def aclient() -> aioredis.Redis:
+    # One client per event loop: an asyncio connection is bound to the loop that opened it.
+    loop = asyncio.get_running_loop()
+    key = id(loop)
+    if key not in _async_clients:
+        _async_clients[key] = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+    return _async_clients[key]
+
+
+def _ttl() -> int:
+    return conf.get("MESSAGING_PRESENCE_TTL_SECONDS")
+
+
+async def connection_open(user_pk, connection_id: str) -> bool:
+    """Records a socket; True when the user was offline before it (an online transition)."""
+    now = time.time()
+    expires = now + _ttl()
+    key = _user_key(user_pk)
+    async with aclient().pipeline(transaction=True) as pipe:
+        pipe.zremrangebyscore(key, "-inf", now)
+        pipe.zcard(key)
+        pipe.zadd(key, {connection_id: expires})
+        pipe.expire(key, _ttl() * 2)
+        pipe.zadd(_users_key(), {str(user_pk): expires}, gt=True)
+        _, before, *_ = await pipe.execute()
+    return before == 0
+
+
+async def heartbeat(user_pk, connection_id: str) -> None:
+    expires = time.time() + _ttl()
+    key = _user_key(user_pk)
+    async with aclient().pipeline(transaction=True) as pipe:
+        pipe.zadd(key, {connection_id: expires})
+        pipe.expire(key, _ttl() * 2)
+        pipe.zadd(_users_key(), {str(user_pk): expires}, gt=True)
+        await pipe.execute()
+
+
+async def connection_close(user_pk, connection_id: str) -> bool:
+    """Forgets a socket; True when it was the user's last one (an offline transition)."""
+    now = time.time()
+    key = _user_key(user_pk)
+    async with aclient().pipeline(transaction=True) as pipe:
+        pipe.zrem(key, connection_id)
+        pipe.zremrangebyscore(key, "-inf", now)
+        pipe.zcard(key)
+        _, _, left = await pipe.execute()
+    if left == 0:
+        await aclient().zrem(_users_key(), str(user_pk))
+        return True
+    return False
+
+
+def online(user_pks) -> set:
+    """The subset of ``user_pks`` with a live socket somewhere."""
+    user_pks = list(user_pks)
+    if not user_pks:
+        return set()
+    now = time.time()
+    with client().pipeline(transaction=False) as pipe:
+        for pk in user_pks:
+            pipe.zcount(_user_key(pk), now, "+inf")
+        counts = pipe.execute()
+    return {pk for pk, n in zip(user_pks, counts, strict=True) if n}
+
+
+async def aonline(user_pks) -> set:
+    user_pks = list(user_pks)
+    if not user_pks:
+        return set()
+    now = time.time()
+    async with aclient().pipeline(transaction=False) as pipe:
+        for pk in user_pks:
+            pipe.zcount(_user_key(pk), now, "+inf")
+        counts = await pipe.execute()
+    return {pk for pk, n in zip(user_pks, counts, strict=True) if n}
+
+
+def lapsed(now: float | None = None) -> list[tuple[str, float]]:
+    """Users whose every heartbeat expired without a close (their process died), removed from
+    the index: ``[(user pk, last heartbeat time)]``."""
+    now = now or time.time()
+    r = client()
+    found = []
+    for member, score in r.zrangebyscore(_users_key(), "-inf", now, withscores=True):
+        pk = member.decode()
+        key = _user_key(pk)
+        r.zremrangebyscore(key, "-inf", now)
+        if r.zcard(key) == 0 and r.zrem(_users_key(), member):
+            found.append((pk, score - _ttl()))
+    return found
+
+
+def notify_claim(user_pk, conversation_id, ttl: float) -> bool:
+    """True for the first message of a burst to an offline user in one conversation."""
+    key = f"{_prefix()}:notify:{user_pk}:{conversation_id}"
+    return bool(client().set(key, "1", nx=True, px=max(int(ttl * 1000), 1)))
+
+
+def notify_release(user_pk, conversation_id) -> None:
+    client().delete(f"{_prefix()}:notify:{user_pk}:{conversation_id}")

@@ -1,0 +1,155 @@
+"""Reads shared by the API, the gateway handlers, the admin and tasks."""
+
+from __future__ import annotations
+
+from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from communication.exceptions import NotFoundError
+from messaging.models import Attachment, Message, Participant
+
+
+def participant_get(*, user, conversation_id) -> Participant:
+    """The caller's active membership, or 404 (a conversation one is not in does not exist)."""
+    participant = (
+        Participant.objects.select_related("conversation")
+        .filter(user=user, conversation_id=conversation_id, left_at__isnull=True)
+        .first()
+    )
+    if participant is None:
+        raise NotFoundError("Conversation not found.")
+    return participant
+
+
+def is_member(user_pk, conversation_id) -> bool:
+    return Participant.objects.filter(
+        user_id=user_pk, conversation_id=conversation_id, left_at__isnull=True
+    ).exists()
+
+
+def active_participants(conversation_id) -> QuerySet[Participant]:
+    return Participant.objects.filter(
+        conversation_id=conversation_id, left_at__isnull=True
+    ).select_related("user")
+
+
+def member_pks(conversation_id) -> list:
+    return list(
+        Participant.objects.filter(
+            conversation_id=conversation_id, left_at__isnull=True
+        ).values_list("user_id", flat=True)
+    )
+
+
+def contacts_of(user_pk) -> list:
+    """Users sharing an active conversation with ``user_pk`` (who is told of their presence)."""
+    mine = Participant.objects.filter(user_id=user_pk, left_at__isnull=True).values(
+        "conversation_id"
+    )
+    return list(
+        Participant.objects.filter(conversation_id__in=mine, left_at__isnull=True)
+        .exclude(user_id=user_pk)
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+
+
+def _unread_subquery(user):
+    return Subquery(
+        Message.objects.filter(
+            conversation_id=OuterRef("conversation_id"),
+            id__gt=Coalesce(OuterRef("last_read_message_id"), Value(0)),
+            deleted_at__isnull=True,
+        )
+        .exclude(sender=user)
+        .order_by()
+        .values("conversation_id")
+        .annotate(n=Count("id"))
+        .values("n")[:1]
+    )
+
+
+def conversation_list(*, user) -> QuerySet[Participant]:
+    """The caller's memberships, newest activity first, each with its conversation, last message,
+    active participants and ``unread``: a fixed number of queries whatever the count."""
+    return (
+        Participant.objects.filter(user=user, left_at__isnull=True)
+        .select_related("conversation", "conversation__last_message__sender")
+        .prefetch_related(
+            Prefetch(
+                "conversation__participants",
+                queryset=Participant.objects.filter(left_at__isnull=True)
+                .select_related("user")
+                .order_by("joined_at", "id"),
+                to_attr="active_participants",
+            )
+        )
+        .annotate(
+            unread=Coalesce(_unread_subquery(user), Value(0)),
+            activity=F("conversation__last_activity_at"),
+        )
+    )
+
+
+def conversation_get(*, user, conversation_id) -> Participant:
+    participant = conversation_list(user=user).filter(conversation_id=conversation_id).first()
+    if participant is None:
+        raise NotFoundError("Conversation not found.")
+    return participant
+
+
+def message_list(
+    *, conversation_id, before=None, after=None, thread=None, limit: int = 50
+) -> tuple[list[Message], bool]:
+    """A page of messages in id order and whether more lie beyond it (older without ``after``,
+    newer with it). ``thread`` lists the replies to that message."""
+    qs = (
+        Message.objects.filter(conversation_id=conversation_id)
+        .select_related("sender")
+        .prefetch_related(
+            Prefetch("attachments", queryset=Attachment.objects.order_by("created_at", "id"))
+        )
+    )
+    if thread is not None:
+        qs = qs.filter(parent_id=thread)
+    if before is not None:
+        qs = qs.filter(id__lt=before)
+    if after is not None:
+        qs = qs.filter(id__gt=after).order_by("id")
+    else:
+        qs = qs.order_by("-id")
+    rows = list(qs[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if after is None:
+        rows.reverse()
+    return rows, more
+
+
+def message_get(*, user, message_id) -> Message:
+    """A message in a conversation the caller belongs to, or 404."""
+    message = (
+        Message.objects.select_related("sender", "conversation")
+        .filter(
+            id=message_id,
+            conversation__participants__user=user,
+            conversation__participants__left_at__isnull=True,
+        )
+        .first()
+    )
+    if message is None:
+        raise NotFoundError("Message not found.")
+    return message
+
+
+def attachment_visible_to(attachment: Attachment, user_pk) -> bool:
+    """The uploader sees an attachment until it is sent; then the conversation's members do."""
+    if attachment.message_id is None:
+        return str(attachment.uploader_id) == str(user_pk)
+    if attachment.message.deleted_at is not None:
+        return False
+    return Participant.objects.filter(
+        conversation_id=attachment.message.conversation_id,
+        user_id=user_pk,
+        left_at__isnull=True,
+    ).exists()
