@@ -17,6 +17,7 @@ from notifications import services
 from notifications.models import (
     Consent,
     Delivery,
+    Device,
     Notification,
     NotificationPreference,
     NotificationRequest,
@@ -293,3 +294,23 @@ class NotificationPreferenceAdmin(admin.ModelAdmin):
 
 
 admin.site.register(QuietHours)
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "user",
+        "platform",
+        "app_id",
+        "browser",
+        "active",
+        "failure_count",
+        "last_error",
+        "last_seen_at",
+    )
+    list_filter = ("platform", "active")
+    search_fields = ("user__external_id", "user__email", "token", "endpoint", "app_id")
+    list_select_related = ("user",)
+    raw_id_fields = ("user",)
+    readonly_fields = ("created_at", "last_seen_at", "deactivated_at")

@@ -243,6 +243,9 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     first_failure_at = models.DateTimeField(null=True, blank=True)
+    # Push only: what each device answered, ``{device id: {platform, provider, status, …}}``,
+    # kept across attempts so that a retry only goes to the devices still owed the message.
+    device_results = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -326,3 +329,58 @@ class ProviderEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["provider", "event_key"], name="provider_event_unique")
         ]
+
+
+class Device(models.Model):
+    """A place a user receives push: an FCM registration token (ios, android) or a browser's Web
+    Push subscription (endpoint + keys). The same token or endpoint is one device, whoever
+    registered it last."""
+
+    class Platform(models.TextChoices):
+        IOS = "ios", "iOS"
+        ANDROID = "android", "Android"
+        WEB = "web", "Web"
+
+    FCM_PLATFORMS = ("ios", "android")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="devices"
+    )
+    platform = models.CharField(max_length=8, choices=Platform.choices)
+    token = models.CharField(max_length=1024, blank=True, help_text="FCM registration token")
+    endpoint = models.URLField(max_length=2000, blank=True, help_text="Web Push endpoint")
+    p256dh = models.CharField(max_length=255, blank=True)
+    auth = models.CharField(max_length=64, blank=True)
+    app_id = models.CharField(max_length=255, blank=True)
+    browser = models.CharField(max_length=255, blank=True)
+    locale = models.CharField(max_length=35, blank=True)
+    active = models.BooleanField(default=True)
+    failure_count = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    last_seen_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["token"], condition=~Q(token=""), name="device_token_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["endpoint"], condition=~Q(endpoint=""), name="device_endpoint_unique"
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(platform="web", token="") & ~Q(endpoint="") & ~Q(p256dh="") & ~Q(auth="")
+                )
+                | (Q(platform__in=["ios", "android"], endpoint="") & ~Q(token="")),
+                name="device_address_matches_platform",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user"], name="device_user_active", condition=Q(active=True)),
+        ]
+
+    def __str__(self) -> str:
+        address = self.token or self.endpoint
+        return f"{self.platform} {address[:40]}…"

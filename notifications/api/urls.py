@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from notifications.api import views
+from notifications.api import devices, views
 
 UUID = r"[0-9a-fA-F-]{36}"
 
@@ -55,4 +55,17 @@ urlpatterns = [
         name="notification-unread",
     ),
     re_path(r"^outbox/?$", views.OutboxView.as_view(), name="outbox"),
+    # Push: the device registry, the VAPID public key, and the page using the service worker.
+    re_path(r"^devices/?$", devices.DevicesView.as_view(), name="devices"),
+    re_path(
+        r"^devices/(?P<device_id>[0-9]{1,18})/?$",
+        devices.DeviceDetailView.as_view(),
+        name="device-detail",
+    ),
+    re_path(
+        r"^push/vapid-public-key/?$",
+        devices.VapidPublicKeyView.as_view(),
+        name="push-vapid-public-key",
+    ),
+    re_path(r"^push/page/?$", devices.push_page, name="push-page"),
 ]
