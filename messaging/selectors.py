@@ -74,7 +74,11 @@ def conversation_list(*, user) -> QuerySet[Participant]:
     active participants and ``unread``: a fixed number of queries whatever the count."""
     return (
         Participant.objects.filter(user=user, left_at__isnull=True)
-        .select_related("conversation", "conversation__last_message__sender")
+        .select_related(
+            "conversation__created_by",
+            "conversation__assigned_agent",
+            "conversation__last_message__sender",
+        )
         .prefetch_related(
             Prefetch(
                 "conversation__participants",

@@ -1,0 +1,30 @@
+from messaging.rendering import render
+
+
+def test_markdown_subset_renders():
+    html = render("hi *there* **you** `code` ~~gone~~\n\n- a\n- b")
+    assert "<em>there</em>" in html and "<strong>you</strong>" in html
+    assert "<code>code</code>" in html and "<s>gone</s>" in html and "<li>a</li>" in html
+
+
+def test_script_tags_and_javascript_links_are_removed():
+    for source in (
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(1)>",
+        "[click](javascript:alert(1))",
+        "[click](JaVaScRiPt:alert(1))",
+        "<a href='javascript:alert(1)'>x</a>",
+        "[x](data:text/html;base64,PHNjcmlwdD4=)",
+        "<javascript:alert(1)>",
+    ):
+        html = render(source)
+        assert "<script" not in html.lower()
+        assert "<img" not in html.lower()
+        assert 'href="javascript' not in html.lower()
+        assert 'href="data' not in html.lower()
+
+
+def test_safe_links_keep_rel_noopener():
+    html = render("[docs](https://example.com/a?b=1)")
+    assert 'href="https://example.com/a?b=1"' in html
+    assert 'rel="noopener noreferrer nofollow"' in html
