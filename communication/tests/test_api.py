@@ -115,3 +115,37 @@ def test_admin_login_page(client):
 def test_admin_static_files_are_served(client):
     response = client.get("/static/admin/css/base.css")
     assert response.status_code == 200
+
+
+def test_cors_follows_allowed_origins(client, settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    allowed = client.options(
+        "/api/v1/me",
+        HTTP_ORIGIN="https://app.example.com",
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="GET",
+    )
+    assert allowed["Access-Control-Allow-Origin"] == "https://app.example.com"
+    other = client.options(
+        "/api/v1/me",
+        HTTP_ORIGIN="https://evil.example.com",
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="GET",
+    )
+    assert "Access-Control-Allow-Origin" not in other
+
+
+def test_oversized_body_is_413(api_client, make_service_token, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_service_token()}")
+    response = api_client.post(
+        "/api/v1/notifications", {"recipients": [], "pad": "x" * 5000}, format="json"
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+def test_a_post_keeps_its_body_with_or_without_the_slash(api_client, make_service_token):
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_service_token()}")
+    for path in ("/api/v1/notifications", "/api/v1/notifications/"):
+        response = api_client.post(path, {"recipients": []}, format="json")
+        assert response.status_code == 400, path  # validated, not redirected
+        assert "recipients" in response.json()["fields"]

@@ -105,3 +105,12 @@ def test_bad_json_is_answered_and_the_socket_stays_open(live_asgi, make_user_tok
         assert json.loads(ws.recv(timeout=10))["code"] == "validation_error"
         ws.send(json.dumps({"type": "ping", "id": 3}))
         assert json.loads(ws.recv(timeout=10)) == {"type": "pong", "id": 3}
+
+
+def test_websocket_accepts_an_allowed_origin(live_asgi, make_user_token):
+    # The server runs with the default PUBLIC_BASE_URL, which is always an allowed origin.
+    with connect(
+        f"{live_asgi.ws_url}/ws/v1/?token={make_user_token('ws-origin')}",
+        origin="http://127.0.0.1:8000",
+    ) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"
