@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -20,11 +21,12 @@ from messaging.tests.conftest import create_conversation, drain, make_user, of_t
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
+@contextlib.contextmanager
 def socket(server_ws_url, user):
-    ws = connect(f"{server_ws_url}/ws/v1/?token={tokens.issue_user_token(user)}")
-    ready = json.loads(ws.recv(timeout=5))
-    assert ready["type"] == "ready", ready
-    return ws
+    with connect(f"{server_ws_url}/ws/v1/?token={tokens.issue_user_token(user)}") as ws:
+        ready = json.loads(ws.recv(timeout=5))
+        assert ready["type"] == "ready", ready
+        yield ws
 
 
 def names(n):
@@ -271,15 +273,19 @@ def second_asgi(live_asgi, tmp_path):
 def test_presence_across_two_asgi_processes(live_asgi, second_asgi, as_user):
     alice, bob, stranger = names(["alice", "bob", "stranger"])
     create_conversation(as_user(alice), participants=[bob.external_id])
-    with socket(second_asgi, bob) as wb, socket(live_asgi.ws_url, stranger) as ws_stranger:
+    with (
+        socket(second_asgi, bob) as wb,
+        socket(live_asgi.ws_url, stranger) as ws_stranger,
+        contextlib.ExitStack() as stack,
+    ):
         drain(wb)
-        first = socket(live_asgi.ws_url, alice)  # process 1
+        first = stack.enter_context(socket(live_asgi.ws_url, alice))  # process 1
         online = recv_until(wb, of_type("presence"))
         assert (
             online["data"]["user_id"] == alice.external_id and online["data"]["state"] == "online"
         )
         assert "seq" not in online
-        second = socket(second_asgi, alice)  # process 2, same user
+        second = stack.enter_context(socket(second_asgi, alice))  # process 2, same user
         first.close()  # one socket left on the other process: still online
         wb.send(
             json.dumps(
