@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 
 import requests
@@ -43,6 +44,7 @@ from notifications.providers.base import (
     TransientProviderError,
 )
 
+FCM_HOST = "https://fcm.googleapis.com"
 MAX_TOKENS_PER_CALL = 500  # send_each_for_multicast's limit
 DEFAULT_TIMEOUT = 10.0
 # Error codes after which a token is dead: the device is deactivated and never used again.
@@ -143,22 +145,27 @@ class FcmPushProvider(Provider):
                     },
                     name=name,
                 )
+                service = messaging._get_messaging_service(app)
+                base = self.api_url or FCM_HOST
                 if self.api_url:
-                    service = messaging._get_messaging_service(app)
                     service._fcm_url = (
                         f"{self.api_url}/v1/projects/{self.service_account['project_id']}"
                         "/messages:send"
                     )
-                    # One request per token on up to 500 threads: a pool as large as the SDK's
-                    # own for fcm.googleapis.com, with its retry policy.
-                    service._client.session.mount(
-                        self.api_url,
-                        requests.adapters.HTTPAdapter(
-                            pool_connections=100,
-                            pool_maxsize=100,
-                            max_retries=firebase_http.DEFAULT_RETRY_CONFIG,
+                # The SDK's own retries, minus one: urllib3 honours a 429's Retry-After by
+                # sleeping in this worker (up to four times). A quota answer goes back to the
+                # pipeline instead, which waits with the delivery queued. A pool as large as the
+                # SDK's: one request per token on up to 500 threads.
+                service._client.session.mount(
+                    base,
+                    requests.adapters.HTTPAdapter(
+                        pool_connections=100,
+                        pool_maxsize=100,
+                        max_retries=firebase_http.DEFAULT_RETRY_CONFIG.new(
+                            respect_retry_after_header=False
                         ),
-                    )
+                    ),
+                )
                 _apps[name] = app
             return _apps[name]
 
@@ -171,45 +178,52 @@ class FcmPushProvider(Provider):
         data = dict(content.data or {})
         if content.link:
             data.setdefault("deep_link", content.link)
-        aps_alert = messaging.ApsAlert(title=content.title or None, body=content.body or None)
+        android = messaging.AndroidConfig(
+            priority=ANDROID_PRIORITY.get(content.priority, "high"),
+            ttl=dt.timedelta(seconds=ttl),
+            collapse_key=content.collapse_key or None,
+            notification=messaging.AndroidNotification(
+                channel_id=content.android_channel_id or self.android_channel_id or None,
+                image=content.image or None,
+                sound=content.sound or None,
+            ),
+        )
         apns_headers = {
             "apns-priority": APNS_PRIORITY.get(content.priority, "10"),
             "apns-expiration": str(int(dt.datetime.now(dt.UTC).timestamp()) + ttl),
         }
         if content.collapse_key:
             apns_headers["apns-collapse-id"] = content.collapse_key[:64]
-        return messaging.MulticastMessage(
-            tokens=tokens,
-            notification=messaging.Notification(
-                title=content.title or None,
-                body=content.body or None,
-                image=content.image or None,
-            ),
-            data=string_data(data),
-            android=messaging.AndroidConfig(
-                priority=ANDROID_PRIORITY.get(content.priority, "high"),
-                ttl=dt.timedelta(seconds=ttl),
-                collapse_key=content.collapse_key or None,
-                notification=messaging.AndroidNotification(
-                    channel_id=content.android_channel_id or self.android_channel_id or None,
-                    image=content.image or None,
+        apns = messaging.APNSConfig(
+            headers=apns_headers,
+            payload=messaging.APNSPayload(
+                aps=messaging.Aps(
+                    alert=messaging.ApsAlert(
+                        title=content.title or None, body=content.body or None
+                    ),
                     sound=content.sound or None,
-                ),
+                    badge=content.badge,
+                    category=content.category or None,
+                    mutable_content=bool(content.image) or None,
+                )
             ),
-            apns=messaging.APNSConfig(
-                headers=apns_headers,
-                payload=messaging.APNSPayload(
-                    aps=messaging.Aps(
-                        alert=aps_alert,
-                        sound=content.sound or None,
-                        badge=content.badge,
-                        category=content.category or None,
-                        mutable_content=bool(content.image) or None,
-                    )
-                ),
-                fcm_options=messaging.APNSFCMOptions(image=content.image or None),
-            ),
+            fcm_options=messaging.APNSFCMOptions(image=content.image or None),
         )
+        with warnings.catch_warnings():
+            # firebase-admin 7 deprecates ``tokens`` for Firebase installation ids (``fids``);
+            # the apps register FCM registration tokens, which FCM v1 still addresses.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return messaging.MulticastMessage(
+                tokens=tokens,
+                notification=messaging.Notification(
+                    title=content.title or None,
+                    body=content.body or None,
+                    image=content.image or None,
+                ),
+                data=string_data(data),
+                android=android,
+                apns=apns,
+            )
 
     def send_multicast(self, tokens: list[str], content: PushContent) -> list[TokenResult]:
         """Sends ``content`` to every token, 500 a call. One result per token, in order.
