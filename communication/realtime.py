@@ -68,6 +68,50 @@ def publish_event(user_pk, type_: str, data: dict) -> int:
     return seq
 
 
+def publish_events(type_: str, data_by_user: dict) -> dict:
+    """``publish_event`` for many users at once (a message to every member of a conversation):
+    one statement takes every user's next ``seq``, one inserts the events, and one hop to the
+    event loop sends them after commit. Same guarantees as ``publish_event``; the sequence rows
+    are taken in user order, so concurrent fan-outs cannot deadlock. Returns ``{user_pk: seq}``.
+    """
+    from communication.models import RealtimeEvent
+
+    if not data_by_user:
+        return {}
+    keys = {str(pk): pk for pk in data_by_user}
+    ordered = sorted(keys)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO communication_usersequence (user_id, last_seq) "
+            "SELECT u, 1 FROM unnest(%s::uuid[]) AS u ORDER BY u "
+            "ON CONFLICT (user_id) DO UPDATE SET last_seq = communication_usersequence.last_seq + 1 "
+            "RETURNING user_id, last_seq",
+            [ordered],
+        )
+        seqs = {str(user_id): seq for user_id, seq in cursor.fetchall()}
+    RealtimeEvent.objects.bulk_create(
+        [
+            RealtimeEvent(user_id=pk, seq=seqs[pk], type=type_, data=data_by_user[keys[pk]])
+            for pk in ordered
+        ]
+    )
+    events = [
+        (pk, {"type": type_, "seq": seqs[pk], "data": data_by_user[keys[pk]]}) for pk in ordered
+    ]
+
+    async def send_all():
+        layer = get_channel_layer()
+        await asyncio.gather(
+            *(
+                layer.group_send(user_group(pk), {"type": "deliver", "event": event})
+                for pk, event in events
+            )
+        )
+
+    transaction.on_commit(async_to_sync(send_all))
+    return seqs
+
+
 # Client → server message types other apps handle (messaging: message.send, typing, read,
 # presence.ping …): ``handlers["typing"] = async fn(consumer, content)``. A handler validates its
 # input and answers errors with ``await consumer.send_error(code, detail)``; it never closes the

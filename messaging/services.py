@@ -11,8 +11,8 @@ import datetime as dt
 import logging
 import uuid
 
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import IntegrityError, models, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from communication import identity, realtime
@@ -130,8 +130,7 @@ def conversation_payload(conversation: Conversation, participants: list[Particip
 def _publish_to_members(participants, type_: str, data: dict) -> None:
     # Sorted: publish_event locks each user's sequence row until commit, and two transactions
     # taking the same rows in different orders would deadlock.
-    for pk in sorted({str(p.user_id) for p in participants}):
-        realtime.publish_event(pk, type_, data)
+    realtime.publish_events(type_, {p.user_id: data for p in participants})
 
 
 # ------------------------------------------------------------------------------ participants
@@ -226,7 +225,7 @@ def _create(user, type_, others, title, metadata, direct_key=None) -> Conversati
     rows += [Participant(conversation=conversation, user=o, role=Role.MEMBER) for o in others]
     Participant.objects.bulk_create(rows)
     payload = conversation_payload(conversation, rows)
-    for row in rows:
+    for row in sorted(rows, key=lambda r: str(r.user_id)):
         if row.user_id != user.pk:
             realtime.publish_event(
                 row.user_id,
@@ -276,14 +275,28 @@ def conversation_update(
 
 
 def _member_locked(user, conversation_id) -> Participant:
-    participant = (
-        Participant.objects.select_for_update(of=("self",))
-        .select_related("conversation")
-        .filter(user=user, conversation_id=conversation_id, left_at__isnull=True)
+    """The caller's membership, with the conversation row locked.
+
+    Every write to a conversation (messages, participants, title) takes the conversation row
+    first and only then touches participant rows, so two writers never hold participant rows in
+    opposite orders (a send updates the sender's and the recipients' watermarks).
+    """
+    conversation = (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("created_by", "assigned_agent")
+        .filter(pk=conversation_id)
         .first()
+    )
+    participant = (
+        Participant.objects.filter(
+            user=user, conversation_id=conversation_id, left_at__isnull=True
+        ).first()
+        if conversation is not None
+        else None
     )
     if participant is None:
         raise NotFoundError("Conversation not found.")
+    participant.conversation = conversation
     return participant
 
 
@@ -486,20 +499,29 @@ def _store_message(
     recipients = [p for p in members if p.user_id != sender.pk]
     online = presence.online([str(p.user_id) for p in recipients]) if recipients else set()
     # The sender has read what they wrote; a recipient with a socket open has it delivered (the
-    # event is on its way), the others when they fetch it or read.
-    Participant.objects.filter(conversation=conversation, user=sender).update(
-        last_read_message=message, last_delivered_message=message
-    )
-    delivered = [p.pk for p in recipients if str(p.user_id) in online]
-    if delivered:
-        Participant.objects.filter(pk__in=delivered).filter(
-            Q(last_delivered_message__isnull=True) | Q(last_delivered_message_id__lt=message.id)
-        ).update(last_delivered_message=message)
+    # event is on its way), the others when they fetch it or read. One statement, under the
+    # conversation lock the caller holds, so the newest message is this one.
+    touched = [p.pk for p in members if p.user_id == sender.pk or str(p.user_id) in online]
+    if touched:
+        Participant.objects.filter(pk__in=touched).update(
+            last_delivered_message=message,
+            last_read_message=Case(
+                When(user_id=sender.pk, then=Value(message.id)),
+                default=F("last_read_message"),
+                output_field=models.BigIntegerField(),
+            ),
+        )
     message.sender = sender
     shared = message_payload(message, None, []) if not attached else None
-    for p in sorted(members, key=lambda m: str(m.user_id)):
-        data = shared if shared is not None else message_payload(message, p.user_id, attached)
-        realtime.publish_event(p.user_id, "message.created", data)
+    realtime.publish_events(
+        "message.created",
+        {
+            p.user_id: shared
+            if shared is not None
+            else message_payload(message, p.user_id, attached)
+            for p in members
+        },
+    )
     if type_ != MessageType.SYSTEM:
         offline = [p for p in recipients if str(p.user_id) not in online and _wants_notification(p)]
         if offline:
@@ -558,19 +580,18 @@ def message_send(
     if not content.strip() and not attachment_ids:
         raise APIError("A message needs content or attachments.", fields={"content": ["Empty."]})
     client_id = (client_id or "")[:64]
-    if client_id:
-        first = (
-            Message.objects.filter(
-                conversation_id=conversation_id, sender=user, client_id=client_id
-            )
-            .select_related("sender")
-            .first()
-        )
-        if first is not None and selectors.is_member(user.pk, conversation_id):
-            return first, False
     with transaction.atomic():
         me = _member_locked(user, conversation_id)
         conversation = me.conversation
+        if client_id:
+            # Under the conversation lock no other send of this id can be in flight.
+            first = (
+                Message.objects.filter(conversation=conversation, sender=user, client_id=client_id)
+                .select_related("sender")
+                .first()
+            )
+            if first is not None:
+                return first, False
         parent = None
         if parent_id is not None:
             parent = Message.objects.filter(id=parent_id, conversation=conversation).first()
@@ -597,26 +618,16 @@ def message_send(
                 )
         if type == MessageType.TEXT and attached and not content.strip():
             type = MessageType.ATTACHMENT
-        try:
-            with transaction.atomic():
-                message = _store_message(
-                    conversation=conversation,
-                    sender=user,
-                    content=content,
-                    type_=type,
-                    client_id=client_id,
-                    parent_id=parent_id,
-                    metadata=metadata,
-                    attached=attached,
-                )
-        except IntegrityError:
-            if not client_id:
-                raise
-            # The same client id raced in from another socket or request: the first one won.
-            first = Message.objects.select_related("sender").get(
-                conversation_id=conversation_id, sender=user, client_id=client_id
-            )
-            return first, False
+        message = _store_message(
+            conversation=conversation,
+            sender=user,
+            content=content,
+            type_=type,
+            client_id=client_id,
+            parent_id=parent_id,
+            metadata=metadata,
+            attached=attached,
+        )
     return message, True
 
 
@@ -720,8 +731,9 @@ def _publish_message_change(message: Message, type_: str) -> None:
         Participant.objects.filter(conversation_id=message.conversation_id, left_at__isnull=True)
     )
     attached = list(message.attachments.all())
-    for p in sorted(members, key=lambda m: str(m.user_id)):
-        realtime.publish_event(p.user_id, type_, message_payload(message, p.user_id, attached))
+    realtime.publish_events(
+        type_, {p.user_id: message_payload(message, p.user_id, attached) for p in members}
+    )
 
 
 # ---------------------------------------------------------------------------------- receipts
