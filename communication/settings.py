@@ -115,6 +115,9 @@ if DB_POOL_MAX_SIZE:
         "max_idle": 300,
     }
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+# Two test runs on one server (two checkouts, two developers) each name their own test database.
+if env.str("TEST_DATABASE_NAME", default=""):
+    DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "communication.User"
