@@ -87,6 +87,7 @@ async def fire(base, token, n, concurrency):
     sent: dict[str, float] = {}  # delivery id -> API call start (epoch)
     latencies = []
     errors = 0
+    codes: dict[int, int] = {}
     queue: asyncio.Queue = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
@@ -117,6 +118,7 @@ async def fire(base, token, n, concurrency):
                 latencies.append(time.perf_counter() - started)
                 if r.status_code != 202:
                     errors += 1
+                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
                     continue
                 delivery = r.json()["notifications"][0]["deliveries"][0]["id"]
                 sent[delivery] = started_wall
@@ -124,6 +126,8 @@ async def fire(base, token, n, concurrency):
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+    if codes:
+        print(f"error answers by status: {codes}")
     return sent, latencies, errors, elapsed
 
 
