@@ -364,6 +364,7 @@ NOTIFICATION_PROVIDERS = {
             # development outbox.
             "CREDENTIALS": env.str("FCM_CREDENTIALS", default=""),
             "API_URL": env.str("FCM_API_URL", default=""),
+            "ANDROID_CHANNEL_ID": env.str("FCM_ANDROID_CHANNEL_ID", default=""),
             "RATE_PER_SECOND": env.float("FCM_RATE_PER_SECOND", default=0),
         },
     },
@@ -377,6 +378,9 @@ NOTIFICATION_PROVIDERS = {
         },
     },
 }
+# Web Push endpoints must be on a known push service outside development (comma-separated hosts
+# replace the built-in list).
+WEBPUSH_ENDPOINT_HOSTS = env.list("WEBPUSH_ENDPOINT_HOSTS", default=[])
 # Whether an "ambiguous" delivery (the provider may have received it) is sent again.
 RESEND_AMBIGUOUS = {"email": True, "in_app": True, "push": True, "sms": False}
 DELIVERY_LEASE_SECONDS = env.int("DELIVERY_LEASE_SECONDS", default=60)

@@ -157,15 +157,14 @@ def content_for(delivery: Delivery, message: Message) -> PushContent:
     ``sound``, ``android_channel_id``, ``ttl``.
     """
     data = dict(message.data or {})
-    extra = message.headers or {}
     data.setdefault("delivery_id", str(delivery.id))
     data.setdefault("notification_id", str(delivery.notification_id))
     data.setdefault("category", message.category)
     return PushContent(
         title=message.title,
         body=message.text,
-        image=extra.get("image") or data.get("image") or "",
-        link=extra.get("deep_link") or data.get("deep_link") or data.get("action_url") or "",
+        image=message.image or data.get("image") or "",
+        link=message.link or data.get("deep_link") or data.get("action_url") or "",
         data=data,
         collapse_key=str(data.get("collapse_key") or ""),
         priority=delivery.priority,

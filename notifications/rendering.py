@@ -112,8 +112,12 @@ def _inline_sources(channel: str, content: dict) -> dict:
         }
     if channel == "sms":
         return {"text": content.get("text") or body}
-    return {
+    sources = {
         "title": content.get("title") or subject,
         "body": body,
         "data": content.get("data") or {},
     }
+    for name in ("image", "deep_link", "action_url"):
+        if content.get(name):
+            sources[name] = content[name]
+    return sources

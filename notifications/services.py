@@ -663,9 +663,6 @@ def _message_for(delivery: Delivery) -> Message:
         from notifications import unsubscribe
 
         headers = unsubscribe.headers_for(delivery)
-    elif delivery.channel == "push":
-        # Message has no field for them: the push fan-out reads them from here.
-        headers = {k: rendered[k] for k in ("image", "deep_link") if rendered.get(k)}
     return Message(
         channel=delivery.channel,
         to=delivery.address,
@@ -675,6 +672,8 @@ def _message_for(delivery: Delivery) -> Message:
         title=rendered.get("title", ""),
         data=rendered.get("data") or {},
         headers=headers,
+        image=rendered.get("image") or "",
+        link=rendered.get("deep_link") or rendered.get("action_url") or "",
         from_email=settings.DEFAULT_FROM_EMAIL,
         delivery_id=str(delivery.id),
         category=notification.category_id,

@@ -60,6 +60,8 @@ class ContentSerializer(serializers.Serializer):
     text = serializers.CharField(required=False, allow_blank=True, max_length=100_000)
     html = serializers.CharField(required=False, allow_blank=True, max_length=1_000_000)
     action_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
+    image = serializers.URLField(required=False, allow_blank=True, max_length=2000)
+    deep_link = serializers.CharField(required=False, allow_blank=True, max_length=2000)
     data = serializers.DictField(required=False)
 
 

@@ -28,6 +28,8 @@ class Message:
     title: str = ""
     data: dict = field(default_factory=dict)
     headers: dict = field(default_factory=dict)  # e.g. List-Unsubscribe for email
+    image: str = ""  # push: a picture URL
+    link: str = ""  # push / in-app: where a tap leads (deep link or URL)
     from_email: str = ""
     # Correlates webhooks with the delivery (sent as provider metadata / custom args where the
     # vendor supports it) and serves as the idempotency key where the vendor accepts one.

@@ -569,7 +569,7 @@ def test_only_the_outbox_means_delivered(settings, sender, carol):
 
 
 def test_push_message_fields_reach_the_fan_out(push_settings, carol):
-    """``_message_for`` keeps the rendered image and deep link for the push fan-out."""
+    """The rendered image and deep link reach the push fan-out."""
     delivery = Delivery(id="00000000-0000-0000-0000-000000000001", priority="high")
     delivery.notification_id = "00000000-0000-0000-0000-000000000002"
     message = Message(
@@ -578,7 +578,8 @@ def test_push_message_fields_reach_the_fan_out(push_settings, carol):
         title="T",
         text="B",
         data={"collapse_key": "k", "badge": "2"},
-        headers={"image": "https://i.example/x.png", "deep_link": "app://x"},
+        image="https://i.example/x.png",
+        link="app://x",
         category="alerts",
     )
     built = push.content_for(delivery, message)
