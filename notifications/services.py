@@ -782,13 +782,20 @@ def delivery_attempt(delivery_id) -> str:
         return _on_provider_error(delivery, provider, index, exc, latency, chain)
     latency = (time.perf_counter() - started) * 1000
     _breaker(provider.alias).record_success()
+    return _record_sent(delivery, provider.alias, index, result, latency)
+
+
+def _record_sent(
+    delivery: Delivery, alias: str, index: int, result, latency: float, **event_data
+) -> str:
+    """Records a provider's acceptance, if this worker still holds the delivery."""
     now = timezone.now()
     status = "delivered" if result.status == "delivered" else "sent"
     with transaction.atomic():
         if _finish(
             delivery,
             status=status,
-            provider=provider.alias,
+            provider=alias,
             provider_index=index,
             provider_message_id=result.provider_message_id[:255],
             sent_at=now,
@@ -800,12 +807,13 @@ def delivery_attempt(delivery_id) -> str:
             _record(
                 delivery,
                 "sent",
-                provider=provider.alias,
+                provider=alias,
                 latency_ms=round(latency, 2),
                 attempts=delivery.attempts,
+                **event_data,
             )
             if status == "delivered":
-                _record(delivery, "delivered", provider=provider.alias)
+                _record(delivery, "delivered", provider=alias)
     return "sent"
 
 
@@ -825,33 +833,14 @@ def _push_attempt(delivery: Delivery, message: Message) -> str:
         sender = push.PushSender(getattr(exc, "provider", "push"))
         return _on_provider_error(delivery, sender, 0, exc, latency, [sender])
     latency = (time.perf_counter() - started) * 1000
-    alias = result.raw.get("provider", "push")
-    now = timezone.now()
-    status = "delivered" if result.status == "delivered" else "sent"
-    with transaction.atomic():
-        if _finish(
-            delivery,
-            status=status,
-            provider=alias,
-            provider_index=0,
-            provider_message_id=result.provider_message_id[:255],
-            sent_at=now,
-            delivered_at=now if status == "delivered" else None,
-            error="",
-            template_version=delivery.template_version,
-            variant=delivery.variant,
-        ):
-            _record(
-                delivery,
-                "sent",
-                provider=alias,
-                latency_ms=round(latency, 2),
-                attempts=delivery.attempts,
-                devices=result.raw.get("devices", {}),
-            )
-            if status == "delivered":
-                _record(delivery, "delivered", provider=alias)
-    return "sent"
+    return _record_sent(
+        delivery,
+        result.raw.get("provider", "push"),
+        0,
+        result,
+        latency,
+        devices=result.raw.get("devices", {}),
+    )
 
 
 def _requeue(delivery: Delivery, delay: float, outcome: str, **fields) -> str:
