@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from communication import views
+from notifications.api.devices import push_page
 from notifications.views import unsubscribe_view
 
 handler400 = "communication.errors.handler400"
@@ -22,5 +23,6 @@ urlpatterns = [
     path("api/v1/", include("messaging.api.urls")),
     re_path(r"^u/(?P<token>[\w:.\-]+)/?$", unsubscribe_view, name="unsubscribe"),
     path("webhooks/", include("notifications.webhooks.urls")),
+    re_path(r"^push/?$", push_page, name="push"),
     path("admin/", admin.site.urls),
 ]
