@@ -43,6 +43,39 @@ def _isolated_cache(settings):
     keys.jwks_client.reset()
 
 
+@pytest.fixture(autouse=True)
+def _settle_other_processes(request):
+    """Before a transactional test's tables are truncated, waits until the other processes (the
+    live server finishing a socket's disconnect, a worker finishing a task) have no transaction
+    open on the test database: TRUNCATE racing one of them can deadlock."""
+    marker = request.node.get_closest_marker("django_db")
+    yield
+    if not marker or not marker.kwargs.get("transaction"):
+        return
+    from django.db import connection
+
+    def quiet():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
+            )
+            return cursor.fetchone()[0] == 0
+
+    # Quiet for 0.3 s in a row: a socket closed by the test's last line is still being handled by
+    # the server (its disconnect hooks write presence) a few milliseconds later.
+    deadline = time.monotonic() + 10
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if quiet():
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 0.3:
+                break
+        else:
+            quiet_since = None
+        time.sleep(0.03)
+
+
 # ------------------------------------------------------------------------------------------ tokens
 
 
