@@ -6,13 +6,9 @@ class MessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from communication import realtime, schedules
+        from communication import realtime
         from messaging import consumers
 
         realtime.handlers.update(consumers.HANDLERS)
         realtime.connect_hooks.append(consumers.on_connect)
         realtime.disconnect_hooks.append(consumers.on_disconnect)
-        # Users whose ASGI process died without closing their sockets go offline here.
-        schedules.SCHEDULES.setdefault(
-            "messaging-presence-sweep", ("messaging.tasks.presence_sweep", 15.0, "default")
-        )
