@@ -2,6 +2,8 @@
 
 import os
 
+# The web process pools its database connections (see DATABASES in settings).
+os.environ.setdefault("DB_POOL_MAX_SIZE", "20")
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")

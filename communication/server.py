@@ -20,6 +20,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
+    # Settings are loaded before communication.asgi is imported: pool here too.
+    os.environ.setdefault("DB_POOL_MAX_SIZE", "20")
     import django
 
     django.setup()

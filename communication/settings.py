@@ -102,10 +102,14 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db_url("DATABASE_URL")}
 # Under ASGI every request runs in a thread of its own, so Django's persistent connections
-# (CONN_MAX_AGE) would open one connection per request and leak them: connections come from a
-# psycopg 3 pool per process instead (DB_POOL_MAX_SIZE; 0 turns the pool off).
-DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=10)
-DATABASES["default"]["CONN_MAX_AGE"] = 0
+# (CONN_MAX_AGE) would open one connection per request and leak them: the web process takes its
+# connections from a psycopg 3 pool (communication.asgi sets DB_POOL_MAX_SIZE). Workers and
+# commands run one task at a time per process and keep one persistent connection, which is faster.
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=0)
+DATABASES["default"]["CONN_MAX_AGE"] = (
+    0 if DB_POOL_MAX_SIZE else env.int("DB_CONN_MAX_AGE", default=60)
+)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})
 if DB_POOL_MAX_SIZE:
     DATABASES["default"]["OPTIONS"]["pool"] = {
