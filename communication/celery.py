@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
@@ -35,6 +35,18 @@ app.conf.task_queues = [
     for name in ("realtime", "transactional", "bulk", "default")
 ]
 app.autodiscover_tasks()
+
+# Celery's Django fixup closes the database connection around every task unless told to reuse it:
+# a new PostgreSQL backend per delivery cost more than the delivery itself. Reuse it, and check it
+# before each task the way Django checks at each request (a broken one is replaced).
+app.conf["CELERY_DB_REUSE_MAX"] = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
+
+
+@signals.task_prerun.connect
+def _fresh_connections(**kwargs):
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 # Heartbeats: the worker and beat each write theirs to Redis; /health/ready reports their age.
 from communication import heartbeat  # noqa: E402,F401  (connects the signal handlers)
