@@ -28,6 +28,57 @@ class RecipientSerializer(serializers.Serializer):
         return attrs
 
 
+_email_field = serializers.EmailField(max_length=320)
+
+
+def _clean_recipient(item) -> dict:
+    """One recipient, validated like RecipientSerializer (which documents the shape) but without
+    building a serializer per entry: a request may carry a thousand of them."""
+    if not isinstance(item, dict):
+        raise serializers.ValidationError("Expected an object.")
+    given = [k for k in ("user_id", "email", "phone") if item.get(k)]
+    if len(given) != 1:
+        raise serializers.ValidationError("Give exactly one of user_id, email, phone.")
+    (key,) = given
+    value = item[key]
+    if not isinstance(value, str):
+        raise serializers.ValidationError({key: ["Expected a string."]})
+    if key == "user_id":
+        if len(value) > 255:
+            raise serializers.ValidationError({key: ["At most 255 characters."]})
+        return {"user_id": value}
+    if key == "email":
+        try:
+            return {"email": _email_field.run_validation(value)}
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"email": exc.detail}) from exc
+    try:
+        return {"phone": normalize_e164(value)}
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError({"phone": [exc.messages[0]]}) from exc
+
+
+@extend_schema_field(RecipientSerializer(many=True))
+class RecipientsField(serializers.Field):
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise serializers.ValidationError("Expected a list of recipients.")
+        if not data:
+            raise serializers.ValidationError("This list may not be empty.")
+        cleaned, errors = [], {}
+        for i, item in enumerate(data):
+            try:
+                cleaned.append(_clean_recipient(item))
+            except serializers.ValidationError as exc:
+                errors[i] = exc.detail
+        if errors:
+            raise serializers.ValidationError(errors)
+        return cleaned
+
+    def to_representation(self, value):
+        return value
+
+
 @extend_schema_field(
     {
         "oneOf": [
@@ -66,7 +117,7 @@ class ContentSerializer(serializers.Serializer):
 
 
 class SendSerializer(serializers.Serializer):
-    recipients = RecipientSerializer(many=True, allow_empty=False)
+    recipients = RecipientsField()
     category = serializers.SlugField(required=False, default="transactional")
     channels = ChannelsField(required=False, default="auto")
     template = serializers.SlugField(required=False, max_length=100)
