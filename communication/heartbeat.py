@@ -57,7 +57,7 @@ def _beat_init(sender=None, **kwargs):
 
 
 def ages(client: redis.Redis | None = None) -> dict[str, dict]:
-    """``{"worker": {"seen": n, "age_seconds": youngest, "ok": bool}, "beat": {...}}``."""
+    """``{"worker": {"alive": n, "age_seconds": youngest, "ok": bool}, "beat": {...}}``."""
     client = client or _client()
     now = time.time()
     out = {}
@@ -66,7 +66,8 @@ def ages(client: redis.Redis | None = None) -> dict[str, dict]:
         values = [float(v) for v in client.mget(keys) if v] if keys else []
         age = round(now - max(values), 1) if values else None
         out[kind] = {
-            "seen": len(values),
+            # Processes heard from within HEARTBEAT_STALE_AFTER (older keys expire in a day).
+            "alive": sum(1 for v in values if now - v < settings.HEARTBEAT_STALE_AFTER),
             "age_seconds": age,
             "ok": age is not None and age < settings.HEARTBEAT_STALE_AFTER,
         }

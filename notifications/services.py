@@ -463,7 +463,12 @@ def _fill_inbox(notification, recipient, family, templates, content, data) -> No
         rendered.get("title") or content.get("title") or content.get("subject") or ""
     )[:500]
     notification.body = rendered.get("body") or content.get("body") or ""
-    action = (rendered.get("data") or {}).get("action_url") or content.get("action_url") or ""
+    action = (
+        rendered.get("action_url")
+        or (rendered.get("data") or {}).get("action_url")
+        or content.get("action_url")
+        or ""
+    )
     notification.action_url = action[:2000]
 
 

@@ -448,6 +448,7 @@ def test_a_template_family_speaks_on_every_channel_in_the_recipients_language(se
     notification = Notification.objects.get(id=response.json()["notifications"][0]["id"])
     assert "Maintenance" in notification.title
     assert "Coupure" in notification.body
+    assert notification.action_url == "https://example.com/status"
     from notifications import services
 
     services.delivery_attempt(by_channel["email"]["id"])
