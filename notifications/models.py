@@ -191,6 +191,10 @@ class Notification(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        who = self.email or self.phone or (self.recipient or {}).get("user_id", "")
+        return f"{self.category_id} to {who}: {self.title[:60]}"
+
 
 class Delivery(models.Model):
     """One notification on one channel, and everything that happened to it."""
@@ -296,6 +300,9 @@ class Delivery(models.Model):
                 condition=~Q(provider_message_id=""),
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.address or '-'} ({self.status})"
 
 
 class OutboxMessage(models.Model):
