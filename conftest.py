@@ -356,10 +356,42 @@ def start_worker(django_db_setup, tmp_path_factory):
 
 
 class LiveServer:
-    def __init__(self, url: str, log: Path):
-        self.url = url
-        self.ws_url = url.replace("http", "ws", 1)
+    """A uvicorn process serving ``communication.asgi`` against the test database."""
+
+    def __init__(self, log: Path):
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = self.url.replace("http", "ws", 1)
         self.log = log
+        with open(log, "w") as fh:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "communication.server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                cwd=ROOT,
+                env=process_env(),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._up, 60, what="uvicorn")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited:\n{self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/health/live", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        _stop(self.proc)
 
     def __str__(self) -> str:
         return self.url
@@ -369,37 +401,8 @@ class LiveServer:
 def live_asgi(django_db_setup, tmp_path_factory):
     """A real uvicorn process serving the project (HTTP and websockets): ``.url``, ``.ws_url``,
     ``.log`` (its output, JSON lines)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("asgi") / "asgi.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "communication.server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env=process_env(),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/health/live", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
+    server = LiveServer(tmp_path_factory.mktemp("asgi") / "asgi.log")
     try:
-        wait_for(up, 60, what="uvicorn")
-        yield LiveServer(base, log)
+        yield server
     finally:
-        _stop(proc)
+        server.stop()

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 
 import pytest
 from websockets.sync.client import connect
 
 from communication.auth import tokens
-from conftest import ROOT, _stop, free_port, process_env, wait_for
+from conftest import LiveServer
 from messaging.models import Message, MessageEdit, UserPresence
 from messaging.tests.conftest import create_conversation, drain, make_user, of_type, recv_until
 
@@ -234,40 +231,11 @@ def test_receipts_reach_the_sender_and_typing_expires(live_asgi, as_user):
 @pytest.fixture
 def second_asgi(live_asgi, tmp_path):
     """Another uvicorn process on the same database and Redis channel layer."""
-    port = free_port()
-    log = tmp_path / "asgi2.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "communication.server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env=process_env(),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text()[-3000:])
-        try:
-            with urllib.request.urlopen(f"{base}/health/live", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_for(up, 60, what="second uvicorn")
+    server = LiveServer(tmp_path / "asgi2.log")
     try:
-        yield base.replace("http", "ws", 1)
+        yield server.ws_url
     finally:
-        _stop(proc)
+        server.stop()
 
 
 def test_presence_across_two_asgi_processes(live_asgi, second_asgi, as_user):
