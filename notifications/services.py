@@ -735,14 +735,7 @@ def delivery_attempt(delivery_id) -> str:
         message = _message_for(delivery)
     except (APIError, ProviderError) as exc:
         detail = getattr(exc, "detail", None) or str(exc)
-        with transaction.atomic():
-            if _finish(
-                delivery,
-                status="failed",
-                failed_at=timezone.now(),
-                error=f"render: {detail}"[:2000],
-            ):
-                _record(delivery, "failed", reason="render_error")
+        _fail(delivery, "render_error", error=f"render: {detail}")
         return "failed"
 
     if delivery.channel == "push":
@@ -764,14 +757,7 @@ def delivery_attempt(delivery_id) -> str:
                 "delayed",
                 provider_index=delivery.provider_index,
             )
-        with transaction.atomic():
-            if _finish(
-                delivery,
-                status="failed",
-                failed_at=timezone.now(),
-                error=delivery.error or "every provider failed",
-            ):
-                _record(delivery, "failed", reason="providers_exhausted")
+        _fail(delivery, "providers_exhausted", error=delivery.error or "every provider failed")
         return "failed"
     provider = chain[index]
 
@@ -855,36 +841,62 @@ def _requeue(delivery: Delivery, delay: float, outcome: str, **fields) -> str:
     return outcome
 
 
+def _fail(
+    delivery: Delivery,
+    reason: str,
+    *,
+    error: str,
+    provider: str = "",
+    provider_index: int | None = None,
+    latency_ms: float | None = None,
+    **event_data,
+) -> bool:
+    """Marks the delivery failed (if this worker still holds it) and records why."""
+    fields = {"status": "failed", "failed_at": timezone.now(), "error": error[:2000]}
+    if provider:
+        fields["provider"] = provider
+    if provider_index is not None:
+        fields["provider_index"] = provider_index
+    with transaction.atomic():
+        if not _finish(delivery, **fields):
+            return False
+        _record(
+            delivery,
+            "failed",
+            provider=provider,
+            latency_ms=latency_ms,
+            reason=reason,
+            **event_data,
+        )
+    return True
+
+
 def _on_provider_error(delivery, provider, index, exc: ProviderError, latency, chain) -> str:
     now = timezone.now()
     error = f"{provider.alias}: {exc}"[:2000]
     if exc.permanent:
         with transaction.atomic():
-            if _finish(
-                delivery,
-                status="failed",
-                failed_at=now,
-                provider=provider.alias,
-                provider_index=index,
-                error=error,
-            ):
-                _record(
+            if (
+                _fail(
                     delivery,
-                    "failed",
+                    exc.code or "permanent",
+                    error=error,
                     provider=provider.alias,
+                    provider_index=index,
                     latency_ms=round(latency, 2),
-                    reason=exc.code or "permanent",
-                    error=str(exc)[:500],
+                    detail=str(exc)[:500],
                 )
-                if exc.suppress and delivery.address:
-                    suppression_add(
-                        channel=delivery.channel,
-                        address=delivery.address,
-                        reason=exc.code
-                        if exc.code in Suppression.Reason.values
-                        else Suppression.Reason.INVALID,
-                        detail=str(exc),
-                    )
+                and exc.suppress
+                and delivery.address
+            ):
+                suppression_add(
+                    channel=delivery.channel,
+                    address=delivery.address,
+                    reason=exc.code
+                    if exc.code in Suppression.Reason.values
+                    else Suppression.Reason.INVALID,
+                    detail=str(exc),
+                )
         return "failed"
 
     _breaker(provider.alias).record_failure()
@@ -922,18 +934,13 @@ def _on_provider_error(delivery, provider, index, exc: ProviderError, latency, c
     )
     if exhausted:
         if index + 1 >= len(chain):
-            with transaction.atomic():
-                if _finish(
-                    delivery,
-                    status="failed",
-                    failed_at=now,
-                    provider=provider.alias,
-                    provider_index=index,
-                    error=error,
-                ):
-                    _record(
-                        delivery, "failed", provider=provider.alias, reason="providers_exhausted"
-                    )
+            _fail(
+                delivery,
+                "providers_exhausted",
+                error=error,
+                provider=provider.alias,
+                provider_index=index,
+            )
             return "failed"
         _requeue(
             delivery,
