@@ -131,6 +131,47 @@ async def fire(base, token, n, concurrency):
     return sent, latencies, errors, elapsed
 
 
+def drain(args, env, prefix, worker_argv):
+    from django.conf import settings
+
+    from notifications import services
+
+    settings.CELERY_QUEUE_PREFIX = prefix  # this process enqueues where the worker listens
+    ids = []
+    for i in range(args.requests):
+        outcome = services.notification_send(
+            caller="bench",
+            payload={
+                "recipients": [{"email": f"drain{i}@example.com"}],
+                "category": "alerts",
+                "channels": ["email"],
+                "data": {"n": i},
+                "content": {
+                    "subject": "Bench {{ n }}",
+                    "body": "Message {{ n }}",
+                    "html": "<p>Message <b>{{ n }}</b></p>",
+                },
+            },
+        )
+        ids.append(outcome.body["notifications"][0]["deliveries"][0]["id"])
+    worker = subprocess.Popen(worker_argv, cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not ARRIVALS and time.monotonic() < deadline:
+            time.sleep(0.01)
+        while time.monotonic() < deadline and not all(i in ARRIVALS for i in ids):
+            time.sleep(0.05)
+        done = [ARRIVALS[i] for i in ids if i in ARRIVALS]
+        span = max(done) - min(done)
+        print(
+            f"drain: {len(done)}/{len(ids)} deliveries by one worker (2 processes) in "
+            f"{span:.2f} s = {len(done) / span:.0f} deliveries/s"
+        )
+    finally:
+        worker.terminate()
+        worker.wait(20)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
@@ -141,6 +182,11 @@ def main():
         "--no-worker",
         action="store_true",
         help="measure the API alone (deliveries wait in the queue)",
+    )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="the worker alone: queue --requests deliveries first, then time one worker",
     )
     args = parser.parse_args()
 
@@ -158,6 +204,28 @@ def main():
         LOG_LEVEL="WARNING",
         WEB_CONCURRENCY=str(args.web),
     )
+    worker_argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "communication",
+        "worker",
+        "-Q",
+        ",".join(prefix + q for q in ("realtime", "transactional", "bulk", "default")),
+        "--concurrency",
+        "2",
+        "--loglevel",
+        "WARNING",
+        "-n",
+        f"{prefix}@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if args.drain:
+        drain(args, env, prefix, worker_argv)
+        fake.shutdown()
+        return
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "communication.server", "--port", str(args.port)],
@@ -166,30 +234,7 @@ def main():
         ),
     ]
     if not args.no_worker:
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "communication",
-                    "worker",
-                    "-Q",
-                    ",".join(prefix + q for q in ("realtime", "transactional", "bulk", "default")),
-                    "--concurrency",
-                    "2",
-                    "--loglevel",
-                    "WARNING",
-                    "-n",
-                    f"{prefix}@%h",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                cwd=ROOT,
-                env=env,
-            )
-        )
+        procs.append(subprocess.Popen(worker_argv, cwd=ROOT, env=env))
     try:
         base = f"http://127.0.0.1:{args.port}"
         wait_http(f"{base}/health/live")
