@@ -32,7 +32,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/templates.py
+	$(PY) bench/notifications.py
+	$(PY) bench/messaging.py
 
 clean-var:
 	rm -rf var
