@@ -357,13 +357,24 @@ def acquire(*, register_exit: bool = True) -> EmbeddedUrls:
     pg = EmbeddedPostgres(root) if want_pg else None
     redis = EmbeddedRedis(root) if want_redis else None
     with _locked():
-        if pg:
-            pg.start()
-            _acquired.add("postgres")
-        if redis:
-            redis.start()
-            _acquired.add("redis")
         users = {p for p in _read_users() if _pid_alive(p)}
+        try:
+            if pg:
+                pg.start()
+                _acquired.add("postgres")
+            if redis:
+                redis.start()
+                _acquired.add("redis")
+        except BaseException:
+            # Half started (the other server failed): stop what nobody else is using, so a
+            # failed start leaves no process behind.
+            if not users:
+                if redis:
+                    redis.stop()
+                if pg:
+                    pg.stop()
+            _acquired.clear()
+            raise
         users.add(os.getpid())
         _write_users(users)
     urls = EmbeddedUrls(
