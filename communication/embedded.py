@@ -328,9 +328,13 @@ class EmbeddedRedis:
         if not pid:
             return
         os.kill(pid, signal.SIGTERM)  # redis saves its snapshot on SIGTERM, then exits
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 15
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+        if _pid_alive(pid):
+            # Redis refuses to exit when its snapshot cannot be written (its folder was removed,
+            # the disk is full). It holds only what may be lost: stop it anyway.
+            os.kill(pid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------------------ the interface
