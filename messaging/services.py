@@ -274,6 +274,30 @@ def conversation_update(
     return conversation
 
 
+def _members_locked(user, conversation_id) -> tuple[Participant, list[Participant]]:
+    """The caller's membership and every active member (with their users), the conversation row
+    locked as in ``_member_locked``: one query fewer for a send, which needs both."""
+    conversation = (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("created_by", "assigned_agent")
+        .filter(pk=conversation_id)
+        .first()
+    )
+    if conversation is None:
+        raise NotFoundError("Conversation not found.")
+    members = list(
+        Participant.objects.filter(conversation=conversation, left_at__isnull=True).select_related(
+            "user"
+        )
+    )
+    me = next((p for p in members if p.user_id == user.pk), None)
+    if me is None:
+        raise NotFoundError("Conversation not found.")
+    for p in members:
+        p.conversation = conversation
+    return me, members
+
+
 def _member_locked(user, conversation_id) -> Participant:
     """The caller's membership, with the conversation row locked.
 
@@ -471,6 +495,7 @@ def _store_message(
     parent_id=None,
     metadata=None,
     attached: list[Attachment] | None = None,
+    members: list[Participant] | None = None,
 ) -> Message:
     """Writes a message, moves the conversation's activity, publishes ``message.created`` to
     every member and schedules offline notifications. Runs inside the caller's transaction."""
@@ -491,11 +516,12 @@ def _store_message(
     Conversation.objects.filter(pk=conversation.pk).update(
         last_message=message, last_activity_at=message.sent_at
     )
-    members = list(
-        Participant.objects.filter(conversation=conversation, left_at__isnull=True).select_related(
-            "user"
+    if members is None:
+        members = list(
+            Participant.objects.filter(
+                conversation=conversation, left_at__isnull=True
+            ).select_related("user")
         )
-    )
     recipients = [p for p in members if p.user_id != sender.pk]
     online = presence.online([str(p.user_id) for p in recipients]) if recipients else set()
     # The sender has read what they wrote; a recipient with a socket open has it delivered (the
@@ -581,7 +607,7 @@ def message_send(
         raise APIError("A message needs content or attachments.", fields={"content": ["Empty."]})
     client_id = (client_id or "")[:64]
     with transaction.atomic():
-        me = _member_locked(user, conversation_id)
+        me, members = _members_locked(user, conversation_id)
         conversation = me.conversation
         if client_id:
             # Under the conversation lock no other send of this id can be in flight.
@@ -627,6 +653,7 @@ def message_send(
             parent_id=parent_id,
             metadata=metadata,
             attached=attached,
+            members=members,
         )
     return message, True
 
