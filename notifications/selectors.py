@@ -73,4 +73,4 @@ def outbox_list(*, channel: str | None = None, to: str | None = None) -> QuerySe
         qs = qs.filter(channel=channel)
     if to:
         qs = qs.filter(to=to)
-    return qs.order_by("-created_at")
+    return qs.order_by("-created_at", "-id")

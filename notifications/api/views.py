@@ -79,11 +79,24 @@ class ScheduleView(SendView):
         return super().post(request)
 
 
-class RequestPagination(CursorPagination):
+class NewestFirst(CursorPagination):
+    """Cursor pagination, newest first, ``?limit=`` up to 200: every list of this app."""
+
     page_size = 50
     ordering = ("-created_at", "-id")
     max_page_size = 200
     page_size_query_param = "limit"
+
+
+def _page(view, request, queryset, serializer_class):
+    paginator = NewestFirst()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+def _flag(value: str | None) -> bool | None:
+    """A boolean query parameter; None when absent."""
+    return None if value is None else value.lower() in ("1", "true", "yes")
 
 
 class RequestListView(APIView):
@@ -106,11 +119,9 @@ class RequestListView(APIView):
             caller=request.user.client_id,
             category=request.query_params.get("category"),
             since=request.query_params.get("since"),
-            cancelled=None if cancelled is None else cancelled.lower() in ("1", "true", "yes"),
+            cancelled=_flag(cancelled),
         )
-        paginator = RequestPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(s.RequestSummarySerializer(page, many=True).data)
+        return _page(self, request, qs, s.RequestSummarySerializer)
 
 
 class RequestDetailView(APIView):
@@ -147,13 +158,6 @@ class RequestDetailView(APIView):
 # ------------------------------------------------------------------------------ user inbox
 
 
-class InboxPagination(CursorPagination):
-    page_size = 50
-    ordering = ("-created_at", "-id")
-    max_page_size = 200
-    page_size_query_param = "limit"
-
-
 class UnreadView(APIView):
     permission_classes = [IsUser]
 
@@ -185,11 +189,9 @@ class HistoryView(APIView):
         qs = selectors.inbox(
             request.user,
             category=request.query_params.get("category"),
-            unread_only=request.query_params.get("unread", "").lower() in ("1", "true", "yes"),
+            unread_only=bool(_flag(request.query_params.get("unread"))),
         )
-        paginator = InboxPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(s.InboxItemSerializer(page, many=True).data)
+        return _page(self, request, qs, s.InboxItemSerializer)
 
 
 class NotificationDetailView(APIView):
@@ -328,13 +330,6 @@ class ConsentsView(APIView):
         return Response(s.ConsentSerializer(consent).data, status=201)
 
 
-class OutboxPagination(CursorPagination):
-    page_size = 50
-    ordering = "-created_at"
-    page_size_query_param = "limit"
-    max_page_size = 200
-
-
 class OutboxView(APIView):
     permission_classes = [IsStaffUser]
 
@@ -347,6 +342,4 @@ class OutboxView(APIView):
         qs = selectors.outbox_list(
             channel=request.query_params.get("channel"), to=request.query_params.get("to")
         )
-        paginator = OutboxPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(s.OutboxSerializer(page, many=True).data)
+        return _page(self, request, qs, s.OutboxSerializer)
