@@ -167,7 +167,7 @@ class DeliveryAdmin(admin.ModelAdmin):
                         "channel": channel,
                         "position": position + 1,
                         "alias": provider.alias,
-                        "circuit": services._breaker(provider.alias).state()
+                        "circuit": services.provider_breaker(provider.alias).state()
                         if provider.alias != "outbox"
                         else "—",
                         "sent": s["sent"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, QuerySet
 
+from communication.exceptions import NotFoundError
 from communication.models import Category
 from notifications.models import (
     Consent,
@@ -74,3 +75,13 @@ def outbox_list(*, channel: str | None = None, to: str | None = None) -> QuerySe
     if to:
         qs = qs.filter(to=to)
     return qs.order_by("-created_at", "-id")
+
+
+def notification_get(user, notification_id) -> Notification:
+    """One of the user's notifications (not dismissed); 404 for anyone else's."""
+    notification = Notification.objects.filter(
+        id=notification_id, user=user, dismissed_at__isnull=True
+    ).first()
+    if notification is None:
+        raise NotFoundError("No such notification.")
+    return notification

@@ -31,7 +31,7 @@ from communication.exceptions import (
     UnprocessableError,
 )
 from communication.models import Category, User, normalize_e164
-from notifications import rendering, resolution
+from notifications import rendering, resolution, selectors
 from notifications.models import (
     Consent,
     Delivery,
@@ -611,7 +611,7 @@ def request_reschedule(
 # --------------------------------------------------------------------------------- delivering
 
 
-def _breaker(alias: str) -> CircuitBreaker:
+def provider_breaker(alias: str) -> CircuitBreaker:
     return CircuitBreaker(
         f"provider:{alias}",
         failure_threshold=settings.PROVIDER_BREAKER_THRESHOLD,
@@ -745,7 +745,7 @@ def delivery_attempt(delivery_id) -> str:
     # Skip providers whose circuit is open; if all are open, wait for the first to half-open.
     while index < len(chain):
         try:
-            _breaker(chain[index].alias).before_call()
+            provider_breaker(chain[index].alias).before_call()
             break
         except CircuitOpenError:
             index += 1
@@ -772,7 +772,7 @@ def delivery_attempt(delivery_id) -> str:
         latency = (time.perf_counter() - started) * 1000
         return _on_provider_error(delivery, provider, index, exc, latency, chain)
     latency = (time.perf_counter() - started) * 1000
-    _breaker(provider.alias).record_success()
+    provider_breaker(provider.alias).record_success()
     return _record_sent(delivery, provider.alias, index, result, latency)
 
 
@@ -899,7 +899,7 @@ def _on_provider_error(delivery, provider, index, exc: ProviderError, latency, c
                 )
         return "failed"
 
-    _breaker(provider.alias).record_failure()
+    provider_breaker(provider.alias).record_failure()
     if exc.ambiguous and not settings.RESEND_AMBIGUOUS.get(delivery.channel, True):
         with transaction.atomic():
             if _finish(
@@ -1051,19 +1051,10 @@ def idempotency_prune() -> int:
 # --------------------------------------------------------------------------------- the inbox
 
 
-def _owned(user, notification_id) -> Notification:
-    notification = Notification.objects.filter(
-        id=notification_id, user=user, dismissed_at__isnull=True
-    ).first()
-    if notification is None:
-        raise NotFoundError("No such notification.")
-    return notification
-
-
 @transaction.atomic
 def notification_mark(*, user, notification_id, read: bool) -> Notification:
     """Marks one notification read (or unread again) and tells the user's other sockets."""
-    notification = _owned(user, notification_id)
+    notification = selectors.notification_get(user, notification_id)
     value = timezone.now() if read else None
     if (notification.read_at is None) == read:
         notification.read_at = value
@@ -1099,7 +1090,7 @@ def notification_read_all(*, user) -> int:
 
 @transaction.atomic
 def notification_dismiss(*, user, notification_id) -> None:
-    notification = _owned(user, notification_id)
+    notification = selectors.notification_get(user, notification_id)
     notification.dismissed_at = timezone.now()
     if notification.read_at is None:
         notification.read_at = notification.dismissed_at

@@ -199,7 +199,7 @@ class NotificationDetailView(APIView):
 
     @extend_schema(responses=s.InboxItemSerializer, operation_id="notifications_get")
     def get(self, request, notification_id):
-        notification = services._owned(request.user, notification_id)
+        notification = selectors.notification_get(request.user, notification_id)
         return Response(s.InboxItemSerializer(notification).data)
 
     @extend_schema(request=None, responses={204: None}, operation_id="notifications_dismiss")
