@@ -882,9 +882,9 @@ def participant_notify_offline(participant_id: int) -> str:
         else:
             title = conversation.title
         if len(pending) == 1:
-            body = _preview(last)
+            body = message_preview(last)
         else:
-            body = f"{len(pending)} new messages: {_preview(last)}"
+            body = f"{len(pending)} new messages: {message_preview(last)}"
         base = conf.get("MESSAGING_CONVERSATION_URL")
         notification_send(
             caller="messaging",
@@ -910,7 +910,7 @@ def participant_notify_offline(participant_id: int) -> str:
     return "sent"
 
 
-def _preview(message: Message) -> str:
+def message_preview(message: Message) -> str:
     if message.type == MessageType.ENCRYPTED:
         return "Encrypted message"
     if message.type == MessageType.ATTACHMENT and not message.content:

@@ -49,7 +49,7 @@ def conversation_item(participant) -> dict:
                 "id": last.id,
                 "sender": last.sender.external_id if last.sender_id else None,
                 "type": last.type,
-                "preview": "" if last.deleted_at else services._preview(last),
+                "preview": "" if last.deleted_at else services.message_preview(last),
                 "sent_at": last.sent_at.isoformat(),
                 "deleted": last.deleted_at is not None,
             },
