@@ -106,6 +106,8 @@ DATABASES = {"default": env.db_url("DATABASE_URL")}
 # connections from a psycopg 3 pool (communication.asgi sets DB_POOL_MAX_SIZE). Workers and
 # commands run one task at a time per process and keep one persistent connection, which is faster.
 DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=0)
+# Threads that run HTTP requests in each web process (communication.asgi); keep it below the pool.
+WEB_THREADS = env.int("WEB_THREADS", default=8)
 DATABASES["default"]["CONN_MAX_AGE"] = (
     0 if DB_POOL_MAX_SIZE else env.int("DB_CONN_MAX_AGE", default=60)
 )
