@@ -2,11 +2,14 @@
 deliveries/s to a fake provider with one worker, with p50/p99 from API call to provider call.
 
     .venv/bin/python bench/notifications.py [--requests 2000] [--concurrency 32] [--web 2]
+        [--recipients 1] [--no-worker | --drain]
 
 Runs against real processes: uvicorn (``--web`` processes), one Celery worker (prefork, 2
-processes) and the embedded PostgreSQL/Redis (or DATABASE_URL/REDIS_URL). The provider is a local
-HTTP server playing SendGrid's API; the real anymail backend calls it. Prints figures; asserts
-nothing.
+processes) and the embedded PostgreSQL/Redis (or DATABASE_URL/REDIS_URL). The provider is a fake
+SendGrid in its own process (aiohttp); the real anymail backend calls it. The load generator is a
+plain asyncio HTTP/1.1 keep-alive client, so that the figures are the service's, not the
+client's. ``--recipients N`` puts N recipients in each request (reported as requests/s and as
+notifications/s). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -17,49 +20,161 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
+import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
-
-import django  # noqa: E402
-
-django.setup()
-
-import httpx  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-
-from communication.auth import tokens  # noqa: E402
-
-ARRIVALS: dict[str, float] = {}
 
 
-class FakeSendGrid(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+# ----------------------------------------------------------------------- the fake provider
+
+
+def serve_fake(port: int) -> None:
+    """A fake SendGrid (``POST /v3/mail/send``), run in its own process: it notes when each
+    delivery arrived; ``GET /arrivals`` answers them, ``DELETE /arrivals`` forgets them."""
+    from aiohttp import web
+
+    arrivals: dict[str, float] = {}
+
+    async def send(request):
+        body = await request.read()
         arrived = time.time()
         try:
             payload = json.loads(body)
             for p in payload.get("personalizations", []):
                 delivery = (p.get("custom_args") or {}).get("delivery_id")
                 if delivery:
-                    ARRIVALS[delivery] = arrived
+                    arrivals[delivery] = arrived
             delivery = (payload.get("custom_args") or {}).get("delivery_id")
             if delivery:
-                ARRIVALS[delivery] = arrived
+                arrivals[delivery] = arrived
         except ValueError:
             pass
-        self.send_response(202)
-        self.send_header("X-Message-Id", uuid.uuid4().hex)
-        self.end_headers()
+        return web.Response(status=202, headers={"X-Message-Id": uuid.uuid4().hex})
 
-    def log_message(self, *args):
-        pass
+    async def get_arrivals(request):
+        return web.json_response(arrivals)
+
+    async def forget(request):
+        arrivals.clear()
+        return web.json_response({})
+
+    app = web.Application(client_max_size=10 * 1024 * 1024)
+    app.router.add_post("/v3/mail/send", send)
+    app.router.add_get("/arrivals", get_arrivals)
+    app.router.add_delete("/arrivals", forget)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def fake_call(port: int, method: str = "GET") -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/arrivals", method=method)
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+# ---------------------------------------------------------------------- the load generator
+
+
+class Connection:
+    """One HTTP/1.1 keep-alive connection: the cheapest client asyncio allows."""
+
+    def __init__(self, port: int, token: str):
+        self.port, self.token = port, token
+        self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {self.token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + body)
+        status = int((await self.reader.readline()).split()[1])
+        length, chunked, close = 0, False, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and value == b"chunked":
+                chunked = True
+            elif name == b"connection" and value == b"close":
+                close = True
+        if chunked:
+            parts = []
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                if size == 0:
+                    await self.reader.readline()
+                    break
+                parts.append(await self.reader.readexactly(size))
+                await self.reader.readline()
+            data = b"".join(parts)
+        else:
+            data = await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status, data
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def request_body(i: int, recipients: int) -> bytes:
+    return json.dumps(
+        {
+            "recipients": [{"email": f"bench{i}-{j}@example.com"} for j in range(recipients)],
+            "category": "alerts",
+            "channels": ["email"],
+            "content": {
+                "subject": "Bench {{ n }}",
+                "body": "Message {{ n }}",
+                "html": "<p>Message <b>{{ n }}</b></p>",
+            },
+            "data": {"n": i},
+        }
+    ).encode()
+
+
+async def fire(port, token, n, concurrency, recipients):
+    sent: dict[str, float] = {}  # delivery id -> API call start (epoch)
+    latencies = []
+    codes: dict[int, int] = {}
+    bodies = [request_body(i, recipients) for i in range(n)]
+    pending = iter(range(n))
+
+    async def one_client():
+        connection = Connection(port, token)
+        try:
+            for i in pending:
+                started_wall, started = time.time(), time.perf_counter()
+                status, data = await connection.request("POST", "/api/v1/notifications", bodies[i])
+                latencies.append(time.perf_counter() - started)
+                codes[status] = codes.get(status, 0) + 1
+                if status != 202:
+                    continue
+                for notification in json.loads(data)["notifications"]:
+                    for delivery in notification["deliveries"]:
+                        sent[delivery["id"]] = started_wall
+        finally:
+            connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    errors = sum(v for k, v in codes.items() if k != 202)
+    if errors:
+        print(f"answers by status: {codes}")
+    return sent, latencies, errors, elapsed
 
 
 def percentile(values, p):
@@ -75,63 +190,36 @@ def wait_http(url, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
             pass
         time.sleep(0.2)
     raise SystemExit(f"{url} did not come up")
 
 
-async def fire(base, token, n, concurrency):
-    sent: dict[str, float] = {}  # delivery id -> API call start (epoch)
-    latencies = []
-    errors = 0
-    codes: dict[int, int] = {}
-    queue: asyncio.Queue = asyncio.Queue()
-    for i in range(n):
-        queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=base, limits=limits, timeout=30, headers={"Authorization": f"Bearer {token}"}
-    ) as client:
+def free_port() -> int:
+    import socket
 
-        async def one_client():
-            nonlocal errors
-            while not queue.empty():
-                i = queue.get_nowait()
-                started_wall, started = time.time(), time.perf_counter()
-                r = await client.post(
-                    "/api/v1/notifications",
-                    json={
-                        "recipients": [{"email": f"bench{i}@example.com"}],
-                        "category": "alerts",
-                        "channels": ["email"],
-                        "content": {
-                            "subject": "Bench {{ n }}",
-                            "body": "Message {{ n }}",
-                            "html": "<p>Message <b>{{ n }}</b></p>",
-                        },
-                        "data": {"n": i},
-                    },
-                )
-                latencies.append(time.perf_counter() - started)
-                if r.status_code != 202:
-                    errors += 1
-                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
-                    continue
-                delivery = r.json()["notifications"][0]["deliveries"][0]["id"]
-                sent[delivery] = started_wall
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    if codes:
-        print(f"error answers by status: {codes}")
-    return sent, latencies, errors, elapsed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def drain(args, env, prefix, worker_argv):
+def wait_arrivals(fake_port, ids, timeout) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        arrivals = fake_call(fake_port)
+        if all(i in arrivals for i in ids) or time.monotonic() >= deadline:
+            return arrivals
+        time.sleep(0.25)
+
+
+# ----------------------------------------------------------------------------------- modes
+
+
+def drain(args, env, prefix, worker_argv, fake_port):
     from django.conf import settings
 
     from notifications import services
@@ -142,7 +230,9 @@ def drain(args, env, prefix, worker_argv):
         outcome = services.notification_send(
             caller="bench",
             payload={
-                "recipients": [{"email": f"drain{i}@example.com"}],
+                "recipients": [
+                    {"email": f"drain{i}-{j}@example.com"} for j in range(args.recipients)
+                ],
                 "category": "alerts",
                 "channels": ["email"],
                 "data": {"n": i},
@@ -153,15 +243,14 @@ def drain(args, env, prefix, worker_argv):
                 },
             },
         )
-        ids.append(outcome.body["notifications"][0]["deliveries"][0]["id"])
+        ids += [n["deliveries"][0]["id"] for n in outcome.body["notifications"]]
     worker = subprocess.Popen(worker_argv, cwd=ROOT, env=env)
     try:
         deadline = time.monotonic() + 300
-        while not ARRIVALS and time.monotonic() < deadline:
-            time.sleep(0.01)
-        while time.monotonic() < deadline and not all(i in ARRIVALS for i in ids):
+        while not fake_call(fake_port) and time.monotonic() < deadline:
             time.sleep(0.05)
-        done = [ARRIVALS[i] for i in ids if i in ARRIVALS]
+        arrivals = wait_arrivals(fake_port, ids, max(deadline - time.monotonic(), 0))
+        done = [arrivals[i] for i in ids if i in arrivals]
         span = max(done) - min(done)
         print(
             f"drain: {len(done)}/{len(ids)} deliveries by one worker (2 processes) in "
@@ -179,6 +268,9 @@ def main():
     parser.add_argument("--web", type=int, default=2, help="uvicorn processes")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
+        "--recipients", type=int, default=1, help="recipients per request (default 1)"
+    )
+    parser.add_argument(
         "--no-worker",
         action="store_true",
         help="measure the API alone (deliveries wait in the queue)",
@@ -188,17 +280,30 @@ def main():
         action="store_true",
         help="the worker alone: queue --requests deliveries first, then time one worker",
     )
+    parser.add_argument("--serve-fake", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_fake:
+        serve_fake(args.serve_fake)
+        return
+
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from communication.auth import tokens
 
     call_command("migrate", interactive=False, verbosity=0)
-    fake = ThreadingHTTPServer(("127.0.0.1", 0), FakeSendGrid)
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    fake_port = free_port()
+    fake = subprocess.Popen([sys.executable, __file__, "--serve-fake", str(fake_port)], cwd=ROOT)
     prefix = f"bench{uuid.uuid4().hex[:6]}-"
     env = dict(
         os.environ,
         EMAIL_PROVIDERS="sendgrid",
         SENDGRID_API_KEY="SG.bench",
-        SENDGRID_API_URL=f"http://127.0.0.1:{fake.server_port}/v3/",
+        SENDGRID_API_URL=f"http://127.0.0.1:{fake_port}/v3/",
         CELERY_QUEUE_PREFIX=prefix,
         CACHE_KEY_PREFIX=prefix,
         LOG_LEVEL="WARNING",
@@ -222,68 +327,82 @@ def main():
         "--without-mingle",
         "--without-gossip",
     ]
-    if args.drain:
-        drain(args, env, prefix, worker_argv)
-        fake.shutdown()
-        return
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "communication.server", "--port", str(args.port)],
-            cwd=ROOT,
-            env=env,
-        ),
-    ]
-    if not args.no_worker:
-        procs.append(subprocess.Popen(worker_argv, cwd=ROOT, env=env))
+    procs = [fake]
     try:
-        base = f"http://127.0.0.1:{args.port}"
-        wait_http(f"{base}/health/live")
-        token = tokens.issue_service_token("bench", ["notifications:send"], ttl=3600)
-        # Warm-up: connections, caches, the worker's first task.
-        asyncio.run(fire(base, token, 64, 8))
-        time.sleep(2)
-        ARRIVALS.clear()
-
-        sent, latencies, errors, elapsed = asyncio.run(
-            fire(base, token, args.requests, args.concurrency)
-        )
-        deadline = time.monotonic() + (0 if args.no_worker else 120)
-        while time.monotonic() < deadline and not all(d in ARRIVALS for d in sent):
-            time.sleep(0.2)
-        delivered = [d for d in sent if d in ARRIVALS]
-        e2e = [ARRIVALS[d] - sent[d] for d in delivered]
-
-        print(
-            f"requests: {args.requests} at concurrency {args.concurrency}, "
-            f"{args.web} uvicorn process(es), 1 worker (2 processes)"
-        )
-        print(
-            f"accepted: {len(sent)} ({errors} errors) in {elapsed:.2f} s "
-            f"= {len(sent) / elapsed:.0f} accepted/s"
-        )
-        print(
-            f"API latency: p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
-            f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
-        )
-        if delivered:
-            first, last = min(sent.values()), max(ARRIVALS[d] for d in delivered)
-            print(
-                f"delivered to the fake provider: {len(delivered)}/{len(sent)} in "
-                f"{last - first:.2f} s = {len(delivered) / (last - first):.0f} deliveries/s"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fake_call(fake_port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        if args.drain:
+            drain(args, env, prefix, worker_argv, fake_port)
+            return
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "communication.server", "--port", str(args.port)],
+                cwd=ROOT,
+                env=env,
             )
-            print(
-                f"API call -> provider call: p50 {percentile(e2e, 0.5) * 1000:.0f} ms, "
-                f"p99 {percentile(e2e, 0.99) * 1000:.0f} ms"
-            )
+        )
+        if not args.no_worker:
+            procs.append(subprocess.Popen(worker_argv, cwd=ROOT, env=env))
+        measure(args, fake_port, tokens.issue_service_token("bench", ["notifications:send"], 3600))
     finally:
-        for p in procs:
+        for p in reversed(procs):
             p.terminate()
         for p in procs:
             try:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
-        fake.shutdown()
+
+
+def measure(args, fake_port, token):
+    wait_http(f"http://127.0.0.1:{args.port}/health/live")
+    # Warm-up: connections, caches, the worker's first task.
+    asyncio.run(fire(args.port, token, 64, 8, args.recipients))
+    time.sleep(2)
+    fake_call(fake_port, "DELETE")
+
+    sent, latencies, errors, elapsed = asyncio.run(
+        fire(args.port, token, args.requests, args.concurrency, args.recipients)
+    )
+    arrivals = wait_arrivals(fake_port, sent, 0 if args.no_worker else 180)
+    delivered = [d for d in sent if d in arrivals]
+    e2e = [arrivals[d] - sent[d] for d in delivered]
+
+    accepted = args.requests - errors
+    print(
+        f"requests: {args.requests} at concurrency {args.concurrency}, "
+        f"{args.recipients} recipient(s) each, {args.web} uvicorn process(es), "
+        f"{'no worker' if args.no_worker else '1 worker (2 processes)'}"
+    )
+    print(
+        f"accepted requests: {accepted} ({errors} errors) in {elapsed:.2f} s "
+        f"= {accepted / elapsed:.0f} requests/s"
+    )
+    print(
+        f"accepted notifications: {len(sent)} = {len(sent) / elapsed:.0f} notifications/s"
+        + (" (= accepted/s)" if args.recipients == 1 else "")
+    )
+    print(
+        f"API latency: p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
+    )
+    if delivered:
+        first, last = min(sent.values()), max(arrivals[d] for d in delivered)
+        print(
+            f"delivered to the fake provider: {len(delivered)}/{len(sent)} in "
+            f"{last - first:.2f} s = {len(delivered) / (last - first):.0f} deliveries/s"
+        )
+        print(
+            f"API call -> provider call: p50 {percentile(e2e, 0.5) * 1000:.0f} ms, "
+            f"p99 {percentile(e2e, 0.99) * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ import json
 import logging
 import random
 import time
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from analytics import events
@@ -506,14 +507,21 @@ def request_body(request: NotificationRequest, notifications, deliveries) -> dic
 
 
 def enqueue_many(items: list[tuple[str, str]], countdown: float = 0) -> None:
-    from notifications.tasks import deliver
+    """Publishes ``(delivery id, priority)`` pairs: one task per queue and per
+    ``DELIVERY_BATCH_SIZE`` deliveries (a broker message per delivery cost the web process more
+    than the rest of the request)."""
+    from notifications.tasks import deliver_many
 
+    by_queue: dict[str, list[str]] = {}
     for delivery_id, priority in items:
-        deliver.apply_async(
-            (delivery_id,),
-            queue=queue(QUEUE_BY_PRIORITY.get(priority, "default")),
-            countdown=countdown or None,
-        )
+        by_queue.setdefault(QUEUE_BY_PRIORITY.get(priority, "default"), []).append(str(delivery_id))
+    for name, ids in by_queue.items():
+        for start in range(0, len(ids), DELIVERY_BATCH_SIZE):
+            deliver_many.apply_async(
+                (ids[start : start + DELIVERY_BATCH_SIZE],),
+                queue=queue(name),
+                countdown=countdown or None,
+            )
 
 
 def _publish_created(notification: Notification) -> None:
@@ -619,35 +627,65 @@ def provider_breaker(alias: str) -> CircuitBreaker:
     )
 
 
-def delivery_claim(delivery_id) -> Delivery | None:
-    """Takes the delivery for this worker: a conditional update that only one copy can win."""
+DELIVERY_BATCH_SIZE = 50
+
+
+def deliveries_claim(delivery_ids) -> list[Delivery]:
+    """Takes the due, queued deliveries among ``delivery_ids`` for this worker, in one
+    conditional ``UPDATE … RETURNING`` (status and lease): a second copy of the task finds nothing
+    to claim. Rows another transaction holds at this instant are skipped, not waited for (no lock
+    cycles between workers claiming overlapping batches; the sweep re-enqueues one left queued).
+    """
+    ids = list(dict.fromkeys(uuid.UUID(str(i)) for i in delivery_ids))
+    if not ids:
+        return []
     now = timezone.now()
-    claimed = Delivery.objects.filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
-        id=delivery_id,
-        status="queued",
-    ).update(
-        status="sending",
-        attempts=F("attempts") + 1,
-        sending_at=now,
-        updated_at=now,
-        lease_until=now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH due AS (
+                SELECT id FROM notifications_delivery
+                WHERE id = ANY(%s) AND status = 'queued'
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+                ORDER BY id FOR UPDATE SKIP LOCKED
+            )
+            UPDATE notifications_delivery AS d
+            SET status = 'sending', attempts = d.attempts + 1, sending_at = %s, updated_at = %s,
+                lease_until = %s
+            FROM due WHERE d.id = due.id
+            RETURNING d.id
+            """,
+            [ids, now, now, now, now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)],
+        )
+        claimed = [row[0] for row in cursor.fetchall()]
     if not claimed:
-        return None
-    return Delivery.objects.select_related(
-        "notification", "notification__user", "notification__request"
-    ).get(id=delivery_id)
+        return []
+    order = {i: n for n, i in enumerate(ids)}
+    return sorted(
+        Delivery.objects.select_related(
+            "notification",
+            "notification__user",
+            "notification__request",
+            "notification__category",
+        ).filter(id__in=claimed),
+        key=lambda d: order[d.id],
+    )
 
 
-def _message_for(delivery: Delivery) -> Message:
+def delivery_claim(delivery_id) -> Delivery | None:
+    """Takes one delivery for this worker (see :func:`deliveries_claim`)."""
+    claimed = deliveries_claim([delivery_id])
+    return claimed[0] if claimed else None
+
+
+def _message_for(delivery: Delivery, batch: _Batch | None = None) -> Message:
     notification = delivery.notification
     request = notification.request
     user = notification.user
     family = request.template_key
     template_key = ""
     if family:
-        template_key = rendering.template_keys(family, [delivery.channel]).get(delivery.channel, "")
+        template_key = (batch or _Batch()).template_key(family, delivery.channel)
         if not template_key:
             raise ProviderError(f"template {family!r} has no {delivery.channel} version")
     rendered = rendering.render(
@@ -708,18 +746,80 @@ def _retry_delay(delivery: Delivery, error: ProviderError | None) -> float:
     return min(delay, 3600.0)
 
 
+def _event(delivery: Delivery, type_: str, *, provider: str = "", latency_ms=None, **data):
+    return {
+        "type": type_,
+        "channel": delivery.channel,
+        "provider": provider,
+        "category": delivery.notification.category_id,
+        "caller": delivery.notification.request.caller,
+        "notification_id": delivery.notification_id,
+        "delivery_id": delivery.id,
+        "latency_ms": latency_ms,
+        "data": data,
+    }
+
+
 def _record(delivery: Delivery, type_: str, *, provider: str = "", latency_ms=None, **data):
-    events.record(
-        type_,
-        channel=delivery.channel,
-        provider=provider,
-        category=delivery.notification.category_id,
-        caller=delivery.notification.request.caller,
-        notification_id=delivery.notification_id,
-        delivery_id=delivery.id,
-        latency_ms=latency_ms,
-        data=data,
-    )
+    events.record(**_event(delivery, type_, provider=provider, latency_ms=latency_ms, **data))
+
+
+class _Batch:
+    """What one batch of deliveries shares: template look-ups, the breakers it found closed, and
+    the successes not yet written.
+
+    Successes are written together (one UPDATE and one events INSERT) at most
+    ``FLUSH_EVERY`` sends or ``FLUSH_SECONDS`` after the first unwritten one: that is the window
+    in which a crash after the provider's answer leaves a delivery to be sent again once its lease
+    expires (DESIGN.md, "The delivery pipeline" 6), kept far below the lease.
+    """
+
+    FLUSH_EVERY = 25
+    FLUSH_SECONDS = 0.5
+
+    def __init__(self):
+        self.templates: dict[tuple[str, str], str] = {}
+        self.closed: set[str] = set()  # breakers checked closed, no failure since
+        self.succeeded: set[str] = set()  # breakers told of a success, no failure since
+        self.sent: list[tuple] = []
+        self.first_unwritten = 0.0
+
+    def template_key(self, family: str, channel: str) -> str:
+        if (family, channel) not in self.templates:
+            self.templates[(family, channel)] = rendering.template_keys(family, [channel]).get(
+                channel, ""
+            )
+        return self.templates[(family, channel)]
+
+    def before_call(self, alias: str) -> None:
+        """The provider's breaker, asked once per batch while its calls succeed."""
+        if alias not in self.closed:
+            provider_breaker(alias).before_call()
+            self.closed.add(alias)
+
+    def record_success(self, alias: str) -> None:
+        if alias not in self.succeeded:
+            provider_breaker(alias).record_success()
+            self.succeeded.add(alias)
+
+    def record_failure(self, alias: str) -> None:
+        self.closed.discard(alias)
+        self.succeeded.discard(alias)
+
+    def add_sent(self, delivery, alias, index, result, latency) -> None:
+        if not self.sent:
+            self.first_unwritten = time.monotonic()
+        self.sent.append((delivery, alias, index, result, latency, timezone.now()))
+        if (
+            len(self.sent) >= self.FLUSH_EVERY
+            or time.monotonic() - self.first_unwritten >= self.FLUSH_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.sent:
+            sent, self.sent = self.sent, []
+            _record_sent_many(sent)
 
 
 def delivery_attempt(delivery_id) -> str:
@@ -728,11 +828,38 @@ def delivery_attempt(delivery_id) -> str:
     Safe to run twice: a second copy finds nothing to claim. Returns what happened (for logs and
     tests): not_claimed, sent, failed, ambiguous, retry, failover, delayed.
     """
-    delivery = delivery_claim(delivery_id)
-    if delivery is None:
-        return "not_claimed"
+    return deliveries_attempt([delivery_id])[str(delivery_id)]
+
+
+def deliveries_attempt(delivery_ids) -> dict[str, str]:
+    """Sends a batch of deliveries, each once (see :func:`delivery_attempt`): one claim for the
+    batch, then each is rendered and sent in turn; its failure is handled alone (retry, failover,
+    failed) while the others go on; successes are recorded together. Returns
+    ``{delivery id: outcome}``.
+
+    A delivery the batch has not reached when half its lease has passed (slow providers) is put
+    back in the queue rather than sent late: past its lease the sweep may hand it to another
+    worker.
+    """
+    outcomes = {str(i): "not_claimed" for i in delivery_ids}
+    deliveries = deliveries_claim(delivery_ids)
+    claimed_at = time.monotonic()
+    batch = _Batch()
     try:
-        message = _message_for(delivery)
+        for delivery in deliveries:
+            if time.monotonic() - claimed_at > settings.DELIVERY_LEASE_SECONDS / 2:
+                batch.flush()
+                outcomes[str(delivery.id)] = _requeue(delivery, 0, "delayed")
+                continue
+            outcomes[str(delivery.id)] = _attempt(delivery, batch)
+    finally:
+        batch.flush()
+    return outcomes
+
+
+def _attempt(delivery: Delivery, batch: _Batch) -> str:
+    try:
+        message = _message_for(delivery, batch)
     except (APIError, ProviderError) as exc:
         detail = getattr(exc, "detail", None) or str(exc)
         _fail(delivery, "render_error", error=f"render: {detail}")
@@ -745,7 +872,7 @@ def delivery_attempt(delivery_id) -> str:
     # Skip providers whose circuit is open; if all are open, wait for the first to half-open.
     while index < len(chain):
         try:
-            provider_breaker(chain[index].alias).before_call()
+            batch.before_call(chain[index].alias)
             break
         except CircuitOpenError:
             index += 1
@@ -770,10 +897,69 @@ def delivery_attempt(delivery_id) -> str:
         result = provider.send(message)
     except ProviderError as exc:
         latency = (time.perf_counter() - started) * 1000
+        batch.record_failure(provider.alias)
         return _on_provider_error(delivery, provider, index, exc, latency, chain)
     latency = (time.perf_counter() - started) * 1000
-    provider_breaker(provider.alias).record_success()
-    return _record_sent(delivery, provider.alias, index, result, latency)
+    batch.record_success(provider.alias)
+    batch.add_sent(delivery, provider.alias, index, result, latency)
+    return "sent"
+
+
+def _record_sent_many(sent: list[tuple]) -> None:
+    """Records providers' acceptances (``(delivery, alias, index, result, latency, at)``) in
+    one UPDATE and one events INSERT; each only if this worker still holds the delivery."""
+    rows = [
+        (
+            delivery.id,
+            delivery.attempts,
+            "delivered" if result.status == "delivered" else "sent",
+            alias,
+            index,
+            result.provider_message_id[:255],
+            at,
+            delivery.template_version,
+            delivery.variant,
+        )
+        for delivery, alias, index, result, latency, at in sent
+    ]
+    columns = list(zip(*rows, strict=True))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE notifications_delivery AS d
+                SET status = v.status, provider = v.provider, provider_index = v.provider_index,
+                    provider_message_id = v.message_id, sent_at = v.at,
+                    delivered_at = CASE WHEN v.status = 'delivered' THEN v.at END, error = '',
+                    template_version = v.template_version, variant = v.variant,
+                    updated_at = %s, lease_until = NULL
+                FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[],
+                            %s::timestamptz[], %s::uuid[], %s::text[])
+                     AS v(id, attempts, status, provider, provider_index, message_id, at,
+                          template_version, variant)
+                WHERE d.id = v.id AND d.status = 'sending' AND d.attempts = v.attempts
+                RETURNING d.id
+                """,
+                [timezone.now(), *(list(c) for c in columns)],
+            )
+            recorded = {row[0] for row in cursor.fetchall()}
+        records = []
+        for delivery, alias, _index, result, latency, _at in sent:
+            if delivery.id not in recorded:
+                continue
+            records.append(
+                _event(
+                    delivery,
+                    "sent",
+                    provider=alias,
+                    latency_ms=round(latency, 2),
+                    attempts=delivery.attempts,
+                )
+            )
+            if result.status == "delivered":
+                records.append(_event(delivery, "delivered", provider=alias))
+        if records:
+            events.record_many(records)
 
 
 def _record_sent(

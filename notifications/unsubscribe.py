@@ -38,12 +38,10 @@ def url_for(delivery) -> str:
 
 
 def headers_for(delivery) -> dict:
-    """List-Unsubscribe headers for non-mandatory categories (none for security, receipts …)."""
-    from communication.models import Category
+    """List-Unsubscribe headers for non-mandatory categories (none for security, receipts …).
 
-    category = (
-        Category.objects.filter(key=delivery.notification.category_id).only("mandatory").first()
-    )
+    The worker loads ``notification.category`` with the delivery (no query here)."""
+    category = delivery.notification.category
     if category is None or category.mandatory:
         return {}
     return {

