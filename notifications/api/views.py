@@ -56,11 +56,9 @@ class SendView(APIView):
             raise PayloadTooLargeError(
                 f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request."
             )
-        serializer = self.serializer_class(data=request.data)
-        serializer.is_valid(raise_exception=True)
         outcome = services.notification_send(
             caller=request.user.client_id,
-            payload=serializer.validated_data,
+            payload=self.serializer_class.validated(request.data),
             idempotency_key=request.headers.get("Idempotency-Key", "")[:255],
         )
         return _outcome_response(outcome)
