@@ -350,7 +350,9 @@ def main():
         )
         if not args.no_worker:
             procs.append(subprocess.Popen(worker_argv, cwd=ROOT, env=env))
-        measure(args, fake_port, tokens.issue_service_token("bench", ["notifications:send"], 3600))
+        measure(
+            args, fake_port, tokens.issue_service_token("bench", ["notifications:send"], ttl=3600)
+        )
     finally:
         for p in reversed(procs):
             p.terminate()
