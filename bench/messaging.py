@@ -279,7 +279,25 @@ def pct(values, p):
     return values[min(len(values) - 1, int(len(values) * p / 100))]
 
 
-def run_phase(args, mode, ws, members, interval) -> dict:
+def cpu_seconds(root_pid: int) -> float:
+    """User + system CPU of a process and its descendants (Linux /proc), to report what one
+    message costs the server whatever else the machine is running."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [root_pid]
+    while pending:
+        pid = pending.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        pending.extend(int(c) for c in children)
+    return total
+
+
+def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     chunks = [members[i :: args.procs] for i in range(args.procs)]
@@ -305,9 +323,17 @@ def run_phase(args, mode, ws, members, interval) -> dict:
     for _ in procs:
         results.get(timeout=600)
     connect_s = time.time() - t0
-    start_at = time.time() + 1.0
+    # The connection storm's own work (presence, contacts told) settles before the clock starts:
+    # what is measured is messaging in steady state.
+    start_at = time.time() + args.settle
     for q in starters:
         q.put(start_at)
+    time.sleep(max(0.0, start_at + args.warmup - time.time()))
+    cpu_before = cpu_seconds(server_pid)
+    clients_before = sum(cpu_seconds(p.pid) for p in procs)
+    time.sleep(args.seconds)
+    cpu_used = cpu_seconds(server_pid) - cpu_before
+    clients_used = sum(cpu_seconds(p.pid) for p in procs) - clients_before
     lat: list[float] = []
     delivered = 0
     for _ in procs:
@@ -324,6 +350,9 @@ def run_phase(args, mode, ws, members, interval) -> dict:
         "delivered_per_s": delivered / args.seconds,
         "sent_per_s": len(members) / interval,
         "mean": statistics.fmean(lat) if lat else float("nan"),
+        "cpu_ms_per_msg": cpu_used * 1000 / (args.seconds * len(members) / interval),
+        "server_cores": cpu_used / args.seconds,
+        "client_cores": clients_used / args.seconds,
     }
 
 
@@ -334,6 +363,9 @@ def main() -> None:
     parser.add_argument("--intervals", type=float, nargs="+", default=[5.0, 1.0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="seconds between the last connect and the start"
+    )
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--web", type=int, default=1, help="uvicorn processes for the gateway")
     parser.add_argument("--serve-bare", type=int, default=0, help=argparse.SUPPRESS)
@@ -359,9 +391,14 @@ def main() -> None:
                 tag = uuid.uuid4().hex[:6]
                 members = make_population(n, size, tag)
                 try:
-                    for mode, port in (("gateway", gw_port), ("bare", bare_port)):
+                    for mode, port, server in (
+                        ("gateway", gw_port, gateway),
+                        ("bare", bare_port, bare),
+                    ):
                         for interval in args.intervals:
-                            r = run_phase(args, mode, f"ws://127.0.0.1:{port}", members, interval)
+                            r = run_phase(
+                                args, mode, f"ws://127.0.0.1:{port}", members, interval, server.pid
+                            )
                             row = (n, size, interval, mode, r)
                             rows.append(row)
                             print(
@@ -369,7 +406,10 @@ def main() -> None:
                                 f"{mode:<8} sent/s={r['sent_per_s']:>6.0f} "
                                 f"delivered/s={r['delivered_per_s']:>8.0f} "
                                 f"p50={r['p50']:>8.1f} ms p99={r['p99']:>8.1f} ms "
-                                f"max={r['max']:>8.1f} ms (connect {r['connect_s']:.1f}s)",
+                                f"max={r['max']:>8.1f} ms server CPU/msg="
+                                f"{r['cpu_ms_per_msg']:.2f} ms, cores: server "
+                                f"{r['server_cores']:.2f} clients {r['client_cores']:.2f} "
+                                f"(connect {r['connect_s']:.1f}s)",
                                 flush=True,
                             )
                 finally:

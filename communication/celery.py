@@ -48,5 +48,6 @@ def _fresh_connections(**kwargs):
 
     close_old_connections()
 
+
 # Heartbeats: the worker and beat each write theirs to Redis; /health/ready reports their age.
 from communication import heartbeat  # noqa: E402,F401  (connects the signal handlers)

@@ -9,15 +9,18 @@ messages, receipts, typing, presence) and per-user sequence numbers with replay.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 
 from communication.auth.authentication import authenticate_token
@@ -70,34 +73,45 @@ def publish_event(user_pk, type_: str, data: dict) -> int:
 
 def publish_events(type_: str, data_by_user: dict) -> dict:
     """``publish_event`` for many users at once (a message to every member of a conversation):
-    one statement takes every user's next ``seq``, one inserts the events, and one hop to the
+    one statement takes every user's next ``seq`` and inserts the events, and one hop to the
     event loop sends them after commit. Same guarantees as ``publish_event``; the sequence rows
     are taken in user order, so concurrent fan-outs cannot deadlock. Returns ``{user_pk: seq}``.
     """
-    from communication.models import RealtimeEvent
-
     if not data_by_user:
         return {}
     keys = {str(pk): pk for pk in data_by_user}
     ordered = sorted(keys)
+    # One JSON text per distinct payload (a message's payload is usually the same for everyone).
+    encoded: dict[int, str] = {}
+    texts = []
+    for pk in ordered:
+        data = data_by_user[keys[pk]]
+        text = encoded.get(id(data))
+        if text is None:
+            text = encoded[id(data)] = json.dumps(data, cls=DjangoJSONEncoder)
+        texts.append(text)
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO communication_usersequence (user_id, last_seq) "
-            "SELECT u, 1 FROM unnest(%s::uuid[]) AS u ORDER BY u "
-            "ON CONFLICT (user_id) DO UPDATE SET last_seq = communication_usersequence.last_seq + 1 "
-            "RETURNING user_id, last_seq",
-            [ordered],
+            "WITH d AS (SELECT * FROM unnest(%s::uuid[], %s::text[]) AS d (user_id, data)), "
+            "s AS (INSERT INTO communication_usersequence (user_id, last_seq) "
+            "SELECT user_id, 1 FROM d ORDER BY user_id ON CONFLICT (user_id) DO UPDATE "
+            "SET last_seq = communication_usersequence.last_seq + 1 RETURNING user_id, last_seq) "
+            "INSERT INTO communication_realtimeevent (user_id, seq, type, data, created_at) "
+            "SELECT s.user_id, s.last_seq, %s, d.data::jsonb, now() FROM s JOIN d USING (user_id) "
+            "RETURNING user_id, seq",
+            [ordered, texts, type_],
         )
         seqs = {str(user_id): seq for user_id, seq in cursor.fetchall()}
-    RealtimeEvent.objects.bulk_create(
-        [
-            RealtimeEvent(user_id=pk, seq=seqs[pk], type=type_, data=data_by_user[keys[pk]])
-            for pk in ordered
-        ]
+    send_after_commit(
+        [(pk, {"type": type_, "seq": seqs[pk], "data": data_by_user[keys[pk]]}) for pk in ordered]
     )
-    events = [
-        (pk, {"type": type_, "seq": seqs[pk], "data": data_by_user[keys[pk]]}) for pk in ordered
-    ]
+    return seqs
+
+
+def send_after_commit(events: list[tuple]) -> None:
+    """Sends ``[(user_pk, event)]`` to the users' sockets, in one hop to the event loop, once
+    the current transaction commits (at once outside one). For events already persisted with
+    their ``seq`` by the caller's own statement; ``publish_events`` does both."""
 
     async def send_all():
         layer = get_channel_layer()
@@ -108,8 +122,8 @@ def publish_events(type_: str, data_by_user: dict) -> dict:
             )
         )
 
-    transaction.on_commit(async_to_sync(send_all))
-    return seqs
+    if events:
+        transaction.on_commit(async_to_sync(send_all))
 
 
 # Client → server message types other apps handle (messaging: message.send, typing, read,
@@ -241,6 +255,16 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         for hook in connect_hooks:
             await hook(self)
         return True
+
+    async def dispatch(self, message):
+        # Channels hops to its one shared sync thread to close stale database connections before
+        # every message a consumer handles: every frame received and every event delivered, a
+        # queue through one thread for all the sockets of the process. Every database call of
+        # the gateway runs in DatabaseSyncToAsync, which closes them around itself.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def send_error(self, code: str, detail: str, **extra) -> None:
         await self.send_json({"type": "error", "code": code, "detail": detail, **extra})

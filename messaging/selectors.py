@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import connection
 from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
@@ -42,16 +43,18 @@ def member_pks(conversation_id) -> list:
 
 
 def contacts_of(user_pk) -> list:
-    """Users sharing an active conversation with ``user_pk`` (who is told of their presence)."""
-    mine = Participant.objects.filter(user_id=user_pk, left_at__isnull=True).values(
-        "conversation_id"
-    )
-    return list(
-        Participant.objects.filter(conversation_id__in=mine, left_at__isnull=True)
-        .exclude(user_id=user_pk)
-        .values_list("user_id", flat=True)
-        .distinct()
-    )
+    """Users sharing an active conversation with ``user_pk`` (who is told of their presence).
+
+    Runs on every socket's connect and close, hence written out."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT other.user_id FROM messaging_participant mine "
+            "JOIN messaging_participant other ON other.conversation_id = mine.conversation_id "
+            "WHERE mine.user_id = %s AND mine.left_at IS NULL AND other.left_at IS NULL "
+            "AND other.user_id <> %s",
+            [user_pk, user_pk],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def _unread_subquery(user):

@@ -1,0 +1,91 @@
+"""Sends at once in one conversation, on real PostgreSQL connections (one per thread): the
+one-statement send keeps ids, sequences, watermarks and ``client_id`` replays right."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from communication.models import RealtimeEvent, UserSequence
+from messaging import services
+from messaging.models import Conversation, Message, Participant
+from messaging.tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+def run_threads(target, count: int) -> list:
+    errors: list = []
+    start = threading.Barrier(count)
+
+    def body(i):
+        try:
+            start.wait()
+            target(i)
+        except Exception as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
+def test_concurrent_sends_keep_sequences_gap_free_and_replays_single():
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    conversation, _ = services.conversation_create(
+        user=alice, type="group", participants=[bob.external_id, carol.external_id], title="t"
+    )
+    cid = str(conversation.id)
+    before = {
+        u.pk: UserSequence.objects.filter(user=u).values_list("last_seq", flat=True).first() or 0
+        for u in (alice, bob, carol)
+    }
+    senders = [alice, bob, carol]
+
+    def send(i):
+        user = senders[i % 3]
+        for n in range(5):
+            services.message_send(
+                user=user, conversation_id=cid, content=f"{i}-{n}", client_id=f"{i}-{n}"
+            )
+        # Every thread also sends the one same client id as alice: one message in all.
+        services.message_send(user=alice, conversation_id=cid, content="once", client_id="same")
+
+    assert run_threads(send, 6) == []
+
+    texts = Message.objects.filter(conversation_id=cid, type="text")
+    assert texts.count() == 6 * 5 + 1
+    assert texts.filter(client_id="same").count() == 1
+    last = texts.order_by("-id").first()
+    assert Conversation.objects.get(pk=cid).last_message_id == last.id
+    for user in (alice, bob, carol):
+        seqs = list(
+            RealtimeEvent.objects.filter(user=user, seq__gt=before[user.pk])
+            .order_by("seq")
+            .values_list("seq", "type", "data")
+        )
+        created = [d["id"] for _, t, d in seqs if t == "message.created"]
+        # Gap-free, and every member got every message once, in id order.
+        assert [s for s, _, _ in seqs] == list(range(before[user.pk] + 1, before[user.pk] + 32))
+        assert created == sorted(texts.values_list("id", flat=True))
+        mine = texts.filter(sender=user).order_by("-id").first()
+        me = Participant.objects.get(conversation_id=cid, user=user)
+        assert me.last_read_message_id >= mine.id
+
+
+def test_a_non_member_sends_nothing_and_learns_nothing():
+    alice, bob, mallory = make_user("alice"), make_user("bob"), make_user("mallory")
+    conversation, _ = services.conversation_create(
+        user=alice, type="direct", participants=[bob.external_id]
+    )
+    with pytest.raises(services.NotFoundError):
+        services.message_send(user=mallory, conversation_id=str(conversation.id), content="hi")
+    assert not Message.objects.filter(conversation=conversation, sender=mallory).exists()
+    assert not RealtimeEvent.objects.filter(user=bob, type="message.created").exists()
