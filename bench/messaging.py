@@ -297,6 +297,14 @@ def cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -331,7 +339,9 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
     time.sleep(max(0.0, start_at + args.warmup - time.time()))
     cpu_before = cpu_seconds(server_pid)
     clients_before = sum(cpu_seconds(p.pid) for p in procs)
+    busy_before, _ = machine_busy()
     time.sleep(args.seconds)
+    machine_used = machine_busy()[0] - busy_before
     cpu_used = cpu_seconds(server_pid) - cpu_before
     clients_used = sum(cpu_seconds(p.pid) for p in procs) - clients_before
     lat: list[float] = []
@@ -353,6 +363,7 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
         "cpu_ms_per_msg": cpu_used * 1000 / (args.seconds * len(members) / interval),
         "server_cores": cpu_used / args.seconds,
         "client_cores": clients_used / args.seconds,
+        "machine_cores": machine_used / args.seconds,
     }
 
 
@@ -409,6 +420,7 @@ def main() -> None:
                                 f"max={r['max']:>8.1f} ms server CPU/msg="
                                 f"{r['cpu_ms_per_msg']:.2f} ms, cores: server "
                                 f"{r['server_cores']:.2f} clients {r['client_cores']:.2f} "
+                                f"machine {r['machine_cores']:.2f} "
                                 f"(connect {r['connect_s']:.1f}s)",
                                 flush=True,
                             )

@@ -9,6 +9,7 @@ messages, receipts, typing, presence) and per-user sequence numbers with replay.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from communication.auth.authentication import authenticate_token
 from communication.auth.tokens import ServicePrincipal
@@ -113,7 +114,46 @@ def send_after_commit(events: list[tuple]) -> None:
     the current transaction commits (at once outside one). For events already persisted with
     their ``seq`` by the caller's own statement; ``publish_events`` does both."""
 
-    async def send_all():
+    if not events:
+        return
+    collected = _collector.get()
+    if collected is not None:  # run_collecting: the event loop sends them once the call is done
+        transaction.on_commit(lambda: collected.extend(events))
+        return
+    transaction.on_commit(lambda: async_to_sync(send_events)(events))
+
+
+_collector: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "realtime_collector", default=None
+)
+
+
+async def run_collecting(executor, fn, *args, **kwargs):
+    """Runs the sync ``fn`` on ``executor`` (a consumer's database work) and sends the events it
+    published from the event loop once it returns, instead of hopping back to the loop from the
+    thread to send each batch. The thread keeps its database connection between calls (closed
+    after a database error); events committed before an error are still sent."""
+    events: list = []
+
+    def run():
+        token = _collector.set(events)
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError:
+            connection.close()
+            raise
+        finally:
+            _collector.reset(token)
+
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, run)
+    finally:
+        await send_events(events)
+
+
+async def send_events(events: list[tuple]) -> None:
+    """Sends ``[(user_pk, event)]``, already persisted, to the users' sockets (from the loop)."""
+    if events:
         layer = get_channel_layer()
         await asyncio.gather(
             *(
@@ -121,9 +161,6 @@ def send_after_commit(events: list[tuple]) -> None:
                 for pk, event in events
             )
         )
-
-    if events:
-        transaction.on_commit(async_to_sync(send_all))
 
 
 # Client → server message types other apps handle (messaging: message.send, typing, read,
@@ -250,10 +287,11 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             return False
         self.user = principal
         await self.channel_layer.group_add(user_group(principal.pk), self.channel_name)
-        await self.send_json(await _ready(principal))
-        self._expiry_timer = asyncio.create_task(self._expire_at(claims.get("exp")))
+        # The hooks (presence) run before "ready": a client that has its "ready" is online.
         for hook in connect_hooks:
             await hook(self)
+        await self.send_json(await _ready(principal))
+        self._expiry_timer = asyncio.create_task(self._expire_at(claims.get("exp")))
         return True
 
     async def dispatch(self, message):

@@ -108,6 +108,9 @@ DATABASES = {"default": env.db_url("DATABASE_URL")}
 DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=0)
 # Threads that run HTTP requests in each web process (communication.asgi); keep it below the pool.
 WEB_THREADS = env.int("WEB_THREADS", default=8)
+# Connections the event loop of each web process keeps for its own statements (communication.adb).
+DB_ASYNC_POOL_MAX_SIZE = env.int("DB_ASYNC_POOL_MAX_SIZE", default=4)
+DB_POOL_TIMEOUT = env.float("DB_POOL_TIMEOUT", default=10.0)
 DATABASES["default"]["CONN_MAX_AGE"] = (
     0 if DB_POOL_MAX_SIZE else env.int("DB_CONN_MAX_AGE", default=60)
 )
@@ -117,7 +120,7 @@ if DB_POOL_MAX_SIZE:
     DATABASES["default"]["OPTIONS"]["pool"] = {
         "min_size": 1,
         "max_size": DB_POOL_MAX_SIZE,
-        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+        "timeout": DB_POOL_TIMEOUT,
         "max_idle": 300,
     }
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)

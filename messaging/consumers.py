@@ -15,11 +15,10 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from channels.db import DatabaseSyncToAsync
 from django.utils import timezone
 
 from communication.exceptions import APIError
-from communication.realtime import user_group
+from communication.realtime import run_collecting, send_events, user_group
 from messaging import conf, presence, selectors, services
 
 logger = logging.getLogger(__name__)
@@ -30,7 +29,12 @@ MAX_PRESENCE_QUERY = 100
 
 
 def db(fn):
-    return DatabaseSyncToAsync(fn, thread_sensitive=False, executor=_executor)
+    """``fn`` on this module's thread pool; the events it publishes go out from the loop."""
+
+    async def call(*args, **kwargs):
+        return await run_collecting(_executor, fn, *args, **kwargs)
+
+    return call
 
 
 class ConnectionState:
@@ -128,14 +132,17 @@ async def handle_message_send(consumer, content: dict) -> None:
         )
         return
     try:
-        message, created = await db(services.message_send)(
-            user=consumer.user,
-            conversation_id=conversation_id,
-            content=body,
-            client_id=client_id,
-            parent_id=parent_id,
-            attachment_ids=attachment_ids,
-        )
+        if parent_id is None and not attachment_ids:
+            message, created = await _send_text(consumer, conversation_id, body, client_id)
+        else:
+            message, created = await db(services.message_send)(
+                user=consumer.user,
+                conversation_id=conversation_id,
+                content=body,
+                client_id=client_id,
+                parent_id=parent_id,
+                attachment_ids=attachment_ids,
+            )
     except APIError as exc:
         await _api_error(consumer, exc, client_id=_safe(client_id))
         return
@@ -151,6 +158,19 @@ async def handle_message_send(consumer, content: dict) -> None:
         }
     )
     await _typing_stop(consumer, conversation_id)
+
+
+async def _send_text(consumer, conversation_id: str, body: str, client_id: str):
+    """A text message on the event loop: one statement, then its events from here."""
+    message, created, events, offline = await services.message_send_text(
+        user=consumer.user, conversation_id=conversation_id, content=body, client_id=client_id
+    )
+    await send_events(events)
+    if offline:
+        await asyncio.get_running_loop().run_in_executor(
+            _executor, services.schedule_offline_notifications, offline, conversation_id
+        )
+    return message, created
 
 
 def _safe(value):

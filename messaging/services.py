@@ -605,7 +605,7 @@ WITH conversation AS (
 ), message AS (
     INSERT INTO messaging_message
         (conversation_id, sender_id, type, content, html, parent_id, metadata, client_id, sent_at)
-    SELECT %(conversation)s, %(sender)s, %(type)s, %(content)s, %(html)s, %(parent)s,
+    SELECT %(conversation)s, %(sender)s, %(type)s, %(content)s, %(html)s, %(parent)s::bigint,
         %(metadata)s::jsonb, %(client_id)s, %(sent_at)s
     WHERE EXISTS (SELECT 1 FROM members WHERE user_id = %(sender)s)
     ON CONFLICT (conversation_id, sender_id, client_id) WHERE NOT (client_id = '') DO NOTHING
@@ -643,80 +643,179 @@ _MARK_DELIVERED = (
 )
 
 
+class _TextSend:
+    """One text message through ``_SEND_TEXT``: what goes in, and what its rows say. The sync
+    ``_send_text`` (API, threads) and the async ``message_send_text`` (the gateway's event loop)
+    differ only in how they reach PostgreSQL and Redis."""
+
+    def __init__(
+        self, *, user: User, conversation_id, content, type_, client_id, parent_id, metadata
+    ):
+        html = "" if type_ == MessageType.ENCRYPTED else rendering.render(content)
+        self.user = user
+        self.message = Message(
+            conversation_id=conversation_id,
+            sender=user,
+            type=type_,
+            content=content,
+            html=html,
+            client_id=client_id,
+            parent_id=parent_id,
+            metadata=metadata or {},
+            sent_at=timezone.now(),
+        )
+        self.payload = message_payload(self.message, None, [])
+        del self.payload["id"]
+        self.params = {
+            "conversation": uuid.UUID(str(conversation_id)),
+            "sender": user.pk,
+            "type": type_,
+            "content": content,
+            "html": html,
+            "parent": parent_id,
+            "metadata": json.dumps(self.message.metadata, cls=DjangoJSONEncoder),
+            "client_id": client_id,
+            "sent_at": self.message.sent_at,
+            "payload": json.dumps(self.payload, cls=DjangoJSONEncoder),
+        }
+        self.rows: list[tuple] = []
+        self.recipients: list[Participant] = []
+
+    def written(self, rows: list[tuple]) -> bool:
+        """Reads the statement's rows: True when the message was written, False for a replay;
+        NotFoundError when the sender is not a member."""
+        if not any(row[1] == self.user.pk for row in rows):
+            raise NotFoundError("Conversation not found.")
+        message_id = rows[0][5]
+        if message_id is None:
+            return False
+        self.rows = rows
+        self.message.id = self.payload["id"] = message_id
+        self.message._state.adding = False
+        self.message._state.db = "default"
+        self.recipients = [
+            Participant(
+                id=pk,
+                conversation_id=self.message.conversation_id,
+                user_id=user_id,
+                muted=muted,
+                muted_until=muted_until,
+                notification_level=level,
+            )
+            for pk, user_id, muted, muted_until, level, _, _ in rows
+            if user_id != self.user.pk
+        ]
+        return True
+
+    def recipient_keys(self) -> list[str]:
+        return [str(p.user_id) for p in self.recipients]
+
+    def delivered(self, online: set) -> list:
+        return [p.pk for p in self.recipients if str(p.user_id) in online]
+
+    def offline(self, online: set) -> list[Participant]:
+        return [
+            p for p in self.recipients if str(p.user_id) not in online and _wants_notification(p)
+        ]
+
+    def events(self) -> list[tuple]:
+        event = {"type": "message.created", "data": self.payload}
+        return [(user_id, {**event, "seq": seq}) for _, user_id, _, _, _, _, seq in self.rows]
+
+
 def _send_text(
     *, user: User, conversation_id, content: str, type_: str, client_id: str, parent_id, metadata
 ) -> Message | None:
     """``message_send`` without attachments: ``_SEND_TEXT``, then what follows a message
     (delivered watermarks, the live events, offline notifications). None for a replay."""
-    html = "" if type_ == MessageType.ENCRYPTED else rendering.render(content)
-    message = Message(
+    send = _TextSend(
+        user=user,
         conversation_id=conversation_id,
-        sender=user,
-        type=type_,
         content=content,
-        html=html,
+        type_=type_,
         client_id=client_id,
         parent_id=parent_id,
-        metadata=metadata or {},
-        sent_at=timezone.now(),
+        metadata=metadata,
     )
-    payload = message_payload(message, None, [])
-    del payload["id"]
     with connection.cursor() as cursor:
-        cursor.execute(
-            _SEND_TEXT,
-            {
-                "conversation": conversation_id,
-                "sender": user.pk,
-                "type": type_,
-                "content": content,
-                "html": html,
-                "parent": parent_id,
-                "metadata": json.dumps(message.metadata, cls=DjangoJSONEncoder),
-                "client_id": client_id,
-                "sent_at": message.sent_at,
-                "payload": json.dumps(payload, cls=DjangoJSONEncoder),
-            },
-        )
+        cursor.execute(_SEND_TEXT, send.params)
         rows = cursor.fetchall()
-    if not any(row[1] == user.pk for row in rows):
-        raise NotFoundError("Conversation not found.")
-    message_id = rows[0][5]
-    if message_id is None:
+    if not send.written(rows):
         return None
-    message.id = message_id
-    message._state.adding = False
-    message._state.db = "default"
-    payload["id"] = message_id
-    members = [
-        Participant(
-            id=pk,
-            conversation_id=conversation_id,
-            user_id=user_id,
-            muted=muted,
-            muted_until=muted_until,
-            notification_level=level,
-        )
-        for pk, user_id, muted, muted_until, level, _, _ in rows
-    ]
-    recipients = [p for p in members if p.user_id != user.pk]
-    online = presence.online([str(p.user_id) for p in recipients]) if recipients else set()
-    delivered = [p.pk for p in recipients if str(p.user_id) in online]
+    keys = send.recipient_keys()
+    online = presence.online(keys) if keys else set()
+    delivered = send.delivered(online)
     if delivered:
         with connection.cursor() as cursor:
-            cursor.execute(_MARK_DELIVERED, [message_id, delivered, message_id])
-    event = {"type": "message.created", "data": payload}
-    realtime.send_after_commit(
-        [(user_id, {**event, "seq": seq}) for _, user_id, _, _, _, _, seq in rows]
+            cursor.execute(_MARK_DELIVERED, [send.message.id, delivered, send.message.id])
+    realtime.send_after_commit(send.events())
+    offline = send.offline(online)
+    if offline:
+        transaction.on_commit(
+            lambda: schedule_offline_notifications(offline, send.message.conversation_id)
+        )
+    return send.message
+
+
+async def message_send_text(
+    *, user: User, conversation_id, content: str, client_id: str = ""
+) -> tuple[Message, bool, list[tuple], list[Participant]]:
+    """A websocket's ``message.send`` of a text message, on the event loop (``communication.adb``
+    and Redis' asyncio client; no thread hand-offs). Same rules and effects as
+    ``message_send``, except that the caller sends the returned events (``[(user_pk, event)]``)
+    and schedules the returned offline participants' notifications: ``(message, created,
+    events, offline)``. Replays come back as ``(first message, False, [], [])``."""
+    from asgiref.sync import sync_to_async
+
+    from communication import adb
+
+    content, client_id = _validated(content, MessageType.TEXT, (), client_id)
+    send = _TextSend(
+        user=user,
+        conversation_id=conversation_id,
+        content=content,
+        type_=MessageType.TEXT,
+        client_id=client_id,
+        parent_id=None,
+        metadata=None,
     )
-    _notify_offline_later([p for p in recipients if str(p.user_id) not in online], conversation_id)
-    return message
+    if not send.written(await adb.fetchall(_SEND_TEXT, send.params)):
+        first = await sync_to_async(_first_send, thread_sensitive=False)(
+            user, conversation_id, client_id
+        )
+        return first, False, [], []
+    keys = send.recipient_keys()
+    online = await presence.aonline(keys) if keys else set()
+    delivered = send.delivered(online)
+    if delivered:
+        await adb.fetchall(
+            _MARK_DELIVERED_NAMED, {"message": send.message.id, "participants": delivered}
+        )
+    return send.message, True, send.events(), send.offline(online)
+
+
+_MARK_DELIVERED_NAMED = (
+    "UPDATE messaging_participant SET last_delivered_message_id = %(message)s "
+    "WHERE id = ANY(%(participants)s) AND (last_delivered_message_id IS NULL "
+    "OR last_delivered_message_id < %(message)s)"
+)
+
+
+def _validated(content, type_, attachment_ids, client_id) -> tuple[str, str]:
+    content = content or ""
+    if len(content) > conf.get("MESSAGING_MAX_CONTENT_LENGTH"):
+        raise APIError("The message is too long.", fields={"content": ["Too long."]})
+    if type_ not in (MessageType.TEXT, MessageType.ENCRYPTED):
+        raise APIError("Type must be text or encrypted.", fields={"type": ["Invalid type."]})
+    if not content.strip() and not attachment_ids:
+        raise APIError("A message needs content or attachments.", fields={"content": ["Empty."]})
+    return content, (client_id or "")[:64]
 
 
 def _notify_offline_later(recipients: list[Participant], conversation_id) -> None:
     offline = [p for p in recipients if _wants_notification(p)]
     if offline:
-        transaction.on_commit(lambda: _schedule_offline_notifications(offline, conversation_id))
+        transaction.on_commit(lambda: schedule_offline_notifications(offline, conversation_id))
 
 
 def _wants_notification(p: Participant) -> bool:
@@ -727,7 +826,7 @@ def _wants_notification(p: Participant) -> bool:
     return True
 
 
-def _schedule_offline_notifications(participants: list[Participant], conversation_id) -> None:
+def schedule_offline_notifications(participants: list[Participant], conversation_id) -> None:
     """The first message of a burst to an offline participant schedules one task, after
     ``MESSAGING_NOTIFY_DELAY_SECONDS``; later messages of the burst find the claim taken and
     are covered by that task (which notifies once for everything unread)."""
@@ -762,14 +861,7 @@ def message_send(
     a reply to a reply joins the root's thread). ``attachment_ids`` are the caller's own unsent
     uploads.
     """
-    content = content or ""
-    if len(content) > conf.get("MESSAGING_MAX_CONTENT_LENGTH"):
-        raise APIError("The message is too long.", fields={"content": ["Too long."]})
-    if type not in (MessageType.TEXT, MessageType.ENCRYPTED):
-        raise APIError("Type must be text or encrypted.", fields={"type": ["Invalid type."]})
-    if not content.strip() and not attachment_ids:
-        raise APIError("A message needs content or attachments.", fields={"content": ["Empty."]})
-    client_id = (client_id or "")[:64]
+    content, client_id = _validated(content, type, attachment_ids, client_id)
     if not attachment_ids:
         if parent_id is not None:
             parent_id = _thread_root(conversation_id, parent_id)

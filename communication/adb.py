@@ -1,0 +1,58 @@
+"""PostgreSQL from the event loop, for the gateway's hot path (a websocket ``message.send``).
+
+Django's ORM runs on threads: every call hands the GIL between the event loop and a thread once
+per round trip, and under load each hand-off waits for the loop's switch interval. Here a
+psycopg ``AsyncConnectionPool`` (one per event loop, autocommit, statements prepared once per
+connection) runs written-out single statements on the loop itself. Settings come from Django's
+database connection, so tests and the embedded server are reached the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from django.conf import settings
+from django.db import connection
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+_pools: dict[int, AsyncConnectionPool] = {}
+
+
+def _params() -> dict:
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)  # Django's client-side binding cursor: not for prepare
+    params["autocommit"] = True
+    return params
+
+
+async def _pool() -> AsyncConnectionPool:
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(id(loop))
+    if pool is None:
+        pool = AsyncConnectionPool(
+            kwargs=_params(),
+            connection_class=AsyncConnection,
+            min_size=1,
+            max_size=settings.DB_ASYNC_POOL_MAX_SIZE,
+            timeout=settings.DB_POOL_TIMEOUT,
+            open=False,
+        )
+        _pools[id(loop)] = pool
+        await pool.open()
+    return pool
+
+
+async def fetchall(sql: str, params) -> list[tuple]:
+    """Runs one statement (prepared on each connection the first time) and returns its rows."""
+    pool = await _pool()
+    async with pool.connection() as conn:
+        cursor = await conn.execute(sql, params, prepare=True)
+        return await cursor.fetchall() if cursor.description else []
+
+
+async def close() -> None:
+    """Closes this event loop's pool (tests, shutdown)."""
+    pool = _pools.pop(id(asyncio.get_running_loop()), None)
+    if pool is not None:
+        await pool.close()
