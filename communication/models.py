@@ -141,7 +141,10 @@ class RealtimeEvent(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    user = models.ForeignKey("communication.User", on_delete=models.CASCADE, related_name="+")
+    # The (user, seq) unique index serves the foreign key: no index of its own.
+    user = models.ForeignKey(
+        "communication.User", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     seq = models.BigIntegerField()
     type = models.CharField(max_length=64)
     data = models.JSONField(default=dict)

@@ -155,8 +155,10 @@ class Message(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
+    # Every message writes each index: the (conversation, id) and (parent, id) indexes below
+    # serve these foreign keys, so they have no single-column index of their own.
     conversation = models.ForeignKey(
-        Conversation, on_delete=models.CASCADE, related_name="messages"
+        Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False
     )
     sender = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -169,7 +171,12 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     html = models.TextField(blank=True)
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replies",
+        db_index=False,
     )
     metadata = models.JSONField(default=dict, blank=True)
     client_id = models.CharField(max_length=64, blank=True, default="")
