@@ -161,10 +161,26 @@ async def handle_message_send(consumer, content: dict) -> None:
 
 
 async def _send_text(consumer, conversation_id: str, body: str, client_id: str):
-    """A text message on the event loop: one statement, then its events from here."""
-    message, created, events, offline = await services.message_send_text(
-        user=consumer.user, conversation_id=conversation_id, content=body, client_id=client_id
+    """A text message on the event loop: one statement, then its events from here. With the
+    conversation's members known from this socket's previous send or typing, their presence is
+    looked up first and their delivered watermarks move in that same statement."""
+    state = _state(consumer)
+    me = str(consumer.user.pk)
+    cached = state.members.get(conversation_id)
+    known = online = None
+    if cached and cached[0] > time.monotonic():
+        known = [pk for pk in cached[1] if pk != me]
+        online = await presence.aonline(known)
+    message, created, events, offline, members = await services.message_send_text(
+        user=consumer.user,
+        conversation_id=conversation_id,
+        content=body,
+        client_id=client_id,
+        known=known,
+        online=online,
     )
+    if members is not None:
+        state.members[conversation_id] = (time.monotonic() + MEMBERSHIP_CACHE_SECONDS, members)
     await send_events(events)
     if offline:
         await asyncio.get_running_loop().run_in_executor(

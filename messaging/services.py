@@ -587,7 +587,8 @@ def _store_message(
 
 # A text message in one statement, the hot path of messaging (every ``message.send``): lock the
 # conversation, check the sender is a member, insert the message (a replay of ``client_id``
-# inserts nothing), move the conversation's activity and the sender's watermarks, take every
+# inserts nothing), move the conversation's activity, the sender's watermarks and the delivered
+# watermark of the recipients the caller already knows to be online, take every
 # member's next ``seq`` (in user order, as ``realtime.publish_events`` does, so concurrent
 # fan-outs cannot deadlock) and persist their ``message.created`` events. Its answer is one row
 # per active member, with the message id and the member's ``seq`` when the message was written.
@@ -614,10 +615,12 @@ WITH conversation AS (
     UPDATE messaging_conversation c SET last_message_id = message.id,
         last_activity_at = %(sent_at)s
     FROM message WHERE c.id = %(conversation)s
-), read AS (
-    UPDATE messaging_participant p SET last_read_message_id = message.id,
-        last_delivered_message_id = message.id
-    FROM message, members WHERE p.id = members.id AND members.user_id = %(sender)s
+), marks AS (
+    UPDATE messaging_participant p SET last_delivered_message_id = message.id,
+        last_read_message_id = CASE WHEN members.user_id = %(sender)s THEN message.id
+            ELSE p.last_read_message_id END
+    FROM message, members WHERE p.id = members.id
+        AND (members.user_id = %(sender)s OR members.user_id = ANY(%(online)s::uuid[]))
 ), seqs AS (
     INSERT INTO communication_usersequence (user_id, last_seq)
     SELECT user_id, 1 FROM members WHERE EXISTS (SELECT 1 FROM message) ORDER BY user_id
@@ -649,7 +652,17 @@ class _TextSend:
     differ only in how they reach PostgreSQL and Redis."""
 
     def __init__(
-        self, *, user: User, conversation_id, content, type_, client_id, parent_id, metadata
+        self,
+        *,
+        user: User,
+        conversation_id,
+        content,
+        type_,
+        client_id,
+        parent_id,
+        metadata,
+        known=None,
+        online=None,
     ):
         html = "" if type_ == MessageType.ENCRYPTED else rendering.render(content)
         self.user = user
@@ -680,6 +693,11 @@ class _TextSend:
         }
         self.rows: list[tuple] = []
         self.recipients: list[Participant] = []
+        # Recipients whose presence the caller looked up before the statement (the gateway knows
+        # the members from the previous send), and those of them online: marked in the statement.
+        self.known: set[str] = set(known or ())
+        self.online: set[str] = set(online or ()) & self.known
+        self.params["online"] = [uuid.UUID(key) for key in self.online]
 
     def written(self, rows: list[tuple]) -> bool:
         """Reads the statement's rows: True when the message was written, False for a replay;
@@ -707,15 +725,28 @@ class _TextSend:
         ]
         return True
 
-    def recipient_keys(self) -> list[str]:
-        return [str(p.user_id) for p in self.recipients]
+    def unknown_keys(self) -> list[str]:
+        """Recipients whose presence is still to be looked up (all, without a hint)."""
+        return [str(p.user_id) for p in self.recipients if str(p.user_id) not in self.known]
 
-    def delivered(self, online: set) -> list:
-        return [p.pk for p in self.recipients if str(p.user_id) in online]
-
-    def offline(self, online: set) -> list[Participant]:
+    def found_online(self, online: set) -> list:
+        """Records the presence lookup of ``unknown_keys``; returns the participant ids now
+        known to have it delivered (marked by a statement of their own)."""
+        self.online |= set(online)
         return [
-            p for p in self.recipients if str(p.user_id) not in online and _wants_notification(p)
+            p.pk
+            for p in self.recipients
+            if str(p.user_id) in online and str(p.user_id) not in self.known
+        ]
+
+    def member_keys(self) -> list[str]:
+        return [str(row[1]) for row in self.rows]
+
+    def offline(self) -> list[Participant]:
+        return [
+            p
+            for p in self.recipients
+            if str(p.user_id) not in self.online and _wants_notification(p)
         ]
 
     def events(self) -> list[tuple]:
@@ -742,14 +773,13 @@ def _send_text(
         rows = cursor.fetchall()
     if not send.written(rows):
         return None
-    keys = send.recipient_keys()
-    online = presence.online(keys) if keys else set()
-    delivered = send.delivered(online)
+    keys = send.unknown_keys()
+    delivered = send.found_online(presence.online(keys) if keys else set())
     if delivered:
         with connection.cursor() as cursor:
             cursor.execute(_MARK_DELIVERED, [send.message.id, delivered, send.message.id])
     realtime.send_after_commit(send.events())
-    offline = send.offline(online)
+    offline = send.offline()
     if offline:
         transaction.on_commit(
             lambda: schedule_offline_notifications(offline, send.message.conversation_id)
@@ -758,13 +788,24 @@ def _send_text(
 
 
 async def message_send_text(
-    *, user: User, conversation_id, content: str, client_id: str = ""
-) -> tuple[Message, bool, list[tuple], list[Participant]]:
+    *,
+    user: User,
+    conversation_id,
+    content: str,
+    client_id: str = "",
+    known: list[str] | None = None,
+    online: set[str] | None = None,
+) -> tuple[Message, bool, list[tuple], list[Participant], list[str] | None]:
     """A websocket's ``message.send`` of a text message, on the event loop (``communication.adb``
     and Redis' asyncio client; no thread hand-offs). Same rules and effects as
     ``message_send``, except that the caller sends the returned events (``[(user_pk, event)]``)
-    and schedules the returned offline participants' notifications: ``(message, created,
-    events, offline)``. Replays come back as ``(first message, False, [], [])``."""
+    and schedules the returned offline participants' notifications.
+
+    ``known``: recipients (user pks) whose presence the caller just looked up, ``online`` those
+    of them online; their delivered watermark moves in the send's own statement, and only the
+    others are looked up after it. Returns ``(message, created, events, offline, members)``,
+    ``members`` being every member's user pk (the next send's ``known``); a replay comes back
+    as ``(first message, False, [], [], None)``."""
     from asgiref.sync import sync_to_async
 
     from communication import adb
@@ -778,20 +819,21 @@ async def message_send_text(
         client_id=client_id,
         parent_id=None,
         metadata=None,
+        known=known,
+        online=online,
     )
     if not send.written(await adb.fetchall(_SEND_TEXT, send.params)):
         first = await sync_to_async(_first_send, thread_sensitive=False)(
             user, conversation_id, client_id
         )
-        return first, False, [], []
-    keys = send.recipient_keys()
-    online = await presence.aonline(keys) if keys else set()
-    delivered = send.delivered(online)
+        return first, False, [], [], None
+    keys = send.unknown_keys()
+    delivered = send.found_online(await presence.aonline(keys) if keys else set())
     if delivered:
         await adb.fetchall(
             _MARK_DELIVERED_NAMED, {"message": send.message.id, "participants": delivered}
         )
-    return send.message, True, send.events(), send.offline(online)
+    return send.message, True, send.events(), send.offline(), send.member_keys()
 
 
 _MARK_DELIVERED_NAMED = (

@@ -12,7 +12,7 @@ from websockets.sync.client import connect
 
 from communication.auth import tokens
 from conftest import LiveServer
-from messaging.models import Message, MessageEdit, UserPresence
+from messaging.models import Message, MessageEdit, Participant, UserPresence
 from messaging.tests.conftest import create_conversation, drain, make_user, of_type, recv_until
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -226,6 +226,16 @@ def test_receipts_reach_the_sender_and_typing_expires(live_asgi, as_user):
             )
         )
         assert recv_until(wb, of_type("typing"))["data"]["state"] == "stopped"
+        # This socket knew the members (typing): bob, online, had "done" delivered by the
+        # send's own statement; what he read stays where he left it.
+        done = Message.objects.get(conversation_id=conv["id"], client_id="r2")
+        bob_row = Participant.objects.get(conversation_id=conv["id"], user=bob)
+        assert bob_row.last_delivered_message_id == done.id
+        assert bob_row.last_read_message_id == mid
+        assert (
+            Participant.objects.get(conversation_id=conv["id"], user=alice).last_read_message_id
+            == done.id
+        )
 
 
 @pytest.fixture
