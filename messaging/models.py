@@ -63,8 +63,15 @@ class Conversation(models.Model):
     )
     direct_key = models.CharField(max_length=80, null=True, blank=True, editable=False)
     archived = models.BooleanField(default=False)
+    # Moved by every message. Not indexed (only a hard delete of messages, which happens with
+    # their conversation, looks rows up by it), so that the update leaves that index alone.
     last_message = models.ForeignKey(
-        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "messaging.Message",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     last_activity_at = models.DateTimeField(default=None, null=True, db_default=Now())
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
@@ -108,11 +115,24 @@ class Participant(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     joined_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     left_at = models.DateTimeField(null=True, blank=True)
+    # The watermarks move with every message. Not indexed (only a hard delete of messages,
+    # which happens with their conversation, looks rows up by them): their updates change no
+    # indexed column, so PostgreSQL makes them heap-only (HOT), without touching any index.
     last_read_message = models.ForeignKey(
-        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "messaging.Message",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     last_delivered_message = models.ForeignKey(
-        "messaging.Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "messaging.Message",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     notified_up_to = models.BigIntegerField(default=0)
     muted = models.BooleanField(default=False)
