@@ -297,6 +297,24 @@ def cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def cpu_of_commands(names: tuple[str, ...]) -> float:
+    """User + system CPU seconds of every process whose command is one of ``names`` (the
+    database and Redis servers, local or embedded)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, tail = (entry / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[1] in names:
+            fields = tail.split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far (/proc/stat)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -340,7 +358,9 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
     cpu_before = cpu_seconds(server_pid)
     clients_before = sum(cpu_seconds(p.pid) for p in procs)
     busy_before, _ = machine_busy()
+    stores_before = cpu_of_commands(("postgres", "redis-server"))
     time.sleep(args.seconds)
+    stores_used = cpu_of_commands(("postgres", "redis-server")) - stores_before
     machine_used = machine_busy()[0] - busy_before
     cpu_used = cpu_seconds(server_pid) - cpu_before
     clients_used = sum(cpu_seconds(p.pid) for p in procs) - clients_before
@@ -364,6 +384,7 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
         "server_cores": cpu_used / args.seconds,
         "client_cores": clients_used / args.seconds,
         "machine_cores": machine_used / args.seconds,
+        "store_cores": stores_used / args.seconds,
     }
 
 
@@ -420,6 +441,7 @@ def main() -> None:
                                 f"max={r['max']:>8.1f} ms server CPU/msg="
                                 f"{r['cpu_ms_per_msg']:.2f} ms, cores: server "
                                 f"{r['server_cores']:.2f} clients {r['client_cores']:.2f} "
+                                f"postgres+redis {r['store_cores']:.2f} "
                                 f"machine {r['machine_cores']:.2f} "
                                 f"(connect {r['connect_s']:.1f}s)",
                                 flush=True,
