@@ -13,7 +13,7 @@ import asyncio
 
 from django.conf import settings
 from django.db import connection
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg_pool import AsyncConnectionPool
 
 _pools: dict[int, AsyncConnectionPool] = {}
@@ -44,11 +44,22 @@ async def _pool() -> AsyncConnectionPool:
 
 
 async def fetchall(sql: str, params) -> list[tuple]:
-    """Runs one statement (prepared on each connection the first time) and returns its rows."""
+    """Runs one statement (prepared on each connection the first time) and returns its rows.
+
+    A connection found broken (the server restarted, say) leaves the pool and the statement
+    runs once more on another: the statements run here are idempotent (a message replays on
+    its ``client_id``, watermarks only move forward)."""
     pool = await _pool()
-    async with pool.connection() as conn:
-        cursor = await conn.execute(sql, params, prepare=True)
-        return await cursor.fetchall() if cursor.description else []
+    for attempt in (1, 2):
+        try:
+            async with pool.connection() as conn:
+                cursor = await conn.execute(sql, params, prepare=True)
+                return await cursor.fetchall() if cursor.description else []
+        except OperationalError:
+            if attempt == 2:
+                raise
+            await pool.check()  # the others were likely dropped too: replace them all
+    raise AssertionError("unreachable")
 
 
 async def close() -> None:

@@ -89,3 +89,51 @@ def test_a_non_member_sends_nothing_and_learns_nothing():
         services.message_send(user=mallory, conversation_id=str(conversation.id), content="hi")
     assert not Message.objects.filter(conversation=conversation, sender=mallory).exists()
     assert not RealtimeEvent.objects.filter(user=bob, type="message.created").exists()
+
+
+def test_the_event_loop_path_replaces_a_broken_connection():
+    """The gateway's text send runs on its own async pool; a connection the server dropped
+    (a restart) is replaced and the message still goes through, once."""
+    import asyncio
+
+    from communication import adb
+
+    alice, bob = make_user("alice"), make_user("bob")
+    conversation, _ = services.conversation_create(
+        user=alice, type="direct", participants=[bob.external_id]
+    )
+    cid = str(conversation.id)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        test_pid = cursor.fetchone()[0]
+
+    def drop_pool_connections():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> ALL(%s)",
+                    [[test_pid, connection.connection.info.backend_pid]],
+                )
+        finally:
+            connection.close()
+
+    async def scenario():
+        try:
+            first = await services.message_send_text(
+                user=alice, conversation_id=cid, content="one", client_id="a"
+            )
+            await asyncio.to_thread(drop_pool_connections)
+            second = await services.message_send_text(
+                user=alice, conversation_id=cid, content="two", client_id="b"
+            )
+            return first, second
+        finally:
+            await adb.close()
+
+    first, second = asyncio.run(scenario())
+    assert first[1] and second[1]
+    assert list(
+        Message.objects.filter(conversation_id=cid, type="text").values_list("content", flat=True)
+    ) == ["one", "two"]
