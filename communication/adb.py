@@ -10,6 +10,7 @@ database connection, so tests and the embedded server are reached the same way.
 from __future__ import annotations
 
 import asyncio
+import os
 
 from django.conf import settings
 from django.db import connection
@@ -23,6 +24,8 @@ def _params() -> dict:
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)  # Django's client-side binding cursor: not for prepare
     params["autocommit"] = True
+    # Named, so that pg_stat_activity tells the loop's connections from the threads' ones.
+    params["application_name"] = f"communication-loop-{os.getpid()}"
     return params
 
 
