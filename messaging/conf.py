@@ -39,6 +39,8 @@ DEFAULTS: dict[str, tuple[type, object]] = {
     "MESSAGING_PRESENCE_HEARTBEAT_SECONDS": (int, 20),
     "MESSAGING_PRESENCE_TTL_SECONDS": (int, 60),
     "MESSAGING_PRESENCE_PREFIX": (str, "comm:presence"),
+    # Redis connections each web process's event loop uses for presence (callers queue beyond).
+    "MESSAGING_PRESENCE_MAX_CONNECTIONS": (int, 32),
     # Typing: a start not renewed within this many seconds is followed by "stopped".
     "MESSAGING_TYPING_TIMEOUT_SECONDS": (float, 5.0),
     # Offline notification: wait this long after the first message of a burst, then send one

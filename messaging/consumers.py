@@ -16,6 +16,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from communication.exceptions import APIError
 from communication.realtime import run_collecting, send_events, user_group
@@ -170,7 +171,10 @@ async def _send_text(consumer, conversation_id: str, body: str, client_id: str):
     known = online = None
     if cached and cached[0] > time.monotonic():
         known = [pk for pk in cached[1] if pk != me]
-        online = await presence.aonline(known)
+        try:
+            online = await presence.aonline(known)
+        except RedisError:  # the send looks them up itself, and copes without Redis
+            known = online = None
     message, created, events, offline, members = await services.message_send_text(
         user=consumer.user,
         conversation_id=conversation_id,

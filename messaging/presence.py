@@ -45,10 +45,20 @@ def client() -> redis.Redis:
 
 def aclient() -> aioredis.Redis:
     # One client per event loop: an asyncio connection is bound to the loop that opened it.
+    # Its pool is bounded and makes callers wait for a free connection: redis-py's default
+    # pool raises "Too many connections" past 100, which a storm of connects and heartbeats
+    # from a thousand sockets reached, and every new connection costs (redis-py reads its own
+    # package metadata each time).
     loop = asyncio.get_running_loop()
     key = id(loop)
     if key not in _async_clients:
-        _async_clients[key] = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            max_connections=conf.get("MESSAGING_PRESENCE_MAX_CONNECTIONS"),
+            timeout=5,
+            socket_timeout=2,
+        )
+        _async_clients[key] = aioredis.Redis(connection_pool=pool)
     return _async_clients[key]
 
 

@@ -16,6 +16,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from communication import identity, realtime
 from communication.exceptions import APIError, ConflictError, NotFoundError, ServiceUnavailableError
@@ -558,7 +559,7 @@ def _store_message(
             Participant.objects.filter(conversation_id=conversation_id, left_at__isnull=True)
         )
     recipients = [p for p in members if p.user_id != sender.pk]
-    online = presence.online([str(p.user_id) for p in recipients]) if recipients else set()
+    online = _online([str(p.user_id) for p in recipients])
     # The sender has read what they wrote; a recipient with a socket open has it delivered (the
     # event is on its way), the others when they fetch it or read. One statement, under the
     # conversation lock the caller holds, so the newest message is this one.
@@ -774,7 +775,7 @@ def _send_text(
     if not send.written(rows):
         return None
     keys = send.unknown_keys()
-    delivered = send.found_online(presence.online(keys) if keys else set())
+    delivered = send.found_online(_online(keys))
     if delivered:
         with connection.cursor() as cursor:
             cursor.execute(_MARK_DELIVERED, [send.message.id, delivered, send.message.id])
@@ -828,7 +829,7 @@ async def message_send_text(
         )
         return first, False, [], [], None
     keys = send.unknown_keys()
-    delivered = send.found_online(await presence.aonline(keys) if keys else set())
+    delivered = send.found_online(await _aonline(keys))
     if delivered:
         await adb.fetchall(
             _MARK_DELIVERED_NAMED, {"message": send.message.id, "participants": delivered}
@@ -858,6 +859,24 @@ def _notify_offline_later(recipients: list[Participant], conversation_id) -> Non
     offline = [p for p in recipients if _wants_notification(p)]
     if offline:
         transaction.on_commit(lambda: schedule_offline_notifications(offline, conversation_id))
+
+
+def _online(keys: list[str]) -> set:
+    """Who of ``keys`` has a socket open. The message is already stored when this is asked:
+    without Redis, everyone counts as offline (notified later) rather than the send failing."""
+    try:
+        return presence.online(keys) if keys else set()
+    except RedisError:
+        logger.warning("presence unavailable", exc_info=True)
+        return set()
+
+
+async def _aonline(keys: list[str]) -> set:
+    try:
+        return await presence.aonline(keys) if keys else set()
+    except RedisError:
+        logger.warning("presence unavailable", exc_info=True)
+        return set()
 
 
 def _wants_notification(p: Participant) -> bool:

@@ -137,3 +137,22 @@ def test_the_event_loop_path_replaces_a_broken_connection():
     assert list(
         Message.objects.filter(conversation_id=cid, type="text").values_list("content", flat=True)
     ) == ["one", "two"]
+
+
+def test_a_send_goes_through_without_presence(settings):
+    """Presence lives in Redis; a message is stored before anyone's presence is asked, so with
+    presence unreachable the message and its events still go out (recipients count as
+    offline)."""
+    alice, bob = make_user("alice"), make_user("bob")
+    conversation, _ = services.conversation_create(
+        user=alice, type="direct", participants=[bob.external_id]
+    )
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    message, created = services.message_send(
+        user=alice, conversation_id=str(conversation.id), content="still here", client_id="x"
+    )
+    assert created and Message.objects.filter(pk=message.pk, content="still here").exists()
+    event = RealtimeEvent.objects.get(user=bob, type="message.created")
+    assert event.data["id"] == message.pk
+    bob_row = Participant.objects.get(conversation=conversation, user=bob)
+    assert bob_row.last_delivered_message_id is None  # not known to be online
