@@ -25,14 +25,6 @@ def main(argv=None) -> None:
     import django
 
     django.setup()
-    import gc
-
-    # A web process holds a thousand sockets' objects besides Django's: each full collection
-    # walked them all and stalled every socket of the process (p99 of the messaging bench
-    # 340-410 ms with the default thresholds, 90-140 ms with these). What setup created is
-    # frozen out of the collector; young collections run ten times less often.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
     import uvicorn
 
     uvicorn.run(
