@@ -642,8 +642,9 @@ FROM members m LEFT JOIN events e ON e.user_id = m.user_id
 # Recipients with a socket open have the message delivered (its event is on the way). Outside
 # the send's statement, so only ever forward.
 _MARK_DELIVERED = (
-    "UPDATE messaging_participant SET last_delivered_message_id = %s WHERE id = ANY(%s) "
-    "AND (last_delivered_message_id IS NULL OR last_delivered_message_id < %s)"
+    "UPDATE messaging_participant SET last_delivered_message_id = %(message)s "
+    "WHERE id = ANY(%(participants)s) AND (last_delivered_message_id IS NULL "
+    "OR last_delivered_message_id < %(message)s)"
 )
 
 
@@ -778,7 +779,7 @@ def _send_text(
     delivered = send.found_online(_online(keys))
     if delivered:
         with connection.cursor() as cursor:
-            cursor.execute(_MARK_DELIVERED, [send.message.id, delivered, send.message.id])
+            cursor.execute(_MARK_DELIVERED, {"message": send.message.id, "participants": delivered})
     realtime.send_after_commit(send.events())
     offline = send.offline()
     if offline:
@@ -831,17 +832,8 @@ async def message_send_text(
     keys = send.unknown_keys()
     delivered = send.found_online(await _aonline(keys))
     if delivered:
-        await adb.fetchall(
-            _MARK_DELIVERED_NAMED, {"message": send.message.id, "participants": delivered}
-        )
+        await adb.fetchall(_MARK_DELIVERED, {"message": send.message.id, "participants": delivered})
     return send.message, True, send.events(), send.offline(), send.member_keys()
-
-
-_MARK_DELIVERED_NAMED = (
-    "UPDATE messaging_participant SET last_delivered_message_id = %(message)s "
-    "WHERE id = ANY(%(participants)s) AND (last_delivered_message_id IS NULL "
-    "OR last_delivered_message_id < %(message)s)"
-)
 
 
 def _validated(content, type_, attachment_ids, client_id) -> tuple[str, str]:

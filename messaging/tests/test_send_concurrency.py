@@ -156,3 +156,36 @@ def test_a_send_goes_through_without_presence(settings):
     assert event.data["id"] == message.pk
     bob_row = Participant.objects.get(conversation=conversation, user=bob)
     assert bob_row.last_delivered_message_id is None  # not known to be online
+
+
+def test_an_api_send_marks_online_recipients_delivered():
+    """The API's send (a thread, not the gateway) asks presence after its statement."""
+    import asyncio
+
+    from messaging import presence
+
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    conversation, _ = services.conversation_create(
+        user=alice, type="group", participants=[bob.external_id, carol.external_id], title="t"
+    )
+
+    def send():
+        try:
+            return services.message_send(
+                user=alice, conversation_id=str(conversation.id), content="hello"
+            )[0]
+        finally:
+            connection.close()
+
+    async def scenario():  # one event loop: the presence client is bound to it
+        await presence.connection_open(bob.pk, "bob-socket")
+        try:
+            return await asyncio.to_thread(send)
+        finally:
+            await presence.connection_close(bob.pk, "bob-socket")
+
+    message = asyncio.run(scenario())
+    rows = {p.user_id: p for p in Participant.objects.filter(conversation=conversation)}
+    assert rows[bob.pk].last_delivered_message_id == message.id  # online
+    assert rows[carol.pk].last_delivered_message_id is None  # offline
+    assert rows[alice.pk].last_read_message_id == message.id  # the sender read it
