@@ -297,8 +297,9 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
     async def dispatch(self, message):
         # Channels hops to its one shared sync thread to close stale database connections before
         # every message a consumer handles: every frame received and every event delivered, a
-        # queue through one thread for all the sockets of the process. Every database call of
-        # the gateway runs in DatabaseSyncToAsync, which closes them around itself.
+        # queue through one thread for all the sockets of the process. The gateway's own
+        # database calls run in DatabaseSyncToAsync, which closes them around itself; the
+        # apps' run in run_collecting, whose threads keep theirs and close it after an error.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

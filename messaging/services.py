@@ -581,7 +581,8 @@ def _store_message(
     )
     if type_ != MessageType.SYSTEM:
         _notify_offline_later(
-            [p for p in recipients if str(p.user_id) not in online], conversation_id
+            [p for p in recipients if str(p.user_id) not in online and _wants_notification(p)],
+            conversation_id,
         )
     return message
 
@@ -781,11 +782,7 @@ def _send_text(
         with connection.cursor() as cursor:
             cursor.execute(_MARK_DELIVERED, {"message": send.message.id, "participants": delivered})
     realtime.send_after_commit(send.events())
-    offline = send.offline()
-    if offline:
-        transaction.on_commit(
-            lambda: schedule_offline_notifications(offline, send.message.conversation_id)
-        )
+    _notify_offline_later(send.offline(), send.message.conversation_id)
     return send.message
 
 
@@ -847,8 +844,8 @@ def _validated(content, type_, attachment_ids, client_id) -> tuple[str, str]:
     return content, (client_id or "")[:64]
 
 
-def _notify_offline_later(recipients: list[Participant], conversation_id) -> None:
-    offline = [p for p in recipients if _wants_notification(p)]
+def _notify_offline_later(offline: list[Participant], conversation_id) -> None:
+    """Schedules the offline participants' notifications once the message is committed."""
     if offline:
         transaction.on_commit(lambda: schedule_offline_notifications(offline, conversation_id))
 
