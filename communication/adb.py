@@ -23,6 +23,9 @@ _pools: dict[int, AsyncConnectionPool] = {}
 def _params() -> dict:
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)  # Django's client-side binding cursor: not for prepare
+    # Django passes prepare_threshold=None, which turns prepared statements off altogether (even
+    # ``prepare=True``): every send would be planned again, most of its cost in PostgreSQL.
+    params.pop("prepare_threshold", None)
     params["autocommit"] = True
     # Named, so that pg_stat_activity tells the loop's connections from the threads' ones.
     params["application_name"] = f"communication-loop-{os.getpid()}"

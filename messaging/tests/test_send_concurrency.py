@@ -189,3 +189,33 @@ def test_an_api_send_marks_online_recipients_delivered():
     assert rows[bob.pk].last_delivered_message_id == message.id  # online
     assert rows[carol.pk].last_delivered_message_id is None  # offline
     assert rows[alice.pk].last_read_message_id == message.id  # the sender read it
+
+
+def test_the_event_loop_path_plans_the_send_once(settings):
+    """The gateway's send statement is prepared on its connection: PostgreSQL plans it once, not
+    on every message (Django's own connection settings turn prepared statements off)."""
+    import asyncio
+
+    from communication import adb
+
+    settings.DB_ASYNC_POOL_MAX_SIZE = 1  # every statement on the one connection asked below
+    alice, bob = make_user("alice"), make_user("bob")
+    conversation, _ = services.conversation_create(
+        user=alice, type="direct", participants=[bob.external_id]
+    )
+
+    async def scenario():
+        try:
+            for n in range(3):
+                await services.message_send_text(
+                    user=alice, conversation_id=str(conversation.id), content=f"m{n}"
+                )
+            return await adb.fetchall(
+                "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements", None
+            )
+        finally:
+            await adb.close()
+
+    prepared = asyncio.run(scenario())
+    sends = [runs for statement, runs in prepared if "INSERT INTO messaging_message" in statement]
+    assert sends == [3]
