@@ -695,7 +695,7 @@ class _TextSend:
             "payload": json.dumps(self.payload, cls=DjangoJSONEncoder),
         }
         self.rows: list[tuple] = []
-        self.recipients: list[Participant] = []
+        self.recipients: list[tuple] = []
         # Recipients whose presence the caller looked up before the statement (the gateway knows
         # the members from the previous send), and those of them online: marked in the statement.
         self.known: set[str] = set(known or ())
@@ -714,15 +714,9 @@ class _TextSend:
         self.message.id = self.payload["id"] = message_id
         self.message._state.adding = False
         self.message._state.db = "default"
+        # (participant pk, user key, muted, muted_until, level): models only for who is notified.
         self.recipients = [
-            Participant(
-                id=pk,
-                conversation_id=self.message.conversation_id,
-                user_id=user_id,
-                muted=muted,
-                muted_until=muted_until,
-                notification_level=level,
-            )
+            (pk, str(user_id), muted, muted_until, level)
             for pk, user_id, muted, muted_until, level, _, _ in rows
             if user_id != self.user.pk
         ]
@@ -730,27 +724,31 @@ class _TextSend:
 
     def unknown_keys(self) -> list[str]:
         """Recipients whose presence is still to be looked up (all, without a hint)."""
-        return [str(p.user_id) for p in self.recipients if str(p.user_id) not in self.known]
+        return [key for _, key, *_ in self.recipients if key not in self.known]
 
     def found_online(self, online: set) -> list:
         """Records the presence lookup of ``unknown_keys``; returns the participant ids now
         known to have it delivered (marked by a statement of their own)."""
         self.online |= set(online)
-        return [
-            p.pk
-            for p in self.recipients
-            if str(p.user_id) in online and str(p.user_id) not in self.known
-        ]
+        return [pk for pk, key, *_ in self.recipients if key in online and key not in self.known]
 
     def member_keys(self) -> list[str]:
         return [str(row[1]) for row in self.rows]
 
     def offline(self) -> list[Participant]:
-        return [
-            p
-            for p in self.recipients
-            if str(p.user_id) not in self.online and _wants_notification(p)
+        offline = [
+            Participant(
+                id=pk,
+                conversation_id=self.message.conversation_id,
+                user_id=uuid.UUID(key),
+                muted=muted,
+                muted_until=muted_until,
+                notification_level=level,
+            )
+            for pk, key, muted, muted_until, level in self.recipients
+            if key not in self.online
         ]
+        return [p for p in offline if _wants_notification(p)]
 
     def events(self) -> list[tuple]:
         event = {"type": "message.created", "data": self.payload}
