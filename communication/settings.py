@@ -169,7 +169,7 @@ CACHES = {
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "BACKEND": "communication.layers.PubSubChannelLayer",
         "CONFIG": {
             # redis-py caps an asyncio pool at 100 connections by default (see DESIGN.md).
             "hosts": [
