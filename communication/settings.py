@@ -124,6 +124,12 @@ if DB_POOL_MAX_SIZE:
         "max_idle": 300,
     }
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+# Server-side parameter binding lets PostgreSQL keep a query's plan: a statement run a few times
+# on a connection is prepared once (Django's default, client-side binding, plans every query
+# again). Off for a pooler in transaction mode (PgBouncer), which cannot keep prepared statements.
+if env.bool("DB_PREPARED_STATEMENTS", default=True):
+    DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
+    DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
 # Two test runs on one server (two checkouts, two developers) each name their own test database.
 if env.str("TEST_DATABASE_NAME", default=""):
     DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}

@@ -151,9 +151,13 @@ def test_suppressed_address_is_not_sent(sender, alice):
 
 
 def test_quiet_hours_delay_non_urgent_sends_to_the_end_of_the_window(sender, alice):
-    # A window covering the whole day but the last minute: now is inside it whenever the test runs.
-    paris_now = timezone.now().astimezone(dt.timezone(dt.timedelta(0)))
-    QuietHours.objects.create(user=alice, start=dt.time(0, 0), end=dt.time(23, 59))
+    # A window from an hour ago to two hours ahead in Paris (crossing midnight when it must): now
+    # is inside it whenever the test runs.
+    paris = __import__("zoneinfo").ZoneInfo("Europe/Paris")
+    paris_now = timezone.now().astimezone(paris)
+    start = (paris_now - dt.timedelta(hours=1)).time().replace(second=0, microsecond=0)
+    end = (paris_now + dt.timedelta(hours=2)).time().replace(second=0, microsecond=0)
+    QuietHours.objects.create(user=alice, start=start, end=end)
     normal = deliveries_of(
         send(
             sender,
@@ -165,9 +169,9 @@ def test_quiet_hours_delay_non_urgent_sends_to_the_end_of_the_window(sender, ali
     assert normal["email"]["status"] == "scheduled"
     assert normal["in_app"]["status"] == "delivered"
     when = dt.datetime.fromisoformat(normal["email"]["scheduled_for"])
-    local = when.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris"))
-    assert (local.hour, local.minute) == (23, 59)
-    assert when > paris_now
+    local = when.astimezone(paris)
+    assert (local.hour, local.minute) == (end.hour, end.minute)
+    assert paris_now < when <= paris_now + dt.timedelta(hours=2)
     urgent = deliveries_of(
         send(
             sender,
