@@ -7,6 +7,7 @@ admin, Django's own middleware) those hops cost more than the requests themselve
 check went from 335 to 1,330 requests/s on two processes.
 """
 
+import gc
 import os
 
 # The web process pools its database connections (see DATABASES in settings).
@@ -33,3 +34,8 @@ application = ProtocolTypeRouter(
         "websocket": OriginAllowListValidator(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# What setup made (Django, the apps, their modules: some 130,000 objects) lives as long as the
+# process: out of the collector's reach, a full collection no longer walks it. Under a thousand
+# sockets a full collection paused the event loop 240-270 ms; 56-97 ms once these are frozen.
+gc.freeze()
