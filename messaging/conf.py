@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+
 import environ
 from django.conf import settings
 
@@ -57,6 +60,13 @@ DEFAULTS: dict[str, tuple[type, object]] = {
 def get(name: str):
     if hasattr(settings, name):
         return getattr(settings, name)
+    value = _from_env(name, os.environ.get(name))
+    return list(value) if isinstance(value, list) else value
+
+
+@functools.lru_cache(maxsize=512)
+def _from_env(name: str, raw: str | None):
+    """Parsed once per name and raw value (a changed variable is parsed again)."""
     cast, default = DEFAULTS[name]
     if cast is list:
         return _env.list(name, default=default)

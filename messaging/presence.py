@@ -124,6 +124,10 @@ async def aonline(user_pks) -> set:
     if not user_pks:
         return set()
     now = time.time()
+    if len(user_pks) == 1:  # a direct conversation: one command, no pipeline
+        return (
+            set(user_pks) if await aclient().zcount(_user_key(user_pks[0]), now, "+inf") else set()
+        )
     async with aclient().pipeline(transaction=False) as pipe:
         for pk in user_pks:
             pipe.zcount(_user_key(pk), now, "+inf")
