@@ -48,12 +48,14 @@ class _Publisher:
                     for channel, data, _ in batch:
                         pipe.publish(channel, data)
                     await pipe.execute()
-            except BaseException as exc:
+            except asyncio.CancelledError:  # the layer is closing
+                for _, _, done in batch:
+                    done.cancel()
+                raise
+            except Exception as exc:
                 for _, _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
             else:
                 for _, _, done in batch:
                     if not done.done():
