@@ -927,30 +927,28 @@ def message_send(
         return message, True
     with transaction.atomic():
         _me, members = _members_locked(user, conversation_id)
-        if client_id and (parent_id is not None or attachment_ids):
-            # A replay answers with the first message before its parent or attachments (since
-            # sent) are checked again. Under the conversation lock no other send of this id can
-            # be in flight; without a parent or attachments the insert itself detects a replay.
+        if client_id:
+            # A replay answers with the first message before its attachments (since sent) and
+            # parent are checked again. Under the conversation lock no other send of this id can
+            # be in flight.
             first = _first_send(user, conversation_id, client_id)
             if first is not None:
                 return first, False
         if parent_id is not None:
             parent_id = _thread_root(conversation_id, parent_id)
-        attached: list[Attachment] = []
-        if attachment_ids:
-            ids = _uuids(attachment_ids)
-            attached = list(
-                Attachment.objects.select_for_update().filter(
-                    id__in=ids, uploader=user, message__isnull=True
-                )
+        ids = _uuids(attachment_ids)
+        attached = list(
+            Attachment.objects.select_for_update().filter(
+                id__in=ids, uploader=user, message__isnull=True
             )
-            if len(attached) != len(set(ids)):
-                raise APIError(
-                    "Unknown or already sent attachment.",
-                    code="invalid_attachment",
-                    fields={"attachments": ["Unknown or already sent."]},
-                )
-        if type == MessageType.TEXT and attached and not content.strip():
+        )
+        if len(attached) != len(set(ids)):
+            raise APIError(
+                "Unknown or already sent attachment.",
+                code="invalid_attachment",
+                fields={"attachments": ["Unknown or already sent."]},
+            )
+        if type == MessageType.TEXT and not content.strip():
             type = MessageType.ATTACHMENT
         message = _store_message(
             conversation_id=conversation_id,
