@@ -943,21 +943,12 @@ def _record_sent_many(sent: list[tuple]) -> None:
                 [timezone.now(), *(list(c) for c in columns)],
             )
             recorded = {row[0] for row in cursor.fetchall()}
-        records = []
-        for delivery, alias, _index, result, latency, _at in sent:
-            if delivery.id not in recorded:
-                continue
-            records.append(
-                _event(
-                    delivery,
-                    "sent",
-                    provider=alias,
-                    latency_ms=round(latency, 2),
-                    attempts=delivery.attempts,
-                )
-            )
-            if result.status == "delivered":
-                records.append(_event(delivery, "delivered", provider=alias))
+        records = [
+            event
+            for delivery, alias, _index, result, latency, _at in sent
+            if delivery.id in recorded
+            for event in _sent_events(delivery, alias, result, latency)
+        ]
         if records:
             events.record_many(records)
 
@@ -981,17 +972,25 @@ def _record_sent(
             template_version=delivery.template_version,
             variant=delivery.variant,
         ):
-            _record(
-                delivery,
-                "sent",
-                provider=alias,
-                latency_ms=round(latency, 2),
-                attempts=delivery.attempts,
-                **event_data,
-            )
-            if status == "delivered":
-                _record(delivery, "delivered", provider=alias)
+            events.record_many(_sent_events(delivery, alias, result, latency, **event_data))
     return "sent"
+
+
+def _sent_events(delivery: Delivery, alias: str, result, latency: float, **event_data) -> list:
+    """The events of a provider's acceptance: ``sent``, and ``delivered`` when it says so."""
+    sent = [
+        _event(
+            delivery,
+            "sent",
+            provider=alias,
+            latency_ms=round(latency, 2),
+            attempts=delivery.attempts,
+            **event_data,
+        )
+    ]
+    if result.status == "delivered":
+        sent.append(_event(delivery, "delivered", provider=alias))
+    return sent
 
 
 def _push_attempt(delivery: Delivery, message: Message) -> str:
