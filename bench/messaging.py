@@ -8,7 +8,8 @@ For each client count N and conversation size S, N websocket clients are spread 
 conversations of S members; each client sends one message every I seconds (N/I messages/s in
 all), for ``--seconds`` after a short warm-up, first at I=5 then at I=1. A message's latency is
 from the send (wall clock, the client id carries it) to its arrival at each recipient's socket;
-"delivered/s" counts arrivals. The clients run in ``--procs`` processes so that the clients'
+"delivered/s" counts arrivals. The gateway's lines also give the sender's acknowledgement
+(``message.ack``, sent once the message is on disk; recipients get it once it is committed). The clients run in ``--procs`` processes so that the clients'
 own JSON parsing is not what is measured. Runs against the embedded PostgreSQL/Redis (or
 DATABASE_URL/REDIS_URL); prints figures, asserts nothing, deletes its users afterwards.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -91,9 +93,11 @@ async def client_main(spec: dict, results: mp.Queue) -> None:  # noqa: PLR0915 -
     import websockets
 
     latencies: list[float] = []
+    acks: list[float] = []  # send → the sender's message.ack (the message is on disk)
     count = {"n": 0}
     window = {"start": 0.0, "end": 0.0}
     bare = spec["mode"] == "bare"
+    trace: list | None = [] if spec.get("trace") else None
 
     async def one(member: dict, ready: asyncio.Event, go: asyncio.Event):
         url = (
@@ -117,6 +121,11 @@ async def client_main(spec: dict, results: mp.Queue) -> None:  # noqa: PLR0915 -
                     if bare:
                         cid = event.get("client_id")
                     else:
+                        if event.get("type") == "message.ack":
+                            sent = int(event["client_id"].split(":", 1)[0]) / 1e9
+                            if window["start"] <= sent <= window["end"]:
+                                acks.append((time.time() - sent) * 1000)
+                            continue
                         if event.get("type") != "message.created":
                             continue
                         data = event["data"]
@@ -129,6 +138,8 @@ async def client_main(spec: dict, results: mp.Queue) -> None:  # noqa: PLR0915 -
                     now = time.time()
                     if window["start"] <= sent <= window["end"]:
                         latencies.append((now - sent) * 1000)
+                        if trace is not None:
+                            trace.append((sent, (now - sent) * 1000))
                         count["n"] += 1
 
             task = asyncio.create_task(reader())
@@ -160,6 +171,9 @@ async def client_main(spec: dict, results: mp.Queue) -> None:  # noqa: PLR0915 -
         tasks.append(asyncio.create_task(one(member, ready, go)))
         await asyncio.sleep(0.002)
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 300)
+    # The sockets live until the end: out of the collector's reach, a full collection in the
+    # load generator does not stall the reads it is timing.
+    gc.freeze()
     results.put(("ready", None))
     # Everyone starts at the same wall-clock moment, given by the parent.
     start_at = spec["start_event"].get()
@@ -168,7 +182,10 @@ async def client_main(spec: dict, results: mp.Queue) -> None:  # noqa: PLR0915 -
     window["end"] = start_at + spec["warmup"] + spec["seconds"]
     go.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-    results.put(("done", (latencies, count["n"])))
+    if trace:
+        with open(f"{spec['trace']}.{spec['mode']}.{os.getpid()}", "w") as f:
+            f.writelines(f"{sent:.6f} {ms:.3f}\n" for sent, ms in trace)
+    results.put(("done", (latencies, count["n"], acks)))
 
 
 def client_proc(spec, results):
@@ -327,6 +344,9 @@ def machine_busy() -> tuple[float, float]:
 
 def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
     ctx = mp.get_context("spawn")
+    # Every client has sent once before the clock starts (each starts at a random point of its
+    # interval): a socket's first send, which finds its conversation's members, is not steady state.
+    warmup = max(args.warmup, interval)
     results = ctx.Queue()
     chunks = [members[i :: args.procs] for i in range(args.procs)]
     starters = []
@@ -340,9 +360,10 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
             "members": chunk,
             "interval": interval,
             "seconds": args.seconds,
-            "warmup": args.warmup,
+            "warmup": warmup,
             "drain": 2.0,
             "start_event": start_q,
+            "trace": args.trace,
         }
         p = ctx.Process(target=client_proc, args=(spec, results))
         p.start()
@@ -356,7 +377,7 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
     start_at = time.time() + args.settle
     for q in starters:
         q.put(start_at)
-    time.sleep(max(0.0, start_at + args.warmup - time.time()))
+    time.sleep(max(0.0, start_at + warmup - time.time()))
     cpu_before = cpu_seconds(server_pid)
     clients_before = sum(cpu_seconds(p.pid) for p in procs)
     busy_before, _ = machine_busy()
@@ -367,10 +388,12 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
     cpu_used = cpu_seconds(server_pid) - cpu_before
     clients_used = sum(cpu_seconds(p.pid) for p in procs) - clients_before
     lat: list[float] = []
+    acked: list[float] = []
     delivered = 0
     for _ in procs:
-        _kind, (values, n) = results.get(timeout=600)
+        _kind, (values, n, acks) = results.get(timeout=600)
         lat.extend(values)
+        acked.extend(acks)
         delivered += n
     for p in procs:
         p.join(30)
@@ -379,6 +402,8 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
         "p50": pct(lat, 50),
         "p99": pct(lat, 99),
         "max": max(lat) if lat else float("nan"),
+        "ack_p50": pct(acked, 50),
+        "ack_p99": pct(acked, 99),
         "delivered_per_s": delivered / args.seconds,
         "sent_per_s": len(members) / interval,
         "mean": statistics.fmean(lat) if lat else float("nan"),
@@ -396,12 +421,22 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 50])
     parser.add_argument("--intervals", type=float, nargs="+", default=[5.0, 1.0])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds before the clock starts (at least one interval)",
+    )
     parser.add_argument(
         "--settle", type=float, default=5.0, help="seconds between the last connect and the start"
     )
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--web", type=int, default=1, help="uvicorn processes for the gateway")
+    parser.add_argument(
+        "--trace",
+        default="",
+        help="write each delivery as `<sent epoch> <latency ms>` to TRACE.<mode>.<pid>",
+    )
     parser.add_argument("--serve-bare", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -445,7 +480,13 @@ def main() -> None:
                                 f"{r['server_cores']:.2f} clients {r['client_cores']:.2f} "
                                 f"postgres+redis {r['store_cores']:.2f} "
                                 f"machine {r['machine_cores']:.2f} "
-                                f"(connect {r['connect_s']:.1f}s)",
+                                f"(connect {r['connect_s']:.1f}s)"
+                                + (
+                                    f"; sender's ack p50={r['ack_p50']:.1f} ms "
+                                    f"p99={r['ack_p99']:.1f} ms"
+                                    if mode == "gateway"
+                                    else ""
+                                ),
                                 flush=True,
                             )
                 finally:
