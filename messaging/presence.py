@@ -2,7 +2,8 @@
 
 Each open socket is a member of the sorted set ``<prefix>:u:<user pk>`` scored by the time its
 heartbeat expires; the process holding the socket renews it every ``HEARTBEAT`` seconds (and on a
-client's ``presence.ping``). A user is online while one member has not expired, so a process that
+client's ``presence.ping``): one task per event loop renews a slice of the loop's sockets each
+second in one pipeline, rather than a task and a transaction per socket. A user is online while one member has not expired, so a process that
 dies without closing its sockets stops counting once their heartbeats lapse; the sweep task then
 turns those users offline. ``<prefix>:users`` scores each user by their latest expiry so the sweep
 finds lapsed users without scanning keys. Losing Redis loses only who is online now: last seen is
@@ -12,6 +13,7 @@ persisted in ``UserPresence``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import redis
@@ -20,8 +22,11 @@ from django.conf import settings
 
 from messaging import conf
 
+logger = logging.getLogger(__name__)
+
 _sync_clients: dict[str, redis.Redis] = {}
 _async_clients: dict[int, aioredis.Redis] = {}
+_renewers: dict[int, _Renewer] = {}
 
 
 def _prefix() -> str:
@@ -82,13 +87,83 @@ async def connection_open(user_pk, connection_id: str) -> bool:
 
 
 async def heartbeat(user_pk, connection_id: str) -> None:
-    expires = time.time() + _ttl()
-    key = _user_key(user_pk)
     async with aclient().pipeline(transaction=True) as pipe:
-        pipe.zadd(key, {connection_id: expires})
-        pipe.expire(key, _ttl() * 2)
-        pipe.zadd(_users_key(), {str(user_pk): expires}, gt=True)
+        _renew(pipe, user_pk, connection_id, time.time() + _ttl())
         await pipe.execute()
+
+
+def _renew(pipe, user_pk, connection_id: str, expires: float) -> None:
+    pipe.zadd(_user_key(user_pk), {connection_id: expires})
+    pipe.expire(_user_key(user_pk), _ttl() * 2)
+    pipe.zadd(_users_key(), {str(user_pk): expires}, gt=True)
+
+
+class _Renewer:
+    """Renews the heartbeats of one event loop's sockets: each socket has a slot among
+    ``HEARTBEAT`` one-second slots, and each second one pipeline renews the current slot's.
+
+    The sockets that connected in the same few seconds (a deploy, a reconnect storm) are spread
+    over the slots, so their renewals do not come back all at once."""
+
+    def __init__(self):
+        self.slots: list[dict[str, str]] = []
+        self.where: dict[str, int] = {}
+        self.next_slot = 0
+        self.task: asyncio.Task | None = None
+
+    def add(self, user_pk, connection_id: str) -> None:
+        every = max(1, conf.get("MESSAGING_PRESENCE_HEARTBEAT_SECONDS"))
+        if len(self.slots) != every:  # first use, or the setting changed: spread again
+            sockets = {c: u for slot in self.slots for c, u in slot.items()}
+            self.slots, self.where, self.next_slot = [{} for _ in range(every)], {}, 0
+            for c, u in sockets.items():
+                self._place(u, c)
+        self._place(user_pk, connection_id)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def _place(self, user_pk, connection_id: str) -> None:
+        slot = self.next_slot
+        self.next_slot = (slot + 1) % len(self.slots)
+        self.slots[slot][connection_id] = str(user_pk)
+        self.where[connection_id] = slot
+
+    def discard(self, connection_id: str) -> None:
+        slot = self.where.pop(connection_id, None)
+        if slot is not None:
+            self.slots[slot].pop(connection_id, None)
+
+    async def _run(self) -> None:
+        tick = 0
+        while self.where:
+            await asyncio.sleep(1)
+            tick += 1
+            due = list(self.slots[tick % len(self.slots)].items())
+            if not due:
+                continue
+            try:
+                expires = time.time() + _ttl()
+                async with aclient().pipeline(transaction=False) as pipe:
+                    for connection_id, user_pk in due:
+                        _renew(pipe, user_pk, connection_id, expires)
+                    await pipe.execute()
+            except Exception:  # Redis away: the next round tries again
+                logger.warning("presence heartbeat failed", exc_info=True)
+
+
+def track(user_pk, connection_id: str) -> None:
+    """Keeps this socket's heartbeat renewed (every ``HEARTBEAT`` seconds) until :func:`untrack`."""
+    loop = id(asyncio.get_running_loop())
+    renewer = _renewers.get(loop)
+    if renewer is None:
+        renewer = _renewers[loop] = _Renewer()
+    renewer.add(user_pk, connection_id)
+
+
+def untrack(connection_id: str) -> None:
+    renewer = _renewers.get(id(asyncio.get_running_loop()))
+    if renewer is not None:
+        renewer.discard(connection_id)
 
 
 async def connection_close(user_pk, connection_id: str) -> bool:

@@ -310,3 +310,30 @@ def test_lapsed_heartbeats_go_offline_in_the_sweep(as_user, settings):
     assert services.presence_sweep() >= 1
     assert UserPresence.objects.filter(user=alice).exists()
     assert services.presence_sweep() == 0
+
+
+def test_the_process_renews_its_sockets_heartbeats_until_they_close(settings):
+    """Each process renews its open sockets' heartbeats (one round a second, each socket once per
+    HEARTBEAT): a tracked socket outlives its TTL; once untracked (closed), it lapses."""
+    import asyncio
+
+    from messaging import presence
+
+    settings.MESSAGING_PRESENCE_HEARTBEAT_SECONDS = 1
+    settings.MESSAGING_PRESENCE_TTL_SECONDS = 2
+    alice, bob = names(["alice", "bob"])
+    kept, dropped = str(alice.pk), str(bob.pk)
+
+    async def scenario():
+        await presence.connection_open(kept, "kept-socket")
+        presence.track(kept, "kept-socket")
+        await presence.connection_open(dropped, "untracked-socket")
+        await asyncio.sleep(3.2)
+        both = await presence.aonline([kept, dropped])
+        presence.untrack("kept-socket")
+        await asyncio.sleep(2.2)
+        return both, await presence.aonline([kept])
+
+    while_tracked, after = asyncio.run(scenario())
+    assert while_tracked == {kept}, "the tracked socket was renewed, the other one lapsed"
+    assert after == set()
