@@ -153,3 +153,12 @@ class RealtimeEvent(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "seq"], name="realtime_event_seq")]
         indexes = [models.Index(fields=["created_at"], name="realtime_event_created")]
+
+
+class WalFlush(models.Model):
+    """Bumped by ``communication.adb.durable()``: a transaction that writes nothing else commits
+    without waiting for the disk, so the flush that covers everything committed before it needs
+    a row to write. One row per slot (process id modulo 64), so processes seldom queue for one."""
+
+    slot = models.SmallIntegerField(primary_key=True)
+    flushes = models.BigIntegerField(default=0)

@@ -205,7 +205,10 @@ def _missed(user, after_seq: int) -> list[dict] | None:
         from communication.models import UserSequence
 
         row = UserSequence.objects.filter(user=user).first()
-        if row and row.last_seq > after_seq:
+        latest = row.last_seq if row else 0
+        # Past the latest: the client saw events this database no longer has (a crash took
+        # them before they reached the disk, or the database was restored).
+        if latest != after_seq:
             return None
     return [{"type": r["type"], "seq": r["seq"], "data": r["data"]} for r in rows]
 

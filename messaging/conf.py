@@ -51,6 +51,11 @@ DEFAULTS: dict[str, tuple[type, object]] = {
     "MESSAGING_NOTIFY_DELAY_SECONDS": (float, 30.0),
     # Where a notification about new messages links to ("{conversation_id}" is replaced).
     "MESSAGING_CONVERSATION_URL": (str, ""),
+    # A websocket message.send: its recipients get it as soon as it is committed, and the
+    # sender's ack waits until it is on disk. False: the recipients wait for the disk too (a
+    # crash in that moment, which loses the message and the sender's ack, can then not have shown
+    # it to anyone).
+    "MESSAGING_DELIVER_BEFORE_FLUSH": (bool, True),
     # Per-connection websocket rate limit: sustained per second and burst, per message type.
     "MESSAGING_WS_RATE": (float, 10.0),
     "MESSAGING_WS_BURST": (int, 30),

@@ -42,7 +42,6 @@ class ConnectionState:
     def __init__(self):
         self.buckets: dict[str, list[float]] = {}
         self.typing: dict[str, asyncio.Task] = {}
-        self.heartbeat: asyncio.Task | None = None
         self.members: dict[str, tuple[float, list]] = {}
 
     def allow(self, kind: str) -> bool:
@@ -175,17 +174,17 @@ async def _send_text(consumer, conversation_id: str, body: str, client_id: str):
             online = await presence.aonline(known)
         except RedisError:  # the send looks them up itself, and copes without Redis
             known = online = None
-    message, created, events, offline, members = await services.message_send_text(
+    message, created, _events, offline, members = await services.message_send_text(
         user=consumer.user,
         conversation_id=conversation_id,
         content=body,
         client_id=client_id,
         known=known,
         online=online,
+        publish=send_events,
     )
     if members is not None:
         state.members[conversation_id] = (time.monotonic() + MEMBERSHIP_CACHE_SECONDS, members)
-    await send_events(events)
     if offline:
         await asyncio.get_running_loop().run_in_executor(
             _executor, services.schedule_offline_notifications, offline, conversation_id
@@ -336,16 +335,6 @@ def _contacts_with_last_seen(user_pk, external_ids):
     return [(str(u.pk), u.external_id, seen.get(u.pk)) for u in users]
 
 
-async def _heartbeat_loop(consumer) -> None:
-    every = conf.get("MESSAGING_PRESENCE_HEARTBEAT_SECONDS")
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await presence.heartbeat(consumer.user.pk, consumer.channel_name)
-        except Exception:
-            logger.warning("presence heartbeat failed", exc_info=True)
-
-
 def _went(user, state_name: str):
     """Persists last seen and returns (contacts, event) for an online/offline transition."""
     when = services.presence_seen(user.pk)
@@ -354,13 +343,12 @@ def _went(user, state_name: str):
 
 
 async def on_connect(consumer) -> None:
-    state = _state(consumer)
     try:
         became_online = await presence.connection_open(consumer.user.pk, consumer.channel_name)
     except Exception:  # Redis down: messaging still works, presence does not
         logger.warning("presence unavailable", exc_info=True)
         return
-    state.heartbeat = asyncio.create_task(_heartbeat_loop(consumer))
+    presence.track(consumer.user.pk, consumer.channel_name)
     if became_online:
         contacts, event = await db(_went)(consumer.user, "online")
         await _send_to_users(consumer, contacts, event)
@@ -368,8 +356,7 @@ async def on_connect(consumer) -> None:
 
 async def on_disconnect(consumer) -> None:
     state = _state(consumer)
-    if state.heartbeat is not None:
-        state.heartbeat.cancel()
+    presence.untrack(consumer.channel_name)
     for conversation_id in list(state.typing):
         await _typing_stop(consumer, conversation_id)
     became_offline = await presence.connection_close(consumer.user.pk, consumer.channel_name)

@@ -792,11 +792,20 @@ async def message_send_text(
     client_id: str = "",
     known: list[str] | None = None,
     online: set[str] | None = None,
+    publish=None,
 ) -> tuple[Message, bool, list[tuple], list[Participant], list[str] | None]:
     """A websocket's ``message.send`` of a text message, on the event loop (``communication.adb``
     and Redis' asyncio client; no thread hand-offs). Same rules and effects as
-    ``message_send``, except that the caller sends the returned events (``[(user_pk, event)]``)
-    and schedules the returned offline participants' notifications.
+    ``message_send``, except that ``await publish(events)`` sends the events
+    (``[(user_pk, event)]``) and the caller schedules the returned offline participants'
+    notifications.
+
+    The statement commits without waiting for the disk (``communication.adb``): the events go
+    out once it is committed (``MESSAGING_DELIVER_BEFORE_FLUSH``, else once it is on disk), and
+    this returns once it is on disk, so an acknowledgement sent after it is one the sender can
+    rely on. A crash between the two loses a message its recipients saw and its sender was
+    never told about: the sender sends it again (same ``client_id``), and a recipient that
+    resumes past the sequence the server still has is asked to resync.
 
     ``known``: recipients (user pks) whose presence the caller just looked up, ``online`` those
     of them online; their delivered watermark moves in the send's own statement, and only the
@@ -823,12 +832,21 @@ async def message_send_text(
         first = await sync_to_async(_first_send, thread_sensitive=False)(
             user, conversation_id, client_id
         )
+        await adb.durable()  # the first send may itself be on its way to the disk
         return first, False, [], [], None
     keys = send.unknown_keys()
     delivered = send.found_online(await _aonline(keys))
     if delivered:
         await adb.fetchall(_MARK_DELIVERED, {"message": send.message.id, "participants": delivered})
-    return send.message, True, send.events(), send.offline(), send.member_keys()
+    events = send.events()
+    if publish is not None and conf.get("MESSAGING_DELIVER_BEFORE_FLUSH"):
+        await publish(events)
+        await adb.durable()
+    else:
+        await adb.durable()
+        if publish is not None:
+            await publish(events)
+    return send.message, True, events, send.offline(), send.member_keys()
 
 
 def _validated(content, type_, attachment_ids, client_id) -> tuple[str, str]:

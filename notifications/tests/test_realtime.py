@@ -69,6 +69,9 @@ def test_notification_created_arrives_within_a_second_and_missed_ones_replay(liv
         ws.send(json.dumps({"type": "resume", "after_seq": 4}))
         ws.send(json.dumps({"type": "ping", "id": 1}))
         assert recv(ws) == {"type": "pong", "id": 1}, "nothing to replay after the latest seq"
+        # Past the latest: this client saw events the database lost (a crash, a restore).
+        ws.send(json.dumps({"type": "resume", "after_seq": 9}))
+        assert recv(ws) == {"type": "resync_required"}
         ws.send(json.dumps({"type": "resume", "after_seq": "x"}))
         assert recv(ws)["code"] == "validation_error"
 
