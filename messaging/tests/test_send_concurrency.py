@@ -219,3 +219,38 @@ def test_the_event_loop_path_plans_the_send_once(settings):
     prepared = asyncio.run(scenario())
     sends = [runs for statement, runs in prepared if "INSERT INTO messaging_message" in statement]
     assert sends == [3]
+
+
+@pytest.mark.parametrize("before_flush", [True, False])
+def test_the_event_loop_path_publishes_once_and_returns_once_on_disk(settings, before_flush):
+    """Recipients before the flush or after it: either way the send's events go out once, to
+    every member."""
+    import asyncio
+
+    from communication import adb
+
+    settings.MESSAGING_DELIVER_BEFORE_FLUSH = before_flush
+    alice, bob = make_user("alice"), make_user("bob")
+    conversation, _ = services.conversation_create(
+        user=alice, type="direct", participants=[bob.external_id]
+    )
+    published = []
+
+    async def publish(events):
+        published.append(events)
+
+    async def scenario():
+        try:
+            message, created, *_ = await services.message_send_text(
+                user=alice, conversation_id=str(conversation.id), content="hi", publish=publish
+            )
+            return message, created
+        finally:
+            await adb.close()
+
+    message, created = asyncio.run(scenario())
+    assert created and len(published) == 1
+    assert {(pk, event["type"], event["data"]["id"]) for pk, event in published[0]} == {
+        (alice.pk, "message.created", message.id),
+        (bob.pk, "message.created", message.id),
+    }
