@@ -2,11 +2,12 @@
 deliveries/s to a fake provider with one worker, with p50/p99 from API call to provider call.
 
     .venv/bin/python bench/notifications.py [--requests 2000] [--concurrency 32] [--web 2]
-        [--recipients 1] [--no-worker | --drain]
+        [--recipients 1] [--worker-concurrency 2] [--no-worker | --drain]
 
-Runs against real processes: uvicorn (``--web`` processes), one Celery worker (prefork, 2
-processes) and the embedded PostgreSQL/Redis (or DATABASE_URL/REDIS_URL). The provider is a fake
-SendGrid in its own process (aiohttp); the real anymail backend calls it. The load generator is a
+Runs against real processes: uvicorn (``--web`` processes), one Celery worker (prefork,
+``--worker-concurrency`` processes, 2 by default) and the embedded PostgreSQL/Redis (or
+DATABASE_URL/REDIS_URL). The provider is a fake SendGrid in its own process (aiohttp); the real
+anymail backend calls it. The load generator is a
 plain asyncio HTTP/1.1 keep-alive client, so that the figures are the service's, not the
 client's. ``--recipients N`` puts N recipients in each request (reported as requests/s and as
 notifications/s). Prints figures; asserts nothing.
@@ -253,7 +254,8 @@ def drain(args, env, prefix, worker_argv, fake_port):
         done = [arrivals[i] for i in ids if i in arrivals]
         span = max(done) - min(done)
         print(
-            f"drain: {len(done)}/{len(ids)} deliveries by one worker (2 processes) in "
+            f"drain: {len(done)}/{len(ids)} deliveries by one worker "
+            f"({args.worker_concurrency} processes) in "
             f"{span:.2f} s = {len(done) / span:.0f} deliveries/s"
         )
     finally:
@@ -266,6 +268,9 @@ def main():
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--web", type=int, default=2, help="uvicorn processes")
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=2, help="the worker's prefork processes"
+    )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
         "--recipients", type=int, default=1, help="recipients per request (default 1)"
@@ -319,7 +324,7 @@ def main():
         "-Q",
         ",".join(prefix + q for q in ("realtime", "transactional", "bulk", "default")),
         "--concurrency",
-        "2",
+        str(args.worker_concurrency),
         "--loglevel",
         "WARNING",
         "-n",
@@ -381,7 +386,7 @@ def measure(args, fake_port, token):
     print(
         f"requests: {args.requests} at concurrency {args.concurrency}, "
         f"{args.recipients} recipient(s) each, {args.web} uvicorn process(es), "
-        f"{'no worker' if args.no_worker else '1 worker (2 processes)'}"
+        + ("no worker" if args.no_worker else f"1 worker ({args.worker_concurrency} processes)")
     )
     print(
         f"accepted requests: {accepted} ({errors} errors) in {elapsed:.2f} s "
