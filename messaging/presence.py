@@ -3,11 +3,11 @@
 Each open socket is a member of the sorted set ``<prefix>:u:<user pk>`` scored by the time its
 heartbeat expires; the process holding the socket renews it every ``HEARTBEAT`` seconds (and on a
 client's ``presence.ping``): one task per event loop renews a slice of the loop's sockets each
-second in one pipeline, rather than a task and a transaction per socket. A user is online while one member has not expired, so a process that
-dies without closing its sockets stops counting once their heartbeats lapse; the sweep task then
-turns those users offline. ``<prefix>:users`` scores each user by their latest expiry so the sweep
-finds lapsed users without scanning keys. Losing Redis loses only who is online now: last seen is
-persisted in ``UserPresence``.
+second in one pipeline, rather than a task and a transaction per socket. A user is online while
+one member has not expired, so a process that dies without closing its sockets stops counting
+once their heartbeats lapse; the sweep task then turns those users offline. ``<prefix>:users``
+scores each user by their latest expiry so the sweep finds lapsed users without scanning keys.
+Losing Redis loses only who is online now: last seen is persisted in ``UserPresence``.
 """
 
 from __future__ import annotations
