@@ -222,7 +222,7 @@ def test_the_event_loop_path_plans_the_send_once(settings):
 
 
 @pytest.mark.parametrize("before_flush", [True, False])
-def test_the_event_loop_path_publishes_once_and_returns_once_on_disk(settings, before_flush):
+def test_the_event_loop_path_publishes_once_in_either_order(settings, before_flush):
     """Recipients before the flush or after it: either way the send's events go out once, to
     every member."""
     import asyncio
