@@ -7,6 +7,7 @@ change does. Analytics imports no other app.
 from __future__ import annotations
 
 from analytics.models import Event
+from communication import rows
 
 
 def record(
@@ -36,6 +37,12 @@ def record(
     )
 
 
+def build_many(events: list[dict]) -> list[Event]:
+    """Unsaved events, for a caller that writes them in the same statement as its own rows
+    (``communication.rows.insert_all``)."""
+    return [Event(**e) for e in events]
+
+
 def record_many(events: list[dict]) -> None:
     """Writes many events in one statement (fan-out paths)."""
-    Event.objects.bulk_create([Event(**e) for e in events], batch_size=1000)
+    rows.insert_all([build_many(events)])

@@ -20,9 +20,8 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from analytics import events
-from communication import identity, realtime
+from communication import identity, realtime, rows
 from communication import services as core_services
-from communication.celery import queue
 from communication.circuit import CircuitBreaker, CircuitOpenError
 from communication.exceptions import (
     APIError,
@@ -33,6 +32,7 @@ from communication.exceptions import (
 )
 from communication.models import Category, User, normalize_e164
 from notifications import rendering, resolution, selectors
+from notifications.enqueue import enqueue_many
 from notifications.models import (
     Consent,
     Delivery,
@@ -145,14 +145,6 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
 
 
 # ----------------------------------------------------------------------------------- sending
-
-QUEUE_BY_PRIORITY = {
-    "urgent": "realtime",
-    "high": "transactional",
-    "normal": "transactional",
-    "low": "bulk",
-}
-
 
 @dataclass
 class SendOutcome:
@@ -340,7 +332,7 @@ def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
 
     variable_schemas = rendering.schemas(templates) if templates else []
 
-    request = NotificationRequest.objects.create(
+    request = NotificationRequest(
         caller=caller,
         idempotency_key=idempotency_key,
         category=category,
@@ -421,9 +413,7 @@ def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
         if inbox is not None and inbox.status == "delivered":
             realtime_items.append(notification)
 
-    Notification.objects.bulk_create(notifications, batch_size=500)
-    Delivery.objects.bulk_create(deliveries, batch_size=500)
-    events.record_many(
+    event_rows = events.build_many(
         [
             {
                 "type": d.status,
@@ -437,6 +427,7 @@ def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
             for d in deliveries
         ]
     )
+    rows.insert_all([[request], notifications, deliveries, event_rows])
     for notification in realtime_items:
         _publish_created(notification)
     to_enqueue = [(str(d.id), priority) for d in deliveries if d.status == "queued"]
@@ -504,24 +495,6 @@ def request_body(request: NotificationRequest, notifications, deliveries) -> dic
             for n in notifications
         ],
     }
-
-
-def enqueue_many(items: list[tuple[str, str]], countdown: float = 0) -> None:
-    """Publishes ``(delivery id, priority)`` pairs: one task per queue and per
-    ``DELIVERY_BATCH_SIZE`` deliveries (a broker message per delivery cost the web process more
-    than the rest of the request)."""
-    from notifications.tasks import deliver_many
-
-    by_queue: dict[str, list[str]] = {}
-    for delivery_id, priority in items:
-        by_queue.setdefault(QUEUE_BY_PRIORITY.get(priority, "default"), []).append(str(delivery_id))
-    for name, ids in by_queue.items():
-        for start in range(0, len(ids), DELIVERY_BATCH_SIZE):
-            deliver_many.apply_async(
-                (ids[start : start + DELIVERY_BATCH_SIZE],),
-                queue=queue(name),
-                countdown=countdown or None,
-            )
 
 
 def _publish_created(notification: Notification) -> None:
@@ -625,9 +598,6 @@ def provider_breaker(alias: str) -> CircuitBreaker:
         failure_threshold=settings.PROVIDER_BREAKER_THRESHOLD,
         reset_timeout=settings.PROVIDER_BREAKER_RESET_SECONDS,
     )
-
-
-DELIVERY_BATCH_SIZE = 50
 
 
 def deliveries_claim(delivery_ids) -> list[Delivery]:

@@ -1,0 +1,129 @@
+"""Hands delivery ids to the broker: one ``deliver_many`` task per queue for what a process
+committed within ``DELIVERY_ENQUEUE_LINGER_MS``.
+
+A broker message per request cost the web process more than the rest of the request, and gave
+the worker batches of one (a claim, a breaker check and a flush for every delivery). Here the
+commit hook only appends ids to this process's buffer; a thread publishes the buffer once it is
+``DELIVERY_ENQUEUE_LINGER_MS`` old or holds ``DELIVERY_BATCH_SIZE`` ids of one queue.
+
+What the buffer holds when the process dies is not lost: those deliveries are committed as
+``queued``, and the sweep enqueues a queued delivery nobody picked up (DESIGN.md, "The delivery
+pipeline" 5). With a linger of 0 every call publishes at once, in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+
+from django.conf import settings
+
+from communication.celery import queue
+
+logger = logging.getLogger(__name__)
+
+DELIVERY_BATCH_SIZE = 50
+
+QUEUE_BY_PRIORITY = {
+    "urgent": "realtime",
+    "high": "transactional",
+    "normal": "transactional",
+    "low": "bulk",
+}
+
+
+def publish(by_queue: dict[str, list[str]], countdown: float = 0) -> None:
+    """One ``deliver_many`` task per queue and per ``DELIVERY_BATCH_SIZE`` ids, now."""
+    from notifications.tasks import deliver_many
+
+    for name, ids in by_queue.items():
+        for start in range(0, len(ids), DELIVERY_BATCH_SIZE):
+            deliver_many.apply_async(
+                (ids[start : start + DELIVERY_BATCH_SIZE],),
+                queue=queue(name),
+                countdown=countdown or None,
+            )
+
+
+class _Buffer:
+    """This process's ids waiting to be published, and the thread that publishes them."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.ready = threading.Condition(self.lock)
+        self.pending: dict[str, list[str]] = {}
+        self.oldest = 0.0
+        self.pid = 0
+        self.thread: threading.Thread | None = None
+
+    def add(self, by_queue: dict[str, list[str]]) -> None:
+        with self.lock:
+            if self.pid != os.getpid():  # first use, or a forked child: its own buffer
+                self.pending, self.pid = {}, os.getpid()
+                self.thread = threading.Thread(
+                    target=self._run, name="delivery-enqueue", daemon=True
+                )
+                self.thread.start()
+            if not self.pending:
+                self.oldest = time.monotonic()
+            for name, ids in by_queue.items():
+                self.pending.setdefault(name, []).extend(ids)
+            self.ready.notify()
+
+    def _take(self) -> dict[str, list[str]]:
+        """Waits until the buffer is due, then empties it."""
+        linger = settings.DELIVERY_ENQUEUE_LINGER_MS / 1000
+        with self.lock:
+            while True:
+                if self.pending:
+                    left = self.oldest + linger - time.monotonic()
+                    full = any(len(ids) >= DELIVERY_BATCH_SIZE for ids in self.pending.values())
+                    if left <= 0 or full:
+                        taken, self.pending = self.pending, {}
+                        return taken
+                    self.ready.wait(left)
+                else:
+                    self.ready.wait()
+
+    def _run(self) -> None:
+        while True:
+            taken = self._take()
+            try:
+                publish(taken)
+            except Exception:
+                # The deliveries stay queued in the database: the sweep enqueues them.
+                logger.exception(
+                    "publishing deliveries failed; the sweep will enqueue them",
+                    extra={"deliveries": sum(len(ids) for ids in taken.values())},
+                )
+
+    def flush(self) -> None:
+        """Publishes what is waiting now (at exit)."""
+        with self.lock:
+            if self.pid != os.getpid():
+                return
+            taken, self.pending = self.pending, {}
+        if taken:
+            publish(taken)
+
+
+_buffer = _Buffer()
+atexit.register(_buffer.flush)
+
+
+def enqueue_many(items: list[tuple[str, str]], countdown: float = 0) -> None:
+    """Hands ``(delivery id, priority)`` pairs to the workers: buffered for up to
+    ``DELIVERY_ENQUEUE_LINGER_MS`` (see the module's docstring); delayed ones (``countdown``)
+    are published at once."""
+    by_queue: dict[str, list[str]] = {}
+    for delivery_id, priority in items:
+        by_queue.setdefault(QUEUE_BY_PRIORITY.get(priority, "default"), []).append(str(delivery_id))
+    if not by_queue:
+        return
+    if countdown or settings.DELIVERY_ENQUEUE_LINGER_MS <= 0:
+        publish(by_queue, countdown)
+    else:
+        _buffer.add(by_queue)
