@@ -36,14 +36,14 @@ QUEUE_BY_PRIORITY = {
 
 
 def publish(by_queue: dict[str, list[str]], countdown: float = 0) -> None:
-    """One ``deliver_many`` task per queue and per ``DELIVERY_BATCH_SIZE`` ids, now."""
+    """One ``deliver_many`` task per broker queue and per ``DELIVERY_BATCH_SIZE`` ids, now."""
     from notifications.tasks import deliver_many
 
     for name, ids in by_queue.items():
         for start in range(0, len(ids), DELIVERY_BATCH_SIZE):
             deliver_many.apply_async(
                 (ids[start : start + DELIVERY_BATCH_SIZE],),
-                queue=queue(name),
+                queue=name,
                 countdown=countdown or None,
             )
 
@@ -75,10 +75,10 @@ class _Buffer:
 
     def _take(self) -> dict[str, list[str]]:
         """Waits until the buffer is due, then empties it."""
-        linger = settings.DELIVERY_ENQUEUE_LINGER_MS / 1000
         with self.lock:
             while True:
                 if self.pending:
+                    linger = settings.DELIVERY_ENQUEUE_LINGER_MS / 1000
                     left = self.oldest + linger - time.monotonic()
                     full = any(len(ids) >= DELIVERY_BATCH_SIZE for ids in self.pending.values())
                     if left <= 0 or full:
@@ -120,7 +120,8 @@ def enqueue_many(items: list[tuple[str, str]], countdown: float = 0) -> None:
     are published at once."""
     by_queue: dict[str, list[str]] = {}
     for delivery_id, priority in items:
-        by_queue.setdefault(QUEUE_BY_PRIORITY.get(priority, "default"), []).append(str(delivery_id))
+        name = queue(QUEUE_BY_PRIORITY.get(priority, "default"))  # the broker's name, now
+        by_queue.setdefault(name, []).append(str(delivery_id))
     if not by_queue:
         return
     if countdown or settings.DELIVERY_ENQUEUE_LINGER_MS <= 0:

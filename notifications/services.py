@@ -12,6 +12,7 @@ import logging
 import random
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -146,6 +147,7 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
 
 # ----------------------------------------------------------------------------------- sending
 
+
 @dataclass
 class SendOutcome:
     status_code: int
@@ -190,22 +192,20 @@ def notification_send(*, caller: str, payload: dict, idempotency_key: str = "") 
     ``idempotency_key`` a replay returns the first answer (``replay=True``); a different body is a
     422, a replay while the first is still running a 409.
     """
-    if idempotency_key:
-        claimed = _idempotency_claim(caller, idempotency_key, _request_hash(payload))
-        if claimed is not None:
-            return SendOutcome(claimed.status_code, claimed.response, replay=True)
+    if not idempotency_key:
+        # Its writes are one statement (and the in-app events with it): no outer transaction.
+        return SendOutcome(202, _send(caller=caller, payload=payload, idempotency_key=""))
+    claimed = _idempotency_claim(caller, idempotency_key, _request_hash(payload))
+    if claimed is not None:
+        return SendOutcome(claimed.status_code, claimed.response, replay=True)
     try:
         with transaction.atomic():
             body = _send(caller=caller, payload=payload, idempotency_key=idempotency_key)
-            if idempotency_key:
-                IdempotencyKey.objects.filter(caller=caller, key=idempotency_key).update(
-                    in_flight=False, status_code=202, response=body
-                )
+            IdempotencyKey.objects.filter(caller=caller, key=idempotency_key).update(
+                in_flight=False, status_code=202, response=body
+            )
     except BaseException:
-        if idempotency_key:
-            IdempotencyKey.objects.filter(
-                caller=caller, key=idempotency_key, in_flight=True
-            ).delete()
+        IdempotencyKey.objects.filter(caller=caller, key=idempotency_key, in_flight=True).delete()
         raise
     return SendOutcome(202, body)
 
@@ -427,9 +427,11 @@ def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
             for d in deliveries
         ]
     )
-    rows.insert_all([[request], notifications, deliveries, event_rows])
-    for notification in realtime_items:
-        _publish_created(notification)
+    # One statement is atomic on its own: a transaction only when in-app events join it.
+    with transaction.atomic(savepoint=False) if realtime_items else nullcontext():
+        rows.insert_all([[request], notifications, deliveries, event_rows])
+        for notification in realtime_items:
+            _publish_created(notification)
     to_enqueue = [(str(d.id), priority) for d in deliveries if d.status == "queued"]
     if to_enqueue:
         transaction.on_commit(lambda: enqueue_many(to_enqueue))
