@@ -85,3 +85,28 @@ def insert_all(groups: list[list[Model]]) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [rows for _, rows in parts])
+
+
+@cache
+def _select(model: type[Model], column: str) -> str:
+    names = ", ".join(connection.ops.quote_name(f.column) for f in model._meta.concrete_fields)
+    table = connection.ops.quote_name(model._meta.db_table)
+    # Names come from the models; the value is a parameter.
+    return f"SELECT {names} FROM {table} WHERE {connection.ops.quote_name(column)} = %s LIMIT 1"  # noqa: S608
+
+
+def get(model: type[Model], field: str, value) -> Model | None:
+    """``model.objects.filter(<field>=value).first()`` without the ORM's query compiler (for
+    look-ups by a unique column on hot paths). None when there is no such row."""
+    column = model._meta.get_field(field).column
+    with connection.cursor() as cursor:
+        cursor.execute(_select(model, column), [value])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    fields = model._meta.concrete_fields
+    values = [
+        f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
+        for f, v in zip(fields, row, strict=True)
+    ]
+    return model.from_db(connection.alias, [f.attname for f in fields], values)
