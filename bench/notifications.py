@@ -2,15 +2,16 @@
 deliveries/s to a fake provider with one worker, with p50/p99 from API call to provider call.
 
     .venv/bin/python bench/notifications.py [--requests 2000] [--concurrency 32] [--web 2]
-        [--recipients 1] [--worker-concurrency 2] [--no-worker | --drain]
+        [--recipients 1] [--worker-concurrency 4] [--no-worker | --drain]
 
 Runs against real processes: uvicorn (``--web`` processes), one Celery worker (prefork,
-``--worker-concurrency`` processes, 2 by default) and the embedded PostgreSQL/Redis (or
-DATABASE_URL/REDIS_URL). The provider is a fake SendGrid in its own process (aiohttp); the real
-anymail backend calls it. The load generator is a
-plain asyncio HTTP/1.1 keep-alive client, so that the figures are the service's, not the
-client's. ``--recipients N`` puts N recipients in each request (reported as requests/s and as
-notifications/s). Prints figures; asserts nothing.
+``--worker-concurrency`` processes, 4 by default: each waits for the provider's answer between
+sends, and two left the machine's two cores idle meanwhile) and the embedded PostgreSQL/Redis
+(or DATABASE_URL/REDIS_URL). The provider is a fake SendGrid in its own process (aiohttp); the
+real anymail backend calls it. The load generator is a plain asyncio HTTP/1.1 keep-alive
+client, so that the figures are the service's, not the client's. ``--recipients N`` puts N
+recipients in each request (reported as requests/s and as notifications/s). Prints figures;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ def main():
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--web", type=int, default=2, help="uvicorn processes")
     parser.add_argument(
-        "--worker-concurrency", type=int, default=2, help="the worker's prefork processes"
+        "--worker-concurrency", type=int, default=4, help="the worker's prefork processes"
     )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
