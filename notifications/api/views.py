@@ -51,17 +51,43 @@ class SendView(APIView):
         operation_id="notifications_send",
     )
     def post(self, request):
-        recipients = request.data.get("recipients") if isinstance(request.data, dict) else None
-        if isinstance(recipients, list) and len(recipients) > settings.NOTIFICATIONS_MAX_RECIPIENTS:
-            raise PayloadTooLargeError(
-                f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request."
-            )
-        outcome = services.notification_send(
-            caller=request.user.client_id,
-            payload=self.serializer_class.validated(request.data),
-            idempotency_key=request.headers.get("Idempotency-Key", "")[:255],
+        outcome = send(
+            self.serializer_class,
+            request.user,
+            request.data,
+            request.headers.get("Idempotency-Key", ""),
         )
         return _outcome_response(outcome)
+
+
+def send(serializer_class, user, data, idempotency_key: str) -> services.SendOutcome:
+    """The send endpoints' work, for the view and for ``communication.direct``."""
+    recipients = data.get("recipients") if isinstance(data, dict) else None
+    if isinstance(recipients, list) and len(recipients) > settings.NOTIFICATIONS_MAX_RECIPIENTS:
+        raise PayloadTooLargeError(
+            f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request."
+        )
+    return services.notification_send(
+        caller=user.client_id,
+        payload=serializer_class.validated(data),
+        idempotency_key=idempotency_key[:255],
+    )
+
+
+def direct_send(serializer_class):
+    """``send`` as a ``communication.direct`` handler."""
+
+    def handler(request) -> tuple[int, dict, dict]:
+        outcome = send(
+            serializer_class, request.user, request.data, request.headers.get("idempotency-key", "")
+        )
+        return (
+            outcome.status_code,
+            outcome.body,
+            {"Idempotent-Replay": "true"} if outcome.replay else {},
+        )
+
+    return handler
 
 
 class ScheduleView(SendView):
