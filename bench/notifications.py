@@ -27,6 +27,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from _proc import cpu_of_commands, cpu_seconds, machine_busy  # bench/_proc.py
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -264,7 +266,7 @@ def drain(args, env, prefix, worker_argv, fake_port):
         worker.wait(20)
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -287,7 +289,11 @@ def main():
         help="the worker alone: queue --requests deliveries first, then time one worker",
     )
     parser.add_argument("--serve-fake", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
     if args.serve_fake:
         serve_fake(args.serve_fake)
         return
@@ -347,6 +353,7 @@ def main():
         if args.drain:
             drain(args, env, prefix, worker_argv, fake_port)
             return
+        roles = {"fake provider": fake.pid}
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "communication.server", "--port", str(args.port)],
@@ -354,10 +361,15 @@ def main():
                 env=env,
             )
         )
+        roles["web"] = procs[-1].pid
         if not args.no_worker:
             procs.append(subprocess.Popen(worker_argv, cwd=ROOT, env=env))
+            roles["worker"] = procs[-1].pid
         measure(
-            args, fake_port, tokens.issue_service_token("bench", ["notifications:send"], ttl=3600)
+            args,
+            fake_port,
+            tokens.issue_service_token("bench", ["notifications:send"], ttl=3600),
+            roles,
         )
     finally:
         for p in reversed(procs):
@@ -369,17 +381,29 @@ def main():
                 p.kill()
 
 
-def measure(args, fake_port, token):
+def cpu_snapshot(roles: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each role's process tree, of PostgreSQL and Redis, and of the
+    whole machine."""
+    used = {role: cpu_seconds(pid) for role, pid in roles.items()}
+    used["load generator"] = time.process_time()  # this process alone, not its children
+    used["postgres + redis"] = cpu_of_commands(("postgres", "redis-server"))
+    used["machine"] = machine_busy()[0]
+    return used
+
+
+def measure(args, fake_port, token, roles):
     wait_http(f"http://127.0.0.1:{args.port}/health/live")
     # Warm-up: connections, caches, the worker's first task.
     asyncio.run(fire(args.port, token, 64, 8, args.recipients))
     time.sleep(2)
     fake_call(fake_port, "DELETE")
 
+    cpu_before = cpu_snapshot(roles)
     sent, latencies, errors, elapsed = asyncio.run(
         fire(args.port, token, args.requests, args.concurrency, args.recipients)
     )
     arrivals = wait_arrivals(fake_port, sent, 0 if args.no_worker else 180)
+    cpu_used = {k: v - cpu_before[k] for k, v in cpu_snapshot(roles).items()}
     delivered = [d for d in sent if d in arrivals]
     e2e = [arrivals[d] - sent[d] for d in delivered]
 
@@ -410,6 +434,13 @@ def measure(args, fake_port, token):
         print(
             f"API call -> provider call: p50 {percentile(e2e, 0.5) * 1000:.0f} ms, "
             f"p99 {percentile(e2e, 0.99) * 1000:.0f} ms"
+        )
+    if sent:
+        print(
+            "CPU per notification: "
+            + ", ".join(
+                f"{role} {used * 1000 / len(sent):.2f} ms" for role, used in cpu_used.items()
+            )
         )
 
 

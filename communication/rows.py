@@ -45,17 +45,24 @@ def _plain(value):
 
 
 @cache
-def _statement(model: type[Model], names: tuple[str, ...]) -> str:
+def _statement(model: type[Model], names: tuple[str, ...], where: str = "") -> str:
     table = connection.ops.quote_name(model._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(n) for n in names)
     # Names come from the models; the rows are the parameter.
     return (
         f"INSERT INTO {table} ({columns}) "  # noqa: S608
-        f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb)"
+        f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) AS r"
+        + (f" WHERE {where}" if where else "")
     )
 
 
-def _rows(objs: list[Model]) -> tuple[str, str]:
+def insert_statement(objs: list[Model], where: str = "") -> tuple[str, str]:
+    """``(sql, its one parameter)`` inserting ``objs`` (instances of one model), for a caller
+    that puts it in a statement of its own; ``where`` filters the rows (named ``r``)."""
+    return _rows(objs, where)
+
+
+def _rows(objs: list[Model], where: str = "") -> tuple[str, str]:
     """``(sql, rows as JSON)`` inserting ``objs`` (instances of one model)."""
     model = type(objs[0])
     rows = []
@@ -67,7 +74,7 @@ def _rows(objs: list[Model]) -> tuple[str, str]:
     if len(names) < len(rows[0]):
         rows = [{c: row[c] for c in names} for row in rows]
     return (
-        _statement(model, names),
+        _statement(model, names, where),
         json.dumps(rows, default=_plain, separators=(",", ":")),
     )
 
@@ -95,6 +102,25 @@ def _select(model: type[Model], column: str) -> str:
     return f"SELECT {names} FROM {table} WHERE {connection.ops.quote_name(column)} = %s LIMIT 1"  # noqa: S608
 
 
+@cache
+def select_list(model: type[Model], alias: str) -> str:
+    """``alias.col, …`` for every concrete field of ``model``, in :func:`instance`'s order."""
+    return ", ".join(
+        f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields
+    )
+
+
+def instance(model: type[Model], values) -> Model:
+    """A model instance from a row of its concrete fields' columns (as ``select_list``), with
+    the conversions the ORM applies (JSON)."""
+    fields = model._meta.concrete_fields
+    values = [
+        f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
+        for f, v in zip(fields, values, strict=True)
+    ]
+    return model.from_db(connection.alias, [f.attname for f in fields], values)
+
+
 def get(model: type[Model], field: str, value) -> Model | None:
     """``model.objects.filter(<field>=value).first()`` without the ORM's query compiler (for
     look-ups by a unique column on hot paths). None when there is no such row."""
@@ -102,11 +128,4 @@ def get(model: type[Model], field: str, value) -> Model | None:
     with connection.cursor() as cursor:
         cursor.execute(_select(model, column), [value])
         row = cursor.fetchone()
-    if row is None:
-        return None
-    fields = model._meta.concrete_fields
-    values = [
-        f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
-        for f, v in zip(fields, row, strict=True)
-    ]
-    return model.from_db(connection.alias, [f.attname for f in fields], values)
+    return None if row is None else instance(model, row)

@@ -6,6 +6,7 @@ Only this module writes notification rows. See "The delivery pipeline" in DESIGN
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -613,41 +614,63 @@ def deliveries_claim(delivery_ids) -> list[Delivery]:
     conditional ``UPDATE … RETURNING`` (status and lease): a second copy of the task finds nothing
     to claim. Rows another transaction holds at this instant are skipped, not waited for (no lock
     cycles between workers claiming overlapping batches; the sweep re-enqueues one left queued).
+    The same statement reads what sending needs: notification, request, category and user.
     """
     ids = list(dict.fromkeys(uuid.UUID(str(i)) for i in delivery_ids))
     if not ids:
         return []
     now = timezone.now()
+    lease = now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH due AS (
-                SELECT id FROM notifications_delivery
-                WHERE id = ANY(%s) AND status = 'queued'
-                  AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
-                ORDER BY id FOR UPDATE SKIP LOCKED
-            )
+        cursor.execute(_claim_statement(), [ids, now, now, now, lease])
+        found = cursor.fetchall()
+    claimed = []
+    widths = [len(m._meta.concrete_fields) for m in _CLAIMED]
+    for row in found:
+        parts, start = [], 0
+        for width in widths:
+            parts.append(row[start : start + width])
+            start += width
+        delivery, notification, request, category = (
+            rows.instance(model, part) for model, part in zip(_CLAIMED[:4], parts, strict=False)
+        )
+        notification.request, notification.category = request, category
+        notification.user = rows.instance(User, parts[4]) if parts[4][0] is not None else None
+        delivery.notification = notification
+        claimed.append(delivery)
+    order = {i: n for n, i in enumerate(ids)}
+    return sorted(claimed, key=lambda d: order[d.id])
+
+
+_CLAIMED = (Delivery, Notification, NotificationRequest, Category, User)
+
+
+@functools.cache
+def _claim_statement() -> str:
+    select = ", ".join(
+        rows.select_list(model, alias)
+        for model, alias in zip(_CLAIMED, ("claimed", "n", "r", "c", "u"), strict=True)
+    )
+    return f"""
+        WITH due AS (
+            SELECT id FROM notifications_delivery
+            WHERE id = ANY(%s) AND status = 'queued'
+              AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+            ORDER BY id FOR UPDATE SKIP LOCKED
+        ), claimed AS (
             UPDATE notifications_delivery AS d
             SET status = 'sending', attempts = d.attempts + 1, sending_at = %s, updated_at = %s,
                 lease_until = %s
             FROM due WHERE d.id = due.id
-            RETURNING d.id
-            """,
-            [ids, now, now, now, now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)],
+            RETURNING d.*
         )
-        claimed = [row[0] for row in cursor.fetchall()]
-    if not claimed:
-        return []
-    order = {i: n for n, i in enumerate(ids)}
-    return sorted(
-        Delivery.objects.select_related(
-            "notification",
-            "notification__user",
-            "notification__request",
-            "notification__category",
-        ).filter(id__in=claimed),
-        key=lambda d: order[d.id],
-    )
+        SELECT {select}
+        FROM claimed
+        JOIN notifications_notification AS n ON n.id = claimed.notification_id
+        JOIN notifications_notificationrequest AS r ON r.id = n.request_id
+        JOIN {Category._meta.db_table} AS c ON c.key = n.category_id
+        LEFT JOIN {User._meta.db_table} AS u ON u.{User._meta.pk.column} = n.user_id
+    """  # noqa: S608  (names from the models)
 
 
 def delivery_claim(delivery_id) -> Delivery | None:
@@ -885,8 +908,9 @@ def _attempt(delivery: Delivery, batch: _Batch) -> str:
 
 def _record_sent_many(sent: list[tuple]) -> None:
     """Records providers' acceptances (``(delivery, alias, index, result, latency, at)``) in
-    one UPDATE and one events INSERT; each only if this worker still holds the delivery."""
-    rows = [
+    one statement: an UPDATE, and the events of the deliveries it updated (each only if this
+    worker still holds the delivery)."""
+    values = [
         (
             delivery.id,
             delivery.attempts,
@@ -900,35 +924,38 @@ def _record_sent_many(sent: list[tuple]) -> None:
         )
         for delivery, alias, index, result, latency, at in sent
     ]
-    columns = list(zip(*rows, strict=True))
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                UPDATE notifications_delivery AS d
-                SET status = v.status, provider = v.provider, provider_index = v.provider_index,
-                    provider_message_id = v.message_id, sent_at = v.at,
-                    delivered_at = CASE WHEN v.status = 'delivered' THEN v.at END, error = '',
-                    template_version = v.template_version, variant = v.variant,
-                    updated_at = %s, lease_until = NULL
-                FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[],
-                            %s::timestamptz[], %s::uuid[], %s::text[])
-                     AS v(id, attempts, status, provider, provider_index, message_id, at,
-                          template_version, variant)
-                WHERE d.id = v.id AND d.status = 'sending' AND d.attempts = v.attempts
-                RETURNING d.id
-                """,
-                [timezone.now(), *(list(c) for c in columns)],
-            )
-            recorded = {row[0] for row in cursor.fetchall()}
-        records = [
-            event
-            for delivery, alias, _index, result, latency, _at in sent
-            if delivery.id in recorded
-            for event in _sent_events(delivery, alias, result, latency)
-        ]
-        if records:
-            events.record_many(records)
+    columns = list(zip(*values, strict=True))
+    insert_events, event_rows = rows.insert_statement(
+        events.build_many(
+            [
+                event
+                for delivery, alias, _index, result, latency, _at in sent
+                for event in _sent_events(delivery, alias, result, latency)
+            ]
+        ),
+        where="r.delivery_id IN (SELECT id FROM recorded)",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH recorded AS ({_UPDATE_SENT}) {insert_events}",
+            [timezone.now(), *(list(c) for c in columns), event_rows],
+        )
+
+
+_UPDATE_SENT = """
+    UPDATE notifications_delivery AS d
+    SET status = v.status, provider = v.provider, provider_index = v.provider_index,
+        provider_message_id = v.message_id, sent_at = v.at,
+        delivered_at = CASE WHEN v.status = 'delivered' THEN v.at END, error = '',
+        template_version = v.template_version, variant = v.variant,
+        updated_at = %s, lease_until = NULL
+    FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[],
+                %s::timestamptz[], %s::uuid[], %s::text[])
+         AS v(id, attempts, status, provider, provider_index, message_id, at,
+              template_version, variant)
+    WHERE d.id = v.id AND d.status = 'sending' AND d.attempts = v.attempts
+    RETURNING d.id
+"""
 
 
 def _record_sent(
