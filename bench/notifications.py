@@ -386,7 +386,8 @@ def cpu_snapshot(roles: dict[str, int]) -> dict[str, float]:
     whole machine."""
     used = {role: cpu_seconds(pid) for role, pid in roles.items()}
     used["load generator"] = time.process_time()  # this process alone, not its children
-    used["postgres + redis"] = cpu_of_commands(("postgres", "redis-server"))
+    used["postgres"] = cpu_of_commands(("postgres",))
+    used["redis"] = cpu_of_commands(("redis-server",))
     used["machine"] = machine_busy()[0]
     return used
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import jwt
@@ -35,8 +37,41 @@ class ServicePrincipal:
         return f"service:{self.client_id}"
 
 
+# Tokens verified lately: a service presents the same token on every call until it expires,
+# and checking its signature again (RSA, key parsing) cost a tenth of a send's CPU. A hit is
+# answered only while the same key is still published under its kid and the settings that
+# verification read are unchanged; expiry is checked on every use, as PyJWT checks it.
+_VERIFIED_MAX = 4096
+_verified: OrderedDict[str, tuple] = OrderedDict()
+_verified_lock = threading.Lock()
+
+
 def verify(token: str) -> dict:
     """The claims of a valid token, or :class:`TokenError` saying why it is not."""
+    config = (
+        settings.IDENTITY_AUDIENCE,
+        settings.IDENTITY_ISSUER,
+        settings.JWT_LEEWAY_SECONDS,
+        tuple(keys.allowed_algorithms()),
+    )
+    with _verified_lock:
+        hit = _verified.get(token)
+    if hit is not None:
+        seen_config, kid, jwk, claims = hit
+        if seen_config == config and keys.jwks_client.get(kid) == jwk:
+            if claims["exp"] <= time.time() - settings.JWT_LEEWAY_SECONDS:
+                raise TokenError("Token has expired", code="token_expired")
+            return dict(claims)
+    claims, kid, jwk = _verify(token)
+    with _verified_lock:
+        _verified[token] = (config, kid, jwk, dict(claims))
+        while len(_verified) > _VERIFIED_MAX:
+            _verified.popitem(last=False)
+    return claims
+
+
+def _verify(token: str) -> tuple[dict, str, dict]:
+    """``(claims, kid, the key)`` of a valid token (its signature checked), or TokenError."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:
@@ -62,7 +97,7 @@ def verify(token: str) -> dict:
 
     audience = settings.IDENTITY_AUDIENCE or None
     try:
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             key,
             algorithms=[alg],
@@ -88,6 +123,7 @@ def verify(token: str) -> dict:
         raise TokenError(f"Token lacks the required claim {exc.claim!r}") from exc
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"Token is invalid: {exc}") from exc
+    return claims, kid, jwk
 
 
 def is_service_token(claims: dict) -> bool:

@@ -10,6 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from communication.models import User
@@ -321,3 +322,42 @@ def test_development_jwks_is_served(client, settings):
     settings.APP_ENV = "production"
     settings.DEVELOPMENT = False
     assert client.get("/.well-known/jwks.json").status_code == 404
+
+
+def test_a_token_seen_before_is_not_verified_again_but_still_expires(
+    identity_provider, settings, monkeypatch
+):
+    settings.JWT_LEEWAY_SECONDS = 0
+    token = identity_provider.token(exp_in=2)
+    decoded = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+
+    assert get_me(token).status_code == 200
+    assert get_me(token).status_code == 200
+    assert len(decoded) == 1, "the second call reused the first verification"
+    time.sleep(2.1)
+    assert_401(get_me(token), "token_expired")
+
+
+def test_a_token_seen_before_is_refused_once_its_key_is_withdrawn(identity_provider, settings):
+    token = identity_provider.token()
+    assert get_me(token).status_code == 200
+
+    settings.JWKS_CACHE_SECONDS = 0  # the key set is read again at once
+    cache.clear()
+    identity_provider.rotate(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    identity_provider.drop_old_keys()
+    response = get_me(token)
+    assert_401(response, "token_invalid")
+    assert "Unknown signing key" in response.json()["detail"]
+
+
+def test_a_token_seen_before_is_checked_again_when_the_audience_changes(
+    identity_provider, settings
+):
+    token = identity_provider.token()
+    assert get_me(token).status_code == 200
+
+    settings.IDENTITY_AUDIENCE = "another-service"
+    assert_401(get_me(token), "token_invalid")
