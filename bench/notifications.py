@@ -1,7 +1,7 @@
 """Notifications throughput: accepted/s through the API at concurrency 32, and end-to-end
 deliveries/s to a fake provider with one worker, with p50/p99 from API call to provider call.
 
-    .venv/bin/python bench/notifications.py [--requests 2000] [--concurrency 32] [--web 2]
+    .venv/bin/python bench/notifications.py [--requests 2000] [--concurrency 32] [--web 1]
         [--recipients 1] [--worker-concurrency 4] [--rate R] [--no-worker | --drain]
 
 Runs against real processes: uvicorn (``--web`` processes), one Celery worker (prefork,
@@ -305,7 +305,9 @@ def parse_args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--web", type=int, default=2, help="uvicorn processes")
+    parser.add_argument(
+        "--web", type=int, default=1, help="uvicorn processes (1, the service's default)"
+    )
     parser.add_argument(
         "--worker-concurrency", type=int, default=4, help="the worker's prefork processes"
     )
