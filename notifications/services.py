@@ -631,11 +631,11 @@ def deliveries_claim(delivery_ids) -> list[Delivery]:
         for width in widths:
             parts.append(row[start : start + width])
             start += width
-        delivery, notification, request, category = (
-            rows.instance(model, part) for model, part in zip(_CLAIMED[:4], parts, strict=False)
+        delivery, notification, request, category, user = (
+            rows.instance(model, part) if part[0] is not None else None  # no user: all NULL
+            for model, part in zip(_CLAIMED, parts, strict=True)
         )
-        notification.request, notification.category = request, category
-        notification.user = rows.instance(User, parts[4]) if parts[4][0] is not None else None
+        notification.request, notification.category, notification.user = request, category, user
         delivery.notification = notification
         claimed.append(delivery)
     order = {i: n for n, i in enumerate(ids)}
