@@ -1,6 +1,6 @@
 """Hot API endpoints served straight from the ASGI event loop to the request threads.
 
-On ``POST /api/v1/notifications`` Django's request machinery (the WSGI bridge, eleven
+On ``POST /api/v1/notifications`` Django's request machinery (the WSGI bridge, ten
 middleware, DRF's request, negotiation and response objects) cost the web process about as much
 CPU as the send itself. A route registered here is answered by its handler instead: the body is
 read on the event loop, then one hop to the thread pool that serves Django authenticates the
