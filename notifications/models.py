@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from communication.ids import uuid7
+
 
 class Channel(models.TextChoices):
     EMAIL = "email", "Email"
@@ -132,7 +134,7 @@ class IdempotencyKey(models.Model):
 class NotificationRequest(models.Model):
     """One API call: who asked, for what, how."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     caller = models.CharField(max_length=255)
     idempotency_key = models.CharField(max_length=255, blank=True)
     category = models.ForeignKey("communication.Category", on_delete=models.PROTECT, to_field="key")
@@ -157,7 +159,7 @@ class NotificationRequest(models.Model):
 class Notification(models.Model):
     """One recipient of a request: the person's inbox item (read / dismissed state)."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     request = models.ForeignKey(
         NotificationRequest, on_delete=models.CASCADE, related_name="notifications"
     )
@@ -226,7 +228,7 @@ class Delivery(models.Model):
         "cancelled": 5,
     }
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     notification = models.ForeignKey(
         Notification, on_delete=models.CASCADE, related_name="deliveries"
     )

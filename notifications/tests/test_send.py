@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
+import uuid
 
 import pytest
 from django.utils import timezone
@@ -481,3 +483,19 @@ def test_missing_template_variable_is_a_400_naming_it(sender, alice):
     assert response.json()["code"] == "missing_variable"
     assert "message" in response.json()["detail"]
     assert NotificationRequest.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_requests_notifications_and_deliveries_get_time_ordered_ids(sender):
+    body = {"recipients": [{"email": "a@example.com"}], "content": {"subject": "S", "body": "B"}}
+    first = sender.post("/api/v1/notifications", body, format="json").json()
+    time.sleep(0.002)
+    second = sender.post("/api/v1/notifications", body, format="json").json()
+
+    def ids(answer):
+        notification = answer["notifications"][0]
+        return [answer["request_id"], notification["id"], notification["deliveries"][0]["id"]]
+
+    for earlier, later in zip(ids(first), ids(second), strict=True):
+        assert uuid.UUID(earlier).version == 7
+        assert earlier < later
