@@ -1,7 +1,8 @@
 """``record(...)``: the one way other apps write analytics events.
 
-Called inside the transaction that changes a delivery's state, so the event exists exactly when the
-change does. Analytics imports no other app.
+Called inside the transaction (or the statement) that changes a delivery's state, so the event
+exists exactly when the change does. Analytics imports no other domain app; it writes through the
+core's ``communication.rows``.
 """
 
 from __future__ import annotations
