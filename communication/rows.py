@@ -57,13 +57,9 @@ def _statement(model: type[Model], names: tuple[str, ...], where: str = "") -> s
 
 
 def insert_statement(objs: list[Model], where: str = "") -> tuple[str, str]:
-    """``(sql, its one parameter)`` inserting ``objs`` (instances of one model), for a caller
-    that puts it in a statement of its own; ``where`` filters the rows (named ``r``)."""
-    return _rows(objs, where)
-
-
-def _rows(objs: list[Model], where: str = "") -> tuple[str, str]:
-    """``(sql, rows as JSON)`` inserting ``objs`` (instances of one model)."""
+    """``(sql, its one parameter: the rows as JSON)`` inserting ``objs`` (instances of one
+    model), for :func:`insert_all` or a caller that puts it in a statement of its own;
+    ``where`` filters the rows (named ``r``)."""
     model = type(objs[0])
     rows = []
     for obj in objs:
@@ -81,7 +77,7 @@ def _rows(objs: list[Model], where: str = "") -> tuple[str, str]:
 
 def insert_all(groups: list[list[Model]]) -> None:
     """Inserts each non-empty list of same-model instances, all in one statement."""
-    parts = [_rows(objs) for objs in groups if objs]
+    parts = [insert_statement(objs) for objs in groups if objs]
     if not parts:
         return
     *first, (last_sql, _) = parts
@@ -96,10 +92,12 @@ def insert_all(groups: list[list[Model]]) -> None:
 
 @cache
 def _select(model: type[Model], column: str) -> str:
-    names = ", ".join(connection.ops.quote_name(f.column) for f in model._meta.concrete_fields)
     table = connection.ops.quote_name(model._meta.db_table)
     # Names come from the models; the value is a parameter.
-    return f"SELECT {names} FROM {table} WHERE {connection.ops.quote_name(column)} = %s LIMIT 1"  # noqa: S608
+    return (
+        f"SELECT {select_list(model, 'r')} FROM {table} AS r "  # noqa: S608
+        f"WHERE r.{connection.ops.quote_name(column)} = %s LIMIT 1"
+    )
 
 
 @cache
