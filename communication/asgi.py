@@ -4,8 +4,8 @@ HTTP requests run Django's WSGI handler on a pool of ``WEB_THREADS`` threads (a2
 from the event loop to a thread per request. Django's ASGI handler hops between the loop and a
 thread for every sync middleware and for the view; on this project's sync stack (DRF, the
 admin, Django's own middleware) those hops cost more than the requests themselves: a health
-check went from 335 to 1,330 requests/s on two processes. The send endpoints skip even that:
-``communication.direct`` answers them from the loop and the same threads, as their views would.
+check went from 335 to 1,330 requests/s on two processes. Every HTTP request, the send
+endpoints included, goes through that one handler and its ``MIDDLEWARE``.
 """
 
 import gc
@@ -23,31 +23,23 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from communication import direct  # noqa: E402
 from communication.realtime import GatewayConsumer, OriginAllowListValidator  # noqa: E402
-from notifications.api import views as notification_views  # noqa: E402
-
-wsgi_app = WSGIMiddleware(django_wsgi_app, workers=settings.WEB_THREADS)
-# The send endpoints skip Django's request machinery (communication.direct), on the same threads.
-for path, view in (
-    ("/api/v1/notifications", notification_views.SendView),
-    ("/api/v1/notifications/schedule", notification_views.ScheduleView),
-):
-    direct.register(
-        path,
-        notification_views.direct_send(view.serializer_class),
-        permission_class=view.permission_classes[0],
-    )
-http_app = direct.DirectRoutes(wsgi_app, wsgi_app.executor)
 
 websocket_urlpatterns = [re_path(r"^ws/v1/?$", GatewayConsumer.as_asgi())]
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        "websocket": OriginAllowListValidator(URLRouter(websocket_urlpatterns)),
-    }
-)
+
+def make_application(wsgi_app=django_wsgi_app) -> ProtocolTypeRouter:
+    """HTTP through Django's handler (one ``MIDDLEWARE`` list for every request) on
+    ``WEB_THREADS`` threads; websockets through Channels."""
+    return ProtocolTypeRouter(
+        {
+            "http": WSGIMiddleware(wsgi_app, workers=settings.WEB_THREADS),
+            "websocket": OriginAllowListValidator(URLRouter(websocket_urlpatterns)),
+        }
+    )
+
+
+application = make_application()
 
 # What setup made (Django, the apps, their modules: some 130,000 objects) lives as long as the
 # process: out of the collector's reach, a full collection no longer walks it. Under a thousand

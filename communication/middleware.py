@@ -5,7 +5,13 @@ import re
 import time
 import uuid
 
+from typing import Any
+
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
+from django.middleware import csrf
 
 from communication.logging import request_id_var
 
@@ -63,3 +69,36 @@ class RequestIdMiddleware:
         rid, token, started = self._begin(request)
         response = await self.get_response(request)
         return self._end(request, response, rid, token, started)
+
+
+# The versioned API authenticates every request with a bearer token (DRF's JWTAuthentication): it
+# has no session, CSRF cookie, Django user or flash messages. These four skip their work there.
+API_PREFIX = "/api/v1/"
+
+
+class _BrowserOnly:
+    """Runs the wrapped middleware for every path except the bearer-token API."""
+
+    get_response: Any
+    async_mode: bool
+
+    def __call__(self, request):
+        if not self.async_mode and request.path_info.startswith(API_PREFIX):
+            return self.get_response(request)
+        return super().__call__(request)  # type: ignore[misc]
+
+
+class SessionMiddleware(_BrowserOnly, sessions.SessionMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(_BrowserOnly, csrf.CsrfViewMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_BrowserOnly, auth.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(_BrowserOnly, messages.MessageMiddleware):
+    pass

@@ -61,7 +61,7 @@ class SendView(APIView):
 
 
 def send(serializer_class, user, data, idempotency_key: str) -> services.SendOutcome:
-    """The send endpoints' work, for the view and for ``communication.direct``."""
+    """The send endpoints' work."""
     recipients = data.get("recipients") if isinstance(data, dict) else None
     if isinstance(recipients, list) and len(recipients) > settings.NOTIFICATIONS_MAX_RECIPIENTS:
         raise PayloadTooLargeError(
@@ -73,21 +73,6 @@ def send(serializer_class, user, data, idempotency_key: str) -> services.SendOut
         idempotency_key=idempotency_key[:255],
     )
 
-
-def direct_send(serializer_class):
-    """``send`` as a ``communication.direct`` handler."""
-
-    def handler(request) -> tuple[int, dict, dict]:
-        outcome = send(
-            serializer_class, request.user, request.data, request.headers.get("idempotency-key", "")
-        )
-        return (
-            outcome.status_code,
-            outcome.body,
-            {"Idempotent-Replay": "true"} if outcome.replay else {},
-        )
-
-    return handler
 
 
 class ScheduleView(SendView):
