@@ -4,7 +4,6 @@ import logging
 import re
 import time
 import uuid
-
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction

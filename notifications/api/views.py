@@ -74,7 +74,6 @@ def send(serializer_class, user, data, idempotency_key: str) -> services.SendOut
     )
 
 
-
 class ScheduleView(SendView):
     serializer_class = s.ScheduleSerializer
 
