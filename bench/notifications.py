@@ -3,6 +3,7 @@ deliveries/s to a fake provider with one worker, with p50/p99 from API call to p
 
     .venv/bin/python bench/notifications.py [--requests 2000] [--concurrency 32] [--web 1]
         [--recipients 1] [--worker-concurrency 4] [--rate R] [--no-worker | --drain]
+        [--compare <git-ref> [--runs 3]]
 
 Runs against real processes: uvicorn (``--web`` processes), one Celery worker (prefork,
 ``--worker-concurrency`` processes, 4 by default: each waits for the provider's answer between
@@ -12,7 +13,10 @@ server); the real anymail backend calls it. The load generator is a plain asynci
 client, so that the figures are the service's, not the client's. ``--recipients N`` puts N
 recipients in each request (reported as requests/s and as notifications/s); ``--rate R``
 offers at most R requests/s (the latency at a given load, rather than at the most the API
-accepts). Prints figures; asserts nothing.
+accepts). ``--compare REF`` runs the same measurement on REF's code (a worktree of its own, see
+``bench/_compare.py``) and on this checkout, alternating, ``--runs`` times each, and prints
+both side by side with their ratio. Rate limits are off in every run. Prints figures; asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -331,14 +335,76 @@ def parse_args():
         action="store_true",
         help="the worker alone: queue --requests deliveries first, then time one worker",
     )
+    parser.add_argument(
+        "--compare", metavar="REF", help="also measure this git ref, alternating with this code"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side with --compare")
     parser.add_argument("--serve-fake", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
+
+
+_FIGURES = {
+    "accepted/s": r"= (\d+) requests/s",
+    "API p99 ms": r"API latency: .*p99 ([\d.]+) ms",
+    "e2e p50 ms": r"provider call: p50 (\d+) ms",
+    "e2e p99 ms": r"provider call: p50 \d+ ms, p99 (\d+) ms",
+    "web CPU ms/notification": r"web ([\d.]+) ms",
+}
+
+
+def compare(args) -> None:
+    """This benchmark on ``args.compare`` and on this checkout, alternating."""
+    import _compare  # bench/_compare.py
+
+    tree, python = _compare.checkout(args.compare)
+    passed = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--compare", "--runs"):
+            skip = True
+        elif not arg.startswith(("--compare=", "--runs=")):
+            passed.append(arg)
+    # Each side on its own embedded servers: the two schemas may differ.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VAR_DIR", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
+    }
+    env["RATE_LIMITS"] = "off"
+    sides = {
+        f"{args.compare} ({tree.name})": (python, tree),
+        "this checkout": (sys.executable, ROOT),
+    }
+    results: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    for n in range(args.runs):
+        for side, (py, cwd) in sides.items():
+            print(f"--- run {n + 1}/{args.runs}: {side}", flush=True)
+            out = _compare.run(py, cwd, "bench/notifications.py", passed, env)
+            results[side].append({k: _compare.number(p, out) for k, p in _FIGURES.items()})
+    ref_runs, new_runs = results.values()
+    print(f"\n{'':26}" + "".join(f"{side[:24]:>26}" for side in results) + f"{'ratio':>8}")
+    for figure in _FIGURES:
+        ref = [r[figure] for r in ref_runs]
+        new = [r[figure] for r in new_runs]
+        ref_median, new_median = sorted(ref)[len(ref) // 2], sorted(new)[len(new) // 2]
+        cells = [" ".join(f"{v:g}" for v in values) for values in (ref, new)]
+        print(
+            f"{figure:26}"
+            + "".join(f"{cell[:24]:>26}" for cell in cells)
+            + f"{new_median / ref_median if ref_median else float('nan'):8.2f}"
+        )
+    print("(each cell: the runs in order; ratio: median of this checkout / median of the ref)")
 
 
 def main():
     args = parse_args()
     if args.serve_fake:
         serve_fake(args.serve_fake)
+        return
+    if args.compare:
+        compare(args)
         return
 
     sys.path.insert(0, str(ROOT))

@@ -1,11 +1,11 @@
 """ASGI entry point: HTTP through Django, websockets at ``/ws/v1/`` through Channels.
 
-HTTP requests run Django's WSGI handler on a pool of ``WEB_THREADS`` threads (a2wsgi): one hop
-from the event loop to a thread per request. Django's ASGI handler hops between the loop and a
-thread for every sync middleware and for the view; on this project's sync stack (DRF, the
-admin, Django's own middleware) those hops cost more than the requests themselves: a health
-check went from 335 to 1,330 requests/s on two processes. Every HTTP request, the send
-endpoints included, goes through that one handler and its ``MIDDLEWARE``.
+HTTP requests run Django's WSGI handler on a pool of ``WEB_THREADS`` threads
+(``communication.bridge``): one hop from the event loop to a thread per request. Django's ASGI
+handler hops between the loop and a thread for every sync middleware and for the view; on this
+project's sync stack (DRF, the admin, Django's own middleware) those hops cost more than the
+requests themselves. Every HTTP request, the send endpoints included, goes through that one
+handler and its ``MIDDLEWARE``.
 """
 
 import gc
@@ -14,7 +14,6 @@ import os
 # The web process pools its database connections (see DATABASES in settings).
 os.environ.setdefault("DB_POOL_MAX_SIZE", "20")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
-from a2wsgi import WSGIMiddleware
 from django.core.wsgi import get_wsgi_application
 
 django_wsgi_app = get_wsgi_application()  # sets Django up
@@ -23,6 +22,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from communication.bridge import WSGIBridge  # noqa: E402
 from communication.realtime import GatewayConsumer, OriginAllowListValidator  # noqa: E402
 
 websocket_urlpatterns = [re_path(r"^ws/v1/?$", GatewayConsumer.as_asgi())]
@@ -33,7 +33,7 @@ def make_application(wsgi_app=django_wsgi_app) -> ProtocolTypeRouter:
     ``WEB_THREADS`` threads; websockets through Channels."""
     return ProtocolTypeRouter(
         {
-            "http": WSGIMiddleware(wsgi_app, workers=settings.WEB_THREADS),
+            "http": WSGIBridge(wsgi_app, workers=settings.WEB_THREADS),
             "websocket": OriginAllowListValidator(URLRouter(websocket_urlpatterns)),
         }
     )
