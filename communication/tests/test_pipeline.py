@@ -57,7 +57,7 @@ async def _call(app, method: str, path: str, body: bytes, headers: list) -> tupl
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, content
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_middleware_added_to_the_settings_runs_on_the_send(
     settings, make_service_token, monkeypatch
 ):
