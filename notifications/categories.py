@@ -4,7 +4,8 @@ Categories are a small reference table that staff change a few times a year, and
 one: a process keeps what it read for ``TTL_SECONDS``. A save or delete in this process forgets the
 entry at once (signals); another process sees the change within ``TTL_SECONDS``, since signals do
 not cross processes. An unknown key is never cached, so a category created elsewhere is found on
-its first use.
+its first use. A rolled-back change sends no signal: settings overridden (as every test does)
+start from an empty cache.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
+from django.core.signals import setting_changed
 from django.db.models.signals import post_delete, post_save
 
 from communication.models import Category
@@ -41,10 +43,11 @@ def forget() -> None:
         _cached.clear()
 
 
-def _on_change(sender, instance, **kwargs) -> None:
+def _on_change(**kwargs) -> None:
     # The key itself may have changed: forget everything (the table is small).
     forget()
 
 
 post_save.connect(_on_change, sender=Category, dispatch_uid="notifications.categories.save")
 post_delete.connect(_on_change, sender=Category, dispatch_uid="notifications.categories.delete")
+setting_changed.connect(_on_change, dispatch_uid="notifications.categories.settings")

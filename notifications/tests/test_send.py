@@ -12,6 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from analytics.models import Event
+from communication.models import Category
 from notifications.models import (
     Consent,
     Delivery,
@@ -135,6 +136,29 @@ def test_consent_required_for_marketing(sender, alice):
         send(sender, recipients=[{"user_id": "alice"}], category="marketing", channels=["email"])
     )
     assert third["email"]["status"] == "skipped"
+
+
+def test_a_category_changed_by_staff_applies_to_the_next_send(
+    sender, alice, django_assert_max_num_queries
+):
+    """The send path keeps categories in a per-process cache: a change saved in this process
+    applies at once, and a send with a cached category does not read it again."""
+    first = deliveries_of(
+        send(sender, recipients=[{"user_id": "alice"}], category="alerts", channels=["email"])
+    )
+    assert first["email"]["status"] == "queued"
+    with django_assert_max_num_queries(20) as cached:
+        send(sender, recipients=[{"user_id": "alice"}], category="alerts", channels=["email"])
+    assert not [q for q in cached.captured_queries if "communication_category" in q["sql"]]
+
+    alerts = Category.objects.get(key="alerts")
+    alerts.requires_consent = True
+    alerts.save()
+    second = deliveries_of(
+        send(sender, recipients=[{"user_id": "alice"}], category="alerts", channels=["email"])
+    )
+    assert second["email"]["status"] == "skipped"
+    assert second["email"]["reason"] == "no consent for alerts on email"
 
 
 def test_suppressed_address_is_not_sent(sender, alice):
