@@ -72,8 +72,7 @@ def test_a_task_delivered_several_times_sends_once(celery_worker, sender):
     )
     delivery_id = response.json()["notifications"][0]["deliveries"][0]["id"]
     copies = [
-        deliver_many.apply_async(([delivery_id],), queue="transactional").id
-        for _ in range(4)
+        deliver_many.apply_async(([delivery_id],), queue="transactional").id for _ in range(4)
     ]
     # The worker logs each task it ran: wait until it has run every copy.
     wait_for(

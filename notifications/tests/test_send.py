@@ -6,13 +6,16 @@ import datetime as dt
 import threading
 import time
 import uuid
+import zoneinfo
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from analytics.models import Event
-from communication.models import Category
+from communication.models import Category, User
+from notifications import services
 from notifications.models import (
     Consent,
     Delivery,
@@ -20,6 +23,7 @@ from notifications.models import (
     Notification,
     NotificationPreference,
     NotificationRequest,
+    OutboxMessage,
     QuietHours,
     Suppression,
 )
@@ -231,7 +235,6 @@ def test_schedule_in_the_recipients_local_time(sender, alice, bob):
         (delivery,) = item["deliveries"]
         assert delivery["status"] == "scheduled"
         times[item["recipient"]["user_id"]] = dt.datetime.fromisoformat(delivery["scheduled_for"])
-    import zoneinfo
 
     assert times["alice"].astimezone(zoneinfo.ZoneInfo("Europe/Paris")).hour == 9
     assert times["bob"].astimezone(zoneinfo.ZoneInfo("America/New_York")).hour == 9
@@ -351,8 +354,6 @@ def test_failed_request_releases_its_key(sender, alice):
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_requests_with_one_key_make_one_notification(make_service_token):
-    from communication.models import User
-
     User.objects.create(username="carl", external_id="carl", email="carl@example.com")
     token = make_service_token("billing")
     results = []
@@ -363,7 +364,6 @@ def test_concurrent_requests_with_one_key_make_one_notification(make_service_tok
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
         barrier.wait()
         results.append(send(client, recipients=[{"user_id": "carl"}], idempotency_key="race"))
-        from django.db import connection
 
         connection.close()
 
@@ -479,10 +479,8 @@ def test_a_template_family_speaks_on_every_channel_in_the_recipients_language(se
     assert "Maintenance" in notification.title
     assert "Coupure" in notification.body
     assert notification.action_url == "https://example.com/status"
-    from notifications import services
 
     services.delivery_attempt(by_channel["email"]["id"])
-    from notifications.models import OutboxMessage
 
     email = OutboxMessage.objects.get(channel="email")
     assert "Maintenance" in email.subject
