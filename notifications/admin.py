@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -121,12 +122,11 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send ambiguous deliveries again (may duplicate)")
     def resend_ambiguous(self, request, queryset):
-        ids = list(queryset.filter(status="ambiguous").values_list("id", "priority"))
-        queryset.filter(status="ambiguous").update(
-            status="queued", next_attempt_at=None, updated_at=timezone.now()
+        queued = services.deliveries_resend_ambiguous(
+            delivery_ids=queryset.values_list("id", flat=True),
+            actor=f"admin:{request.user.get_username()}",
         )
-        services.enqueue_many([(str(i), p) for i, p in ids])
-        self.message_user(request, f"{len(ids)} delivery(ies) queued again.")
+        self.message_user(request, f"{queued} delivery(ies) queued again.")
 
     def has_add_permission(self, request):
         return False
@@ -226,8 +226,6 @@ class SendTestForm(forms.Form):
     def clean(self):
         data = super().clean()
         if data.get("channel") and data.get("to"):
-            from django.core.exceptions import ValidationError
-
             try:
                 data["to"] = services.address_normalize(data["channel"], data["to"])
             except ValidationError as exc:

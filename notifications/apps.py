@@ -6,8 +6,9 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from communication import realtime
-        from notifications import services
+        # Imported once the app registry is ready: the services import the models.
+        from communication import realtime  # noqa: PLC0415
+        from notifications import services  # noqa: PLC0415
 
         # The gateway's first message carries the unread count.
         realtime.ready_hooks.append(lambda user: {"unread": services.unread_count(user)})

@@ -21,11 +21,14 @@ import time
 
 from django.conf import settings
 
-from communication.celery import queue
+from communication.celery import app, queue
 
 logger = logging.getLogger(__name__)
 
 DELIVERY_BATCH_SIZE = 50
+
+# Published by name: the task's module imports the services, which import this module.
+DELIVER_MANY = "notifications.tasks.deliver_many"
 
 QUEUE_BY_PRIORITY = {
     "urgent": "realtime",
@@ -37,14 +40,14 @@ QUEUE_BY_PRIORITY = {
 
 def publish(by_queue: dict[str, list[str]], countdown: float = 0) -> None:
     """One ``deliver_many`` task per broker queue and per ``DELIVERY_BATCH_SIZE`` ids, now."""
-    from notifications.tasks import deliver_many
-
     for name, ids in by_queue.items():
         for start in range(0, len(ids), DELIVERY_BATCH_SIZE):
-            deliver_many.apply_async(
+            app.send_task(
+                DELIVER_MANY,
                 (ids[start : start + DELIVERY_BATCH_SIZE],),
                 queue=name,
                 countdown=countdown or None,
+                ignore_result=True,
             )
 
 

@@ -244,12 +244,10 @@ def _providers() -> tuple[Provider, Provider | None, str]:
 
 def _gate(provider: Provider, outcome: _Outcome, devices: list[Device]) -> bool:
     """Whether ``provider`` may be called now; if not, its devices wait (circuit, rate)."""
-    from notifications.services import provider_breaker
-
     if provider.name == "outbox":
         return True
     try:
-        provider_breaker(provider.alias).before_call()
+        registry.provider_breaker(provider.alias).before_call()
     except CircuitOpenError:
         wait = float(settings.PROVIDER_BREAKER_RESET_SECONDS)
     else:
@@ -347,8 +345,6 @@ def push_deliver(delivery: Delivery, message: Message) -> SendResult:
     """Sends one push delivery to every active device of its user still owed it (see the module
     docstring for what it answers). Raises ProviderError subclasses and :class:`PushDelayedError`;
     every raised error carries ``provider`` (the alias to blame)."""
-    from notifications.services import provider_breaker
-
     outcome = _Outcome(results=dict(delivery.device_results or {}), now=timezone.now().isoformat())
     done = {key for key, entry in outcome.results.items() if entry.get("status") in DONE}
     devices = list(
@@ -388,10 +384,10 @@ def push_deliver(delivery: Delivery, message: Message) -> SendResult:
         )
         raise_error.provider = alias
     for alias in outcome.succeeded - {"outbox"}:
-        provider_breaker(alias).record_success()
+        registry.provider_breaker(alias).record_success()
     failed_aliases = {a for a, _ in outcome.transient} - outcome.succeeded
     for alias in failed_aliases - {getattr(raise_error, "provider", "")}:
-        provider_breaker(alias).record_failure()
+        registry.provider_breaker(alias).record_failure()
     _save(delivery, outcome, devices)
 
     if raise_error is not None:

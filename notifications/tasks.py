@@ -3,17 +3,12 @@
 from celery import shared_task
 
 from notifications import services
+from notifications.enqueue import DELIVER_MANY
 
 
-@shared_task(ignore_result=True, acks_late=True)
+@shared_task(name=DELIVER_MANY, ignore_result=True, acks_late=True)
 def deliver_many(delivery_ids: list[str]) -> dict:
     return services.deliveries_attempt(delivery_ids)
-
-
-@shared_task(ignore_result=True, acks_late=True)
-def deliver(delivery_id: str) -> str:
-    """One delivery (messages published before ``deliver_many`` existed, and tests)."""
-    return services.delivery_attempt(delivery_id)
 
 
 @shared_task(ignore_result=True)

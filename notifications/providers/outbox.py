@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from notifications.models import OutboxMessage
 from notifications.providers.base import Message, Provider, SendResult
 
 
@@ -14,8 +15,6 @@ class OutboxProvider(Provider):
         self.channel = options.get("CHANNEL", "")
 
     def send(self, message: Message) -> SendResult:
-        from notifications.models import OutboxMessage
-
         row = OutboxMessage.objects.create(
             delivery_id=message.delivery_id or None,
             channel=message.channel,

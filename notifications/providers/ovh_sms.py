@@ -37,6 +37,7 @@ from notifications.providers.base import (
     SendResult,
     TransientProviderError,
 )
+from notifications.webhooks import conf
 
 DEFAULT_TIMEOUT = 10.0
 STATUS_CALLBACK_PATH = "/webhooks/ovh/status"
@@ -89,8 +90,6 @@ class OvhSmsProvider(Provider):
 
     def status_callback_url(self) -> str:
         """Where OVH reports delivery, or "" when no shared token is configured."""
-        from notifications.webhooks import conf
-
         token = conf.get("OVH_WEBHOOK_TOKEN")
         if not token:
             return ""

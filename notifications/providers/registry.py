@@ -14,7 +14,9 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from communication.circuit import CircuitBreaker
 from notifications.providers.base import Provider, ProviderNotConfiguredError
+from notifications.providers.outbox import OutboxProvider
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +58,19 @@ def chain(channel: str) -> list[Provider]:
                         "provider cannot be loaded", extra={"provider": alias, "error": str(exc)}
                     )
             if not providers:
-                from notifications.providers.outbox import OutboxProvider
-
                 providers = [OutboxProvider("outbox", {"CHANNEL": channel})]
             _chains[channel] = providers
         return _chains[channel]
+
+
+def provider_breaker(alias: str) -> CircuitBreaker:
+    """The circuit breaker of the provider ``alias``, shared by every process through the cache
+    (the chain and the push fan-out ask it before a call and tell it how the call went)."""
+    return CircuitBreaker(
+        f"provider:{alias}",
+        failure_threshold=settings.PROVIDER_BREAKER_THRESHOLD,
+        reset_timeout=settings.PROVIDER_BREAKER_RESET_SECONDS,
+    )
 
 
 def reset() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import hashlib
 import json
 import logging
 import re
@@ -214,8 +215,6 @@ def topic_for(value: str) -> str:
         return ""
     if _TOPIC.match(value):
         return value
-    import hashlib
-
     return b64url(hashlib.sha256(value.encode()).digest())[:32]
 
 

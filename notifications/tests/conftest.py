@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
+from communication.auth import tokens
 from communication.models import User
 
 
@@ -38,8 +39,6 @@ def sender(make_service_token):
 
 @pytest.fixture
 def as_user():
-    from communication.auth import tokens
-
     def make(user):
         client = APIClient()
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens.issue_user_token(user)}")

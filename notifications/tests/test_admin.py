@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from analytics.models import Event
 from communication.models import User
 from notifications import services
 from notifications.models import Delivery, OutboxMessage
@@ -59,3 +60,37 @@ def test_outbox_provider_health_and_send_test(staff_client):
         {"channel": "sms", "to": "12", "subject": "Hi", "body": "Test"},
     )
     assert bad.status_code == 200 and b"phone" in bad.content
+
+
+def test_resending_ambiguous_deliveries_records_it_and_sends_them_again(
+    staff_client, django_capture_on_commit_callbacks
+):
+    outcome = services.notification_send(
+        caller="svc",
+        payload={
+            "recipients": [{"email": "amb@example.com"}, {"email": "ok@example.com"}],
+            "category": "alerts",
+            "channels": ["email"],
+            "content": {"subject": "s", "body": "b"},
+            "data": {},
+        },
+    )
+    ambiguous, sent = (n["deliveries"][0]["id"] for n in outcome.body["notifications"])
+    services.deliveries_attempt([ambiguous, sent])
+    # What a provider timing out after the request left leaves behind (RESEND_AMBIGUOUS off).
+    Delivery.objects.filter(id=ambiguous).update(status="ambiguous")
+
+    with django_capture_on_commit_callbacks(execute=False) as enqueued:
+        response = staff_client.post(
+            "/admin/notifications/delivery/",
+            {"action": "resend_ambiguous", "_selected_action": [ambiguous, sent]},
+        )
+    assert response.status_code == 302
+    assert Delivery.objects.get(id=ambiguous).status == "queued"
+    assert Delivery.objects.get(id=sent).status == "delivered", "only ambiguous ones are resent"
+    event = Event.objects.get(delivery_id=ambiguous, type="queued", data__was="ambiguous")
+    assert event.data["resent_by"] == "admin:ops"
+    assert len(enqueued) == 1
+
+    services.deliveries_attempt([ambiguous])
+    assert OutboxMessage.objects.filter(to="amb@example.com").count() == 2

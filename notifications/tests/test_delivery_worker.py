@@ -13,7 +13,7 @@ from communication.models import User
 from conftest import wait_for
 from notifications import services
 from notifications.models import Delivery, OutboxMessage
-from notifications.tasks import deliver
+from notifications.tasks import deliver_many
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -71,10 +71,19 @@ def test_a_task_delivered_several_times_sends_once(celery_worker, sender):
         format="json",
     )
     delivery_id = response.json()["notifications"][0]["deliveries"][0]["id"]
-    for _ in range(4):
-        deliver.apply_async((delivery_id,), queue="transactional")
-    wait_for(lambda: status_of(delivery_id) == "delivered", 30, what="delivery")
-    time.sleep(1)  # let the duplicate tasks run (they must find nothing to claim)
+    copies = [
+        deliver_many.apply_async(([delivery_id],), queue="transactional").id for _ in range(4)
+    ]
+    # The worker logs each task it ran: wait until it has run every copy.
+    wait_for(
+        lambda: all(
+            f"deliver_many[{task_id}] succeeded" in celery_worker.log.read_text()
+            for task_id in copies
+        ),
+        30,
+        what="the worker to run every copy",
+    )
+    assert status_of(delivery_id) == "delivered"
     assert OutboxMessage.objects.filter(delivery_id=delivery_id).count() == 1
     assert Delivery.objects.get(id=delivery_id).attempts == 1
 

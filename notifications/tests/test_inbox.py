@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from rest_framework.test import APIClient
 
-from notifications import services
-from notifications.models import Consent, Notification, NotificationPreference, QuietHours
+from notifications import services, unsubscribe
+from notifications.models import (
+    Consent,
+    Delivery,
+    Notification,
+    NotificationPreference,
+    QuietHours,
+    Suppression,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -149,8 +157,6 @@ def test_consents_are_recorded_with_their_source(alice, as_user):
 
 
 def test_outbox_is_for_staff(alice, as_user, make_user_token):
-    from rest_framework.test import APIClient
-
     assert as_user(alice).get("/api/v1/outbox").status_code == 403
     staff = APIClient()
     staff.credentials(HTTP_AUTHORIZATION=f"Bearer {make_user_token('op', staff=True)}")
@@ -158,9 +164,6 @@ def test_outbox_is_for_staff(alice, as_user, make_user_token):
 
 
 def test_unsubscribe_link_turns_the_category_off(alice, client):
-    from notifications import unsubscribe
-    from notifications.models import Delivery
-
     outcome = services.notification_send(
         caller="svc",
         payload={
@@ -185,16 +188,12 @@ def test_unsubscribe_link_turns_the_category_off(alice, client):
     raw = deliveries.get(address="raw@example.com")
     raw_path = unsubscribe.url_for(raw).split("://", 1)[1].split("/", 1)[1]
     client.post(f"/{raw_path}")
-    from notifications.models import Suppression
 
     assert Suppression.objects.filter(address="raw@example.com", reason="unsubscribe").exists()
     assert client.get(f"/{path}x").status_code == 400
 
 
 def test_no_unsubscribe_header_on_mandatory_categories(alice):
-    from notifications import unsubscribe
-    from notifications.models import Delivery
-
     outcome = services.notification_send(
         caller="svc",
         payload={

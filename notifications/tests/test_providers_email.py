@@ -22,6 +22,7 @@ from notifications.providers.base import (
     AmbiguousProviderError,
     Message,
     PermanentProviderError,
+    ProviderNotConfiguredError,
     RateLimitedError,
     TransientProviderError,
 )
@@ -395,8 +396,6 @@ def test_smtp_url_forms():
 
 
 def test_smtp_without_url_is_left_out_of_the_chain():
-    from notifications.providers.base import ProviderNotConfiguredError
-
     with pytest.raises(ProviderNotConfiguredError):
         smtp_provider("")
 

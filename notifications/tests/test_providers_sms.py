@@ -19,6 +19,7 @@ from notifications.providers.base import (
     AmbiguousProviderError,
     Message,
     PermanentProviderError,
+    ProviderNotConfiguredError,
     RateLimitedError,
     TransientProviderError,
 )
@@ -219,8 +220,6 @@ def test_twilio_malformed_answers(httpserver, twilio):
 
 
 def test_twilio_without_credentials_is_not_configured():
-    from notifications.providers.base import ProviderNotConfiguredError
-
     with pytest.raises(ProviderNotConfiguredError):
         TwilioSmsProvider("twilio", {"ACCOUNT_SID": ACCOUNT, "AUTH_TOKEN": "", "FROM": "+1"})
 

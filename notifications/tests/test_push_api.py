@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import call_command
 
+from notifications.api.devices import _endpoint_allowed
 from notifications.models import Device
 from notifications.providers import webpush
 from notifications.providers.webpush import b64url, generate_pair
@@ -118,7 +119,6 @@ def test_invalid_subscription_keys(as_user, alice):
 
 def test_outside_development_only_known_push_services(settings):
     """Any other endpoint would have this service POST wherever a user likes (SSRF)."""
-    from notifications.api.devices import _endpoint_allowed
 
     settings.DEVELOPMENT = False
     assert _endpoint_allowed("https://fcm.googleapis.com/fcm/send/x")

@@ -6,10 +6,12 @@ import json
 import time
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from communication.auth import tokens
-from communication.models import User
+from communication.models import RealtimeEvent, User
+from notifications import services
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -51,7 +53,6 @@ def test_notification_created_arrives_within_a_second_and_missed_ones_replay(liv
     # Offline: two more notifications and a read.
     second = send_in_app(sender, "rt", "Second")
     send_in_app(sender, "rt", "Third")
-    from notifications import services
 
     services.notification_mark(user=user, notification_id=second, read=True)
 
@@ -77,8 +78,6 @@ def test_notification_created_arrives_within_a_second_and_missed_ones_replay(liv
 
 
 def test_resume_from_pruned_history_asks_for_a_resync(live_asgi, sender):
-    from communication.models import RealtimeEvent
-
     user = User.objects.create(username="rt2", external_id="rt2")
     for i in range(3):
         send_in_app(sender, "rt2", f"n{i}")
@@ -90,8 +89,6 @@ def test_resume_from_pruned_history_asks_for_a_resync(live_asgi, sender):
 
 
 def test_the_socket_closes_when_its_token_expires(live_asgi):
-    from websockets.exceptions import ConnectionClosed
-
     user = User.objects.create(username="rt3", external_id="rt3")
     # Expires in 2 s (the leeway only applies to verification, not to the socket's lifetime).
     token = tokens.issue_user_token(user, ttl=2)

@@ -6,12 +6,16 @@ import datetime as dt
 import threading
 import time
 import uuid
+import zoneinfo
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from analytics.models import Event
+from communication.models import Category, User
+from notifications import services
 from notifications.models import (
     Consent,
     Delivery,
@@ -19,6 +23,7 @@ from notifications.models import (
     Notification,
     NotificationPreference,
     NotificationRequest,
+    OutboxMessage,
     QuietHours,
     Suppression,
 )
@@ -137,6 +142,29 @@ def test_consent_required_for_marketing(sender, alice):
     assert third["email"]["status"] == "skipped"
 
 
+def test_a_category_changed_by_staff_applies_to_the_next_send(
+    sender, alice, django_assert_max_num_queries
+):
+    """The send path keeps categories in a per-process cache: a change saved in this process
+    applies at once, and a send with a cached category does not read it again."""
+    first = deliveries_of(
+        send(sender, recipients=[{"user_id": "alice"}], category="alerts", channels=["email"])
+    )
+    assert first["email"]["status"] == "queued"
+    with django_assert_max_num_queries(20) as cached:
+        send(sender, recipients=[{"user_id": "alice"}], category="alerts", channels=["email"])
+    assert not [q for q in cached.captured_queries if "communication_category" in q["sql"]]
+
+    alerts = Category.objects.get(key="alerts")
+    alerts.requires_consent = True
+    alerts.save()
+    second = deliveries_of(
+        send(sender, recipients=[{"user_id": "alice"}], category="alerts", channels=["email"])
+    )
+    assert second["email"]["status"] == "skipped"
+    assert second["email"]["reason"] == "no consent for alerts on email"
+
+
 def test_suppressed_address_is_not_sent(sender, alice):
     Suppression.objects.create(channel="email", address="alice@example.com", reason="hard_bounce")
     by_channel = deliveries_of(
@@ -207,7 +235,6 @@ def test_schedule_in_the_recipients_local_time(sender, alice, bob):
         (delivery,) = item["deliveries"]
         assert delivery["status"] == "scheduled"
         times[item["recipient"]["user_id"]] = dt.datetime.fromisoformat(delivery["scheduled_for"])
-    import zoneinfo
 
     assert times["alice"].astimezone(zoneinfo.ZoneInfo("Europe/Paris")).hour == 9
     assert times["bob"].astimezone(zoneinfo.ZoneInfo("America/New_York")).hour == 9
@@ -327,8 +354,6 @@ def test_failed_request_releases_its_key(sender, alice):
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_requests_with_one_key_make_one_notification(make_service_token):
-    from communication.models import User
-
     User.objects.create(username="carl", external_id="carl", email="carl@example.com")
     token = make_service_token("billing")
     results = []
@@ -339,7 +364,6 @@ def test_concurrent_requests_with_one_key_make_one_notification(make_service_tok
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
         barrier.wait()
         results.append(send(client, recipients=[{"user_id": "carl"}], idempotency_key="race"))
-        from django.db import connection
 
         connection.close()
 
@@ -455,10 +479,8 @@ def test_a_template_family_speaks_on_every_channel_in_the_recipients_language(se
     assert "Maintenance" in notification.title
     assert "Coupure" in notification.body
     assert notification.action_url == "https://example.com/status"
-    from notifications import services
 
     services.delivery_attempt(by_channel["email"]["id"])
-    from notifications.models import OutboxMessage
 
     email = OutboxMessage.objects.get(channel="email")
     assert "Maintenance" in email.subject

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils.module_loading import import_string
 
+from notifications.providers.base import ProviderNotConfiguredError
 from notifications.services import delivery_track
 from notifications.tracking import TrackingEvent
 from notifications.webhooks import conf
@@ -117,8 +118,6 @@ class ProviderWebhookMixin:
 
     def provider(self, alias: str):
         """The configured provider instance (its credentials are checked on construction)."""
-        from notifications.providers.base import ProviderNotConfiguredError
-
         config = settings.NOTIFICATION_PROVIDERS[alias]
         try:
             return import_string(config["BACKEND"])(alias, dict(config.get("OPTIONS") or {}))

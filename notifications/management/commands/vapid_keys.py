@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
+from notifications.providers.webpush import generate_pair
+
 
 class Command(BaseCommand):
     help = "Print a new VAPID key pair (base64url raw keys; --pem adds the private key as PEM)."
@@ -12,8 +14,6 @@ class Command(BaseCommand):
         parser.add_argument("--pem", action="store_true", help="also print the PEM private key")
 
     def handle(self, *args, **options):
-        from notifications.providers.webpush import generate_pair
-
         pair = generate_pair()
         self.stdout.write(f"VAPID_PRIVATE_KEY={pair['VAPID_PRIVATE_KEY']}")
         self.stdout.write(f"VAPID_PUBLIC_KEY={pair['VAPID_PUBLIC_KEY']}")

@@ -1,0 +1,361 @@
+"""Delivering: claim a batch of deliveries, render each, call its provider (or the push fan-out)
+and hand the answer to ``outcomes``. See "The delivery pipeline" in DESIGN.md, steps 3 and 4."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import time
+import uuid
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from analytics import events
+from communication import rows
+from communication.circuit import CircuitOpenError
+from communication.exceptions import APIError
+from communication.models import Category, User
+from notifications import push, rendering, unsubscribe
+from notifications.enqueue import enqueue_many
+from notifications.models import Delivery, Notification, NotificationRequest
+from notifications.providers import ratelimit, registry
+from notifications.providers.base import Message, ProviderError, SendResult
+from notifications.providers.registry import provider_breaker
+from notifications.services.outcomes import (
+    Acceptance,
+    deliveries_record_sent,
+    delivery_fail,
+    delivery_provider_error,
+    delivery_requeue,
+)
+
+
+def deliveries_claim(delivery_ids) -> list[Delivery]:
+    """Takes the due, queued deliveries among ``delivery_ids`` for this worker, in one
+    conditional ``UPDATE … RETURNING`` (status and lease): a second copy of the task finds nothing
+    to claim. Rows another transaction holds at this instant are skipped, not waited for (no lock
+    cycles between workers claiming overlapping batches; the sweep re-enqueues one left queued).
+    The same statement reads what sending needs: notification, request, category and user.
+    """
+    ids = list(dict.fromkeys(uuid.UUID(str(i)) for i in delivery_ids))
+    if not ids:
+        return []
+    now = timezone.now()
+    lease = now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_statement(), [ids, now, now, now, lease])
+        found = cursor.fetchall()
+    claimed = []
+    widths = [len(m._meta.concrete_fields) for m in _CLAIMED]
+    for row in found:
+        parts, start = [], 0
+        for width in widths:
+            parts.append(row[start : start + width])
+            start += width
+        delivery, notification, request, category, user = (
+            rows.instance(model, part) if part[0] is not None else None  # no user: all NULL
+            for model, part in zip(_CLAIMED, parts, strict=True)
+        )
+        notification.request, notification.category, notification.user = request, category, user
+        delivery.notification = notification
+        claimed.append(delivery)
+    order = {i: n for n, i in enumerate(ids)}
+    return sorted(claimed, key=lambda d: order[d.id])
+
+
+_CLAIMED = (Delivery, Notification, NotificationRequest, Category, User)
+
+
+@functools.cache
+def _claim_statement() -> str:
+    select = ", ".join(
+        rows.select_list(model, alias)
+        for model, alias in zip(_CLAIMED, ("claimed", "n", "r", "c", "u"), strict=True)
+    )
+    return f"""
+        WITH due AS (
+            SELECT id FROM notifications_delivery
+            WHERE id = ANY(%s) AND status = 'queued'
+              AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+            ORDER BY id FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE notifications_delivery AS d
+            SET status = 'sending', attempts = d.attempts + 1, sending_at = %s, updated_at = %s,
+                lease_until = %s
+            FROM due WHERE d.id = due.id
+            RETURNING d.*
+        )
+        SELECT {select}
+        FROM claimed
+        JOIN notifications_notification AS n ON n.id = claimed.notification_id
+        JOIN notifications_notificationrequest AS r ON r.id = n.request_id
+        JOIN {Category._meta.db_table} AS c ON c.key = n.category_id
+        LEFT JOIN {User._meta.db_table} AS u ON u.{User._meta.pk.column} = n.user_id
+    """  # noqa: S608  (names from the models)
+
+
+def _message_for(delivery: Delivery, batch: _Batch) -> Message:
+    notification = delivery.notification
+    request = notification.request
+    user = notification.user
+    family = request.template_key
+    template_key = ""
+    if family:
+        template_key = batch.template_key(family, delivery.channel)
+        if not template_key:
+            raise ProviderError(f"template {family!r} has no {delivery.channel} version")
+    rendered = rendering.render(
+        channel=delivery.channel,
+        template_key=template_key,
+        content=request.content,
+        data=rendering.recipient_context(
+            request.data, user=user, email=notification.email, phone=notification.phone
+        ),
+        locale=notification.locale,
+        timezone=user.timezone if user else "",
+        recipient=user.external_id if user else None,
+    )
+    delivery.template_version = rendered.get("version")
+    delivery.variant = rendered.get("variant") or ""
+    headers = {}
+    if delivery.channel == "email":
+        headers = unsubscribe.headers_for(delivery)
+    return Message(
+        channel=delivery.channel,
+        to=delivery.address,
+        subject=rendered.get("subject", ""),
+        text=rendered.get("text") or rendered.get("body", ""),
+        html=rendered.get("html", ""),
+        title=rendered.get("title", ""),
+        data=rendered.get("data") or {},
+        headers=headers,
+        image=rendered.get("image") or "",
+        link=rendered.get("deep_link") or rendered.get("action_url") or "",
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        delivery_id=str(delivery.id),
+        category=notification.category_id,
+        tags=[notification.category_id],
+    )
+
+
+class _Batch:
+    """What one batch of deliveries shares: template look-ups, the breakers it found closed, and
+    the successes not yet written.
+
+    Successes are written together (one UPDATE and one events INSERT) at most
+    ``FLUSH_EVERY`` sends or ``FLUSH_SECONDS`` after the first unwritten one: that is the window
+    in which a crash after the provider's answer leaves a delivery to be sent again once its lease
+    expires (DESIGN.md, "The delivery pipeline" 6), kept far below the lease.
+    """
+
+    FLUSH_EVERY = 25
+    FLUSH_SECONDS = 0.5
+
+    def __init__(self):
+        self.templates: dict[tuple[str, str], str] = {}
+        self.closed: set[str] = set()  # breakers checked closed, no failure since
+        self.succeeded: set[str] = set()  # breakers told of a success, no failure since
+        self.sent: list[Acceptance] = []
+        self.first_unwritten = 0.0
+
+    def template_key(self, family: str, channel: str) -> str:
+        if (family, channel) not in self.templates:
+            self.templates[(family, channel)] = rendering.template_keys(family, [channel]).get(
+                channel, ""
+            )
+        return self.templates[(family, channel)]
+
+    def before_call(self, alias: str) -> None:
+        """The provider's breaker, asked once per batch while its calls succeed."""
+        if alias not in self.closed:
+            provider_breaker(alias).before_call()
+            self.closed.add(alias)
+
+    def record_success(self, alias: str) -> None:
+        if alias not in self.succeeded:
+            provider_breaker(alias).record_success()
+            self.succeeded.add(alias)
+
+    def record_failure(self, alias: str) -> None:
+        self.closed.discard(alias)
+        self.succeeded.discard(alias)
+
+    def add_sent(
+        self,
+        delivery: Delivery,
+        alias: str,
+        index: int,
+        result: SendResult,
+        latency_ms: float,
+        **event_data,
+    ) -> None:
+        """Holds a provider's acceptance until the next flush (see the class docstring)."""
+        if not self.sent:
+            self.first_unwritten = time.monotonic()
+        self.sent.append(
+            Acceptance(delivery, alias, index, result, latency_ms, timezone.now(), event_data)
+        )
+        if (
+            len(self.sent) >= self.FLUSH_EVERY
+            or time.monotonic() - self.first_unwritten >= self.FLUSH_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.sent:
+            sent, self.sent = self.sent, []
+            deliveries_record_sent(sent)
+
+
+def delivery_attempt(delivery_id) -> str:
+    """Sends one delivery once: claim, render, pick a provider, call it, record the outcome.
+
+    Safe to run twice: a second copy finds nothing to claim. Returns what happened (for logs and
+    tests): not_claimed, sent, failed, ambiguous, retry, failover, delayed.
+    """
+    return deliveries_attempt([delivery_id])[str(delivery_id)]
+
+
+def deliveries_attempt(delivery_ids) -> dict[str, str]:
+    """Sends a batch of deliveries, each once (see :func:`delivery_attempt`): one claim for the
+    batch, then each is rendered and sent in turn; its failure is handled alone (retry, failover,
+    failed) while the others go on; successes are recorded together. Returns
+    ``{delivery id: outcome}``.
+
+    A delivery the batch has not reached when half its lease has passed (slow providers) is put
+    back in the queue rather than sent late: past its lease the sweep may hand it to another
+    worker.
+    """
+    outcomes = {str(i): "not_claimed" for i in delivery_ids}
+    deliveries = deliveries_claim(delivery_ids)
+    claimed_at = time.monotonic()
+    batch = _Batch()
+    try:
+        for delivery in deliveries:
+            if time.monotonic() - claimed_at > settings.DELIVERY_LEASE_SECONDS / 2:
+                batch.flush()
+                outcomes[str(delivery.id)] = delivery_requeue(delivery, 0, "delayed")
+                continue
+            outcomes[str(delivery.id)] = _attempt(delivery, batch)
+    finally:
+        batch.flush()
+    return outcomes
+
+
+def _attempt(delivery: Delivery, batch: _Batch) -> str:
+    try:
+        message = _message_for(delivery, batch)
+    except (APIError, ProviderError) as exc:
+        detail = getattr(exc, "detail", None) or str(exc)
+        delivery_fail(delivery, "render_error", error=f"render: {detail}")
+        return "failed"
+
+    if delivery.channel == "push":
+        return _push_attempt(delivery, message, batch)
+    chain = registry.chain(delivery.channel)
+    index = delivery.provider_index
+    # Skip providers whose circuit is open; if all are open, wait for the first to half-open.
+    while index < len(chain):
+        try:
+            batch.before_call(chain[index].alias)
+            break
+        except CircuitOpenError:
+            index += 1
+    if index >= len(chain):
+        if delivery.provider_index < len(chain) and len(chain) > 0:
+            return delivery_requeue(
+                delivery,
+                settings.PROVIDER_BREAKER_RESET_SECONDS,
+                "delayed",
+                provider_index=delivery.provider_index,
+            )
+        delivery_fail(
+            delivery, "providers_exhausted", error=delivery.error or "every provider failed"
+        )
+        return "failed"
+    provider = chain[index]
+
+    wait = ratelimit.acquire(provider)
+    if wait > 0:
+        return delivery_requeue(delivery, wait, "delayed", provider_index=index)
+
+    started = time.perf_counter()
+    try:
+        result = provider.send(message)
+    except ProviderError as exc:
+        latency = (time.perf_counter() - started) * 1000
+        batch.record_failure(provider.alias)
+        return delivery_provider_error(delivery, provider, index, exc, latency, chain)
+    latency = (time.perf_counter() - started) * 1000
+    batch.record_success(provider.alias)
+    batch.add_sent(delivery, provider.alias, index, result, latency)
+    return "sent"
+
+
+def _push_attempt(delivery: Delivery, message: Message, batch: _Batch) -> str:
+    """Push fans out to every device of the user (FCM and Web Push serve different devices; they
+    are not failover alternatives): ``notifications.push`` sends and answers like one provider,
+    recorded as the chain's answers are."""
+    started = time.perf_counter()
+    try:
+        result = push.push_deliver(delivery, message)
+    except push.PushDelayedError as exc:
+        return delivery_requeue(delivery, exc.delay, "delayed")
+    except ProviderError as exc:
+        latency = (time.perf_counter() - started) * 1000
+        sender = push.PushSender(getattr(exc, "provider", "push"))
+        return delivery_provider_error(delivery, sender, 0, exc, latency, [sender])
+    latency = (time.perf_counter() - started) * 1000
+    batch.add_sent(
+        delivery,
+        result.raw.get("provider", "push"),
+        0,
+        result,
+        latency,
+        devices=result.raw.get("devices", {}),
+    )
+    return "sent"
+
+
+@transaction.atomic
+def deliveries_resend_ambiguous(*, delivery_ids, actor: str) -> int:
+    """Queues the ambiguous deliveries among ``delivery_ids`` again, at staff's request (the
+    provider may have received them: the recipient may get the message twice). Each gets a
+    ``queued`` event naming ``actor``; deliveries in any other status are left alone. Returns how
+    many were queued."""
+    found = list(
+        Delivery.objects.select_for_update(of=("self",))
+        .filter(id__in=list(delivery_ids), status="ambiguous")
+        .values_list(
+            "id",
+            "priority",
+            "channel",
+            "notification_id",
+            "notification__category_id",
+            "notification__request__caller",
+        )
+    )
+    if not found:
+        return 0
+    Delivery.objects.filter(id__in=[row[0] for row in found]).update(
+        status="queued", next_attempt_at=None, updated_at=timezone.now()
+    )
+    events.record_many(
+        [
+            {
+                "type": "queued",
+                "channel": channel,
+                "category": category,
+                "caller": caller,
+                "notification_id": notification_id,
+                "delivery_id": delivery_id,
+                "data": {"resent_by": actor, "was": "ambiguous"},
+            }
+            for delivery_id, _priority, channel, notification_id, category, caller in found
+        ]
+    )
+    to_enqueue = [(str(row[0]), row[1]) for row in found]
+    transaction.on_commit(lambda: enqueue_many(to_enqueue))
+    return len(found)

@@ -1,0 +1,89 @@
+"""The user's inbox: new items announced, read, unread, dismissed; each change told to the user's
+other sockets."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from communication import realtime
+from notifications import selectors
+from notifications.models import Notification
+
+
+def notification_publish_created(notification: Notification) -> None:
+    """Tells the user's sockets of a new inbox item (after commit, through ``realtime``), with
+    the unread count it makes."""
+    realtime.publish_event(
+        notification.user_id,
+        "notification.created",
+        {
+            "id": str(notification.id),
+            "title": notification.title,
+            "body": notification.body,
+            "category": notification.category_id,
+            "action_url": notification.action_url or None,
+            "created_at": (notification.created_at or timezone.now()).isoformat(),
+            "unread": unread_count(notification.user_id),
+        },
+    )
+
+
+@transaction.atomic
+def notification_mark(*, user, notification_id, read: bool) -> Notification:
+    """Marks one notification read (or unread again) and tells the user's other sockets."""
+    notification = selectors.notification_get(user, notification_id)
+    value = timezone.now() if read else None
+    if (notification.read_at is None) == read:
+        notification.read_at = value
+        notification.save(update_fields=["read_at"])
+        realtime.publish_event(
+            user.pk,
+            "notification.read" if read else "notification.unread",
+            {
+                "ids": [str(notification.id)],
+                "unread": unread_count(user),
+            },
+        )
+    return notification
+
+
+@transaction.atomic
+def notification_read_all(*, user) -> int:
+    """Marks every unread notification of the user read; returns how many."""
+    now = timezone.now()
+    ids = list(
+        Notification.objects.filter(
+            user=user, read_at__isnull=True, dismissed_at__isnull=True
+        ).values_list("id", flat=True)
+    )
+    if ids:
+        Notification.objects.filter(id__in=ids).update(read_at=now)
+        realtime.publish_event(
+            user.pk,
+            "notification.read",
+            {"ids": [str(i) for i in ids[:1000]], "all": True, "unread": 0},
+        )
+    return len(ids)
+
+
+@transaction.atomic
+def notification_dismiss(*, user, notification_id) -> None:
+    """Hides one notification from the inbox (read, if it was not)."""
+    notification = selectors.notification_get(user, notification_id)
+    notification.dismissed_at = timezone.now()
+    if notification.read_at is None:
+        notification.read_at = notification.dismissed_at
+    notification.save(update_fields=["dismissed_at", "read_at"])
+    realtime.publish_event(
+        user.pk,
+        "notification.dismissed",
+        {"ids": [str(notification.id)], "unread": unread_count(user)},
+    )
+
+
+def unread_count(user) -> int:
+    """The user's unread, undismissed notifications (``user``: a User or its primary key)."""
+    return Notification.objects.filter(
+        user=user, read_at__isnull=True, dismissed_at__isnull=True
+    ).count()

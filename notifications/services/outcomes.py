@@ -1,0 +1,279 @@
+"""What a delivery attempt ends in, written only while the worker still holds the delivery
+(status ``sending`` and its attempt number): accepted by the provider, requeued (retry, failover,
+delayed) or failed, each with its analytics events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any, NamedTuple
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from analytics import events
+from communication import rows
+from notifications.enqueue import enqueue_many
+from notifications.models import Delivery, Suppression
+from notifications.providers.base import ProviderError, SendResult
+from notifications.providers.registry import provider_breaker
+from notifications.services.tracking import suppression_add
+
+
+class Acceptance(NamedTuple):
+    """A provider's acceptance of a delivery, waiting to be recorded."""
+
+    delivery: Delivery
+    alias: str
+    index: int
+    result: SendResult
+    latency_ms: float
+    at: dt.datetime
+    event_data: dict[str, Any]
+
+
+def deliveries_record_sent(accepted: list[Acceptance]) -> None:
+    """Records providers' acceptances, of every channel, in one statement: an UPDATE of the
+    deliveries this worker still holds, and the events (``sent``, and ``delivered`` when the
+    provider says so) of those it updated. A single acceptance is a batch of one."""
+    if not accepted:
+        return
+    values = [
+        (
+            a.delivery.id,
+            a.delivery.attempts,
+            "delivered" if a.result.status == "delivered" else "sent",
+            a.alias,
+            a.index,
+            a.result.provider_message_id[:255],
+            a.at,
+            a.delivery.template_version,
+            a.delivery.variant,
+        )
+        for a in accepted
+    ]
+    columns = list(zip(*values, strict=True))
+    insert_events, event_rows = rows.insert_statement(
+        events.build_many([event for a in accepted for event in _sent_events(a)]),
+        where="r.delivery_id IN (SELECT id FROM recorded)",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH recorded AS ({_UPDATE_SENT}) {insert_events}",
+            [timezone.now(), *(list(c) for c in columns), event_rows],
+        )
+
+
+_UPDATE_SENT = """
+    UPDATE notifications_delivery AS d
+    SET status = v.status, provider = v.provider, provider_index = v.provider_index,
+        provider_message_id = v.message_id, sent_at = v.at,
+        delivered_at = CASE WHEN v.status = 'delivered' THEN v.at END, error = '',
+        template_version = v.template_version, variant = v.variant,
+        updated_at = %s, lease_until = NULL
+    FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[],
+                %s::timestamptz[], %s::uuid[], %s::text[])
+         AS v(id, attempts, status, provider, provider_index, message_id, at,
+              template_version, variant)
+    WHERE d.id = v.id AND d.status = 'sending' AND d.attempts = v.attempts
+    RETURNING d.id
+"""
+
+
+def _sent_events(a: Acceptance) -> list[dict]:
+    sent = [
+        _event(
+            a.delivery,
+            "sent",
+            provider=a.alias,
+            latency_ms=round(a.latency_ms, 2),
+            attempts=a.delivery.attempts,
+            **a.event_data,
+        )
+    ]
+    if a.result.status == "delivered":
+        sent.append(_event(a.delivery, "delivered", provider=a.alias))
+    return sent
+
+
+def delivery_requeue(delivery: Delivery, delay: float, outcome: str, **fields) -> str:
+    """Puts the delivery back in the queue ``delay`` seconds from now (if this worker still holds
+    it), with ``fields`` changed; returns ``outcome``."""
+    at = timezone.now() + dt.timedelta(seconds=delay)
+    if _finish(delivery, status="queued", next_attempt_at=at, **fields):
+        enqueue_many([(str(delivery.id), delivery.priority)], countdown=delay)
+    return outcome
+
+
+def delivery_fail(
+    delivery: Delivery,
+    reason: str,
+    *,
+    error: str,
+    provider: str = "",
+    provider_index: int | None = None,
+    latency_ms: float | None = None,
+    **event_data,
+) -> bool:
+    """Marks the delivery failed (if this worker still holds it) and records why; returns
+    whether it did."""
+    fields = {"status": "failed", "failed_at": timezone.now(), "error": error[:2000]}
+    if provider:
+        fields["provider"] = provider
+    if provider_index is not None:
+        fields["provider_index"] = provider_index
+    with transaction.atomic():
+        if not _finish(delivery, **fields):
+            return False
+        _record(
+            delivery,
+            "failed",
+            provider=provider,
+            latency_ms=latency_ms,
+            reason=reason,
+            **event_data,
+        )
+    return True
+
+
+def delivery_provider_error(
+    delivery: Delivery, provider, index: int, exc: ProviderError, latency: float, chain: list
+) -> str:
+    """Records a provider's refusal of ``delivery`` and decides what comes next: ``failed``
+    (permanent, with its suppression), ``ambiguous`` (not resent where settings say so),
+    ``retry`` on the same provider with backoff, or ``failover`` to the next of ``chain``.
+    ``provider`` is what to blame (anything with an ``alias``)."""
+    now = timezone.now()
+    error = f"{provider.alias}: {exc}"[:2000]
+    if exc.permanent:
+        with transaction.atomic():
+            if (
+                delivery_fail(
+                    delivery,
+                    exc.code or "permanent",
+                    error=error,
+                    provider=provider.alias,
+                    provider_index=index,
+                    latency_ms=round(latency, 2),
+                    detail=str(exc)[:500],
+                )
+                and exc.suppress
+                and delivery.address
+            ):
+                suppression_add(
+                    channel=delivery.channel,
+                    address=delivery.address,
+                    reason=exc.code
+                    if exc.code in Suppression.Reason.values
+                    else Suppression.Reason.INVALID,
+                    detail=str(exc),
+                )
+        return "failed"
+
+    provider_breaker(provider.alias).record_failure()
+    if exc.ambiguous and not settings.RESEND_AMBIGUOUS.get(delivery.channel, True):
+        with transaction.atomic():
+            if _finish(
+                delivery,
+                status="ambiguous",
+                provider=provider.alias,
+                provider_index=index,
+                error=error,
+            ):
+                _record(
+                    delivery,
+                    "ambiguous",
+                    provider=provider.alias,
+                    latency_ms=round(latency, 2),
+                    error=str(exc)[:500],
+                )
+        return "ambiguous"
+
+    delivery.provider_attempts += 1
+    first_failure = delivery.first_failure_at or now
+    urgent = delivery.priority in ("high", "urgent")
+    exhausted = delivery.provider_attempts >= settings.DELIVERY_MAX_ATTEMPTS_PER_PROVIDER or (
+        urgent
+        and (now - first_failure).total_seconds() >= settings.DELIVERY_URGENT_FAILOVER_SECONDS
+    )
+    _record(
+        delivery,
+        "retry",
+        provider=provider.alias,
+        latency_ms=round(latency, 2),
+        error=str(exc)[:500],
+        attempt=delivery.provider_attempts,
+    )
+    if exhausted:
+        if index + 1 >= len(chain):
+            delivery_fail(
+                delivery,
+                "providers_exhausted",
+                error=error,
+                provider=provider.alias,
+                provider_index=index,
+            )
+            return "failed"
+        delivery_requeue(
+            delivery,
+            0,
+            "failover",
+            provider_index=index + 1,
+            provider_attempts=0,
+            first_failure_at=first_failure,
+            error=error,
+        )
+        return "failover"
+    delivery_requeue(
+        delivery,
+        _retry_delay(delivery, exc),
+        "retry",
+        provider_index=index,
+        provider_attempts=delivery.provider_attempts,
+        first_failure_at=first_failure,
+        error=error,
+    )
+    return "retry"
+
+
+def _finish(delivery: Delivery, **fields) -> bool:
+    """Records an outcome, only if this worker still holds the delivery (its lease may have
+    expired and another worker taken over)."""
+    fields["updated_at"] = timezone.now()
+    fields.setdefault("lease_until", None)
+    return bool(
+        Delivery.objects.filter(
+            id=delivery.id, status="sending", attempts=delivery.attempts
+        ).update(**fields)
+    )
+
+
+def _retry_delay(delivery: Delivery, error: ProviderError | None) -> float:
+    base = settings.DELIVERY_RETRY_BASE_SECONDS * 2 ** max(delivery.provider_attempts - 1, 0)
+    delay = base * (0.5 + random.random())  # full jitter around the exponential step
+    if delivery.priority in ("high", "urgent"):
+        # With the failover cut-off, bounds how long an urgent delivery stays on a failing
+        # provider (the two settings' defaults add up to a minute).
+        delay = min(delay, settings.DELIVERY_URGENT_RETRY_MAX_SECONDS)
+    if error is not None and error.retry_after:
+        delay = max(delay, error.retry_after)
+    return min(delay, 3600.0)
+
+
+def _event(delivery: Delivery, type_: str, *, provider: str = "", latency_ms=None, **data):
+    return {
+        "type": type_,
+        "channel": delivery.channel,
+        "provider": provider,
+        "category": delivery.notification.category_id,
+        "caller": delivery.notification.request.caller,
+        "notification_id": delivery.notification_id,
+        "delivery_id": delivery.id,
+        "latency_ms": latency_ms,
+        "data": data,
+    }
+
+
+def _record(delivery: Delivery, type_: str, *, provider: str = "", latency_ms=None, **data):
+    events.record(**_event(delivery, type_, provider=provider, latency_ms=latency_ms, **data))

@@ -1,0 +1,403 @@
+"""Accepting a notification request: idempotency, recipients, the rules (preferences, consent,
+suppression, quiet hours, schedules), and the one transaction that writes the request, its
+notifications and their deliveries. See "The delivery pipeline" in DESIGN.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from analytics import events
+from communication import identity, rows
+from communication import services as core_services
+from communication.exceptions import (
+    APIError,
+    ConflictError,
+    PayloadTooLargeError,
+    UnprocessableError,
+)
+from communication.models import Category, User
+from notifications import rendering, resolution
+from notifications.categories import category_get
+from notifications.enqueue import enqueue_many
+from notifications.models import (
+    Consent,
+    Delivery,
+    Device,
+    IdempotencyKey,
+    Notification,
+    NotificationPreference,
+    NotificationRequest,
+    QuietHours,
+)
+from notifications.services.inbox import notification_publish_created
+
+
+@dataclass
+class SendOutcome:
+    """What ``notification_send`` answers: the HTTP status and body, and whether it is the
+    replay of an earlier answer (same ``Idempotency-Key``)."""
+
+    status_code: int
+    body: dict
+    replay: bool = False
+
+
+def _request_hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _idempotency_claim(caller: str, key: str, request_hash: str) -> IdempotencyKey | None:
+    """Claims ``key`` in its own committed transaction; returns the earlier claim when there is
+    one (after checking it matches), None when this request now owns the key."""
+    cutoff = timezone.now() - dt.timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
+    IdempotencyKey.objects.filter(caller=caller, key=key, created_at__lt=cutoff).delete()
+    try:
+        with transaction.atomic():
+            IdempotencyKey.objects.create(caller=caller, key=key, request_hash=request_hash)
+        return None
+    except IntegrityError:
+        existing = IdempotencyKey.objects.get(caller=caller, key=key)
+    if existing.request_hash != request_hash:
+        raise UnprocessableError(
+            "This Idempotency-Key was used with a different request body.",
+            code="idempotency_mismatch",
+        )
+    if existing.in_flight:
+        raise ConflictError(
+            "A request with this Idempotency-Key is still being processed; retry shortly.",
+            code="idempotency_in_progress",
+        )
+    return existing
+
+
+def notification_send(*, caller: str, payload: dict, idempotency_key: str = "") -> SendOutcome:
+    """Accepts a notification request (already validated by the API's serializer).
+
+    Resolves recipients, channels, preferences, consent, suppression, schedules and quiet hours,
+    then in one transaction writes the request, a Notification per recipient and a Delivery per
+    (notification, channel); deliveries ready to go are enqueued once that commits. With an
+    ``idempotency_key`` a replay returns the first answer (``replay=True``); a different body is a
+    422, a replay while the first is still running a 409.
+    """
+    if not idempotency_key:
+        # Its writes are one statement (and the in-app events with it): no outer transaction.
+        return SendOutcome(202, _send(caller=caller, payload=payload, idempotency_key=""))
+    claimed = _idempotency_claim(caller, idempotency_key, _request_hash(payload))
+    if claimed is not None:
+        return SendOutcome(claimed.status_code, claimed.response, replay=True)
+    try:
+        with transaction.atomic():
+            body = _send(caller=caller, payload=payload, idempotency_key=idempotency_key)
+            IdempotencyKey.objects.filter(caller=caller, key=idempotency_key).update(
+                in_flight=False, status_code=202, response=body
+            )
+    except BaseException:
+        IdempotencyKey.objects.filter(caller=caller, key=idempotency_key, in_flight=True).delete()
+        raise
+    return SendOutcome(202, body)
+
+
+def _resolve_recipients(specs: list[dict]) -> list[resolution.Recipient]:
+    if len(specs) > settings.NOTIFICATIONS_MAX_RECIPIENTS:
+        raise PayloadTooLargeError(
+            f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request; "
+            "use the bulk API for more."
+        )
+    user_ids = [s["user_id"] for s in specs if s.get("user_id")]
+    users = (
+        {u.external_id: u for u in User.objects.filter(external_id__in=user_ids)}
+        if user_ids
+        else {}
+    )
+    recipients = []
+    unknown: dict[str, list[str]] = {}
+    for i, spec in enumerate(specs):
+        if spec.get("user_id"):
+            user = users.get(spec["user_id"])
+            if user is None:
+                try:
+                    user = core_services.user_resolve(spec["user_id"])
+                except identity.UnknownUserError:
+                    unknown[f"recipients[{i}].user_id"] = [f"Unknown user {spec['user_id']!r}."]
+                    continue
+                except identity.IdentityUnavailableError:
+                    unknown[f"recipients[{i}].user_id"] = [
+                        "User not known here and the identity service is unavailable."
+                    ]
+                    continue
+                users[user.external_id] = user
+            recipients.append(resolution.Recipient(spec=spec, user=user))
+        else:
+            recipients.append(
+                resolution.Recipient(
+                    spec=spec,
+                    email=(spec.get("email") or "").lower(),
+                    phone=spec.get("phone") or "",
+                )
+            )
+    if unknown:
+        raise APIError("Some recipients are unknown.", code="unknown_user", fields=unknown)
+    return recipients
+
+
+def _load_facts(category: Category, recipients: list[resolution.Recipient]) -> resolution.Facts:
+    facts = resolution.Facts(category=category)
+    user_pks = [r.user.pk for r in recipients if r.user is not None]
+    if user_pks:
+        for user_id, channel, enabled in NotificationPreference.objects.filter(
+            user_id__in=user_pks, category=category
+        ).values_list("user_id", "channel", "enabled"):
+            facts.preferences[(user_id, channel)] = enabled
+        if category.requires_consent:
+            for row in (
+                Consent.objects.filter(user_id__in=user_pks)
+                .filter(Q(category__isnull=True) | Q(category=category))
+                .order_by("-created_at", "-id")
+                .values_list("user_id", "channel", "category_id", "granted")
+            ):
+                facts.consents.setdefault(row[0], []).append((row[1], row[2] or "", row[3]))
+        for user_id, start, end in QuietHours.objects.filter(
+            user_id__in=user_pks, enabled=True
+        ).values_list("user_id", "start", "end"):
+            facts.quiet[user_id] = (start, end)
+        facts.devices = dict(
+            Device.objects.filter(user_id__in=user_pks, active=True)
+            .values("user_id")
+            .annotate(n=Count("id"))
+            .values_list("user_id", "n")
+        )
+    addresses = set()
+    for r in recipients:
+        for channel in ("email", "sms"):
+            address = resolution.address_for(r, channel)
+            if address:
+                addresses.add((channel, address))
+    if addresses:
+        # Written out: the ORM's compiler cost more than the query (one index probe per pair).
+        with connection.cursor() as cursor:
+            pairs = " OR ".join(["(channel = %s AND address = %s)"] * len(addresses))
+            cursor.execute(
+                f"SELECT channel, address, reason FROM notifications_suppression WHERE {pairs}",  # noqa: S608
+                [value for pair in sorted(addresses) for value in pair],
+            )
+            for channel, address, reason in cursor.fetchall():
+                facts.suppressed[(channel, address)] = reason
+    return facts
+
+
+def _scheduled_for(payload: dict, recipient: resolution.Recipient) -> dt.datetime | None:
+    at = payload.get("scheduled_at")
+    if at is None:
+        return None
+    if payload.get("scheduled_local"):
+        tz = recipient.user.timezone if recipient.user is not None else ""
+        return resolution.local_to_utc(at.replace(tzinfo=None), tz)
+    return at if timezone.is_aware(at) else at.replace(tzinfo=dt.UTC)
+
+
+def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
+    category = category_get(payload.get("category") or "transactional")
+    if category is None:
+        raise APIError(
+            f"No category {payload.get('category')!r}.",
+            code="unknown_category",
+            fields={"category": ["Unknown category."]},
+        )
+    recipients = _resolve_recipients(payload["recipients"])
+    facts = _load_facts(category, recipients)
+    requested = payload.get("channels") or "auto"
+    family = payload.get("template") or ""
+    content = payload.get("content") or {}
+    data = payload.get("data") or {}
+    priority = payload.get("priority") or "normal"
+    now = timezone.now()
+
+    every_channel = sorted(
+        {c for r in recipients for c in resolution.channels_for(r, requested, facts)}
+    )
+    templates = rendering.template_keys(family, every_channel) if family else {}
+    if family and not templates:
+        raise APIError(
+            f"No template {family!r} for {', '.join(every_channel) or 'any channel'}.",
+            code="unknown_template",
+            fields={"template": ["Unknown template."]},
+        )
+
+    variable_schemas = rendering.schemas(templates) if templates else []
+
+    request = NotificationRequest(
+        caller=caller,
+        idempotency_key=idempotency_key,
+        category=category,
+        template_key=family,
+        content=content,
+        data=data,
+        locale=payload.get("locale") or "",
+        priority=priority,
+        channels=requested if isinstance(requested, list) else [requested],
+        scheduled_at=payload.get("scheduled_at"),
+        scheduled_local=bool(payload.get("scheduled_local")),
+    )
+    notifications: list[Notification] = []
+    deliveries: list[Delivery] = []
+    realtime_items: list[Notification] = []
+    for recipient in recipients:
+        channels = resolution.channels_for(recipient, requested, facts)
+        when = _scheduled_for(payload, recipient)
+        notification = Notification(
+            request=request,
+            user=recipient.user,
+            recipient=recipient.spec,
+            email=recipient.email,
+            phone=recipient.phone,
+            category=category,
+            locale=payload.get("locale") or (recipient.user.locale if recipient.user else ""),
+            data=data,
+        )
+        decisions = []
+        for channel in channels:
+            decision = resolution.decide(
+                recipient, channel, facts=facts, priority=priority, now=now, scheduled_for=when
+            )
+            if (
+                family
+                and channel not in templates
+                and decision.status not in ("skipped", "suppressed")
+            ):
+                decision = resolution.Decision(
+                    channel,
+                    "skipped",
+                    address=decision.address,
+                    reason=f"template {family!r} has no {channel} version",
+                )
+            decisions.append(decision)
+        context = rendering.recipient_context(
+            data, user=recipient.user, email=recipient.email, phone=recipient.phone
+        )
+        if variable_schemas:
+            rendering.validate_data(variable_schemas, context)
+        inbox = next(
+            (
+                d
+                for d in decisions
+                if d.channel == "in_app" and d.status in ("delivered", "scheduled")
+            ),
+            None,
+        )
+        if inbox is not None or channels == []:
+            _fill_inbox(notification, recipient, family, templates, content, context)
+        notifications.append(notification)
+        for decision in decisions:
+            stamp = {"queued_at": now} if decision.status in ("queued", "delivered") else {}
+            if decision.status == "delivered":
+                stamp["delivered_at"] = now
+            deliveries.append(
+                Delivery(
+                    notification=notification,
+                    channel=decision.channel,
+                    address=decision.address,
+                    status=decision.status,
+                    reason=decision.reason[:255],
+                    priority=priority,
+                    scheduled_for=decision.scheduled_for,
+                    **stamp,
+                )
+            )
+        if inbox is not None and inbox.status == "delivered":
+            realtime_items.append(notification)
+
+    event_rows = events.build_many(
+        [
+            {
+                "type": d.status,
+                "channel": d.channel,
+                "category": category.key,
+                "caller": caller,
+                "notification_id": d.notification.id,
+                "delivery_id": d.id,
+                "data": {"reason": d.reason} if d.reason else {},
+            }
+            for d in deliveries
+        ]
+    )
+    # One statement is atomic on its own: a transaction only when in-app events join it.
+    with transaction.atomic(savepoint=False) if realtime_items else nullcontext():
+        rows.insert_all([[request], notifications, deliveries, event_rows])
+        for notification in realtime_items:
+            notification_publish_created(notification)
+    to_enqueue = [(str(d.id), priority) for d in deliveries if d.status == "queued"]
+    if to_enqueue:
+        transaction.on_commit(lambda: enqueue_many(to_enqueue))
+    return request_body(request, notifications, deliveries)
+
+
+def _fill_inbox(notification, recipient, family, templates, content, data) -> None:
+    """Renders the in-app title and body now: the inbox item is the message."""
+    rendered = (
+        rendering.render(
+            channel="in_app",
+            template_key=templates.get("in_app", ""),
+            content=content if not family else {},
+            data=data,
+            locale=notification.locale,
+            timezone=recipient.user.timezone if recipient.user else "",
+            recipient=recipient.user.external_id if recipient.user else None,
+        )
+        if (templates.get("in_app") or not family)
+        else {}
+    )
+    notification.title = (
+        rendered.get("title") or content.get("title") or content.get("subject") or ""
+    )[:500]
+    notification.body = rendered.get("body") or content.get("body") or ""
+    action = (
+        rendered.get("action_url")
+        or (rendered.get("data") or {}).get("action_url")
+        or content.get("action_url")
+        or ""
+    )
+    notification.action_url = action[:2000]
+
+
+def _recipient_view(notification: Notification) -> dict:
+    return dict(notification.recipient)
+
+
+def request_body(request: NotificationRequest, notifications, deliveries) -> dict:
+    """The answer to a send, and to a request's status: the request, then each notification
+    with its deliveries."""
+    by_notification: dict = {}
+    for d in deliveries:
+        by_notification.setdefault(d.notification_id, []).append(
+            {
+                "id": str(d.id),
+                "channel": d.channel,
+                "status": d.status,
+                "reason": d.reason or None,
+                "scheduled_for": d.scheduled_for.isoformat() if d.scheduled_for else None,
+            }
+        )
+    return {
+        "request_id": str(request.id),
+        "status": "cancelled" if request.cancelled_at else "accepted",
+        "category": request.category_id,
+        "priority": request.priority,
+        "created_at": request.created_at.isoformat() if request.created_at else None,
+        "notifications": [
+            {
+                "id": str(n.id),
+                "recipient": _recipient_view(n),
+                "deliveries": by_notification.get(n.id, []),
+            }
+            for n in notifications
+        ],
+    }

@@ -1,0 +1,145 @@
+"""What providers and recipients tell us after a send: provider events (delivered, bounced,
+complained …), the suppression list they feed, and one-click unsubscribes."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from analytics import events
+from communication.models import Category, normalize_e164
+from notifications.models import Delivery, NotificationPreference, ProviderEvent, Suppression
+from notifications.tracking import TrackingEvent
+
+logger = logging.getLogger(__name__)
+
+
+def suppression_add(*, channel: str, address: str, reason: str, detail: str = "") -> Suppression:
+    """Adds ``address`` to the suppression list (idempotent; the first reason stays)."""
+    address = address.strip().lower() if channel == "email" else address.strip()
+    suppression, _ = Suppression.objects.get_or_create(
+        channel=channel, address=address, defaults={"reason": reason, "detail": detail[:2000]}
+    )
+    return suppression
+
+
+_TRACKED_STATUS = {
+    "sent": Delivery.Status.SENT,
+    "delivered": Delivery.Status.DELIVERED,
+}
+
+
+@transaction.atomic
+def delivery_track(event: TrackingEvent) -> Delivery | None:
+    """Applies a provider's event to its delivery. Returns the delivery, or None when unknown.
+
+    Idempotent: an event seen before (same provider and ``event_id``) changes nothing. Events never
+    move a delivery backwards (a late "sent" after "delivered" is recorded, not applied). Hard
+    bounces, complaints and opt-outs feed the suppression list.
+    """
+    if event.event_id:
+        try:
+            with transaction.atomic():
+                ProviderEvent.objects.create(
+                    provider=event.provider, event_key=event.event_id[:255]
+                )
+        except IntegrityError:
+            return None
+    delivery = (
+        Delivery.objects.select_for_update()
+        .select_related("notification")
+        .filter(provider=event.provider, provider_message_id=event.provider_message_id)
+        .first()
+    )
+    if delivery is None:
+        logger.info(
+            "provider event for an unknown message",
+            extra={"provider": event.provider, "event": event.event},
+        )
+        return None
+
+    target = _TRACKED_STATUS.get(event.event)
+    if event.event in ("bounced", "failed") and event.permanent:
+        target = Delivery.Status.FAILED
+    changed = []
+    if target and Delivery.RANK[target] > Delivery.RANK[delivery.status]:
+        delivery.status = target
+        changed.append("status")
+        stamp = {"sent": "sent_at", "delivered": "delivered_at", "failed": "failed_at"}[target]
+        setattr(delivery, stamp, event.occurred_at)
+        changed.append(stamp)
+        if target == Delivery.Status.FAILED:
+            delivery.error = (event.reason or event.event)[:2000]
+            changed.append("error")
+    if changed:
+        delivery.save(update_fields=[*changed, "updated_at"])
+
+    suppress = event.suppress
+    if not suppress and event.event == "complained":
+        suppress = Suppression.Reason.COMPLAINT
+    if not suppress and event.event == "bounced" and event.permanent:
+        suppress = Suppression.Reason.HARD_BOUNCE
+    if not suppress and event.event == "unsubscribed":
+        suppress = Suppression.Reason.UNSUBSCRIBE
+    if suppress and delivery.address:
+        suppression_add(
+            channel=delivery.channel, address=delivery.address, reason=suppress, detail=event.reason
+        )
+
+    events.record(
+        event.event,
+        channel=delivery.channel,
+        provider=event.provider,
+        category=delivery.notification.category_id,
+        notification_id=delivery.notification_id,
+        delivery_id=delivery.id,
+        data={
+            "reason": event.reason[:500],
+            "applied": bool(changed),
+            "occurred_at": event.occurred_at.isoformat(),
+            **event.data,
+        },
+    )
+    return delivery
+
+
+def address_normalize(channel: str, value: str) -> str:
+    """The form the suppression list and deliveries store: E.164 for SMS (raises Django's
+    ValidationError for a number that is not one), trimmed lower case otherwise."""
+    if channel == "sms":
+        return normalize_e164(value, settings.SMS_DEFAULT_REGION or None)
+    return value.strip().lower()
+
+
+@transaction.atomic
+def unsubscribe_apply(payload: dict, *, source: str) -> str:
+    """Applies a verified unsubscribe token: turns the category off for a user on that channel,
+    or suppresses a raw address. Returns a short description for the confirmation page."""
+    category = Category.objects.filter(key=payload["c"]).first()
+    channel = payload["ch"]
+    if payload.get("u") and category is not None and not category.mandatory:
+        NotificationPreference.objects.update_or_create(
+            user_id=payload["u"],
+            category=category,
+            channel=channel,
+            defaults={"enabled": False},
+        )
+        what = f"{category.name} messages by {channel}"
+    else:
+        suppression_add(
+            channel=channel,
+            address=payload["a"],
+            reason=Suppression.Reason.UNSUBSCRIBE,
+            detail=source,
+        )
+        what = f"all messages by {channel} to this address"
+    events.record(
+        "unsubscribed",
+        channel=channel,
+        category=payload["c"],
+        delivery_id=payload.get("d"),
+        data={"source": source},
+    )
+    return what
