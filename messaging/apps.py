@@ -6,6 +6,7 @@ class MessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        # Imported once the apps are loaded: both import models.
         from communication import realtime
         from messaging import consumers
 

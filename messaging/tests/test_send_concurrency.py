@@ -121,11 +121,11 @@ def test_the_event_loop_path_replaces_a_broken_connection():
 
     async def scenario():
         try:
-            first = await services.message_send_text(
+            first = await services.message_send_async(
                 user=alice, conversation_id=cid, content="one", client_id="a"
             )
             await asyncio.to_thread(drop_pool_connections)
-            second = await services.message_send_text(
+            second = await services.message_send_async(
                 user=alice, conversation_id=cid, content="two", client_id="b"
             )
             return first, second
@@ -207,7 +207,7 @@ def test_the_event_loop_path_plans_the_send_once(settings):
     async def scenario():
         try:
             for n in range(3):
-                await services.message_send_text(
+                await services.message_send_async(
                     user=alice, conversation_id=str(conversation.id), content=f"m{n}"
                 )
             return await adb.fetchall(
@@ -241,7 +241,7 @@ def test_the_event_loop_path_publishes_once_in_either_order(settings, before_flu
 
     async def scenario():
         try:
-            message, created, *_ = await services.message_send_text(
+            message, created, *_ = await services.message_send_async(
                 user=alice, conversation_id=str(conversation.id), content="hi", publish=publish
             )
             return message, created
