@@ -6,7 +6,9 @@ import datetime as dt
 import uuid
 
 import pytest
+from django.db import IntegrityError, transaction
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from communication.exceptions import APIError
 from communication.models import RealtimeEvent
@@ -49,8 +51,6 @@ def test_direct_conversation_is_unique_per_pair(as_user, alice, bob):
 
 
 def test_direct_pair_unique_in_the_database(alice, bob):
-    from django.db import IntegrityError, transaction
-
     key = direct_key(alice, bob)
     Conversation.objects.create(type="direct", direct_key=key)
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -68,8 +68,6 @@ def test_unknown_participant_is_400_unknown_user(as_user, alice):
 def test_participant_known_only_to_the_identity_service_is_created(
     identity_provider, as_user, alice
 ):
-    from rest_framework.test import APIClient
-
     identity_provider.users["dave"] = {"sub": "dave", "email": "dave@example.com", "name": "Dave"}
     a = APIClient()
     a.credentials(HTTP_AUTHORIZATION=f"Bearer {identity_provider.token('alice')}")
