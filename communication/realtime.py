@@ -27,6 +27,7 @@ from django.db import DatabaseError, connection, transaction
 from communication.auth.authentication import authenticate_token
 from communication.auth.tokens import ServicePrincipal
 from communication.exceptions import TokenError
+from communication.models import RealtimeEvent, UserSequence
 
 logger = logging.getLogger(__name__)
 
@@ -51,32 +52,53 @@ def publish(user_pk, event: dict) -> None:
     transaction.on_commit(send)
 
 
+def sequence_events_sql(*, source: str, type_sql: str, events: str = "events") -> str:
+    """The one definition of how events take their ``seq``: two CTEs, to follow a ``WITH`` and
+    ``source``, a CTE (or table) with the columns ``user_id`` and ``data`` (jsonb), one row per
+    user. ``{events}_seq`` takes each user's next ``seq`` and ``{events}`` inserts the events
+    of type ``type_sql`` (an SQL expression: a placeholder or a literal), returning
+    ``(user_id, seq)``.
+
+    The sequence rows are taken in user order, so concurrent fan-outs cannot deadlock, and stay
+    locked until the transaction commits, which keeps the numbers gap-free and in commit order.
+    ``publish_event``, ``publish_events`` and statements of other apps (a message's send) embed
+    it; the tables are named from the models here only.
+    """
+    sequences = UserSequence._meta.db_table
+    # Names from the models and SQL from our own callers: no input reaches the text.
+    return (
+        f"{events}_seq AS (INSERT INTO {sequences} (user_id, last_seq) "  # noqa: S608
+        f"SELECT user_id, 1 FROM {source} ORDER BY user_id ON CONFLICT (user_id) DO UPDATE "
+        f"SET last_seq = {sequences}.last_seq + 1 RETURNING user_id, last_seq), "
+        f"{events} AS (INSERT INTO {RealtimeEvent._meta.db_table} "
+        "(user_id, seq, type, data, created_at) "
+        f"SELECT s.user_id, s.last_seq, {type_sql}, d.data, now() "
+        f"FROM {events}_seq s JOIN {source} d USING (user_id) RETURNING user_id, seq)"
+    )
+
+
+_PUBLISH = (  # values are parameters: no input reaches the text
+    "WITH d AS (SELECT user_id, data::jsonb AS data FROM unnest(%s::uuid[], %s::text[]) "  # noqa: S608
+    "AS d (user_id, data)), "
+    + sequence_events_sql(source="d", type_sql="%s")
+    + " SELECT user_id, seq FROM events"
+)
+
+
 def publish_event(user_pk, type_: str, data: dict) -> int:
     """Persists an event with the user's next gap-free ``seq`` and sends it after commit.
 
     Must run inside a transaction (the sequence row stays locked until it commits, which is what
     keeps the numbers gap-free and in commit order). Returns the ``seq``.
     """
-    from communication.models import RealtimeEvent
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO communication_usersequence (user_id, last_seq) VALUES (%s, 1) "
-            "ON CONFLICT (user_id) DO UPDATE SET last_seq = communication_usersequence.last_seq + 1 "
-            "RETURNING last_seq",
-            [user_pk],
-        )
-        seq = cursor.fetchone()[0]
-    RealtimeEvent.objects.create(user_id=user_pk, seq=seq, type=type_, data=data)
-    publish(user_pk, {"type": type_, "seq": seq, "data": data})
-    return seq
+    return next(iter(publish_events(type_, {user_pk: data}).values()))
 
 
 def publish_events(type_: str, data_by_user: dict) -> dict:
     """``publish_event`` for many users at once (a message to every member of a conversation):
     one statement takes every user's next ``seq`` and inserts the events, and one hop to the
-    event loop sends them after commit. Same guarantees as ``publish_event``; the sequence rows
-    are taken in user order, so concurrent fan-outs cannot deadlock. Returns ``{user_pk: seq}``.
+    event loop sends them after commit. Same guarantees as ``publish_event``. Returns
+    ``{user_pk: seq}`` (keys as given).
     """
     if not data_by_user:
         return {}
@@ -92,21 +114,15 @@ def publish_events(type_: str, data_by_user: dict) -> dict:
             text = encoded[id(data)] = json.dumps(data, cls=DjangoJSONEncoder)
         texts.append(text)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "WITH d AS (SELECT * FROM unnest(%s::uuid[], %s::text[]) AS d (user_id, data)), "
-            "s AS (INSERT INTO communication_usersequence (user_id, last_seq) "
-            "SELECT user_id, 1 FROM d ORDER BY user_id ON CONFLICT (user_id) DO UPDATE "
-            "SET last_seq = communication_usersequence.last_seq + 1 RETURNING user_id, last_seq) "
-            "INSERT INTO communication_realtimeevent (user_id, seq, type, data, created_at) "
-            "SELECT s.user_id, s.last_seq, %s, d.data::jsonb, now() FROM s JOIN d USING (user_id) "
-            "RETURNING user_id, seq",
-            [ordered, texts, type_],
-        )
+        cursor.execute(_PUBLISH, [ordered, texts, type_])
         seqs = {str(user_id): seq for user_id, seq in cursor.fetchall()}
     send_after_commit(
-        [(pk, {"type": type_, "seq": seqs[pk], "data": data_by_user[keys[pk]]}) for pk in ordered]
+        [
+            (keys[pk], {"type": type_, "seq": seqs[pk], "data": data_by_user[keys[pk]]})
+            for pk in ordered
+        ]
     )
-    return seqs
+    return {keys[pk]: seqs[pk] for pk in ordered}
 
 
 def send_after_commit(events: list[tuple]) -> None:
@@ -178,8 +194,6 @@ ready_hooks: list = []
 
 
 def _ready_payload(user) -> dict:
-    from communication.models import UserSequence
-
     row = UserSequence.objects.filter(user=user).first()
     payload = {"type": "ready", "user_id": user.external_id, "seq": row.last_seq if row else 0}
     for hook in ready_hooks:
@@ -189,8 +203,6 @@ def _ready_payload(user) -> dict:
 
 def _missed(user, after_seq: int) -> list[dict] | None:
     """Events after ``after_seq``, or None when some of them are no longer kept."""
-    from communication.models import RealtimeEvent
-
     rows = list(
         RealtimeEvent.objects.filter(user=user, seq__gt=after_seq)
         .order_by("seq")
@@ -202,8 +214,6 @@ def _missed(user, after_seq: int) -> list[dict] | None:
     if rows and rows[0]["seq"] != expected_first:
         return None  # pruned
     if not rows:
-        from communication.models import UserSequence
-
         row = UserSequence.objects.filter(user=user).first()
         latest = row.last_seq if row else 0
         # Past the latest: the client saw events this database no longer has (a crash took

@@ -6,8 +6,9 @@ class MessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from communication import realtime
-        from messaging import consumers
+        # Here, not at the top: both import models, which cannot load before the registry.
+        from communication import realtime  # noqa: PLC0415
+        from messaging import consumers  # noqa: PLC0415
 
         realtime.handlers.update(consumers.HANDLERS)
         realtime.connect_hooks.append(consumers.on_connect)

@@ -132,17 +132,9 @@ async def handle_message_send(consumer, content: dict) -> None:
         )
         return
     try:
-        if parent_id is None and not attachment_ids:
-            message, created = await _send_text(consumer, conversation_id, body, client_id)
-        else:
-            message, created = await db(services.message_send)(
-                user=consumer.user,
-                conversation_id=conversation_id,
-                content=body,
-                client_id=client_id,
-                parent_id=parent_id,
-                attachment_ids=attachment_ids,
-            )
+        message, created = await _send(
+            consumer, conversation_id, body, client_id, parent_id, attachment_ids
+        )
     except APIError as exc:
         await _api_error(consumer, exc, client_id=_safe(client_id))
         return
@@ -160,8 +152,8 @@ async def handle_message_send(consumer, content: dict) -> None:
     await _typing_stop(consumer, conversation_id)
 
 
-async def _send_text(consumer, conversation_id: str, body: str, client_id: str):
-    """A text message on the event loop: one statement, then its events from here. With the
+async def _send(consumer, conversation_id: str, body: str, client_id, parent_id, attachment_ids):
+    """The send on the event loop: one statement, then its events from here. With the
     conversation's members known from this socket's previous send or typing, their presence is
     looked up first and their delivered watermarks move in that same statement."""
     state = _state(consumer)
@@ -174,11 +166,13 @@ async def _send_text(consumer, conversation_id: str, body: str, client_id: str):
             online = await presence.aonline(known)
         except RedisError:  # the send looks them up itself, and copes without Redis
             known = online = None
-    message, created, _events, offline, members = await services.message_send_text(
+    message, created, _events, offline, members = await services.message_send_async(
         user=consumer.user,
         conversation_id=conversation_id,
         content=body,
         client_id=client_id,
+        parent_id=parent_id,
+        attachment_ids=attachment_ids,
         known=known,
         online=online,
         publish=send_events,
@@ -306,7 +300,7 @@ async def handle_presence_ping(consumer, content: dict) -> None:
 
 
 async def _presence_of(consumer, external_ids: list[str]) -> list[dict]:
-    rows = await db(_contacts_with_last_seen)(consumer.user.pk, external_ids)
+    rows = await db(selectors.contacts_last_seen)(consumer.user.pk, external_ids)
     live = await presence.aonline([pk for pk, _, _ in rows])
     return [
         {
@@ -323,16 +317,6 @@ async def _presence_of(consumer, external_ids: list[str]) -> list[dict]:
         }
         for pk, ext, seen in rows
     ]
-
-
-def _contacts_with_last_seen(user_pk, external_ids):
-    from communication.models import User
-    from messaging.models import UserPresence
-
-    contacts = {str(pk) for pk in selectors.contacts_of(user_pk)}
-    users = [u for u in User.objects.filter(external_id__in=external_ids) if str(u.pk) in contacts]
-    seen = dict(UserPresence.objects.filter(user__in=users).values_list("user_id", "last_seen_at"))
-    return [(str(u.pk), u.external_id, seen.get(u.pk)) for u in users]
 
 
 def _went(user, state_name: str):

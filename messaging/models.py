@@ -13,6 +13,13 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
+# Conditions shared by a constraint or partial index and the queries that must match it (an
+# ``ON CONFLICT`` naming the partial unique index, a lookup of the row it keeps unique): one
+# expression object, so the two cannot drift apart.
+DIRECT_PAIR = Q(type="direct")
+ACTIVE_MEMBER = Q(left_at__isnull=True)
+CLIENT_ID_SET = ~Q(client_id="")
+
 
 class ConversationType(models.TextChoices):
     DIRECT = "direct"
@@ -82,7 +89,7 @@ class Conversation(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["direct_key"],
-                condition=Q(type="direct"),
+                condition=DIRECT_PAIR,
                 name="conversation_direct_pair_unique",
             ),
             models.CheckConstraint(
@@ -153,7 +160,7 @@ class Participant(models.Model):
         indexes = [
             models.Index(
                 fields=["user", "conversation"],
-                condition=Q(left_at__isnull=True),
+                condition=ACTIVE_MEMBER,
                 name="participant_active",
             )
         ]
@@ -214,7 +221,7 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["conversation", "sender", "client_id"],
-                condition=~Q(client_id=""),
+                condition=CLIENT_ID_SET,
                 name="message_client_id_unique",
             ),
             models.CheckConstraint(

@@ -7,7 +7,8 @@ from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery, V
 from django.db.models.functions import Coalesce
 
 from communication.exceptions import NotFoundError
-from messaging.models import Attachment, Message, Participant
+from communication.models import User
+from messaging.models import Attachment, Message, Participant, UserPresence
 
 
 def participant_get(*, user, conversation_id) -> Participant:
@@ -55,6 +56,15 @@ def contacts_of(user_pk) -> list:
             [user_pk, user_pk],
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+def contacts_last_seen(user_pk, external_ids) -> list[tuple]:
+    """``(user pk, external id, last seen)`` of those of ``external_ids`` who are contacts of
+    ``user_pk`` (a socket may ask only about them)."""
+    contacts = {str(pk) for pk in contacts_of(user_pk)}
+    users = [u for u in User.objects.filter(external_id__in=external_ids) if str(u.pk) in contacts]
+    seen = dict(UserPresence.objects.filter(user__in=users).values_list("user_id", "last_seen_at"))
+    return [(str(u.pk), u.external_id, seen.get(u.pk)) for u in users]
 
 
 def _unread_subquery(user):

@@ -5,6 +5,7 @@ import os
 import time
 
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient
 
 from communication.auth import tokens
@@ -17,8 +18,6 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     # the settings no longer read it, so these tests do.
     name = os.environ.get("TEST_DATABASE_NAME")
     if name:
-        from django.conf import settings
-
         settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = name
 
 

@@ -6,12 +6,16 @@ import datetime as dt
 import uuid
 
 import pytest
+from django.db import IntegrityError, transaction
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from communication.exceptions import APIError
 from communication.models import RealtimeEvent
 from messaging import services
 from messaging.models import Conversation, Message, MessageEdit, Participant
+from messaging.services.conversations import direct_key
+from messaging.services.offline import wants_notification
 from messaging.tests.conftest import create_conversation, make_user, post_message
 
 pytestmark = pytest.mark.django_db
@@ -47,9 +51,7 @@ def test_direct_conversation_is_unique_per_pair(as_user, alice, bob):
 
 
 def test_direct_pair_unique_in_the_database(alice, bob):
-    from django.db import IntegrityError, transaction
-
-    key = services._direct_key(alice, bob)
+    key = direct_key(alice, bob)
     Conversation.objects.create(type="direct", direct_key=key)
     with pytest.raises(IntegrityError), transaction.atomic():
         Conversation.objects.create(type="direct", direct_key=key)
@@ -66,8 +68,6 @@ def test_unknown_participant_is_400_unknown_user(as_user, alice):
 def test_participant_known_only_to_the_identity_service_is_created(
     identity_provider, as_user, alice
 ):
-    from rest_framework.test import APIClient
-
     identity_provider.users["dave"] = {"sub": "dave", "email": "dave@example.com", "name": "Dave"}
     a = APIClient()
     a.credentials(HTTP_AUTHORIZATION=f"Bearer {identity_provider.token('alice')}")
@@ -318,7 +318,7 @@ def test_mute(as_user, alice, bob):
     assert response.status_code == 200 and response.json()["muted"] is True
     row = Participant.objects.get(user=bob)
     assert row.muted and row.muted_until is not None
-    assert not services._wants_notification(row)
+    assert not wants_notification(row)
     forever = b.post(f"/api/v1/conversations/{conv['id']}/mute/", {"until": None}, format="json")
     assert forever.json() == {"conversation_id": conv["id"], "muted": True, "until": None}
     off = b.post(f"/api/v1/conversations/{conv['id']}/mute", {"muted": False}, format="json")

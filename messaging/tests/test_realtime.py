@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -12,6 +13,7 @@ from websockets.sync.client import connect
 
 from communication.auth import tokens
 from conftest import LiveServer
+from messaging import presence, services
 from messaging.models import Message, MessageEdit, Participant, UserPresence
 from messaging.tests.conftest import create_conversation, drain, make_user, of_type, recv_until
 
@@ -295,11 +297,6 @@ def test_presence_across_two_asgi_processes(live_asgi, second_asgi, as_user):
 
 def test_lapsed_heartbeats_go_offline_in_the_sweep(as_user, settings):
     """A process that dies leaves its sockets in Redis until their heartbeats expire."""
-    import asyncio
-
-    from communication.models import RealtimeEvent  # noqa: F401
-    from messaging import presence, services
-
     alice, bob = names(["alice", "bob"])
     create_conversation(as_user(alice), participants=[bob.external_id])
     settings.MESSAGING_PRESENCE_TTL_SECONDS = 1
@@ -315,10 +312,6 @@ def test_lapsed_heartbeats_go_offline_in_the_sweep(as_user, settings):
 def test_the_process_renews_its_sockets_heartbeats_until_they_close(settings):
     """Each process renews its open sockets' heartbeats (one round a second, each socket once per
     HEARTBEAT): a tracked socket outlives its TTL; once untracked (closed), it lapses."""
-    import asyncio
-
-    from messaging import presence
-
     settings.MESSAGING_PRESENCE_HEARTBEAT_SECONDS = 1
     settings.MESSAGING_PRESENCE_TTL_SECONDS = 2
     alice, bob = names(["alice", "bob"])

@@ -1,4 +1,6 @@
-from messaging.rendering import render
+import random
+
+from messaging.rendering import _full, render
 
 
 def test_markdown_subset_renders():
@@ -32,10 +34,6 @@ def test_safe_links_keep_rel_noopener():
 
 def test_plain_text_comes_out_as_the_markdown_renderer_gives_it():
     """Plain text skips the Markdown parser; what it gives must be what the parser gives."""
-    import random
-
-    from messaging.rendering import _full
-
     alphabet = "aZ09 ,.!?'():;/%=@$+-_*`~[]<>&\\\"#|\n\t\xa0é漢😀\u200b\u2028"
     rng = random.Random(7)
     samples = ["Hello there", "ok", "é is fine", "a  b", "see http://x.org/a?b=1", "1. no"]

@@ -3,14 +3,16 @@ one-statement send keeps ids, sequences, watermarks and ``client_id`` replays ri
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 
 import pytest
 from django.db import connection
 
+from communication import adb
 from communication.models import RealtimeEvent, UserSequence
-from messaging import services
+from messaging import presence, services
 from messaging.models import Conversation, Message, Participant
 from messaging.tests.conftest import make_user
 
@@ -95,10 +97,6 @@ def test_a_non_member_sends_nothing_and_learns_nothing():
 def test_the_event_loop_path_replaces_a_broken_connection():
     """The gateway's text send runs on its own async pool; a connection the server dropped
     (a restart) is replaced and the message still goes through, once."""
-    import asyncio
-
-    from communication import adb
-
     alice, bob = make_user("alice"), make_user("bob")
     conversation, _ = services.conversation_create(
         user=alice, type="direct", participants=[bob.external_id]
@@ -121,11 +119,11 @@ def test_the_event_loop_path_replaces_a_broken_connection():
 
     async def scenario():
         try:
-            first = await services.message_send_text(
+            first = await services.message_send_async(
                 user=alice, conversation_id=cid, content="one", client_id="a"
             )
             await asyncio.to_thread(drop_pool_connections)
-            second = await services.message_send_text(
+            second = await services.message_send_async(
                 user=alice, conversation_id=cid, content="two", client_id="b"
             )
             return first, second
@@ -160,10 +158,6 @@ def test_a_send_goes_through_without_presence(settings):
 
 def test_an_api_send_marks_online_recipients_delivered():
     """The API's send (a thread, not the gateway) asks presence after its statement."""
-    import asyncio
-
-    from messaging import presence
-
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
     conversation, _ = services.conversation_create(
         user=alice, type="group", participants=[bob.external_id, carol.external_id], title="t"
@@ -194,10 +188,6 @@ def test_an_api_send_marks_online_recipients_delivered():
 def test_the_event_loop_path_plans_the_send_once(settings):
     """The gateway's send statement is prepared on its connection: PostgreSQL plans it once, not
     on every message (Django's own connection settings turn prepared statements off)."""
-    import asyncio
-
-    from communication import adb
-
     settings.DB_ASYNC_POOL_MAX_SIZE = 1  # every statement on the one connection asked below
     alice, bob = make_user("alice"), make_user("bob")
     conversation, _ = services.conversation_create(
@@ -207,7 +197,7 @@ def test_the_event_loop_path_plans_the_send_once(settings):
     async def scenario():
         try:
             for n in range(3):
-                await services.message_send_text(
+                await services.message_send_async(
                     user=alice, conversation_id=str(conversation.id), content=f"m{n}"
                 )
             return await adb.fetchall(
@@ -225,10 +215,6 @@ def test_the_event_loop_path_plans_the_send_once(settings):
 def test_the_event_loop_path_publishes_once_in_either_order(settings, before_flush):
     """Recipients before the flush or after it: either way the send's events go out once, to
     every member."""
-    import asyncio
-
-    from communication import adb
-
     settings.MESSAGING_DELIVER_BEFORE_FLUSH = before_flush
     alice, bob = make_user("alice"), make_user("bob")
     conversation, _ = services.conversation_create(
@@ -241,7 +227,7 @@ def test_the_event_loop_path_publishes_once_in_either_order(settings, before_flu
 
     async def scenario():
         try:
-            message, created, *_ = await services.message_send_text(
+            message, created, *_ = await services.message_send_async(
                 user=alice, conversation_id=str(conversation.id), content="hi", publish=publish
             )
             return message, created

@@ -1,0 +1,62 @@
+"""What every write to a conversation starts with: who may do it, and the locks it takes."""
+
+from __future__ import annotations
+
+from communication import realtime
+from communication.exceptions import APIError, NotFoundError
+from messaging import selectors
+from messaging.models import ACTIVE_MEMBER, Conversation, Message, Participant, Role
+
+
+class PermissionDeniedError(APIError):
+    status_code = 403
+    default_code = "permission_denied"
+    default_detail = "You may not do this."
+
+
+MANAGER_ROLES = (Role.OWNER, Role.ADMIN, Role.AGENT)
+
+
+def member_locked(user, conversation_id) -> Participant:
+    """The caller's membership, with the conversation row locked.
+
+    Every write to a conversation (messages, participants, title) takes the conversation row
+    first and only then touches participant rows, so two writers never hold participant rows in
+    opposite orders (a send updates the sender's and the recipients' watermarks).
+    """
+    conversation = (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("created_by", "assigned_agent")
+        .filter(pk=conversation_id)
+        .first()
+    )
+    participant = (
+        Participant.objects.filter(
+            ACTIVE_MEMBER, user=user, conversation_id=conversation_id
+        ).first()
+        if conversation is not None
+        else None
+    )
+    if participant is None:
+        raise NotFoundError("Conversation not found.")
+    participant.conversation = conversation
+    return participant
+
+
+def message_locked(user, message_id) -> Message:
+    """A message the caller can see (a member of its conversation), locked."""
+    message = (
+        Message.objects.select_for_update(of=("self",))
+        .select_related("sender", "conversation")
+        .filter(id=message_id)
+        .first()
+    )
+    if message is None or not selectors.is_member(user.pk, message.conversation_id):
+        raise NotFoundError("Message not found.")
+    return message
+
+
+def publish_to_members(participants, type_: str, data: dict) -> None:
+    """One event to every one of ``participants`` (their sequence rows are taken in user order
+    by ``communication.realtime``, so concurrent fan-outs cannot deadlock)."""
+    realtime.publish_events(type_, {p.user_id: data for p in participants})

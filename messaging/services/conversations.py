@@ -1,0 +1,173 @@
+"""Creating conversations and changing their settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from communication import identity, realtime
+from communication.exceptions import APIError, ServiceUnavailableError
+from communication.models import User
+from communication.services import user_resolve
+from messaging import conf, selectors
+from messaging.models import DIRECT_PAIR, Conversation, ConversationType, Participant, Role
+from messaging.services.access import (
+    MANAGER_ROLES,
+    PermissionDeniedError,
+    member_locked,
+    publish_to_members,
+)
+from messaging.services.payloads import conversation_payload
+
+
+def resolve(external_id: str) -> User:
+    """The local user for an identity-service id; 400 when unknown, 503 when unreachable."""
+    try:
+        return user_resolve(str(external_id))
+    except identity.UnknownUserError:
+        raise APIError(
+            f"Unknown user {external_id!r}.",
+            code="unknown_user",
+            fields={"participants": [f"Unknown user {external_id!r}."]},
+        ) from None
+    except identity.IdentityUnavailableError:
+        raise ServiceUnavailableError(
+            "The identity service cannot be reached to look up a participant."
+        ) from None
+
+
+def direct_key(a, b) -> str:
+    return ":".join(sorted([str(a.pk), str(b.pk)]))
+
+
+def conversation_create(
+    *,
+    user: User,
+    type: str,
+    participants: list[str],
+    title: str = "",
+    metadata: dict | None = None,
+) -> tuple[Conversation, bool]:
+    """Creates a conversation; returns it and whether it is new.
+
+    A direct conversation exists once per pair of users: a second create (by either of them)
+    returns the first, and the caller rejoins it if they had left.
+    """
+    others: list[User] = []
+    for external_id in dict.fromkeys(participants):
+        if external_id == user.external_id:
+            continue
+        others.append(resolve(external_id))
+    if len(others) + 1 > conf.get("MESSAGING_MAX_PARTICIPANTS"):
+        raise APIError("Too many participants.", fields={"participants": ["Too many."]})
+    if type == ConversationType.DIRECT:
+        if len(others) != 1:
+            raise APIError(
+                "A direct conversation has exactly one other participant.",
+                fields={"participants": ["Give exactly one other user."]},
+            )
+        key = direct_key(user, others[0])
+        # The row the constraint keeps unique: the same condition, not a copy of it.
+        pair = Conversation.objects.filter(DIRECT_PAIR, direct_key=key)
+        existing = pair.first()
+        if existing is not None:
+            _rejoin_direct(existing, user)
+            return existing, False
+        try:
+            with transaction.atomic():
+                return _create(user, type, others, title, metadata, direct_key=key), True
+        except IntegrityError:
+            # Both users created it at the same moment: the other transaction won.
+            existing = pair.get()
+            _rejoin_direct(existing, user)
+            return existing, False
+    if type == ConversationType.SUPPORT and others:
+        raise APIError(
+            "A support conversation starts with its requester only; agents are assigned.",
+            fields={"participants": ["Leave empty for support conversations."]},
+        )
+    with transaction.atomic():
+        return _create(user, type, others, title, metadata), True
+
+
+def _rejoin_direct(conversation: Conversation, user: User) -> None:
+    Participant.objects.filter(conversation=conversation, user=user, left_at__isnull=False).update(
+        left_at=None, joined_at=timezone.now()
+    )
+
+
+def _create(user, type_, others, title, metadata, direct_key=None) -> Conversation:
+    conversation = Conversation.objects.create(
+        type=type_,
+        title=title or "",
+        metadata=metadata or {},
+        created_by=user,
+        direct_key=direct_key,
+        last_activity_at=timezone.now(),
+    )
+    creator_role = Role.MEMBER if type_ == ConversationType.DIRECT else Role.OWNER
+    rows = [Participant(conversation=conversation, user=user, role=creator_role)]
+    rows += [Participant(conversation=conversation, user=o, role=Role.MEMBER) for o in others]
+    Participant.objects.bulk_create(rows)
+    payload = conversation_payload(conversation, rows)
+    realtime.publish_events(
+        "participant.added",
+        {
+            row.user_id: {
+                "conversation_id": str(conversation.id),
+                "user_id": row.user.external_id,
+                "role": row.role,
+                "by": user.external_id,
+                "conversation": payload,
+            }
+            for row in rows
+            if row.user_id != user.pk
+        },
+    )
+    return conversation
+
+
+def conversation_update(
+    *, user: User, conversation_id, title: str | None = None, metadata: dict | None = None
+) -> Conversation:
+    """Renames a conversation or replaces its metadata (owner/admin of a group or support
+    conversation; either participant of a direct one)."""
+    with transaction.atomic():
+        me = member_locked(user, conversation_id)
+        conversation = me.conversation
+        if conversation.type != ConversationType.DIRECT and me.role not in MANAGER_ROLES:
+            raise PermissionDeniedError("Only an owner or admin may change this conversation.")
+        fields = []
+        if title is not None:
+            conversation.title = title
+            fields.append("title")
+        if metadata is not None:
+            conversation.metadata = metadata
+            fields.append("metadata")
+        if fields:
+            conversation.save(update_fields=fields + ["updated_at"])
+            members = list(selectors.active_participants(conversation.id))
+            publish_to_members(
+                members,
+                "conversation.updated",
+                {
+                    "conversation_id": str(conversation.id),
+                    "title": conversation.title,
+                    "metadata": conversation.metadata,
+                    "by": user.external_id,
+                },
+            )
+    return conversation
+
+
+def conversation_mute(
+    *, user: User, conversation_id, muted: bool = True, until: dt.datetime | None = None
+) -> Participant:
+    """Mutes offline notifications for the caller, until ``until`` (None: until unmuted)."""
+    me = selectors.participant_get(user=user, conversation_id=conversation_id)
+    me.muted = muted
+    me.muted_until = until if muted else None
+    me.save(update_fields=["muted", "muted_until"])
+    return me

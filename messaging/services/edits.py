@@ -1,0 +1,95 @@
+"""Changing a message after it was sent: edits and deletions, both kept in ``MessageEdit``."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import transaction
+from django.utils import timezone
+
+from communication import realtime
+from communication.exceptions import APIError, ConflictError
+from communication.models import User
+from messaging import conf, rendering
+from messaging.models import ACTIVE_MEMBER, Message, MessageEdit, MessageType, Participant
+from messaging.services.access import MANAGER_ROLES, PermissionDeniedError, message_locked
+from messaging.services.payloads import message_payload
+
+
+def message_edit(*, user: User, message_id, content: str) -> Message:
+    """Replaces the content of the caller's own message within the edit window; the previous
+    content is kept in ``MessageEdit``."""
+    if not content or not content.strip():
+        raise APIError("Content cannot be empty.", fields={"content": ["Empty."]})
+    if len(content) > conf.get("MESSAGING_MAX_CONTENT_LENGTH"):
+        raise APIError("The message is too long.", fields={"content": ["Too long."]})
+    with transaction.atomic():
+        message = message_locked(user, message_id)
+        if message.sender_id != user.pk or message.type == MessageType.SYSTEM:
+            raise PermissionDeniedError("Only the author may edit a message.")
+        if message.deleted_at is not None:
+            raise ConflictError("The message was deleted.")
+        window = conf.get("MESSAGING_EDIT_WINDOW_SECONDS")
+        if timezone.now() - message.sent_at > dt.timedelta(seconds=window):
+            raise PermissionDeniedError(
+                f"Messages can be edited for {window} seconds.", code="edit_window_closed"
+            )
+        if content == message.content:
+            return message
+        MessageEdit.objects.create(
+            message=message,
+            action=MessageEdit.Action.EDIT,
+            previous_content=message.content,
+            previous_metadata=message.metadata,
+            edited_by=user,
+        )
+        message.content = content
+        message.html = "" if message.type == MessageType.ENCRYPTED else rendering.render(content)
+        message.edited_at = timezone.now()
+        message.save(update_fields=["content", "html", "edited_at"])
+        _publish_change(message, "message.updated")
+    return message
+
+
+def message_delete(*, user: User, message_id) -> Message:
+    """Soft-deletes a message (its author, or an owner/admin of the conversation): the row
+    stays as a tombstone and the content moves to ``MessageEdit``. Deleting twice is a no-op."""
+    with transaction.atomic():
+        message = message_locked(user, message_id)
+        if message.deleted_at is not None:
+            return message
+        if message.sender_id != user.pk:
+            role = (
+                Participant.objects.filter(
+                    ACTIVE_MEMBER, conversation_id=message.conversation_id, user=user
+                )
+                .values_list("role", flat=True)
+                .first()
+            )
+            if role not in MANAGER_ROLES:
+                raise PermissionDeniedError(
+                    "Only the author or a conversation admin may delete a message."
+                )
+        MessageEdit.objects.create(
+            message=message,
+            action=MessageEdit.Action.DELETE,
+            previous_content=message.content,
+            previous_metadata=message.metadata,
+            edited_by=user,
+        )
+        message.deleted_at = timezone.now()
+        message.content = ""
+        message.html = ""
+        message.save(update_fields=["deleted_at", "content", "html"])
+        _publish_change(message, "message.deleted")
+    return message
+
+
+def _publish_change(message: Message, type_: str) -> None:
+    members = list(
+        Participant.objects.filter(ACTIVE_MEMBER, conversation_id=message.conversation_id)
+    )
+    attached = list(message.attachments.all())
+    realtime.publish_events(
+        type_, {p.user_id: message_payload(message, p.user_id, attached) for p in members}
+    )
