@@ -1,0 +1,190 @@
+"""Query budgets on the notification hot paths, through the entry point a caller reaches.
+
+Each budget is exact and the same for one item as for many: a query per recipient, delivery or
+inbox item shows up here as a failure listing every statement (pytest-django prints the SQL).
+Each measured call follows one warm-up call, so process-wide caches (the provider chains, the
+signing keys) are not counted.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from communication.models import User
+from notifications import services
+from notifications.models import Delivery, Notification
+
+pytestmark = pytest.mark.django_db
+
+SENDGRID = "/sendgrid/v3/mail/send"
+
+
+def make_users(count: int, prefix: str = "r") -> list[User]:
+    return User.objects.bulk_create(
+        [
+            User(
+                username=f"{prefix}{i}",
+                external_id=f"{prefix}{i}",
+                email=f"{prefix}{i}@example.com",
+            )
+            for i in range(count)
+        ]
+    )
+
+
+def send_to(client, users: list[User], channels):
+    return client.post(
+        "/api/v1/notifications",
+        {
+            "recipients": [{"user_id": u.external_id} for u in users],
+            "category": "alerts",
+            "channels": channels,
+            "content": {"subject": "Hi", "title": "Hi", "body": "Hello."},
+        },
+        format="json",
+    )
+
+
+@pytest.fixture
+def warm_sender(sender, settings):
+    settings.CELERY_QUEUE_PREFIX = "void-"  # nothing consumes these queues: no worker races us
+    send_to(sender, make_users(1, "warm"), ["email"])
+    return sender
+
+
+# ------------------------------------------------------------------------------------ the send
+
+
+@pytest.mark.parametrize("recipients", [1, 1000])
+def test_send_by_email_costs_seven_queries_whatever_the_recipients(
+    warm_sender, recipients, django_assert_num_queries
+):
+    """Category, users, preferences, quiet hours, devices, suppressions, then one statement that
+    writes the request, the notifications, the deliveries and their events."""
+    users = make_users(recipients)
+    with django_assert_num_queries(7):
+        response = send_to(warm_sender, users, ["email"])
+    assert response.status_code == 202, response.content
+    assert Delivery.objects.filter(channel="email", status="queued").count() == recipients + 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="each in-app recipient costs three queries (unread COUNT, sequence upsert, event "
+    "INSERT in _publish_created): 10 queries for one recipient, 3,007 for 1,000",
+)
+def test_send_with_in_app_costs_the_same_for_one_recipient_as_for_a_thousand(
+    warm_sender, django_assert_num_queries
+):
+    one = make_users(1, "one")
+    with django_assert_num_queries(10) as captured:
+        assert send_to(warm_sender, one, ["email", "in_app"]).status_code == 202
+    budget = len(captured.captured_queries)
+    many = make_users(1000, "many")
+    with django_assert_num_queries(budget):
+        assert send_to(warm_sender, many, ["email", "in_app"]).status_code == 202
+    assert Notification.objects.filter(user__in=many, title="Hi").count() == 1000
+
+
+# ------------------------------------------------------------------------ the worker's batch
+
+
+@pytest.fixture
+def sendgrid(settings, httpserver):
+    settings.CELERY_QUEUE_PREFIX = "void-"  # nothing consumes these queues: we deliver in-process
+    settings.NOTIFICATION_PROVIDERS = {
+        **settings.NOTIFICATION_PROVIDERS,
+        "sendgrid": {
+            "BACKEND": "notifications.providers.sendgrid.SendGridEmailProvider",
+            "OPTIONS": {"API_KEY": "SG.k", "API_URL": httpserver.url_for("/sendgrid/v3/")},
+        },
+    }
+    settings.EMAIL_PROVIDERS = ["sendgrid"]
+    httpserver.expect_request(SENDGRID).respond_with_data("", status=202)
+    return httpserver
+
+
+def queue_emails(count: int, prefix: str) -> list[str]:
+    outcome = services.notification_send(
+        caller="svc",
+        payload={
+            "recipients": [{"email": f"{prefix}{i}@example.com"} for i in range(count)],
+            "category": "alerts",
+            "channels": ["email"],
+            "content": {"subject": "Hi", "body": "Hello."},
+        },
+    )
+    return [n["deliveries"][0]["id"] for n in outcome.body["notifications"]]
+
+
+@pytest.mark.parametrize("batch", [1, 20])
+def test_a_batch_attempt_costs_two_queries_whatever_its_size(
+    sendgrid, batch, django_assert_num_queries
+):
+    """One claim (which reads everything sending needs) and one statement recording every
+    acceptance with its events. A batch of 20 stays well inside the batch's flush window (half a
+    second), so its successes are written together."""
+    services.deliveries_attempt(queue_emails(1, "warm"))
+    ids = queue_emails(batch, "b")
+    with django_assert_num_queries(2):
+        outcomes = services.deliveries_attempt(ids)
+    assert outcomes == {i: "sent" for i in ids}
+    assert Delivery.objects.filter(id__in=ids, status="sent").count() == batch
+
+
+@pytest.mark.parametrize("batch", [1, 20])
+def test_a_batch_to_the_outbox_adds_only_the_outbox_row_per_delivery(
+    settings, batch, django_assert_num_queries
+):
+    """The development outbox "sends" by inserting a row: that is the provider's own work; the
+    pipeline around it is the same two statements as for a real provider."""
+    settings.CELERY_QUEUE_PREFIX = "void-"
+    settings.EMAIL_PROVIDERS = []
+    services.deliveries_attempt(queue_emails(1, "warm"))
+    ids = queue_emails(batch, "o")
+    with django_assert_num_queries(2 + batch):
+        outcomes = services.deliveries_attempt(ids)
+    assert outcomes == {i: "sent" for i in ids}
+    assert Delivery.objects.filter(id__in=ids, status="delivered").count() == batch
+
+
+# ------------------------------------------------------------------------------------ the inbox
+
+
+def fill_inbox(user: User, items: int) -> None:
+    for i in range(items):
+        services.notification_send(
+            caller="svc",
+            payload={
+                "recipients": [{"user_id": user.external_id}],
+                "channels": ["in_app"],
+                "content": {"title": f"t{i}", "body": "b"},
+            },
+        )
+
+
+@pytest.mark.parametrize("items", [1, 30])
+def test_history_costs_two_queries_whatever_the_items(
+    as_user, alice, items, django_assert_num_queries
+):
+    """The user, then the page."""
+    fill_inbox(alice, items)
+    client = as_user(alice)
+    client.get("/api/v1/notifications/history")
+    with django_assert_num_queries(2):
+        response = client.get("/api/v1/notifications/history")
+    assert len(response.json()["results"]) == items
+
+
+@pytest.mark.parametrize("items", [1, 30])
+def test_unread_costs_three_queries_whatever_the_items(
+    as_user, alice, items, django_assert_num_queries
+):
+    """The user, the items, the count."""
+    fill_inbox(alice, items)
+    client = as_user(alice)
+    client.get("/api/v1/notifications/unread")
+    with django_assert_num_queries(3):
+        response = client.get("/api/v1/notifications/unread")
+    body = response.json()
+    assert (body["count"], len(body["results"])) == (items, items)
