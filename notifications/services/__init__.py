@@ -23,7 +23,7 @@ from notifications.services.delivery import (
 from notifications.services.inbox import (
     notification_dismiss,
     notification_mark,
-    notification_publish_created,
+    notifications_publish_created,
     notification_read_all,
     unread_count,
 )
@@ -60,7 +60,7 @@ __all__ = [
     "idempotency_prune",
     "notification_dismiss",
     "notification_mark",
-    "notification_publish_created",
+    "notifications_publish_created",
     "notification_read_all",
     "notification_send",
     "preferences_set",

@@ -38,7 +38,7 @@ from notifications.models import (
     NotificationRequest,
     QuietHours,
 )
-from notifications.services.inbox import notification_publish_created
+from notifications.services.inbox import notifications_publish_created
 
 
 @dataclass
@@ -332,8 +332,7 @@ def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
     # One statement is atomic on its own: a transaction only when in-app events join it.
     with transaction.atomic(savepoint=False) if realtime_items else nullcontext():
         rows.insert_all([[request], notifications, deliveries, event_rows])
-        for notification in realtime_items:
-            notification_publish_created(notification)
+        notifications_publish_created(realtime_items)
     to_enqueue = [(str(d.id), priority) for d in deliveries if d.status == "queued"]
     if to_enqueue:
         transaction.on_commit(lambda: enqueue_many(to_enqueue))

@@ -13,7 +13,7 @@ from django.utils import timezone
 from analytics import events
 from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, IdempotencyKey, ProviderEvent
-from notifications.services.inbox import notification_publish_created
+from notifications.services.inbox import notifications_publish_created
 
 
 def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
@@ -59,10 +59,11 @@ def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
             .filter(status="scheduled", scheduled_for__lte=now)[:batch]
         )
         to_enqueue = []
+        released = []
         for delivery in due:
             if delivery.channel == "in_app":
                 delivery.status, delivery.delivered_at = "delivered", now
-                notification_publish_created(delivery.notification)
+                released.append(delivery.notification)
             else:
                 delivery.status = "queued"
                 to_enqueue.append((str(delivery.id), delivery.priority))
@@ -70,6 +71,7 @@ def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
             delivery.updated_at = now
         if due:
             Delivery.objects.bulk_update(due, ["status", "delivered_at", "queued_at", "updated_at"])
+            notifications_publish_created(released)
             events.record_many(
                 [
                     {
