@@ -51,7 +51,7 @@ class _Keyring:
 
 @lru_cache(maxsize=8)
 def _keyring(keys: tuple[str, ...]) -> _Keyring:
-    ciphers = {}
+    ciphers: dict[bytes, AESGCM] = {}
     for text in keys:
         try:
             key = base64.urlsafe_b64decode(text.encode("ascii"))

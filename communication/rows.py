@@ -52,8 +52,10 @@ def _steps(model: type[Model]) -> tuple:
 
 
 @cache
-def _json_columns(model: type[Model]) -> frozenset[str]:
-    return frozenset(f.column for f in _columns(model) if f.db_type(connection) in _JSON_TYPES)
+def _json_columns(model: type[Model]) -> dict[str, str]:
+    """``{column: its type}`` of the ``json``/``jsonb`` columns written for ``model``."""
+    types = {f.column: f.db_type(connection) for f in _columns(model)}
+    return {column: t for column, t in types.items() if t in _JSON_TYPES}
 
 
 def _json_text(value) -> str | None:
@@ -93,7 +95,7 @@ def _statement(model: type[Model], names: tuple[str, ...], where: str = "") -> s
     json_columns = _json_columns(model)
     # A JSON document arrives as a JSON string holding its text: read the text, parse it once.
     values = ", ".join(
-        f"(r.{quote(n)} #>> '{{}}')::{_db_type(model, n)}" if n in json_columns else quote(n)
+        f"(r.{quote(n)} #>> '{{}}')::{json_columns[n]}" if n in json_columns else quote(n)
         for n in names
     )
     # Names come from the models; the rows are the parameter.
@@ -102,10 +104,6 @@ def _statement(model: type[Model], names: tuple[str, ...], where: str = "") -> s
         f"SELECT {values} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) AS r"
         + (f" WHERE {where}" if where else "")
     )
-
-
-def _db_type(model: type[Model], column: str) -> str:
-    return next(f.db_type(connection) for f in _columns(model) if f.column == column)
 
 
 def insert_statement(objs: list[Model], where: str = "") -> tuple[str, str]:
@@ -195,6 +193,8 @@ def get(model: type[Model], field: str, value) -> Model | None:
     """``model.objects.filter(<field>=value).first()`` without the ORM's query compiler (for
     look-ups by a unique column on hot paths). None when there is no such row."""
     target = model._meta.get_field(field)
+    if not isinstance(target, Field):
+        raise TypeError(f"{field} is not a column of {model.__name__}")
     with connection.cursor() as cursor:
         cursor.execute(_select(model, target.column), [target.get_db_prep_value(value, connection)])
         row = cursor.fetchone()
