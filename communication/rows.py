@@ -1,16 +1,21 @@
-"""Inserting model instances of several tables in one statement.
+"""Inserting model instances of several tables in one statement, and reading rows back.
 
 ``insert_all([objs_a, objs_b, …])`` writes every list in a single ``WITH … INSERT`` statement
 with one parameter per table: the rows as a JSON array, turned back into rows by
 ``jsonb_populate_recordset``. One round trip, none of the ORM's per-query compiler work, and a
-statement whose text depends only on which tables it writes: psycopg converts it once (it caches
-statements of at most 50 parameters) and prepares it on the server after a few uses. On the send
-path the four ``bulk_create`` calls this replaces (request, notifications, deliveries, events)
-cost the web process more than the rest of the request.
+statement whose text depends only on which tables it writes, so that PostgreSQL keeps its plan.
+On the send path the four ``bulk_create`` calls this replaces (request, notifications,
+deliveries, events) cost the web process more than the rest of the request.
+
+Every value is the one the ORM would send: the field's ``pre_save`` (``auto_now_add``) and then
+its ``get_db_prep_save``, so a custom field (an encrypted one, a JSON field with its own encoder)
+stores here exactly what it stores through ``Model.objects.create``. Only then is the value
+written in the text form PostgreSQL reads for the column's type (``\\x…`` for ``bytea``; a JSON
+document travels as its text, parsed once by PostgreSQL). ``instance`` applies the converters
+the ORM applies to a row it reads (``from_db_value``).
 
 A single statement is atomic on its own; foreign keys are Django's ``DEFERRABLE INITIALLY
-DEFERRED`` ones, checked at the end of the transaction. Values go through each field's
-``pre_save`` (``auto_now_add``), as ``bulk_create`` does; a field left to its database default
+DEFERRED`` ones, checked at the end of the transaction. A field left to its database default
 (``db_default``) in the first row is left to it in every row of the list. ``AutoField`` keys
 are left to the database (their values are not read back).
 """
@@ -23,35 +28,80 @@ import json
 import uuid
 from functools import cache
 
-from django.db import connection
-from django.db.models import AutoField, Model
+from django.db import connection, connections
+from django.db.models import AutoField, Field, Model
 from django.db.models.expressions import DatabaseDefault
+from psycopg import Binary
+from psycopg.types.json import Json, Jsonb
+
+_JSON_TYPES = ("json", "jsonb")
 
 
 @cache
-def _columns(model: type[Model]) -> tuple:
+def _columns(model: type[Model]) -> tuple[Field, ...]:
     """The fields written for ``model``: concrete, not auto-incremented."""
     return tuple(
         f for f in model._meta.concrete_fields if not isinstance(f, AutoField) or not f.primary_key
     )
 
 
+@cache
+def _steps(model: type[Model]) -> tuple:
+    """``(column, pre_save, get_db_prep_save)`` of each written field, bound once."""
+    return tuple((f.column, f.pre_save, f.get_db_prep_save) for f in _columns(model))
+
+
+@cache
+def _json_columns(model: type[Model]) -> dict[str, str]:
+    """``{column: its type}`` of the ``json``/``jsonb`` columns written for ``model``."""
+    types = {f.column: f.db_type(connection) for f in _columns(model)}
+    return {column: t for column, t in types.items() if t in _JSON_TYPES}
+
+
+def _json_text(value) -> str | None:
+    """The JSON text the ORM would send for a ``json``/``jsonb`` column: its adapter's own
+    ``dumps`` (the field's encoder), or the text itself where a field prepares a string."""
+    if isinstance(value, Json | Jsonb):
+        text = (value.dumps or json.dumps)(value.obj)
+        return text.decode() if isinstance(text, bytes | bytearray | memoryview) else text
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"a JSON column was prepared as {type(value).__name__}")
+
+
 def _plain(value):
+    """``value`` in PostgreSQL's text input form, for ``jsonb_populate_recordset``."""
     if isinstance(value, uuid.UUID | decimal.Decimal):
         return str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()  # full precision, unlike DjangoJSONEncoder
+    if isinstance(value, Binary):
+        value = value.obj
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()  # bytea's hex input format
+    if isinstance(value, dt.timedelta):
+        return f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds"
+    if isinstance(value, Json | Jsonb):  # an element of an array of JSON documents
+        return json.loads(_json_text(value))
+    if isinstance(value, DatabaseDefault) or hasattr(value, "as_sql"):
+        raise TypeError("rows writes values, not expressions (db_default only in every row)")
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @cache
 def _statement(model: type[Model], names: tuple[str, ...], where: str = "") -> str:
-    table = connection.ops.quote_name(model._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(n) for n in names)
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    json_columns = _json_columns(model)
+    # A JSON document arrives as a JSON string holding its text: read the text, parse it once.
+    values = ", ".join(
+        f"(r.{quote(n)} #>> '{{}}')::{json_columns[n]}" if n in json_columns else quote(n)
+        for n in names
+    )
     # Names come from the models; the rows are the parameter.
     return (
-        f"INSERT INTO {table} ({columns}) "  # noqa: S608
-        f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) AS r"
+        f"INSERT INTO {table} ({', '.join(quote(n) for n in names)}) "  # noqa: S608
+        f"SELECT {values} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) AS r"
         + (f" WHERE {where}" if where else "")
     )
 
@@ -59,13 +109,21 @@ def _statement(model: type[Model], names: tuple[str, ...], where: str = "") -> s
 def insert_statement(objs: list[Model], where: str = "") -> tuple[str, str]:
     """``(sql, its one parameter: the rows as JSON)`` inserting ``objs`` (instances of one
     model), for :func:`insert_all` or a caller that puts it in a statement of its own;
-    ``where`` filters the rows (named ``r``)."""
+    ``where`` filters the rows (named ``r``; a JSON column there holds its text, not the
+    document)."""
     model = type(objs[0])
+    steps = _steps(model)
+    json_columns = _json_columns(model)
+    db = connections[connection.alias]  # the thread's own connection, not the proxy per value
     rows = []
     for obj in objs:
-        rows.append({f.column: f.pre_save(obj, True) for f in _columns(model)})
+        row = {column: prep(pre_save(obj, True), db) for column, pre_save, prep in steps}
+        for column in json_columns:
+            if not isinstance(row[column], DatabaseDefault):
+                row[column] = _json_text(row[column])
+        rows.append(row)
         obj._state.adding = False
-        obj._state.db = connection.alias
+        obj._state.db = db.alias
     names = tuple(c for c, v in rows[0].items() if not isinstance(v, DatabaseDefault))
     if len(names) < len(rows[0]):
         rows = [{c: row[c] for c in names} for row in rows]
@@ -108,22 +166,36 @@ def select_list(model: type[Model], alias: str) -> str:
     )
 
 
+@cache
+def _converters(model: type[Model]) -> tuple[tuple[int, list, object], ...]:
+    """The ORM's converters for each column it reads (``SQLCompiler.get_converters``): the
+    backend's, then the field's (``from_db_value``)."""
+    found = []
+    for index, field in enumerate(model._meta.concrete_fields):
+        col = field.get_col(model._meta.db_table)
+        functions = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+        if functions:
+            found.append((index, functions, col))
+    return tuple(found)
+
+
 def instance(model: type[Model], values) -> Model:
     """A model instance from a row of its concrete fields' columns (as ``select_list``), with
-    the conversions the ORM applies (JSON)."""
-    fields = model._meta.concrete_fields
-    values = [
-        f.from_db_value(v, None, connection) if hasattr(f, "from_db_value") else v
-        for f, v in zip(fields, values, strict=True)
-    ]
-    return model.from_db(connection.alias, [f.attname for f in fields], values)
+    the conversions the ORM applies to a row it reads."""
+    values = list(values)
+    for index, functions, col in _converters(model):
+        for function in functions:
+            values[index] = function(values[index], col, connection)
+    return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], values)
 
 
 def get(model: type[Model], field: str, value) -> Model | None:
     """``model.objects.filter(<field>=value).first()`` without the ORM's query compiler (for
     look-ups by a unique column on hot paths). None when there is no such row."""
-    column = model._meta.get_field(field).column
+    target = model._meta.get_field(field)
+    if not isinstance(target, Field):
+        raise TypeError(f"{field} is not a column of {model.__name__}")
     with connection.cursor() as cursor:
-        cursor.execute(_select(model, column), [value])
+        cursor.execute(_select(model, target.column), [target.get_db_prep_value(value, connection)])
         row = cursor.fetchone()
     return None if row is None else instance(model, row)

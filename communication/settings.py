@@ -6,7 +6,9 @@ anything connects (see ``communication.embedded``).
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 from pathlib import Path
 
 import environ
@@ -33,11 +35,19 @@ if not SECRET_KEY:
         raise environ.ImproperlyConfigured("SECRET_KEY must be set when APP_ENV is not development")
     _secret_file = VAR_DIR / "secret_key"
     if not _secret_file.exists():
-        import secrets
-
         _secret_file.write_text(secrets.token_urlsafe(50))
         _secret_file.chmod(0o600)
     SECRET_KEY = _secret_file.read_text().strip()
+
+# Keys of the encrypted model fields (communication.fields): urlsafe base64 of 32 bytes each; the
+# first encrypts, all decrypt. Unset outside development, an encrypted field refuses to work.
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+if not FIELD_ENCRYPTION_KEYS and DEVELOPMENT:
+    _field_key_file = VAR_DIR / "field_encryption_key"
+    if not _field_key_file.exists():
+        _field_key_file.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        _field_key_file.chmod(0o600)
+    FIELD_ENCRYPTION_KEYS = [_field_key_file.read_text().strip()]
 
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
