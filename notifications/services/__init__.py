@@ -23,8 +23,8 @@ from notifications.services.delivery import (
 from notifications.services.inbox import (
     notification_dismiss,
     notification_mark,
-    notifications_publish_created,
     notification_read_all,
+    notifications_publish_created,
     unread_count,
 )
 from notifications.services.outcomes import deliveries_record_sent
@@ -60,9 +60,9 @@ __all__ = [
     "idempotency_prune",
     "notification_dismiss",
     "notification_mark",
-    "notifications_publish_created",
     "notification_read_all",
     "notification_send",
+    "notifications_publish_created",
     "preferences_set",
     "provider_breaker",
     "quiet_hours_set",
