@@ -149,16 +149,6 @@ def insert_all(groups: list[list[Model]]) -> None:
 
 
 @cache
-def _select(model: type[Model], column: str) -> str:
-    table = connection.ops.quote_name(model._meta.db_table)
-    # Names come from the models; the value is a parameter.
-    return (
-        f"SELECT {select_list(model, 'r')} FROM {table} AS r "  # noqa: S608
-        f"WHERE r.{connection.ops.quote_name(column)} = %s LIMIT 1"
-    )
-
-
-@cache
 def select_list(model: type[Model], alias: str) -> str:
     """``alias.col, …`` for every concrete field of ``model``, in :func:`instance`'s order."""
     return ", ".join(
@@ -187,15 +177,3 @@ def instance(model: type[Model], values) -> Model:
         for function in functions:
             values[index] = function(values[index], col, connection)
     return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], values)
-
-
-def get(model: type[Model], field: str, value) -> Model | None:
-    """``model.objects.filter(<field>=value).first()`` without the ORM's query compiler (for
-    look-ups by a unique column on hot paths). None when there is no such row."""
-    target = model._meta.get_field(field)
-    if not isinstance(target, Field):
-        raise TypeError(f"{field} is not a column of {model.__name__}")
-    with connection.cursor() as cursor:
-        cursor.execute(_select(model, target.column), [target.get_db_prep_value(value, connection)])
-        row = cursor.fetchone()
-    return None if row is None else instance(model, row)

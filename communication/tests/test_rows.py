@@ -66,22 +66,6 @@ def test_a_broken_row_writes_nothing():
     assert not NotificationRequest.objects.filter(id=request.id).exists()
 
 
-def test_get_reads_a_row_as_the_orm_does():
-    Category.objects.update_or_create(
-        key="digest",
-        defaults={"name": "Digest", "default_channels": ["email", "in_app"], "mandatory": True},
-    )
-
-    with CaptureQueriesContext(connection) as queries:
-        category = rows.get(Category, "key", "digest")
-    assert len(queries) == 1
-    expected = Category.objects.get(key="digest")
-    assert category == expected and not category._state.adding
-    assert category.default_channels == ["email", "in_app"]  # JSON decoded
-    assert (category.mandatory, category.created_at) == (True, expected.created_at)
-    assert rows.get(Category, "key", "nope") is None
-
-
 class TaggedEncoder(json.JSONEncoder):
     """Decimals as ``{"$decimal": "…"}``: a field's own encoder, which the ORM applies."""
 
