@@ -177,3 +177,12 @@ def instance(model: type[Model], values) -> Model:
         for function in functions:
             values[index] = function(values[index], col, connection)
     return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], values)
+
+
+def column(model: type[Model], name: str, values) -> list:
+    """``values`` of the field ``name`` of ``model`` as the ORM would send them
+    (``get_db_prep_save``), for a raw statement that takes a column as an array parameter."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field):
+        raise TypeError(f"{name} is not a column of {model.__name__}")
+    return [field.get_db_prep_save(value, connection) for value in values]

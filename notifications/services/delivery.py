@@ -45,7 +45,21 @@ def deliveries_claim(delivery_ids) -> list[Delivery]:
     now = timezone.now()
     lease = now + dt.timedelta(seconds=settings.DELIVERY_LEASE_SECONDS)
     with connection.cursor() as cursor:
-        cursor.execute(_claim_statement(), [ids, now, now, now, lease])
+        cursor.execute(
+            _claim_statement(),
+            [
+                rows.column(Delivery, "id", ids),
+                *(
+                    rows.column(Delivery, name, [value])[0]
+                    for name, value in (
+                        ("next_attempt_at", now),
+                        ("sending_at", now),
+                        ("updated_at", now),
+                        ("lease_until", lease),
+                    )
+                ),
+            ],
+        )
         found = cursor.fetchall()
     claimed = []
     widths = [len(m._meta.concrete_fields) for m in _CLAIMED]

@@ -53,7 +53,11 @@ def deliveries_record_sent(accepted: list[Acceptance]) -> None:
         )
         for a in accepted
     ]
-    columns = list(zip(*values, strict=True))
+    # Each column through its field's conversion, as the ORM would write it.
+    columns = [
+        rows.column(Delivery, name, column)
+        for name, column in zip(_SENT_FIELDS, zip(*values, strict=True), strict=True)
+    ]
     insert_events, event_rows = rows.insert_statement(
         events.build_many([event for a in accepted for event in _sent_events(a)]),
         where="r.delivery_id IN (SELECT id FROM recorded)",
@@ -65,6 +69,17 @@ def deliveries_record_sent(accepted: list[Acceptance]) -> None:
         )
 
 
+_SENT_FIELDS = (
+    "id",
+    "attempts",
+    "status",
+    "provider",
+    "provider_index",
+    "provider_message_id",
+    "sent_at",
+    "template_version",
+    "variant",
+)
 _UPDATE_SENT = """
     UPDATE notifications_delivery AS d
     SET status = v.status, provider = v.provider, provider_index = v.provider_index,
