@@ -85,6 +85,12 @@ class AttachmentUploadSerializer(serializers.Serializer):
 # ------------------------------------------------------------------------------------ output
 
 
+def _choices(choices) -> str:
+    # Text, not an enum: the input serializers take subsets of these choices under the same
+    # field names, and the schema would need a pair of enum names for each.
+    return "One of: " + ", ".join(choices.values) + "."
+
+
 class IsoDateTimeField(serializers.DateTimeField):
     """``datetime.isoformat()`` as the websocket events write it (``+00:00``, not DRF's ``Z``)."""
 
@@ -110,7 +116,7 @@ class MessageOutSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     conversation_id = serializers.UUIDField()
     sender = serializers.CharField(allow_null=True)
-    type = serializers.ChoiceField(choices=MessageType.choices)
+    type = serializers.CharField(help_text=_choices(MessageType))
     content = serializers.CharField(allow_blank=True, trim_whitespace=False)
     html = serializers.CharField(allow_blank=True, trim_whitespace=False)
     client_id = serializers.CharField(allow_null=True)
@@ -132,7 +138,7 @@ class ParticipantOutSerializer(serializers.Serializer):
 
     user_id = serializers.CharField(allow_null=True)
     name = serializers.CharField(allow_blank=True)
-    role = serializers.ChoiceField(choices=Role.choices)
+    role = serializers.CharField(help_text=_choices(Role))
     joined_at = IsoDateTimeField(allow_null=True)
     read_up_to = serializers.IntegerField(allow_null=True)
     delivered_up_to = serializers.IntegerField(allow_null=True)
@@ -142,7 +148,7 @@ class ConversationOutSerializer(serializers.Serializer):
     """Renders ``services.conversation_payload``."""
 
     id = serializers.UUIDField()
-    type = serializers.ChoiceField(choices=ConversationType.choices)
+    type = serializers.CharField(help_text=_choices(ConversationType))
     title = serializers.CharField(allow_blank=True)
     metadata = serializers.DictField()
     archived = serializers.BooleanField()
@@ -158,7 +164,7 @@ class LastMessageSerializer(serializers.Serializer):
 
     id = serializers.IntegerField()
     sender = serializers.CharField(source="sender.external_id", allow_null=True)
-    type = serializers.ChoiceField(choices=MessageType.choices)
+    type = serializers.CharField(help_text=_choices(MessageType))
     preview = serializers.SerializerMethodField()
     sent_at = IsoDateTimeField()
     deleted = serializers.SerializerMethodField()
@@ -174,7 +180,7 @@ class ParticipantStateSerializer(serializers.Serializer):
     """The caller's own state in a conversation, from their ``Participant``."""
 
     unread = serializers.IntegerField(default=0, help_text="Messages after read_up_to.")
-    role = serializers.ChoiceField(choices=Role.choices)
+    role = serializers.CharField(help_text=_choices(Role))
     muted = serializers.BooleanField()
     muted_until = IsoDateTimeField(allow_null=True)
     read_up_to = serializers.IntegerField(source="last_read_message_id", allow_null=True)
