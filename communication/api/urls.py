@@ -1,8 +1,8 @@
-from django.urls import re_path
+from communication.api.routers import OptionalSlashRouter
+from communication.api.views import MeViewSet, UserViewSet
 
-from communication.api.views import MeView, UserDetailView
+router = OptionalSlashRouter()
+router.register("me", MeViewSet, basename="me")
+router.register("users", UserViewSet, basename="user")
 
-urlpatterns = [
-    re_path(r"^me/?$", MeView.as_view(), name="me"),
-    re_path(r"^users/(?P<user_id>[^/]+)/?$", UserDetailView.as_view(), name="user-detail"),
-]
+urlpatterns = router.urls

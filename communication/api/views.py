@@ -1,6 +1,6 @@
 from drf_spectacular.utils import extend_schema
+from rest_framework import viewsets
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from communication import identity, services
 from communication.api.serializers import MeSerializer
@@ -8,26 +8,28 @@ from communication.auth.permissions import HasScope, IsUser
 from communication.exceptions import NotFoundError, ServiceUnavailableError
 
 
-class MeView(APIView):
+class MeViewSet(viewsets.ViewSet):
     """The profile of the user the token belongs to."""
 
     permission_classes = [IsUser]
 
     @extend_schema(responses=MeSerializer, operation_id="me_retrieve")
-    def get(self, request):
+    def list(self, request):
         return Response(MeSerializer(request.user).data)
 
 
-class UserDetailView(APIView):
+class UserViewSet(viewsets.ViewSet):
     """A user's profile, for services (scope ``users:read``).
 
     A user not known locally is looked up through the identity service; an unknown one is 404.
     """
 
     permission_classes = [HasScope("users:read")]
+    lookup_field = "user_id"
+    lookup_value_regex = "[^/]+"
 
     @extend_schema(responses=MeSerializer, operation_id="users_retrieve")
-    def get(self, request, user_id: str):
+    def retrieve(self, request, user_id: str):
         try:
             user = services.user_resolve(user_id)
         except identity.UnknownUserError as exc:

@@ -1,10 +1,17 @@
-"""Input serializers; output is built by ``messaging.services.*_payload`` (the same shapes the
-websocket events carry)."""
+"""Input and output serializers.
+
+A message, an attachment, a participant and a conversation are the shapes the websocket events
+carry: ``messaging.services.*_payload`` defines them once, and the output serializers here render
+those payloads (and document them for the schema) rather than spelling them out a second time.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from rest_framework import serializers
 
+from messaging import selectors, services
 from messaging.models import ConversationType, MessageType, Role
 
 
@@ -73,3 +80,140 @@ class MuteSerializer(serializers.Serializer):
 
 class AttachmentUploadSerializer(serializers.Serializer):
     file = serializers.FileField()
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def _choices(choices) -> str:
+    # Text, not an enum: the input serializers take subsets of these choices under the same
+    # field names, and the schema would need a pair of enum names for each.
+    return "One of: " + ", ".join(choices.values) + "."
+
+
+class IsoDateTimeField(serializers.DateTimeField):
+    """``datetime.isoformat()`` as the websocket events write it (``+00:00``, not DRF's ``Z``)."""
+
+    def to_representation(self, value):
+        return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+class AttachmentOutSerializer(serializers.Serializer):
+    """Renders ``services.attachment_payload``: links are signed for the viewer."""
+
+    id = serializers.UUIDField()
+    content_type = serializers.CharField()
+    size = serializers.IntegerField()
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    url = serializers.CharField()
+    thumbnail_url = serializers.CharField(allow_null=True)
+
+
+class MessageOutSerializer(serializers.Serializer):
+    """Renders ``services.message_payload``; a deleted message is a tombstone."""
+
+    id = serializers.IntegerField()
+    conversation_id = serializers.UUIDField()
+    sender = serializers.CharField(allow_null=True)
+    type = serializers.CharField(help_text=_choices(MessageType))
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    html = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    client_id = serializers.CharField(allow_null=True)
+    parent_id = serializers.IntegerField(allow_null=True)
+    attachments = AttachmentOutSerializer(many=True)
+    metadata = serializers.DictField()
+    sent_at = IsoDateTimeField(allow_null=True)
+    edited_at = IsoDateTimeField(allow_null=True)
+    deleted_at = IsoDateTimeField(allow_null=True)
+
+
+class MessageListSerializer(serializers.Serializer):
+    results = MessageOutSerializer(many=True)
+    has_more = serializers.BooleanField()
+
+
+class ParticipantOutSerializer(serializers.Serializer):
+    """Renders ``services.participant_payload``."""
+
+    user_id = serializers.CharField(allow_null=True)
+    name = serializers.CharField(allow_blank=True)
+    role = serializers.CharField(help_text=_choices(Role))
+    joined_at = IsoDateTimeField(allow_null=True)
+    read_up_to = serializers.IntegerField(allow_null=True)
+    delivered_up_to = serializers.IntegerField(allow_null=True)
+
+
+class ConversationOutSerializer(serializers.Serializer):
+    """Renders ``services.conversation_payload``."""
+
+    id = serializers.UUIDField()
+    type = serializers.CharField(help_text=_choices(ConversationType))
+    title = serializers.CharField(allow_blank=True)
+    metadata = serializers.DictField()
+    archived = serializers.BooleanField()
+    created_by = serializers.CharField(allow_null=True)
+    assigned_agent = serializers.CharField(allow_null=True)
+    participants = ParticipantOutSerializer(many=True)
+    created_at = IsoDateTimeField(allow_null=True)
+    last_activity_at = IsoDateTimeField(allow_null=True)
+
+
+class LastMessageSerializer(serializers.Serializer):
+    """A preview of a conversation's last message, from the ``Message``."""
+
+    id = serializers.IntegerField()
+    sender = serializers.CharField(source="sender.external_id", allow_null=True)
+    type = serializers.CharField(help_text=_choices(MessageType))
+    preview = serializers.SerializerMethodField()
+    sent_at = IsoDateTimeField()
+    deleted = serializers.SerializerMethodField()
+
+    def get_preview(self, message) -> str:
+        return "" if message.deleted_at else services.message_preview(message)
+
+    def get_deleted(self, message) -> bool:
+        return message.deleted_at is not None
+
+
+class ParticipantStateSerializer(serializers.Serializer):
+    """The caller's own state in a conversation, from their ``Participant``."""
+
+    unread = serializers.IntegerField(default=0, help_text="Messages after read_up_to.")
+    role = serializers.CharField(help_text=_choices(Role))
+    muted = serializers.BooleanField()
+    muted_until = IsoDateTimeField(allow_null=True)
+    read_up_to = serializers.IntegerField(source="last_read_message_id", allow_null=True)
+    last_message = LastMessageSerializer(source="conversation.last_message", allow_null=True)
+
+
+class ConversationItemSerializer(ConversationOutSerializer, ParticipantStateSerializer):
+    """A conversation as the caller sees it, from their ``Participant``: the conversation (as
+    its events show it) followed by the caller's own state in it."""
+
+    def to_representation(self, participant):
+        conversation = participant.conversation
+        members = getattr(conversation, "active_participants", None)  # prefetched by the list
+        if members is None:
+            members = list(selectors.active_participants(conversation.id))
+        payload = services.conversation_payload(conversation, members)
+        return {
+            **ConversationOutSerializer(payload).data,
+            **ParticipantStateSerializer(participant).data,
+        }
+
+
+class ReadStateSerializer(serializers.Serializer):
+    """Where the caller's read and delivered marks are, from their ``Participant``."""
+
+    conversation_id = serializers.CharField()
+    read_up_to = serializers.IntegerField(source="last_read_message_id", allow_null=True)
+    delivered_up_to = serializers.IntegerField(source="last_delivered_message_id", allow_null=True)
+
+
+class MuteStateSerializer(serializers.Serializer):
+    """The caller's mute, from their ``Participant``."""
+
+    conversation_id = serializers.CharField()
+    muted = serializers.BooleanField()
+    until = IsoDateTimeField(source="muted_until", allow_null=True)

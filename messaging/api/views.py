@@ -1,16 +1,18 @@
-"""Messaging API: thin views over messaging.services and selectors."""
+"""Messaging API: thin viewsets over messaging.services and selectors."""
 
 from __future__ import annotations
 
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from communication.api.routers import UUID
 from communication.auth.permissions import IsUser
-from communication.exceptions import APIError, NotFoundError
+from communication.exceptions import APIError, NotFoundError, PayloadTooLargeError
 from messaging import attachments, conf, selectors, services
 from messaging.api import serializers as s
 from messaging.models import Attachment
@@ -27,37 +29,6 @@ def _valid(serializer_class, data):
     return serializer.validated_data
 
 
-def conversation_item(participant) -> dict:
-    """One row of the conversation list: the conversation, the caller's unread count and
-    settings, and a preview of the last message."""
-    conversation = participant.conversation
-    members = getattr(conversation, "active_participants", None)
-    if members is None:
-        members = list(selectors.active_participants(conversation.id))
-    body = services.conversation_payload(conversation, members)
-    last = conversation.last_message
-    body.update(
-        {
-            "unread": getattr(participant, "unread", 0),
-            "role": participant.role,
-            "muted": participant.muted,
-            "muted_until": participant.muted_until.isoformat() if participant.muted_until else None,
-            "read_up_to": participant.last_read_message_id,
-            "last_message": None
-            if last is None
-            else {
-                "id": last.id,
-                "sender": last.sender.external_id if last.sender_id else None,
-                "type": last.type,
-                "preview": "" if last.deleted_at else services.message_preview(last),
-                "sent_at": last.sent_at.isoformat(),
-                "deleted": last.deleted_at is not None,
-            },
-        }
-    )
-    return body
-
-
 class ConversationPagination(CursorPagination):
     ordering = ("-activity", "-id")
     page_size_query_param = "limit"
@@ -68,21 +39,31 @@ class ConversationPagination(CursorPagination):
         return super().get_page_size(request)
 
 
-class ConversationsView(APIView):
-    permission_classes = [IsUser]
+class ConversationViewSet(viewsets.GenericViewSet):
+    """The caller's conversations, and what they do in one."""
 
-    @extend_schema(operation_id="conversations_list", responses={200: dict})
-    def get(self, request):
-        paginator = ConversationPagination()
-        page = paginator.paginate_queryset(selectors.conversation_list(user=request.user), request)
-        return paginator.get_paginated_response([conversation_item(p) for p in page])
+    permission_classes = [IsUser]
+    pagination_class = ConversationPagination
+    lookup_url_kwarg = "conversation_id"
+    lookup_value_regex = UUID
+
+    def _item(self, request, conversation_id, status: int = 200) -> Response:
+        participant = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+        return Response(s.ConversationItemSerializer(participant).data, status=status)
+
+    @extend_schema(
+        operation_id="conversations_list", responses=s.ConversationItemSerializer(many=True)
+    )
+    def list(self, request):
+        page = self.paginate_queryset(selectors.conversation_list(user=request.user))
+        return self.get_paginated_response(s.ConversationItemSerializer(page, many=True).data)
 
     @extend_schema(
         operation_id="conversations_create",
         request=s.ConversationCreateSerializer,
-        responses={201: dict, 200: dict},
+        responses={201: s.ConversationItemSerializer, 200: s.ConversationItemSerializer},
     )
-    def post(self, request):
+    def create(self, request):
         data = _valid(s.ConversationCreateSerializer, request.data)
         conversation, created = services.conversation_create(
             user=request.user,
@@ -91,24 +72,18 @@ class ConversationsView(APIView):
             title=data["title"],
             metadata=data["metadata"],
         )
-        participant = selectors.conversation_get(user=request.user, conversation_id=conversation.id)
-        return Response(conversation_item(participant), status=201 if created else 200)
+        return self._item(request, conversation.id, status=201 if created else 200)
 
-
-class ConversationDetailView(APIView):
-    permission_classes = [IsUser]
-
-    @extend_schema(operation_id="conversations_get", responses={200: dict})
-    def get(self, request, conversation_id):
-        participant = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
-        return Response(conversation_item(participant))
+    @extend_schema(operation_id="conversations_get", responses=s.ConversationItemSerializer)
+    def retrieve(self, request, conversation_id):
+        return self._item(request, conversation_id)
 
     @extend_schema(
         operation_id="conversations_update",
         request=s.ConversationUpdateSerializer,
-        responses={200: dict},
+        responses=s.ConversationItemSerializer,
     )
-    def patch(self, request, conversation_id):
+    def partial_update(self, request, conversation_id):
         data = _valid(s.ConversationUpdateSerializer, request.data)
         services.conversation_update(
             user=request.user,
@@ -116,17 +91,15 @@ class ConversationDetailView(APIView):
             title=data.get("title"),
             metadata=data.get("metadata"),
         )
-        participant = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
-        return Response(conversation_item(participant))
-
-
-class MessagesView(APIView):
-    permission_classes = [IsUser]
+        return self._item(request, conversation_id)
 
     @extend_schema(
-        operation_id="messages_list", parameters=[s.MessageListQuerySerializer], responses=dict
+        operation_id="messages_list",
+        parameters=[s.MessageListQuerySerializer],
+        responses=s.MessageListSerializer,
     )
-    def get(self, request, conversation_id):
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def messages(self, request, conversation_id):
         query = _valid(s.MessageListQuerySerializer, request.query_params)
         selectors.participant_get(user=request.user, conversation_id=conversation_id)
         limit = min(
@@ -144,19 +117,19 @@ class MessagesView(APIView):
             services.conversation_mark_delivered(
                 user=request.user, conversation_id=conversation_id, message_id=rows[-1].id
             )
-        return Response(
-            {
-                "results": [services.message_payload(m, request.user.pk) for m in rows],
-                "has_more": more,
-            }
-        )
+        body = {
+            "results": [services.message_payload(m, request.user.pk) for m in rows],
+            "has_more": more,
+        }
+        return Response(s.MessageListSerializer(body).data)
 
     @extend_schema(
         operation_id="messages_create",
         request=s.MessageCreateSerializer,
-        responses={201: dict, 200: dict},
+        responses={201: s.MessageOutSerializer, 200: s.MessageOutSerializer},
     )
-    def post(self, request, conversation_id):
+    @messages.mapping.post
+    def message_send(self, request, conversation_id):
         data = _valid(s.MessageCreateSerializer, request.data)
         message, created = services.message_send(
             user=request.user,
@@ -168,58 +141,51 @@ class MessagesView(APIView):
             metadata=data["metadata"],
             type=data["type"],
         )
-        return Response(
-            services.message_payload(message, request.user.pk), status=201 if created else 200
-        )
+        payload = services.message_payload(message, request.user.pk)
+        return Response(s.MessageOutSerializer(payload).data, status=201 if created else 200)
 
-
-class MessageDetailView(APIView):
-    permission_classes = [IsUser]
-
-    @extend_schema(operation_id="messages_get", responses=dict)
-    def get(self, request, message_id):
-        message = selectors.message_get(user=request.user, message_id=message_id)
-        return Response(services.message_payload(message, request.user.pk))
-
-    @extend_schema(operation_id="messages_edit", request=s.MessageEditSerializer, responses=dict)
-    def put(self, request, message_id):
-        data = _valid(s.MessageEditSerializer, request.data)
-        message = services.message_edit(
-            user=request.user, message_id=message_id, content=data["content"]
-        )
-        return Response(services.message_payload(message, request.user.pk))
-
-    @extend_schema(operation_id="messages_delete", responses={204: None})
-    def delete(self, request, message_id):
-        services.message_delete(user=request.user, message_id=message_id)
-        return Response(status=204)
-
-
-class ReadView(APIView):
-    permission_classes = [IsUser]
-
-    @extend_schema(operation_id="conversations_read", request=s.ReadSerializer, responses=dict)
-    def post(self, request, conversation_id):
+    @extend_schema(
+        operation_id="conversations_read",
+        request=s.ReadSerializer,
+        responses=s.ReadStateSerializer,
+    )
+    @action(detail=True, methods=["post"])
+    def read(self, request, conversation_id):
         data = _valid(s.ReadSerializer, request.data)
         participant = services.conversation_mark_read(
             user=request.user, conversation_id=conversation_id, message_id=data["message_id"]
         )
-        return Response(
-            {
-                "conversation_id": str(conversation_id),
-                "read_up_to": participant.last_read_message_id,
-                "delivered_up_to": participant.last_delivered_message_id,
-            }
-        )
+        return Response(s.ReadStateSerializer(participant).data)
 
-
-class ParticipantsView(APIView):
-    permission_classes = [IsUser]
+    @extend_schema(operation_id="conversations_leave", request=None, responses={204: None})
+    @action(detail=True, methods=["post"])
+    def leave(self, request, conversation_id):
+        services.conversation_leave(user=request.user, conversation_id=conversation_id)
+        return Response(status=204)
 
     @extend_schema(
-        operation_id="participants_add", request=s.ParticipantAddSerializer, responses=dict
+        operation_id="conversations_mute",
+        request=s.MuteSerializer,
+        responses=s.MuteStateSerializer,
     )
-    def post(self, request, conversation_id):
+    @action(detail=True, methods=["post"])
+    def mute(self, request, conversation_id):
+        data = _valid(s.MuteSerializer, request.data)
+        participant = services.conversation_mute(
+            user=request.user,
+            conversation_id=conversation_id,
+            muted=data["muted"],
+            until=data["until"],
+        )
+        return Response(s.MuteStateSerializer(participant).data)
+
+    @extend_schema(
+        operation_id="participants_add",
+        request=s.ParticipantAddSerializer,
+        responses={201: s.ParticipantOutSerializer, 200: s.ParticipantOutSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def participants(self, request, conversation_id):
         data = _valid(s.ParticipantAddSerializer, request.data)
         participant, created = services.participant_add(
             user=request.user,
@@ -228,59 +194,69 @@ class ParticipantsView(APIView):
             role=data["role"],
         )
         participant.refresh_from_db()
-        return Response(services.participant_payload(participant), status=201 if created else 200)
-
-
-class ParticipantDetailView(APIView):
-    permission_classes = [IsUser]
+        payload = services.participant_payload(participant)
+        return Response(s.ParticipantOutSerializer(payload).data, status=201 if created else 200)
 
     @extend_schema(operation_id="participants_remove", responses={204: None})
-    def delete(self, request, conversation_id, user_id):
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"participants/(?P<user_id>[^/]+)",
+        url_name="participant",
+    )
+    def participant_remove(self, request, conversation_id, user_id):
         services.participant_remove(
             user=request.user, conversation_id=conversation_id, user_id=user_id
         )
         return Response(status=204)
 
 
-class LeaveView(APIView):
-    permission_classes = [IsUser]
+class MessageViewSet(viewsets.ViewSet):
+    """One message: read, edit (the sender), delete."""
 
-    @extend_schema(operation_id="conversations_leave", request=None, responses={204: None})
-    def post(self, request, conversation_id):
-        services.conversation_leave(user=request.user, conversation_id=conversation_id)
+    permission_classes = [IsUser]
+    lookup_url_kwarg = "message_id"
+    lookup_value_regex = "[0-9]+"
+
+    def _body(self, request, message) -> Response:
+        payload = services.message_payload(message, request.user.pk)
+        return Response(s.MessageOutSerializer(payload).data)
+
+    @extend_schema(operation_id="messages_get", responses=s.MessageOutSerializer)
+    def retrieve(self, request, message_id):
+        return self._body(request, selectors.message_get(user=request.user, message_id=message_id))
+
+    @extend_schema(
+        operation_id="messages_edit",
+        request=s.MessageEditSerializer,
+        responses=s.MessageOutSerializer,
+    )
+    def update(self, request, message_id):
+        data = _valid(s.MessageEditSerializer, request.data)
+        message = services.message_edit(
+            user=request.user, message_id=message_id, content=data["content"]
+        )
+        return self._body(request, message)
+
+    @extend_schema(operation_id="messages_delete", responses={204: None})
+    def destroy(self, request, message_id):
+        services.message_delete(user=request.user, message_id=message_id)
         return Response(status=204)
 
 
-class MuteView(APIView):
+class AttachmentViewSet(viewsets.ViewSet):
+    """Upload an attachment, read its signed links, and download it through one."""
+
     permission_classes = [IsUser]
-
-    @extend_schema(operation_id="conversations_mute", request=s.MuteSerializer, responses=dict)
-    def post(self, request, conversation_id):
-        data = _valid(s.MuteSerializer, request.data)
-        participant = services.conversation_mute(
-            user=request.user,
-            conversation_id=conversation_id,
-            muted=data["muted"],
-            until=data["until"],
-        )
-        return Response(
-            {
-                "conversation_id": str(conversation_id),
-                "muted": participant.muted,
-                "until": participant.muted_until.isoformat() if participant.muted_until else None,
-            }
-        )
-
-
-class AttachmentsView(APIView):
-    permission_classes = [IsUser]
+    lookup_url_kwarg = "attachment_id"
+    lookup_value_regex = UUID
 
     @extend_schema(
         operation_id="attachments_upload",
         request={"multipart/form-data": s.AttachmentUploadSerializer},
-        responses={201: dict},
+        responses={201: s.AttachmentOutSerializer},
     )
-    def post(self, request):
+    def create(self, request):
         upload = request.FILES.get("file")
         if upload is None:
             raise APIError(
@@ -288,35 +264,26 @@ class AttachmentsView(APIView):
             )
         limit = conf.get("MESSAGING_ATTACHMENT_MAX_BYTES")
         if upload.size > limit:
-            from communication.exceptions import PayloadTooLargeError
-
             raise PayloadTooLargeError(f"Attachments are limited to {limit} bytes.")
         attachment = services.attachment_upload(
             user=request.user, data=upload.read(), name=upload.name or ""
         )
-        return Response(services.attachment_payload(attachment, request.user.pk), status=201)
+        payload = services.attachment_payload(attachment, request.user.pk)
+        return Response(s.AttachmentOutSerializer(payload).data, status=201)
 
-
-class AttachmentDetailView(APIView):
-    permission_classes = [IsUser]
-
-    @extend_schema(operation_id="attachments_get", responses=dict)
-    def get(self, request, attachment_id):
+    @extend_schema(operation_id="attachments_get", responses=s.AttachmentOutSerializer)
+    def retrieve(self, request, attachment_id):
         attachment = Attachment.objects.select_related("message").filter(id=attachment_id).first()
         if attachment is None or not selectors.attachment_visible_to(attachment, request.user.pk):
             raise NotFoundError("Attachment not found.")
-        return Response(services.attachment_payload(attachment, request.user.pk))
-
-
-class AttachmentDownloadView(APIView):
-    """The signed link: no token (it works in an ``<img src>``), but the link names the user it
-    was made for, and that user must still be able to see the attachment."""
-
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
+        payload = services.attachment_payload(attachment, request.user.pk)
+        return Response(s.AttachmentOutSerializer(payload).data)
 
     @extend_schema(operation_id="attachments_download", responses={200: bytes})
-    def get(self, request, attachment_id):
+    @action(detail=True, methods=["get"], authentication_classes=[], permission_classes=[AllowAny])
+    def download(self, request, attachment_id):
+        """The signed link: no token (it works in an ``<img src>``), but the link names the user
+        it was made for, and that user must still be able to see the attachment."""
         variant = request.query_params.get("v", "file")
         user_pk = request.query_params.get("u", "")
         try:

@@ -11,13 +11,13 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.template.response import TemplateResponse
 from django.views.decorators.cache import cache_control
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, viewsets
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from communication.auth.permissions import IsUser
+from communication.exceptions import ServiceUnavailableError
 from notifications import push
 from notifications.models import Device
 from notifications.providers.base import ProviderNotConfiguredError
@@ -130,15 +130,27 @@ class DeviceOutSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DevicesView(APIView):
+class DeviceListSerializer(serializers.Serializer):
+    results = DeviceOutSerializer(many=True)
+
+
+class VapidPublicKeySerializer(serializers.Serializer):
+    public_key = serializers.CharField()
+
+
+class DeviceViewSet(viewsets.ViewSet):
+    """The user's devices: register (or refresh), list, forget."""
+
     permission_classes = [IsUser]
+    lookup_url_kwarg = "device_id"
+    lookup_value_regex = "[0-9]{1,18}"
 
     @extend_schema(
         request=DeviceInSerializer,
         responses={200: DeviceOutSerializer, 201: DeviceOutSerializer},
         operation_id="devices_register",
     )
-    def post(self, request):
+    def create(self, request):
         serializer = DeviceInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -153,40 +165,32 @@ class DevicesView(APIView):
         )
         return Response(DeviceOutSerializer(device).data, status=201 if created else 200)
 
-    @extend_schema(responses=DeviceOutSerializer(many=True), operation_id="devices_list")
-    def get(self, request):
+    @extend_schema(responses=DeviceListSerializer, operation_id="devices_list")
+    def list(self, request):
         devices = push.device_list(request.user)[:MAX_DEVICES_LISTED]
-        return Response({"results": DeviceOutSerializer(devices, many=True).data})
-
-
-class DeviceDetailView(APIView):
-    permission_classes = [IsUser]
+        return Response(DeviceListSerializer({"results": devices}).data)
 
     @extend_schema(responses={204: None}, operation_id="devices_delete")
-    def delete(self, request, device_id):
+    def destroy(self, request, device_id):
         push.device_delete(user=request.user, device_id=int(device_id))
         return Response(status=204)
 
 
-class VapidPublicKeyView(APIView):
+class VapidPublicKeyViewSet(viewsets.ViewSet):
     authentication_classes = []
     permission_classes = [AllowAny]
 
-    @extend_schema(
-        responses=inline_serializer("VapidPublicKey", {"public_key": serializers.CharField()}),
-        operation_id="push_vapid_public_key",
-    )
-    def get(self, request):
+    @extend_schema(responses=VapidPublicKeySerializer, operation_id="push_vapid_public_key")
+    def list(self, request):
         from notifications.providers.webpush import vapid_public_key
 
         try:
             key = vapid_public_key()
         except ProviderNotConfiguredError as exc:
-            return Response(
-                {"detail": f"Web Push is not configured: {exc}", "code": "not_configured"},
-                status=503,
-            )
-        response = Response({"public_key": key})
+            raise ServiceUnavailableError(
+                f"Web Push is not configured: {exc}", code="not_configured"
+            ) from exc
+        response = Response(VapidPublicKeySerializer({"public_key": key}).data)
         response["Cache-Control"] = "public, max-age=300"
         return response
 

@@ -214,6 +214,10 @@ class UnreadSerializer(serializers.Serializer):
     results = InboxItemSerializer(many=True)
 
 
+class ReadAllSerializer(serializers.Serializer):
+    marked = serializers.IntegerField(help_text="How many notifications this marked read.")
+
+
 class PreferenceSerializer(serializers.Serializer):
     category = serializers.SlugField()
     channel = serializers.ChoiceField(choices=Channel.choices)
@@ -263,6 +267,14 @@ class CategoryPreferenceSerializer(serializers.Serializer):
     mandatory = serializers.BooleanField()
     requires_consent = serializers.BooleanField()
     channels = serializers.DictField(child=serializers.BooleanField())
+
+
+class PreferencesOutSerializer(serializers.Serializer):
+    """The user's preferences: every category with its channels, quiet hours, time zone."""
+
+    categories = CategoryPreferenceSerializer(many=True)
+    quiet_hours = QuietHoursSerializer(allow_null=True)
+    timezone = serializers.CharField()
 
 
 class OutboxSerializer(serializers.Serializer):

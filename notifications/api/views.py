@@ -1,15 +1,16 @@
-"""Notifications API: thin views over notifications.services and selectors."""
+"""Notifications API: thin viewsets over notifications.services and selectors."""
 
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers as drf_serializers
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from communication.api.routers import UUID
 from communication.auth.permissions import HasScope, IsUser
 from communication.exceptions import PayloadTooLargeError
 from notifications import selectors, services
@@ -40,7 +41,9 @@ def _outcome_response(outcome: services.SendOutcome) -> Response:
     return response
 
 
-class SendView(APIView):
+class SendViewSet(viewsets.ViewSet):
+    """``POST /notifications``: one send request."""
+
     permission_classes = [HasScope("notifications:send")]
     serializer_class = s.SendSerializer
 
@@ -50,31 +53,24 @@ class SendView(APIView):
         parameters=[IDEMPOTENCY_HEADER],
         operation_id="notifications_send",
     )
-    def post(self, request):
-        outcome = send(
-            self.serializer_class,
-            request.user,
-            request.data,
-            request.headers.get("Idempotency-Key", ""),
+    def create(self, request):
+        data = request.data
+        recipients = data.get("recipients") if isinstance(data, dict) else None
+        if isinstance(recipients, list) and len(recipients) > settings.NOTIFICATIONS_MAX_RECIPIENTS:
+            raise PayloadTooLargeError(
+                f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request."
+            )
+        outcome = services.notification_send(
+            caller=request.user.client_id,
+            payload=self.serializer_class.validated(data),
+            idempotency_key=request.headers.get("Idempotency-Key", "")[:255],
         )
         return _outcome_response(outcome)
 
 
-def send(serializer_class, user, data, idempotency_key: str) -> services.SendOutcome:
-    """The send endpoints' work."""
-    recipients = data.get("recipients") if isinstance(data, dict) else None
-    if isinstance(recipients, list) and len(recipients) > settings.NOTIFICATIONS_MAX_RECIPIENTS:
-        raise PayloadTooLargeError(
-            f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request."
-        )
-    return services.notification_send(
-        caller=user.client_id,
-        payload=serializer_class.validated(data),
-        idempotency_key=idempotency_key[:255],
-    )
+class ScheduleViewSet(SendViewSet):
+    """``POST /notifications/schedule``: a send for later."""
 
-
-class ScheduleView(SendView):
     serializer_class = s.ScheduleSerializer
 
     @extend_schema(
@@ -83,8 +79,8 @@ class ScheduleView(SendView):
         parameters=[IDEMPOTENCY_HEADER],
         operation_id="notifications_schedule",
     )
-    def post(self, request):
-        return super().post(request)
+    def create(self, request):
+        return super().create(request)
 
 
 class NewestFirst(CursorPagination):
@@ -96,19 +92,27 @@ class NewestFirst(CursorPagination):
     page_size_query_param = "limit"
 
 
-def _page(view, request, queryset, serializer_class):
-    paginator = NewestFirst()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(serializer_class(page, many=True).data)
-
-
 def _flag(value: str | None) -> bool | None:
     """A boolean query parameter; None when absent."""
     return None if value is None else value.lower() in ("1", "true", "yes")
 
 
-class RequestListView(APIView):
+class _Paged(viewsets.GenericViewSet):
+    """A viewset whose lists are pages of ``NewestFirst``."""
+
+    pagination_class = NewestFirst
+
+    def _page(self, queryset, serializer_class) -> Response:
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class RequestViewSet(_Paged):
+    """A caller's send requests: list, status, cancel, reschedule."""
+
     permission_classes = [HasScope("notifications:send")]
+    lookup_url_kwarg = "request_id"
+    lookup_value_regex = UUID
 
     @extend_schema(
         responses=s.RequestSummarySerializer(many=True),
@@ -116,12 +120,10 @@ class RequestListView(APIView):
             OpenApiParameter("category", str),
             OpenApiParameter("since", str),
             OpenApiParameter("cancelled", bool),
-            OpenApiParameter("cursor", str),
-            OpenApiParameter("limit", int),
         ],
         operation_id="notifications_requests_list",
     )
-    def get(self, request):
+    def list(self, request):
         cancelled = request.query_params.get("cancelled")
         qs = selectors.request_list(
             caller=request.user.client_id,
@@ -129,30 +131,26 @@ class RequestListView(APIView):
             since=request.query_params.get("since"),
             cancelled=_flag(cancelled),
         )
-        return _page(self, request, qs, s.RequestSummarySerializer)
-
-
-class RequestDetailView(APIView):
-    permission_classes = [HasScope("notifications:send")]
+        return self._page(qs, s.RequestSummarySerializer)
 
     @extend_schema(responses=s.RequestOutSerializer, operation_id="notifications_requests_get")
-    def get(self, request, request_id):
+    def retrieve(self, request, request_id):
         req = services.request_get(caller=request.user.client_id, request_id=request_id)
-        return Response(services.request_status(req))
+        return Response(s.RequestOutSerializer(services.request_status(req)).data)
 
     @extend_schema(
         request=None, responses=s.RequestOutSerializer, operation_id="notifications_requests_cancel"
     )
-    def delete(self, request, request_id):
+    def destroy(self, request, request_id):
         req = services.request_cancel(caller=request.user.client_id, request_id=request_id)
-        return Response(services.request_status(req))
+        return Response(s.RequestOutSerializer(services.request_status(req)).data)
 
     @extend_schema(
         request=s.RescheduleSerializer,
         responses=s.RequestOutSerializer,
         operation_id="notifications_requests_reschedule",
     )
-    def patch(self, request, request_id):
+    def partial_update(self, request, request_id):
         serializer = s.RescheduleSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         req = services.request_reschedule(
@@ -160,138 +158,110 @@ class RequestDetailView(APIView):
             request_id=request_id,
             scheduled_at=serializer.validated_data["scheduled_at"],
         )
-        return Response(services.request_status(req))
+        return Response(s.RequestOutSerializer(services.request_status(req)).data)
 
 
 # ------------------------------------------------------------------------------ user inbox
 
 
-class UnreadView(APIView):
+class InboxViewSet(_Paged):
+    """The user's notifications: unread, history, one, read and unread marks, dismissal."""
+
     permission_classes = [IsUser]
+    lookup_url_kwarg = "notification_id"
+    lookup_value_regex = UUID
 
     @extend_schema(responses=s.UnreadSerializer, operation_id="notifications_unread")
-    def get(self, request):
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def unread(self, request):
         items = list(selectors.inbox(request.user, unread_only=True)[:50])
-        return Response(
-            {
-                "count": services.unread_count(request.user),
-                "results": s.InboxItemSerializer(items, many=True).data,
-            }
-        )
-
-
-class HistoryView(APIView):
-    permission_classes = [IsUser]
+        body = {"count": services.unread_count(request.user), "results": items}
+        return Response(s.UnreadSerializer(body).data)
 
     @extend_schema(
         responses=s.InboxItemSerializer(many=True),
-        parameters=[
-            OpenApiParameter("category", str),
-            OpenApiParameter("unread", bool),
-            OpenApiParameter("cursor", str),
-            OpenApiParameter("limit", int),
-        ],
+        parameters=[OpenApiParameter("category", str), OpenApiParameter("unread", bool)],
         operation_id="notifications_history",
     )
-    def get(self, request):
+    @action(detail=False, methods=["get"])
+    def history(self, request):
         qs = selectors.inbox(
             request.user,
             category=request.query_params.get("category"),
             unread_only=bool(_flag(request.query_params.get("unread"))),
         )
-        return _page(self, request, qs, s.InboxItemSerializer)
+        return self._page(qs, s.InboxItemSerializer)
 
-
-class NotificationDetailView(APIView):
-    permission_classes = [IsUser]
+    @extend_schema(
+        request=None, responses=s.ReadAllSerializer, operation_id="notifications_read_all"
+    )
+    @action(detail=False, methods=["post"], url_path="read-all", pagination_class=None)
+    def read_all(self, request):
+        marked = services.notification_read_all(user=request.user)
+        return Response(s.ReadAllSerializer({"marked": marked}).data)
 
     @extend_schema(responses=s.InboxItemSerializer, operation_id="notifications_get")
-    def get(self, request, notification_id):
+    def retrieve(self, request, notification_id):
         notification = selectors.notification_get(request.user, notification_id)
         return Response(s.InboxItemSerializer(notification).data)
 
     @extend_schema(request=None, responses={204: None}, operation_id="notifications_dismiss")
-    def delete(self, request, notification_id):
+    def destroy(self, request, notification_id):
         services.notification_dismiss(user=request.user, notification_id=notification_id)
         return Response(status=204)
 
-
-class MarkView(APIView):
-    permission_classes = [IsUser]
-    read = True
-
-    @extend_schema(request=None, responses=s.InboxItemSerializer)
-    def put(self, request, notification_id):
+    def _mark(self, request, notification_id, *, read: bool) -> Response:
         notification = services.notification_mark(
-            user=request.user, notification_id=notification_id, read=self.read
+            user=request.user, notification_id=notification_id, read=read
         )
         return Response(s.InboxItemSerializer(notification).data)
 
-    post = put
+    @extend_schema(request=None, responses=s.InboxItemSerializer)
+    @action(detail=True, methods=["put", "post"], url_path="read", url_name="mark-read")
+    def mark_read(self, request, notification_id):
+        return self._mark(request, notification_id, read=True)
+
+    @extend_schema(request=None, responses=s.InboxItemSerializer)
+    @action(detail=True, methods=["put", "post"], url_path="unread", url_name="mark-unread")
+    def mark_unread(self, request, notification_id):
+        return self._mark(request, notification_id, read=False)
 
 
-class ReadAllView(APIView):
-    permission_classes = [IsUser]
+class PreferenceViewSet(viewsets.ViewSet):
+    """The user's categories, channel preferences, quiet hours and consents."""
 
-    @extend_schema(
-        request=None,
-        responses=inline_serializer("ReadAll", {"marked": drf_serializers.IntegerField()}),
-        operation_id="notifications_read_all",
-    )
-    def post(self, request):
-        return Response({"marked": services.notification_read_all(user=request.user)})
-
-
-class CategoriesView(APIView):
     permission_classes = [IsUser]
 
     @extend_schema(
         responses=s.CategoryPreferenceSerializer(many=True), operation_id="notifications_categories"
     )
-    def get(self, request):
-        return Response(selectors.categories_with_preferences(request.user))
+    @action(detail=False, methods=["get"])
+    def categories(self, request):
+        categories = selectors.categories_with_preferences(request.user)
+        return Response(s.CategoryPreferenceSerializer(categories, many=True).data)
 
-
-class PreferencesView(APIView):
-    permission_classes = [IsUser]
-
-    def _body(self, user):
-        quiet = getattr(user, "quiet_hours", None)
-        return {
+    def _preferences(self, user) -> Response:
+        body = {
             "categories": selectors.categories_with_preferences(user),
-            "quiet_hours": {"start": quiet.start, "end": quiet.end, "enabled": quiet.enabled}
-            if quiet
-            else None,
+            "quiet_hours": getattr(user, "quiet_hours", None),
             "timezone": user.timezone or "UTC",
         }
+        return Response(s.PreferencesOutSerializer(body).data)
 
     @extend_schema(
-        responses=inline_serializer(
-            "Preferences",
-            {
-                "categories": s.CategoryPreferenceSerializer(many=True),
-                "quiet_hours": s.QuietHoursSerializer(allow_null=True),
-                "timezone": drf_serializers.CharField(),
-            },
-        ),
-        operation_id="notifications_preferences_get",
+        responses=s.PreferencesOutSerializer, operation_id="notifications_preferences_get"
     )
-    def get(self, request):
-        return Response(self._body(request.user))
+    @action(detail=False, methods=["get"])
+    def preferences(self, request):
+        return self._preferences(request.user)
 
     @extend_schema(
         request=s.PreferencesSerializer,
-        responses=inline_serializer(
-            "PreferencesOut",
-            {
-                "categories": s.CategoryPreferenceSerializer(many=True),
-                "quiet_hours": s.QuietHoursSerializer(allow_null=True),
-                "timezone": drf_serializers.CharField(),
-            },
-        ),
+        responses=s.PreferencesOutSerializer,
         operation_id="notifications_preferences_set",
     )
-    def put(self, request):
+    @preferences.mapping.put
+    def preferences_set(self, request):
         serializer = s.PreferencesSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -305,24 +275,21 @@ class PreferencesView(APIView):
                 enabled=quiet.get("enabled", True),
             )
         request.user.refresh_from_db()
-        return Response(self._body(request.user))
-
-
-class ConsentsView(APIView):
-    permission_classes = [IsUser]
+        return self._preferences(request.user)
 
     @extend_schema(responses=s.ConsentSerializer(many=True), operation_id="notifications_consents")
-    def get(self, request):
-        return Response(
-            s.ConsentSerializer(selectors.consent_list(request.user)[:200], many=True).data
-        )
+    @action(detail=False, methods=["get"])
+    def consents(self, request):
+        consents = selectors.consent_list(request.user)[:200]
+        return Response(s.ConsentSerializer(consents, many=True).data)
 
     @extend_schema(
         request=s.ConsentSerializer,
         responses={201: s.ConsentSerializer},
         operation_id="notifications_consents_record",
     )
-    def post(self, request):
+    @consents.mapping.post
+    def consents_record(self, request):
         serializer = s.ConsentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -338,7 +305,9 @@ class ConsentsView(APIView):
         return Response(s.ConsentSerializer(consent).data, status=201)
 
 
-class OutboxView(APIView):
+class OutboxViewSet(_Paged):
+    """What the development providers sent (staff only)."""
+
     permission_classes = [IsStaffUser]
 
     @extend_schema(
@@ -346,8 +315,8 @@ class OutboxView(APIView):
         parameters=[OpenApiParameter("channel", str), OpenApiParameter("to", str)],
         operation_id="outbox_list",
     )
-    def get(self, request):
+    def list(self, request):
         qs = selectors.outbox_list(
             channel=request.query_params.get("channel"), to=request.query_params.get("to")
         )
-        return _page(self, request, qs, s.OutboxSerializer)
+        return self._page(qs, s.OutboxSerializer)

@@ -6,15 +6,16 @@ Views check input and permissions and call ``services`` / ``selectors``; nothing
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from communication.api.routers import UUID
 from templates_app import selectors, services
 from templates_app.api import serializers as s
 from templates_app.api.permissions import MANAGE, READ, RENDER, ScopeOrStaff
-from templates_app.models import Channel, VersionStatus, normalize_language
+from templates_app.models import KEY_RE, Channel, VersionStatus, normalize_language
 
 ERRORS = {
     400: OpenApiResponse(s.TemplateErrorSerializer, description="Invalid input or template error"),
@@ -34,7 +35,7 @@ class Pagination(LimitOffsetPagination):
 
 
 class _MethodPermissions:
-    """``permission_classes`` chosen by HTTP method: reads vs management."""
+    """Permissions chosen by HTTP method: reads vs management (an action may set either)."""
 
     read_permissions = (ScopeOrStaff(*READ),)
     write_permissions = (ScopeOrStaff(*MANAGE),)
@@ -45,11 +46,14 @@ class _MethodPermissions:
         return [p() for p in self.write_permissions]
 
 
-class TemplateListView(_MethodPermissions, generics.ListAPIView):
-    """Templates, filtered by category, channel and live language."""
+class TemplateViewSet(_MethodPermissions, viewsets.GenericViewSet):
+    """Templates: list, create, read, change; a template's versions and rollback; categories,
+    previews and renders."""
 
     pagination_class = Pagination
     serializer_class = s.TemplateSerializer
+    lookup_field = "key"
+    lookup_value_regex = KEY_RE.strip("^$")
 
     def get_queryset(self):
         params = self.request.query_params
@@ -74,15 +78,16 @@ class TemplateListView(_MethodPermissions, generics.ListAPIView):
         ],
         responses={200: s.TemplateSerializer(many=True), **ERRORS},
     )
-    def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(s.TemplateSerializer(page, many=True).data)
 
     @extend_schema(
         operation_id="templates_create",
         request=s.TemplateCreateSerializer,
         responses={201: s.TemplateDetailSerializer, **ERRORS, **CONFLICT},
     )
-    def post(self, request):
+    def create(self, request):
         data = _valid(s.TemplateCreateSerializer, request.data)
         template = services.template_create(actor=request.user, **data)
         return Response(
@@ -90,12 +95,10 @@ class TemplateListView(_MethodPermissions, generics.ListAPIView):
             status=status.HTTP_201_CREATED,
         )
 
-
-class TemplateDetailView(_MethodPermissions, APIView):
     @extend_schema(
         operation_id="templates_retrieve", responses={200: s.TemplateDetailSerializer, **ERRORS}
     )
-    def get(self, request, key: str):
+    def retrieve(self, request, key: str):
         return Response(s.TemplateDetailSerializer(selectors.template_get(key)).data)
 
     @extend_schema(
@@ -103,96 +106,40 @@ class TemplateDetailView(_MethodPermissions, APIView):
         request=s.TemplateUpdateSerializer,
         responses={200: s.TemplateDetailSerializer, **ERRORS},
     )
-    def patch(self, request, key: str):
+    def partial_update(self, request, key: str):
         data = _valid(s.TemplateUpdateSerializer, request.data, partial=True)
         template = selectors.template_get(key)
         services.template_update(template=template, actor=request.user, **data)
         return Response(s.TemplateDetailSerializer(selectors.template_get(key)).data)
 
-
-class CategoryListView(generics.ListAPIView):
-    """Categories that have templates."""
-
-    permission_classes = [ScopeOrStaff(*READ)]
-    serializer_class = s.TemplateCategorySerializer
-    pagination_class = None
-
-    def get_queryset(self):
-        return selectors.category_list_with_templates()
-
-    @extend_schema(operation_id="templates_categories_list")
-    def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
-
-
-class VersionListView(generics.ListAPIView):
-    """Versions, newest first; ``?template=<key>`` for one template's history."""
-
-    permission_classes = [ScopeOrStaff(*READ)]
-    serializer_class = s.TemplateVersionSerializer
-    pagination_class = Pagination
-
-    def get_queryset(self):
-        params = self.request.query_params
-        language = params.get("language")
-        return selectors.version_list(
-            template=params.get("template"),
-            language=s._language(language) if language else None,
-            status=params.get("status"),
-        )
-
     @extend_schema(
-        operation_id="templates_versions_list",
-        parameters=[
-            OpenApiParameter("template", str, description="Template key"),
-            OpenApiParameter("language", str),
-            OpenApiParameter("status", str, enum=VersionStatus.values),
-        ],
+        operation_id="templates_categories_list",
+        responses=s.TemplateCategorySerializer(many=True),
     )
-    def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
-
-
-class VersionDetailView(_MethodPermissions, APIView):
-    @extend_schema(
-        operation_id="templates_versions_retrieve",
-        responses={200: s.TemplateVersionSerializer, **ERRORS},
-    )
-    def get(self, request, version_id):
-        return Response(s.TemplateVersionSerializer(selectors.version_get(version_id)).data)
-
-    @extend_schema(
-        operation_id="templates_versions_partial_update",
-        request=s.TemplateVersionUpdateSerializer,
-        responses={200: s.TemplateVersionSerializer, **ERRORS, **CONFLICT},
-        description="Edits a draft; versions past draft are immutable.",
-    )
-    def patch(self, request, version_id):
-        data = _valid(s.TemplateVersionUpdateSerializer, request.data, partial=True)
-        version = selectors.version_get(version_id)
-        version = services.version_update(version=version, actor=request.user, **data)
-        return Response(s.TemplateVersionSerializer(selectors.version_get(version.pk)).data)
-
-
-class TemplateVersionsView(_MethodPermissions, APIView):
-    """A template's versions; POST writes a draft."""
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def categories(self, request):
+        """Categories that have templates."""
+        categories = selectors.category_list_with_templates()
+        return Response(s.TemplateCategorySerializer(categories, many=True).data)
 
     @extend_schema(
         operation_id="templates_template_versions_list",
         responses={200: s.TemplateVersionSerializer(many=True), **ERRORS},
     )
-    def get(self, request, key: str):
+    @action(detail=True, methods=["get"])
+    def versions(self, request, key: str):
+        """A template's versions; POST writes a draft."""
         selectors.template_require(key)
-        paginator = Pagination()
-        page = paginator.paginate_queryset(selectors.version_list(template=key), request, self)
-        return paginator.get_paginated_response(s.TemplateVersionSerializer(page, many=True).data)
+        page = self.paginate_queryset(selectors.version_list(template=key))
+        return self.get_paginated_response(s.TemplateVersionSerializer(page, many=True).data)
 
     @extend_schema(
         operation_id="templates_versions_create",
         request=s.TemplateVersionCreateSerializer,
         responses={201: s.TemplateVersionSerializer, **ERRORS},
     )
-    def post(self, request, key: str):
+    @versions.mapping.post
+    def version_create(self, request, key: str):
         data = _valid(s.TemplateVersionCreateSerializer, request.data)
         template = selectors.template_get(key)
         version = services.version_create(template=template, actor=request.user, **data)
@@ -201,45 +148,14 @@ class TemplateVersionsView(_MethodPermissions, APIView):
             status=status.HTTP_201_CREATED,
         )
 
-
-class VersionActionView(APIView):
-    """``submit`` (author), ``approve`` (someone else), ``reject`` (with a note)."""
-
-    permission_classes = [ScopeOrStaff(*MANAGE)]
-    actions = {
-        "submit": services.version_submit,
-        "approve": services.version_approve,
-        "reject": services.version_reject,
-    }
-
-    @extend_schema(
-        operation_id="templates_versions_transition",
-        request=s.TemplateReviewSerializer,
-        parameters=[
-            OpenApiParameter(
-                "action", str, OpenApiParameter.PATH, enum=["submit", "approve", "reject"]
-            )
-        ],
-        responses={200: s.TemplateVersionSerializer, **ERRORS, **CONFLICT},
-    )
-    def post(self, request, version_id, action: str):
-        data = _valid(s.TemplateReviewSerializer, request.data)
-        version = selectors.version_get(version_id)
-        kwargs = {"note": data["note"]} if data.get("note") or action == "reject" else {}
-        version = self.actions[action](version=version, actor=request.user, **kwargs)
-        return Response(s.TemplateVersionSerializer(selectors.version_get(version.pk)).data)
-
-
-class TemplateRollbackView(APIView):
-    permission_classes = [ScopeOrStaff(*MANAGE)]
-
     @extend_schema(
         operation_id="templates_rollback",
         request=s.TemplateRollbackSerializer,
         responses={200: s.TemplateVersionSerializer, **ERRORS, **CONFLICT},
         description="Makes an earlier approved version live again for its language.",
     )
-    def post(self, request, key: str):
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, key: str):
         data = _valid(s.TemplateRollbackSerializer, request.data)
         template = selectors.template_get(key)
         version = services.template_rollback(
@@ -250,16 +166,13 @@ class TemplateRollbackView(APIView):
         )
         return Response(s.TemplateVersionSerializer(selectors.version_get(version.pk)).data)
 
-
-class PreviewView(APIView):
-    permission_classes = [ScopeOrStaff(*MANAGE)]
-
     @extend_schema(
         operation_id="templates_preview",
         request=s.TemplatePreviewSerializer,
         responses={200: s.TemplateRenderedSerializer, **ERRORS},
     )
-    def post(self, request):
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
         data = _valid(s.TemplatePreviewSerializer, request.data)
         if data.get("template"):
             result = services.template_preview(
@@ -293,28 +206,101 @@ class PreviewView(APIView):
                 locale=data.get("locale"),
                 timezone=data.get("timezone"),
             )
-        return Response(result)
-
-
-class RenderView(APIView):
-    permission_classes = [ScopeOrStaff(*RENDER, staff=False)]
+        return Response(s.TemplateRenderedSerializer(result).data)
 
     @extend_schema(
         operation_id="templates_render",
         request=s.TemplateRenderSerializer,
         responses={200: s.TemplateRenderedSerializer, **ERRORS, **CONFLICT},
     )
-    def post(self, request):
+    @action(detail=False, methods=["post"], write_permissions=(ScopeOrStaff(*RENDER, staff=False),))
+    def render(self, request):
         data = _valid(s.TemplateRenderSerializer, request.data)
-        return Response(
-            services.template_render(
-                key=data["template"],
-                data=data["data"],
-                locale=data.get("locale"),
-                timezone=data.get("timezone"),
-                recipient=data.get("recipient"),
-            )
+        result = services.template_render(
+            key=data["template"],
+            data=data["data"],
+            locale=data.get("locale"),
+            timezone=data.get("timezone"),
+            recipient=data.get("recipient"),
         )
+        return Response(s.TemplateRenderedSerializer(result).data)
+
+
+class VersionViewSet(_MethodPermissions, viewsets.GenericViewSet):
+    """Versions, newest first (``?template=<key>`` for one template's history); a draft's edits;
+    ``submit`` (author), ``approve`` (someone else), ``reject`` (with a note)."""
+
+    pagination_class = Pagination
+    serializer_class = s.TemplateVersionSerializer
+    lookup_url_kwarg = "version_id"
+    lookup_value_regex = UUID
+    transitions = {
+        "submit": services.version_submit,
+        "approve": services.version_approve,
+        "reject": services.version_reject,
+    }
+
+    @extend_schema(
+        operation_id="templates_versions_list",
+        parameters=[
+            OpenApiParameter("template", str, description="Template key"),
+            OpenApiParameter("language", str),
+            OpenApiParameter("status", str, enum=VersionStatus.values),
+        ],
+        responses=s.TemplateVersionSerializer(many=True),
+    )
+    def list(self, request):
+        params = request.query_params
+        language = params.get("language")
+        qs = selectors.version_list(
+            template=params.get("template"),
+            language=s._language(language) if language else None,
+            status=params.get("status"),
+        )
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(s.TemplateVersionSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="templates_versions_retrieve",
+        responses={200: s.TemplateVersionSerializer, **ERRORS},
+    )
+    def retrieve(self, request, version_id):
+        return Response(s.TemplateVersionSerializer(selectors.version_get(version_id)).data)
+
+    @extend_schema(
+        operation_id="templates_versions_partial_update",
+        request=s.TemplateVersionUpdateSerializer,
+        responses={200: s.TemplateVersionSerializer, **ERRORS, **CONFLICT},
+        description="Edits a draft; versions past draft are immutable.",
+    )
+    def partial_update(self, request, version_id):
+        data = _valid(s.TemplateVersionUpdateSerializer, request.data, partial=True)
+        version = selectors.version_get(version_id)
+        version = services.version_update(version=version, actor=request.user, **data)
+        return Response(s.TemplateVersionSerializer(selectors.version_get(version.pk)).data)
+
+    @extend_schema(
+        operation_id="templates_versions_transition",
+        request=s.TemplateReviewSerializer,
+        parameters=[
+            OpenApiParameter(
+                "action", str, OpenApiParameter.PATH, enum=["submit", "approve", "reject"]
+            )
+        ],
+        responses={200: s.TemplateVersionSerializer, **ERRORS, **CONFLICT},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"(?P<action>submit|approve|reject)",
+        url_name="transition",
+    )
+    def transition(self, request, version_id, action: str):
+        data = _valid(s.TemplateReviewSerializer, request.data)
+        version = selectors.version_get(version_id)
+        kwargs = {"note": data["note"]} if data.get("note") or action == "reject" else {}
+        version = self.transitions[action](version=version, actor=request.user, **kwargs)
+        return Response(s.TemplateVersionSerializer(selectors.version_get(version.pk)).data)
 
 
 def _valid(serializer_class, data, **kwargs) -> dict:
