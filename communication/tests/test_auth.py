@@ -328,7 +328,8 @@ def test_a_token_seen_before_is_not_verified_again_but_still_expires(
     identity_provider, settings, monkeypatch
 ):
     settings.JWT_LEEWAY_SECONDS = 0
-    token = identity_provider.token(exp_in=2)
+    token = identity_provider.token(exp_in=60)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
     decoded = []
     real_decode = jwt.decode
     monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
@@ -336,8 +337,15 @@ def test_a_token_seen_before_is_not_verified_again_but_still_expires(
     assert get_me(token).status_code == 200
     assert get_me(token).status_code == 200
     assert len(decoded) == 1, "the second call reused the first verification"
-    time.sleep(2.1)
+    # The clock moves rather than the test waiting: a second before exp the cached token is
+    # still good, at exp it has expired (as PyJWT would say), and neither answer re-verified it.
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: exp - 1.0)
+    assert get_me(token).status_code == 200
+    monkeypatch.setattr(time, "time", lambda: float(exp))
     assert_401(get_me(token), "token_expired")
+    assert len(decoded) == 1, "the cached entry itself was refused"
+    monkeypatch.setattr(time, "time", real_time)
 
 
 def test_a_token_seen_before_is_refused_once_its_key_is_withdrawn(identity_provider, settings):

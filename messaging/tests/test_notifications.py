@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import re
 import uuid
 
 import pytest
 
+from communication.celery import queue
 from conftest import wait_for
+from messaging.tasks import notify_offline
 from messaging.tests.conftest import create_conversation, make_user, post_message
 from notifications.models import Notification
 
@@ -21,6 +23,27 @@ def worker(start_worker, settings):
     settings.CELERY_QUEUE_PREFIX = prefix  # our tasks go to this worker's queues only
     settings.MESSAGING_NOTIFY_DELAY_SECONDS = 1.0
     return w
+
+
+def wait_until_notify_tasks_ran(worker) -> None:
+    """Waits until the worker has run every ``notify_offline`` task published so far, those with
+    a countdown included: a task published after them on the same queue reaches the worker after
+    them (each is logged as received on arrival, its countdown or not), so once that one has run,
+    the received ones are all the worker will get."""
+    marker = notify_offline.apply_async(args=(0,), queue=queue("default")).id
+    wait_for(
+        lambda: f"notify_offline[{marker}] succeeded" in worker.log.read_text(),
+        30,
+        what="the worker to run the marker task",
+    )
+
+    def all_ran() -> bool:
+        log = worker.log.read_text()
+        received = set(re.findall(r"notify_offline\[([0-9a-f-]+)\] received", log))
+        ran = set(re.findall(r"notify_offline\[([0-9a-f-]+)\] (?:succeeded|raised)", log))
+        return received <= ran
+
+    wait_for(all_ran, 30, what="the burst's scheduled tasks to run")
 
 
 def test_offline_participant_is_notified_once_for_a_burst(worker, as_user):
@@ -38,7 +61,7 @@ def test_offline_participant_is_notified_once_for_a_burst(worker, as_user):
         return list(Notification.objects.filter(user=bob, category_id="messages"))
 
     found = wait_for(bobs, 20, what="bob's notification")
-    time.sleep(2.5)  # any second notification for the burst would have come by now
+    wait_until_notify_tasks_ran(worker)
     assert len(bobs()) == 1
     note = bobs()[0]
     assert note.title == "Weekend plans"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
+import uuid
 
 import pytest
 from django.utils import timezone
@@ -12,6 +12,7 @@ from analytics.models import Event
 from communication.models import User
 from conftest import wait_for
 from notifications import services
+from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, OutboxMessage
 from notifications.tasks import deliver_many
 
@@ -130,7 +131,15 @@ def test_a_queued_delivery_that_was_never_enqueued_is_swept(celery_worker):
     Delivery.objects.filter(id=delivery_id).update(
         status="queued", updated_at=timezone.now() - dt.timedelta(minutes=5)
     )
-    time.sleep(0.5)
-    assert status_of(delivery_id) == "queued", "no task exists for it yet"
+    # Proof that no task exists for it: an id published after this point, on the same queue and
+    # through the same buffer, reaches the worker after anything already waiting for it.
+    marker = str(uuid.uuid4())
+    enqueue_many([(marker, Delivery.objects.get(id=delivery_id).priority)])
+    wait_for(
+        lambda: f"'{marker}': 'not_claimed'" in celery_worker.log.read_text(),
+        30,
+        what="the worker to run the marker task",
+    )
+    assert status_of(delivery_id) == "queued", "the worker had nothing for it"
     assert services.deliveries_sweep()["requeued"] == 1
     wait_for(lambda: status_of(delivery_id) == "delivered", 30, what="the swept delivery")

@@ -18,6 +18,7 @@ from communication.models import User
 from conftest import wait_for
 from notifications import services
 from notifications.models import Delivery
+from notifications.providers.registry import provider_breaker
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -87,7 +88,16 @@ def test_retries_then_failover_then_breaker_opens_and_closes(
     start_worker, httpserver, settings, sender, email_user
 ):
     settings.CELERY_QUEUE_PREFIX = "failover-"
-    start_worker(provider_env(httpserver, CACHE_KEY_PREFIX="failover"), "failover-")
+    env = provider_env(httpserver, CACHE_KEY_PREFIX="failover")
+    start_worker(env, "failover-")
+    # The breaker lives in Redis: read the worker's (its key prefix, its reset time).
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": env["CACHE_KEY_PREFIX"]},
+    }
+    settings.PROVIDER_BREAKER_THRESHOLD = int(env["PROVIDER_BREAKER_THRESHOLD"])
+    settings.PROVIDER_BREAKER_RESET_SECONDS = int(env["PROVIDER_BREAKER_RESET_SECONDS"])
+    primary = provider_breaker("sendgrid")
     httpserver.expect_request(SENDGRID).respond_with_data("upstream down", status=500)
     httpserver.expect_request(MAILGUN).respond_with_handler(mailgun_ok)
 
@@ -111,16 +121,19 @@ def test_retries_then_failover_then_breaker_opens_and_closes(
     second = send_email(sender, "p1")
     assert wait_for(lambda: finished(second), 30, what="second").provider == "mailgun"
     assert len(calls(httpserver, SENDGRID)) == 3, "an open circuit is not called"
+    assert primary.state() == "open"
 
     # The primary recovers; after the reset timeout one trial goes through and closes it.
     httpserver.clear_all_handlers()
     httpserver.expect_request(SENDGRID).respond_with_data("", status=202)
     httpserver.expect_request(MAILGUN).respond_with_handler(mailgun_ok)
-    time.sleep(2.2)
+    wait_for(lambda: primary.state() == "half_open", 10, interval=0.05, what="the reset timeout")
     third = send_email(sender, "p1")
     assert wait_for(lambda: finished(third), 30, what="third").provider == "sendgrid"
+    assert primary.state() == "closed", "the trial's success closed the circuit"
     fourth = send_email(sender, "p1")
     assert wait_for(lambda: finished(fourth), 30, what="fourth").provider == "sendgrid"
+    assert len(calls(httpserver, MAILGUN)) == 2, "nothing more went to the fallback"
 
 
 def test_a_worker_killed_mid_send_is_swept_and_the_provider_called_at_most_twice(
