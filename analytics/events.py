@@ -7,6 +7,12 @@ core's ``communication.rows``.
 
 from __future__ import annotations
 
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Model
+
 from analytics.models import Event
 from communication import rows
 
@@ -18,11 +24,11 @@ def record(
     provider: str = "",
     category: str = "",
     caller: str = "",
-    notification_id=None,
-    delivery_id=None,
+    notification_id: uuid.UUID | str | None = None,
+    delivery_id: uuid.UUID | str | None = None,
     latency_ms: float | None = None,
-    cost=None,
-    data: dict | None = None,
+    cost: Decimal | float | None = None,
+    data: dict[str, Any] | None = None,
 ) -> Event:
     return Event.objects.create(
         type=type,
@@ -38,12 +44,13 @@ def record(
     )
 
 
-def build_many(events: list[dict]) -> list[Event]:
+def build_many(events: list[dict[str, Any]]) -> list[Event]:
     """Unsaved events, for a caller that writes them in the same statement as its own rows
     (``communication.rows.insert_all``)."""
     return [Event(**e) for e in events]
 
 
-def record_many(events: list[dict]) -> None:
+def record_many(events: list[dict[str, Any]]) -> None:
     """Writes many events in one statement (fan-out paths)."""
-    rows.insert_all([build_many(events)])
+    batch: list[Model] = list(build_many(events))
+    rows.insert_all([batch])

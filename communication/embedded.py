@@ -165,8 +165,8 @@ class EmbeddedPostgres:
                 p = os.path.join(dirpath, name)
                 if not os.path.islink(p):
                     os.chmod(p, os.stat(p).st_mode | 0o044)
-        for p in self.bin.iterdir():
-            p.chmod(p.stat().st_mode | 0o055)
+        for binary in self.bin.iterdir():
+            binary.chmod(binary.stat().st_mode | 0o055)
         for path in (self.pgdata, self.socket_dir):
             os.chown(path, entry.pw_uid, entry.pw_gid)
         self.log.touch()

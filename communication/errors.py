@@ -9,6 +9,8 @@ Codes: ``validation_error`` (400), ``token_missing`` / ``token_expired`` / ``tok
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -89,8 +91,8 @@ def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
-def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
-    body = {"code": code, "detail": detail}
+def error_body(code: str, detail: str, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "detail": detail}
     if fields:
         body["fields"] = fields
     return body

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rest_framework import exceptions, status
 
 
 class APIError(exceptions.APIException):
     """An error a service raises with its HTTP status and machine code."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    # Annotated so that subclasses may answer with another status than 400.
+    status_code: int = status.HTTP_400_BAD_REQUEST
     default_code = "validation_error"
     default_detail = "Invalid request."
 
-    def __init__(self, detail=None, code=None, fields=None):
+    def __init__(
+        self,
+        detail: str | None = None,
+        code: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(detail=detail, code=code)
         self.code = code or self.default_code
         self.fields = fields
@@ -45,7 +54,7 @@ class NotFoundError(APIError):
 class TokenError(exceptions.AuthenticationFailed):
     """A 401; ``code`` is one of token_missing, token_expired, token_invalid."""
 
-    def __init__(self, detail: str, code: str = "token_invalid"):
+    def __init__(self, detail: str, code: str = "token_invalid") -> None:
         super().__init__(detail=detail, code=code)
         self.code = code
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 from django.conf import settings
 from django.db import connection
 
 
-def _timed(check) -> dict:
+def _timed(check: Callable[[], object]) -> dict[str, object]:
     started = time.perf_counter()
+    result: dict[str, object]
     try:
         check()
         result = {"ok": True}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 import zoneinfo
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -26,7 +27,7 @@ PROFILE_CLAIMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _clean(field: str, value):
+def _clean(field: str, value: Any) -> Any:
     """A claim's value as the field stores it, or ValidationError."""
     if field == "roles":
         if isinstance(value, str):
@@ -52,9 +53,9 @@ def _clean(field: str, value):
     return value[: limits.get(field, 255)]
 
 
-def profile_from_claims(claims: dict) -> dict:
+def profile_from_claims(claims: dict[str, Any]) -> dict[str, Any]:
     """The profile fields that ``claims`` carries; absent or unusable claims are left out."""
-    profile = {}
+    profile: dict[str, Any] = {}
     for field, names in PROFILE_CLAIMS.items():
         for name in names:
             if name in claims:
@@ -68,7 +69,7 @@ def profile_from_claims(claims: dict) -> dict:
     return profile
 
 
-def user_sync(*, external_id: str, profile: dict) -> User:
+def user_sync(*, external_id: str, profile: dict[str, Any]) -> User:
     """Creates or refreshes the local user ``external_id`` from ``profile``.
 
     Only the fields present in ``profile`` are written: a claim absent from a token never blanks a
@@ -92,16 +93,16 @@ def user_sync(*, external_id: str, profile: dict) -> User:
     return user
 
 
-def user_sync_from_claims(claims: dict) -> User:
+def user_sync_from_claims(claims: dict[str, Any]) -> User:
     return user_sync(external_id=str(claims["sub"]), profile=profile_from_claims(claims))
 
 
-def user_update_local(*, external_id: str, staff: bool | None = None, **profile) -> User:
+def user_update_local(*, external_id: str, staff: bool | None = None, **profile: Any) -> User:
     """Creates or updates a user from explicit values (``issue_token``, admin tooling).
 
     ``None`` values are left as stored.
     """
-    cleaned = {}
+    cleaned: dict[str, Any] = {}
     for field, value in profile.items():
         if value is not None:
             cleaned[field] = _clean(field, value)

@@ -10,6 +10,7 @@ import base64
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -51,7 +52,7 @@ if not FIELD_ENCRYPTION_KEYS and DEVELOPMENT:
 
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
-PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+PUBLIC_BASE_URL: str = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 ALLOWED_ORIGINS = env.list("ALLOWED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
@@ -333,10 +334,10 @@ TEMPLATES_MAX_WIDTH = env.int("TEMPLATES_MAX_WIDTH", default=1_000)
 
 # Ordered provider chains per channel; a provider without credentials is left out of its chain, and
 # a channel with none delivers to the development outbox (listed at /api/v1/outbox and in the admin).
-EMAIL_PROVIDERS = env.list("EMAIL_PROVIDERS", default=["sendgrid", "mailgun", "smtp"])
-SMS_PROVIDERS = env.list("SMS_PROVIDERS", default=["twilio", "ovh"])
-PUSH_PROVIDERS = env.list("PUSH_PROVIDERS", default=["fcm", "webpush"])
-NOTIFICATION_PROVIDERS = {
+EMAIL_PROVIDERS: list[str] = env.list("EMAIL_PROVIDERS", default=["sendgrid", "mailgun", "smtp"])
+SMS_PROVIDERS: list[str] = env.list("SMS_PROVIDERS", default=["twilio", "ovh"])
+PUSH_PROVIDERS: list[str] = env.list("PUSH_PROVIDERS", default=["fcm", "webpush"])
+NOTIFICATION_PROVIDERS: dict[str, dict[str, Any]] = {
     "sendgrid": {
         "BACKEND": "notifications.providers.sendgrid.SendGridEmailProvider",
         "OPTIONS": {

@@ -9,8 +9,14 @@ and writes the rows.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from communication.models import Category, User
 
 SENDABLE = ("email", "sms", "push", "in_app")
 
@@ -19,15 +25,15 @@ SENDABLE = ("email", "sms", "push", "in_app")
 class Recipient:
     """One entry of ``recipients``: a user, or a raw email / phone for a non-user."""
 
-    spec: dict
-    user: object | None = None  # communication.User
+    spec: dict[str, Any]
+    user: User | None = None
     email: str = ""
     phone: str = ""
 
     @property
     def key(self) -> str:
         if self.user is not None:
-            return self.user.external_id
+            return self.user.external_id or ""
         return self.email or self.phone
 
 
@@ -44,20 +50,20 @@ class Decision:
 class Facts:
     """What the rules consult, loaded in bulk for every recipient of a request."""
 
-    category: object  # communication.Category
+    category: Category
     # (user_pk, channel) -> enabled
-    preferences: dict = field(default_factory=dict)
+    preferences: dict[tuple[uuid.UUID, str], bool] = field(default_factory=dict)
     # user_pk -> list of (channel or "", category key or "", granted), newest first
-    consents: dict = field(default_factory=dict)
+    consents: dict[uuid.UUID, list[tuple[str, str, bool]]] = field(default_factory=dict)
     # (channel, address) -> reason
-    suppressed: dict = field(default_factory=dict)
+    suppressed: dict[tuple[str, str], str] = field(default_factory=dict)
     # user_pk -> (start, end) local times
-    quiet: dict = field(default_factory=dict)
+    quiet: dict[uuid.UUID, tuple[dt.time, dt.time]] = field(default_factory=dict)
     # user_pk -> number of active push devices (the Push issue fills it)
-    devices: dict = field(default_factory=dict)
+    devices: dict[uuid.UUID, int] = field(default_factory=dict)
 
 
-def channels_for(recipient: Recipient, requested, facts: Facts) -> list[str]:
+def channels_for(recipient: Recipient, requested: str | Sequence[str], facts: Facts) -> list[str]:
     """``auto``: the category's default channels the recipient can be reached on (and has not
     turned off); explicit: as asked."""
     if requested != "auto":
@@ -78,18 +84,20 @@ def address_for(recipient: Recipient, channel: str) -> str:
     if channel == "sms":
         return recipient.phone or (recipient.user.phone if recipient.user else "")
     if channel in ("in_app", "push"):
-        return recipient.user.external_id if recipient.user is not None else ""
+        return (recipient.user.external_id or "") if recipient.user is not None else ""
     return ""
 
 
-def _has_consent(user_pk, channel: str, category_key: str, facts: Facts) -> bool:
+def _has_consent(user_pk: uuid.UUID, channel: str, category_key: str, facts: Facts) -> bool:
     for consent_channel, consent_category, granted in facts.consents.get(user_pk, []):
         if consent_channel in ("", channel) and consent_category in ("", category_key):
             return granted
     return False
 
 
-def quiet_window_end(now: dt.datetime, start: dt.time, end: dt.time, tz_name: str):
+def quiet_window_end(
+    now: dt.datetime, start: dt.time, end: dt.time, tz_name: str
+) -> dt.datetime | None:
     """The end of the quiet window ``now`` falls in (an aware UTC datetime), or None."""
     try:
         tz = zoneinfo.ZoneInfo(tz_name) if tz_name else dt.UTC
@@ -126,7 +134,7 @@ def decide(
     if channel in ("in_app", "push") and user is None:
         return Decision(channel, "skipped", reason=f"{channel} needs a user recipient")
     address = address_for(recipient, channel)
-    if channel == "push" and not facts.devices.get(user.pk):
+    if channel == "push" and user is not None and not facts.devices.get(user.pk):
         return Decision(channel, "skipped", address=address, reason="no push device registered")
     if not address:
         what = {"email": "email address", "sms": "phone number"}.get(channel, "address")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+from typing import Any
+
 from django.db.models import Count, QuerySet
 
 from communication.exceptions import NotFoundError
-from communication.models import Category
+from communication.models import Category, User
 from notifications.models import (
     Consent,
     Notification,
@@ -17,7 +21,11 @@ from notifications.resolution import SENDABLE
 
 
 def request_list(
-    *, caller: str, category: str | None = None, since=None, cancelled: bool | None = None
+    *,
+    caller: str,
+    category: str | None = None,
+    since: dt.datetime | str | None = None,  # an ISO string from a query parameter works too
+    cancelled: bool | None = None,
 ) -> QuerySet[NotificationRequest]:
     qs = NotificationRequest.objects.filter(caller=caller)
     if category:
@@ -29,7 +37,9 @@ def request_list(
     return qs.annotate(recipient_count=Count("notifications")).order_by("-created_at", "-id")
 
 
-def inbox(user, *, unread_only: bool = False, category: str | None = None) -> QuerySet:
+def inbox(
+    user: User, *, unread_only: bool = False, category: str | None = None
+) -> QuerySet[Notification]:
     qs = Notification.objects.filter(user=user, dismissed_at__isnull=True)
     if unread_only:
         qs = qs.filter(read_at__isnull=True)
@@ -38,14 +48,14 @@ def inbox(user, *, unread_only: bool = False, category: str | None = None) -> Qu
     return qs.order_by("-created_at", "-id")
 
 
-def categories_with_preferences(user) -> list[dict]:
+def categories_with_preferences(user: User) -> list[dict[str, Any]]:
     prefs = {
         (p.category_id, p.channel): p.enabled
         for p in NotificationPreference.objects.filter(user=user)
     }
     out = []
     for category in Category.objects.order_by("position", "key"):
-        channels = {}
+        channels: dict[str, bool] = {}
         for channel in SENDABLE:
             default = channel in category.default_channels
             channels[channel] = (
@@ -64,7 +74,7 @@ def categories_with_preferences(user) -> list[dict]:
     return out
 
 
-def consent_list(user) -> QuerySet[Consent]:
+def consent_list(user: User) -> QuerySet[Consent]:
     return Consent.objects.filter(user=user).order_by("-created_at", "-id")
 
 
@@ -77,7 +87,7 @@ def outbox_list(*, channel: str | None = None, to: str | None = None) -> QuerySe
     return qs.order_by("-created_at", "-id")
 
 
-def notification_get(user, notification_id) -> Notification:
+def notification_get(user: User, notification_id: uuid.UUID | str) -> Notification:
     """One of the user's notifications (not dismissed); 404 for anyone else's."""
     notification = Notification.objects.filter(
         id=notification_id, user=user, dismissed_at__isnull=True

@@ -9,7 +9,7 @@ import difflib
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -127,7 +127,7 @@ class TemplateAdmin(admin.ModelAdmin):
                 (
                     (
                         v.language,
-                        v.variant.key if v.variant_id else "—",
+                        v.variant.key if v.variant is not None else "—",
                         reverse("admin:templates_app_templateversion_change", args=[v.pk]),
                         v.number,
                         v.approved_by,
@@ -167,7 +167,8 @@ class TemplateVersionForm(forms.ModelForm):
         }
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         template = data.get("template") or getattr(self.instance, "template", None)
         if template is None:
             return data
@@ -181,7 +182,7 @@ class TemplateVersionForm(forms.ModelForm):
                 raise ValidationError({field: str(exc.detail)}) from exc
             if fields:
                 raise ValidationError(
-                    {k if k in self.fields else None: v for k, v in fields.items()}
+                    {k if k in self.fields else NON_FIELD_ERRORS: v for k, v in fields.items()}
                 ) from exc
             raise ValidationError(str(exc.detail)) from exc
         return data
@@ -236,6 +237,7 @@ class TemplateVersionAdmin(admin.ModelAdmin):
         return fields
 
     def get_fieldsets(self, request, obj=None):
+        sources: tuple[str, ...]
         if obj is None:
             sources = SOURCE_FIELDS
         else:

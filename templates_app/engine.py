@@ -219,11 +219,12 @@ def filter_timedelta(
     """``{{ 3600|timedelta }}`` → "1 hour"; ``add_direction=true`` → "in 1 hour"."""
     if not isinstance(value, dt.timedelta):
         value = dt.timedelta(seconds=float(_as_number(value)))
+    # The options are a template author's strings, checked by babel (not narrowed to its literals).
     return babel.dates.format_timedelta(
         value,
-        granularity=granularity,
+        granularity=granularity,  # type: ignore[arg-type]
         add_direction=add_direction,
-        format=format,
+        format=format,  # type: ignore[arg-type]
         locale=_current().locale,
     )
 
@@ -254,7 +255,10 @@ def filter_currency(context, value, currency: str, format_type: str = "standard"
     if not isinstance(currency, str) or len(currency) != 3:
         raise ValueError(f"{currency!r} is not an ISO 4217 currency code")
     return babel.numbers.format_currency(
-        _as_number(value), currency.upper(), locale=_current().locale, format_type=format_type
+        _as_number(value),
+        currency.upper(),
+        locale=_current().locale,
+        format_type=format_type,  # type: ignore[arg-type]  # babel refuses an unknown type
     )
 
 

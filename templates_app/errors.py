@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import status
 
 from communication.exceptions import APIError, ConflictError
@@ -13,7 +15,9 @@ class TemplateError(APIError):
     status_code = status.HTTP_400_BAD_REQUEST
     default_code = "template_error"
 
-    def __init__(self, detail: str, *, field: str | None = None, line: int | None = None, **kw):
+    def __init__(
+        self, detail: str, *, field: str | None = None, line: int | None = None, **kw: Any
+    ) -> None:
         self.field = field
         self.line = line
         self.message = detail
@@ -28,7 +32,7 @@ class TemplateError(APIError):
 class MissingVariableError(TemplateError):
     default_code = "missing_variable"
 
-    def __init__(self, variable: str, detail: str | None = None, **kw):
+    def __init__(self, variable: str, detail: str | None = None, **kw: Any) -> None:
         self.variable = variable
         super().__init__(
             detail or f"Missing variable {variable!r}.",

@@ -300,7 +300,7 @@ class TemplateVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        variant = f"/{self.variant.key}" if self.variant_id else ""
+        variant = f"/{self.variant.key}" if self.variant is not None else ""
         return f"{self.template.key}{variant} v{self.number} [{self.language}]"
 
     @property

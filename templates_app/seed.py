@@ -7,6 +7,8 @@ operator's edits are never overwritten. Seeded versions are approved by ``system
 
 from __future__ import annotations
 
+from typing import Any
+
 LANGUAGES = ("en", "fr", "es", "de")
 SEED_ACTOR = "system:seed"
 
@@ -596,7 +598,15 @@ DIGEST = {
     },
 }
 
-TEMPLATES = [SYSTEM_ALERT, REMINDER, STATUS_UPDATE, RECEIPT, ANNOUNCEMENT, WELCOME, DIGEST]
+TEMPLATES: list[dict[str, Any]] = [
+    SYSTEM_ALERT,
+    REMINDER,
+    STATUS_UPDATE,
+    RECEIPT,
+    ANNOUNCEMENT,
+    WELCOME,
+    DIGEST,
+]
 
 CHANNEL_NAMES = {"email": "email", "sms": "SMS", "push": "push", "in_app": "in-app"}
 

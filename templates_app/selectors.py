@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import uuid
+from typing import Any
 
 from django.core.cache import cache
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
@@ -16,7 +18,7 @@ BUNDLE_VERSION = 1
 BUNDLE_TTL = 3600
 
 
-def live_versions_prefetch() -> Prefetch:
+def live_versions_prefetch() -> Prefetch[str, QuerySet[TemplateVersion], str]:
     """Live versions of each template as ``.live_versions``."""
     return Prefetch(
         "versions",
@@ -100,7 +102,7 @@ def version_list(
     return qs.order_by("template__key", "-number")
 
 
-def version_get(version_id, *, for_update: bool = False) -> TemplateVersion:
+def version_get(version_id: uuid.UUID | str, *, for_update: bool = False) -> TemplateVersion:
     qs = TemplateVersion.objects.select_related("template", "variant", "template__category")
     if for_update:
         qs = qs.select_for_update(of=("self",))
@@ -116,7 +118,7 @@ def version_get(version_id, *, for_update: bool = False) -> TemplateVersion:
 class _Counter:
     """Hits and misses of the live-source cache in this process."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -128,7 +130,7 @@ class _Counter:
             else:
                 self.misses += 1
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         total = self.hits + self.misses
         return {
             "hits": self.hits,
@@ -168,7 +170,7 @@ def bundle_invalidate(template_key: str) -> None:
     cache.delete(bundle_cache_key(template_key))
 
 
-def _version_sources(version: TemplateVersion, channel: str) -> dict:
+def _version_sources(version: TemplateVersion, channel: str) -> dict[str, Any]:
     return {
         "id": str(version.id),
         "number": version.number,
@@ -177,16 +179,16 @@ def _version_sources(version: TemplateVersion, channel: str) -> dict:
     }
 
 
-def bundle_build(template_key: str) -> dict | None:
+def bundle_build(template_key: str) -> dict[str, Any] | None:
     """What rendering ``template_key`` needs, from the database (two queries)."""
     template = Template.objects.filter(key=template_key).first()
     if template is None:
         return None
-    versions: dict[str, dict[str, dict]] = {}
+    versions: dict[str, dict[str, dict[str, Any]]] = {}
     for version in TemplateVersion.objects.filter(template=template, is_live=True).select_related(
         "variant"
     ):
-        line = version.variant.key if version.variant_id else ""
+        line = version.variant.key if version.variant is not None else ""
         versions.setdefault(line, {})[version.language] = _version_sources(
             version, template.channel
         )
@@ -210,7 +212,7 @@ def bundle_build(template_key: str) -> dict | None:
     }
 
 
-def bundle_get(template_key: str) -> dict:
+def bundle_get(template_key: str) -> dict[str, Any]:
     """The live sources of ``template_key``: from the cache (Redis), else built and cached.
 
     One round trip on a hit (the bundle and the template's generation in one MGET). Approve,

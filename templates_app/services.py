@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 import zoneinfo
-from typing import Any
+from typing import Any, TypeAlias
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -32,6 +33,12 @@ from templates_app.models import (
 from templates_app.variables import MissingVariablesError, VariableError, examples, validate
 
 logger = logging.getLogger(__name__)
+
+# Who acts: a User, a staff user (the admin), a ServicePrincipal or an actor string. Callers pass
+# ``request.user`` as it comes; ``actor_of`` tells them apart by their attributes.
+Actor: TypeAlias = object
+# A template's variable schema (a list of variable specs) and its JSON data, as stored.
+JSONDict: TypeAlias = dict[str, Any]
 
 TEMPLATE_FIELDS = (
     "name",
@@ -55,16 +62,18 @@ SOURCE_FIELDS = (
 )
 
 
-def actor_of(principal) -> str:
+def actor_of(principal: Actor) -> str:
     """The actor string recorded for ``principal`` (a User, a ServicePrincipal or a string)."""
     if isinstance(principal, str):
         return principal
     if isinstance(principal, ServicePrincipal):
         return f"service:{principal.client_id}"
-    if getattr(principal, "external_id", None):
-        return f"user:{principal.external_id}"
-    if getattr(principal, "username", None):
-        return f"staff:{principal.username}"
+    external_id = getattr(principal, "external_id", None)
+    if external_id:
+        return f"user:{external_id}"
+    username = getattr(principal, "username", None)
+    if username:
+        return f"staff:{username}"
     raise ValueError(f"cannot tell who {principal!r} is")
 
 
@@ -76,7 +85,7 @@ def _invalidate(template_key: str) -> None:
     transaction.on_commit(lambda: selectors.bundle_invalidate(template_key))
 
 
-def _category(value) -> Category:
+def _category(value: Category | str) -> Category:
     if isinstance(value, Category):
         return value
     category = Category.objects.filter(key=value).first()
@@ -94,14 +103,14 @@ def _category(value) -> Category:
 
 def template_create(
     *,
-    actor,
+    actor: Actor,
     key: str,
     name: str,
-    category,
+    category: Category | str,
     channel: str,
     description: str = "",
     default_language: str = "en",
-    variables: list | None = None,
+    variables: list[JSONDict] | None = None,
     active: bool = True,
     sms_max_segments: int | None = None,
 ) -> Template:
@@ -130,7 +139,7 @@ def template_create(
     return template
 
 
-def template_update(*, template: Template, actor, **changes) -> Template:
+def template_update(*, template: Template, actor: Actor, **changes: Any) -> Template:
     """Changes a template's description, category, schema, language, or active flag.
 
     ``key`` and ``channel`` never change: services render by key, and versions are written for
@@ -160,7 +169,7 @@ def template_update(*, template: Template, actor, **changes) -> Template:
     return template
 
 
-def template_save(*, template: Template, actor) -> Template:
+def template_save(*, template: Template, actor: Actor) -> Template:
     """Saves a template edited as a whole (the admin form) and drops its cached sources."""
     if not template.created_by:
         template.created_by = actor_of(actor)
@@ -180,7 +189,7 @@ def variant_save(*, variant: TemplateVariant) -> TemplateVariant:
 # ---------------------------------------------------------------------------------- versions
 
 
-def _check_sources(channel: str, sources: dict, *, require: bool) -> dict:
+def _check_sources(channel: str, sources: JSONDict, *, require: bool) -> JSONDict:
     """The sources fit the channel, are present where required, and compile."""
     required, optional = CHANNEL_FIELDS[channel]
     allowed = set(required) | set(optional)
@@ -214,12 +223,12 @@ def _check_sources(channel: str, sources: dict, *, require: bool) -> dict:
     return cleaned
 
 
-def version_check_sources(channel: str, sources: dict) -> dict:
+def version_check_sources(channel: str, sources: JSONDict) -> JSONDict:
     """Checks sources for ``channel`` as a draft save would (the admin form's validation)."""
     return _check_sources(channel, sources, require=True)
 
 
-def _variant(template: Template, value) -> TemplateVariant | None:
+def _variant(template: Template, value: TemplateVariant | str | None) -> TemplateVariant | None:
     if value in (None, ""):
         return None
     if isinstance(value, TemplateVariant):
@@ -237,11 +246,11 @@ def _variant(template: Template, value) -> TemplateVariant | None:
 def version_create(
     *,
     template: Template,
-    actor,
+    actor: Actor,
     language: str,
-    variant=None,
+    variant: TemplateVariant | str | None = None,
     note: str = "",
-    **sources,
+    **sources: Any,
 ) -> TemplateVersion:
     """Writes a draft of ``template`` in ``language``; its sources must compile.
 
@@ -285,7 +294,7 @@ def version_create(
     return version
 
 
-def version_update(*, version: TemplateVersion, actor, **changes) -> TemplateVersion:
+def version_update(*, version: TemplateVersion, actor: Actor, **changes: Any) -> TemplateVersion:
     """Edits a draft; anything past draft is immutable (write a new version instead)."""
     with transaction.atomic():
         version = selectors.version_get(version.pk, for_update=True)
@@ -313,7 +322,7 @@ def version_update(*, version: TemplateVersion, actor, **changes) -> TemplateVer
     return version
 
 
-def _transition(version_id, *, expect: str, to: str, action: str) -> TemplateVersion:
+def _transition(version_id: uuid.UUID, *, expect: str, to: str, action: str) -> TemplateVersion:
     version = selectors.version_get(version_id, for_update=True)
     if version.status != expect:
         raise errors.InvalidTransitionError(
@@ -340,7 +349,9 @@ def _sample_render(version: TemplateVersion) -> None:
     )
 
 
-def version_submit(*, version: TemplateVersion, actor, note: str | None = None) -> TemplateVersion:
+def version_submit(
+    *, version: TemplateVersion, actor: Actor, note: str | None = None
+) -> TemplateVersion:
     """Draft → pending approval. The draft must render with the schema's examples."""
     with transaction.atomic():
         version = _transition(
@@ -374,7 +385,7 @@ def _make_live(template: Template, version: TemplateVersion) -> TemplateVersion 
     return previous
 
 
-def version_approve(*, version: TemplateVersion, actor, note: str = "") -> TemplateVersion:
+def version_approve(*, version: TemplateVersion, actor: Actor, note: str = "") -> TemplateVersion:
     """Pending → approved and live for its language, replacing the live one.
 
     Four eyes: the author (or the one who submitted) cannot approve (FourEyesError, 403).
@@ -409,7 +420,7 @@ def version_approve(*, version: TemplateVersion, actor, note: str = "") -> Templ
     return version
 
 
-def version_reject(*, version: TemplateVersion, actor, note: str = "") -> TemplateVersion:
+def version_reject(*, version: TemplateVersion, actor: Actor, note: str = "") -> TemplateVersion:
     """Pending → draft again, with the reviewer's note."""
     with transaction.atomic():
         version = _transition(
@@ -422,7 +433,7 @@ def version_reject(*, version: TemplateVersion, actor, note: str = "") -> Templa
     return version
 
 
-def version_archive(*, version: TemplateVersion, actor) -> TemplateVersion:
+def version_archive(*, version: TemplateVersion, actor: Actor) -> TemplateVersion:
     """An approved version that is not live → archived (no longer offered for rollback)."""
     with transaction.atomic():
         version = _transition(
@@ -437,7 +448,11 @@ def version_archive(*, version: TemplateVersion, actor) -> TemplateVersion:
 
 
 def template_rollback(
-    *, template: Template, version_id, actor, language: str | None = None
+    *,
+    template: Template,
+    version_id: uuid.UUID | str,
+    actor: Actor,
+    language: str | None = None,
 ) -> TemplateVersion:
     """Makes an earlier approved version of ``template`` live again for its language."""
     who = actor_of(actor)
@@ -480,7 +495,7 @@ def template_rollback(
 # --------------------------------------------------------------------------------- rendering
 
 
-def variant_assign(template_key: str, recipient: str, variants: list[dict]) -> str | None:
+def variant_assign(template_key: str, recipient: str, variants: list[JSONDict]) -> str | None:
     """The variant ``recipient`` sees: the same one every time, in proportion to the weights.
 
     A hash of template and recipient (not a random draw, not a stored assignment) so that every
@@ -496,11 +511,11 @@ def variant_assign(template_key: str, recipient: str, variants: list[dict]) -> s
     for arm in arms:
         point -= arm["weight"]
         if point < 0:
-            return arm["key"]
-    return arms[-1]["key"]
+            return str(arm["key"])
+    return str(arms[-1]["key"])
 
 
-def _choose(bundle: dict, chain: list[str], variant: str | None) -> tuple[dict, str | None]:
+def _choose(bundle: JSONDict, chain: list[str], variant: str | None) -> tuple[JSONDict, str | None]:
     for line in ([variant] if variant else []) + [""]:
         versions = bundle["versions"].get(line or "", {})
         for language in chain:
@@ -512,7 +527,7 @@ def _choose(bundle: dict, chain: list[str], variant: str | None) -> tuple[dict, 
     )
 
 
-def _context(variables: list, data: dict) -> tuple[dict, list[str]]:
+def _context(variables: list[JSONDict], data: JSONDict) -> tuple[JSONDict, list[str]]:
     try:
         return validate(variables, data)
     except MissingVariablesError as exc:
@@ -525,7 +540,7 @@ def _context(variables: list, data: dict) -> tuple[dict, list[str]]:
         raise errors.InvalidVariableError(exc.message, fields={exc.name: [exc.message]}) from exc
 
 
-def render_context(variables: list, data: dict) -> tuple[dict, list[str]]:
+def render_context(variables: list[JSONDict], data: JSONDict) -> tuple[JSONDict, list[str]]:
     """The render context for ``data`` checked against a variable schema, and warnings.
 
     Raises MissingVariableError naming the first missing variable, InvalidVariableError for a
@@ -559,10 +574,10 @@ def _check_timezone(name: str) -> str:
 
 def _render(
     *,
-    meta: dict,
-    version: dict,
+    meta: JSONDict,
+    version: JSONDict,
     variant: str | None,
-    data: dict,
+    data: JSONDict,
     locale: str | None,
     timezone: str,
     enforce: bool,
@@ -594,7 +609,7 @@ def _render(
 def template_render(
     *,
     key: str,
-    data: dict,
+    data: JSONDict,
     locale: str | None = None,
     timezone: str | None = None,
     recipient: str | None = None,
@@ -633,10 +648,10 @@ def template_render(
 def template_preview(
     *,
     key: str,
-    data: dict | None = None,
+    data: JSONDict | None = None,
     locale: str | None = None,
     timezone: str | None = None,
-    version_id=None,
+    version_id: uuid.UUID | str | None = None,
 ) -> dict[str, Any]:
     """Renders ``key`` for a person to look at: the live version, or ``version_id`` whatever its
     status. Missing data comes from the schema's examples; limits are warnings."""
@@ -659,7 +674,7 @@ def template_preview(
             "language": version_obj.language,
             "sources": version_obj.source_fields(template.channel),
         }
-        variant = version_obj.variant.key if version_obj.variant_id else None
+        variant = version_obj.variant.key if version_obj.variant is not None else None
     else:
         bundle = selectors.bundle_get(key)
         meta = bundle["template"]
@@ -685,8 +700,8 @@ def template_preview(
 def draft_preview(
     *,
     channel: str,
-    sources: dict,
-    data: dict | None = None,
+    sources: JSONDict,
+    data: JSONDict | None = None,
     locale: str | None = None,
     timezone: str | None = None,
 ) -> dict[str, Any]:
@@ -704,6 +719,6 @@ def draft_preview(
     return out
 
 
-def cache_stats() -> dict:
+def cache_stats() -> dict[str, Any]:
     """Hit rates of this process's caches: live sources (Redis) and compiled templates."""
     return {"sources": selectors.source_cache_counter.stats(), **engine.stats()}

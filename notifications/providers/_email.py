@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from typing import Any
 
 from anymail.exceptions import (
     AnymailAPIError,
@@ -21,6 +22,7 @@ from anymail.exceptions import (
 )
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
+from django.core.mail.backends.base import BaseEmailBackend
 
 from notifications.providers._http import retry_after
 from notifications.providers.base import (
@@ -41,7 +43,9 @@ warnings.filterwarnings("ignore", message=r".*SendGrid.*", category=AnymailNotSu
 DEFAULT_TIMEOUT = 15.0
 
 
-def email_message(message: Message, *, connection=None) -> EmailMultiAlternatives:
+def email_message(
+    message: Message, *, connection: BaseEmailBackend | None = None
+) -> EmailMultiAlternatives:
     """The Django message for ``message``: text and HTML parts, our headers, anymail's extras."""
     body = message.text
     email = EmailMultiAlternatives(
@@ -56,9 +60,11 @@ def email_message(message: Message, *, connection=None) -> EmailMultiAlternative
         email.attach_alternative(message.html, "text/html")
     elif message.html:
         email.content_subtype = "html"
-    # anymail's extras; Django's SMTP backend ignores them.
-    email.metadata = {"delivery_id": str(message.delivery_id)} if message.delivery_id else {}
-    email.tags = [*message.tags] or ([message.category] if message.category else [])
+    # anymail's extras; Django's SMTP backend ignores them (the stubs know only Django's fields).
+    metadata = {"delivery_id": str(message.delivery_id)} if message.delivery_id else {}
+    tags = [*message.tags] or ([message.category] if message.category else [])
+    email.metadata = metadata  # type: ignore[attr-defined]
+    email.tags = tags  # type: ignore[attr-defined]
     return email
 
 
@@ -77,7 +83,7 @@ class AnymailEmailProvider(Provider):
     docs_url = ""
     required_options: tuple[str, ...] = ("API_KEY",)
 
-    def __init__(self, alias: str, options: dict):
+    def __init__(self, alias: str, options: dict[str, Any]) -> None:
         super().__init__(alias, options)
         self._local = threading.local()
 
@@ -86,11 +92,11 @@ class AnymailEmailProvider(Provider):
         if missing:
             raise ProviderNotConfiguredError(f"{self.alias}: missing {', '.join(missing)}")
 
-    def backend_options(self) -> dict:
+    def backend_options(self) -> dict[str, Any]:
         """The keyword arguments for ``backend_class`` (api_key, api_url …)."""
         raise NotImplementedError
 
-    def _backend(self):
+    def _backend(self) -> Any:
         backend = getattr(self._local, "backend", None)
         if backend is None:
             backend = self.backend_class(
@@ -117,7 +123,7 @@ class AnymailEmailProvider(Provider):
             self._backend().send_messages([email])
         except AnymailError as exc:
             raise self.error_for(exc) from exc
-        status = email.anymail_status
+        status = email.anymail_status  # type: ignore[attr-defined]  # set by anymail's backend
         message_id = status.message_id
         if isinstance(message_id, set):  # one recipient, so one id; a set only if anymail changes
             message_id = next(iter(message_id), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
 import requests
@@ -36,7 +37,7 @@ def request_was_sent(exc: requests.RequestException) -> bool:
     return True
 
 
-def retry_after(headers, *, now: float | None = None) -> float | None:
+def retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
     value = (headers or {}).get("Retry-After")
     if not value:

@@ -16,6 +16,7 @@ A provider is a small class, one module per vendor, chosen and ordered by settin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -26,8 +27,8 @@ class Message:
     text: str = ""
     html: str = ""
     title: str = ""
-    data: dict = field(default_factory=dict)
-    headers: dict = field(default_factory=dict)  # e.g. List-Unsubscribe for email
+    data: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. List-Unsubscribe for email
     image: str = ""  # push: a picture URL
     link: str = ""  # push / in-app: where a tap leads (deep link or URL)
     from_email: str = ""
@@ -43,7 +44,7 @@ class SendResult:
     provider_message_id: str
     status: str = "sent"  # or "delivered" when the provider confirms synchronously
     cost: float | None = None
-    raw: dict = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
 
 
 class ProviderError(Exception):
@@ -58,7 +59,7 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         suppress: bool = False,
         status_code: int | None = None,
-    ):
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.retry_after = retry_after
@@ -99,7 +100,7 @@ class Provider:
     # Whether a request that may have reached the provider can be sent again safely.
     idempotent = False
 
-    def __init__(self, alias: str, options: dict):
+    def __init__(self, alias: str, options: dict[str, Any]) -> None:
         self.alias = alias
         self.options = options
         self.rate_per_second = float(options.get("RATE_PER_SECOND") or 0)  # 0 = unlimited

@@ -27,6 +27,7 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 from firebase_admin import App, credentials, exceptions, initialize_app, messaging
@@ -75,7 +76,7 @@ class PushContent:
     body: str = ""
     image: str = ""
     link: str = ""
-    data: dict | None = None
+    data: dict[str, Any] | None = None
     collapse_key: str = ""
     priority: str = "normal"
     ttl: int = 86400
@@ -85,15 +86,18 @@ class PushContent:
     android_channel_id: str = ""
 
 
-def _load_credentials(value: str) -> dict:
+def _load_credentials(value: str) -> dict[str, Any]:
     value = value.strip()
+    loaded: dict[str, Any]
     if value.startswith("{"):
-        return json.loads(value)
+        loaded = json.loads(value)
+        return loaded
     with open(os.path.expanduser(value), encoding="utf-8") as fh:
-        return json.load(fh)
+        loaded = json.load(fh)
+    return loaded
 
 
-def string_data(data: dict) -> dict[str, str]:
+def string_data(data: dict[str, Any]) -> dict[str, str]:
     """FCM data payloads are string → string: other values travel as JSON."""
     return {
         str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
@@ -270,7 +274,7 @@ class FcmPushProvider(Provider):
     # ----------------------------------------------------------------------------------- errors
 
     @staticmethod
-    def _answer(exc) -> tuple[int | None, dict, object]:
+    def _answer(exc: Exception) -> tuple[int | None, dict[str, Any], object]:
         response = getattr(exc, "http_response", None)
         status = getattr(response, "status_code", None)
         try:
@@ -279,7 +283,7 @@ class FcmPushProvider(Provider):
             body = {}
         return status, (body.get("error") if isinstance(body, dict) else None) or {}, response
 
-    def error_for(self, exc) -> ProviderError:
+    def error_for(self, exc: Exception) -> ProviderError:
         """Maps the SDK's exception for one token (or a whole call) to the pipeline's errors."""
         status, error, response = self._answer(exc)
         text = f"{type(exc).__name__}: {exc}"[:1000]

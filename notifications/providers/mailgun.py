@@ -6,6 +6,8 @@ Message-Id header, which anymail's tracking view normalises to the same angle-br
 
 from __future__ import annotations
 
+from typing import Any
+
 from anymail.backends.mailgun import EmailBackend
 from anymail.exceptions import AnymailError
 
@@ -17,8 +19,8 @@ class MailgunEmailProvider(AnymailEmailProvider):
     name = "mailgun"
     backend_class = EmailBackend
 
-    def backend_options(self) -> dict:
-        options = {"api_key": self.options["API_KEY"]}
+    def backend_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"api_key": self.options["API_KEY"]}
         if self.options.get("API_URL"):
             options["api_url"] = self.options["API_URL"]
         if self.options.get("SENDER_DOMAIN"):

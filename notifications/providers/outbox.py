@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from notifications.models import OutboxMessage
 from notifications.providers.base import Message, Provider, SendResult
 
@@ -10,7 +12,7 @@ class OutboxProvider(Provider):
     name = "outbox"
     idempotent = True
 
-    def __init__(self, alias: str, options: dict):
+    def __init__(self, alias: str, options: dict[str, Any]) -> None:
         super().__init__(alias, options)
         self.channel = options.get("CHANNEL", "")
 

@@ -20,6 +20,8 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import requests
@@ -54,7 +56,13 @@ def signature(
 class OvhApiError(Exception):
     """An answer from OVH's API that is not a success."""
 
-    def __init__(self, status: int, message: str, headers=None, error_code: str = ""):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        error_code: str = "",
+    ) -> None:
         super().__init__(f"OVH {status}: {message}")
         self.status = status
         self.message = message
@@ -98,8 +106,8 @@ class OvhSmsProvider(Provider):
             params["provider"] = self.alias
         return settings.PUBLIC_BASE_URL.rstrip("/") + STATUS_CALLBACK_PATH + "?" + urlencode(params)
 
-    def payload(self, message: Message) -> dict:
-        payload = {
+    def payload(self, message: Message) -> dict[str, Any]:
+        payload: dict[str, Any] = {
             "receivers": [message.to],
             "message": message.text or message.title,
             "charset": "UTF-8",
@@ -118,7 +126,7 @@ class OvhSmsProvider(Provider):
             payload["callBack"] = callback
         return payload
 
-    def call(self, method: str, path: str, payload: dict | None = None) -> dict:
+    def call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """One signed call to OVH's API. Raises requests' errors, OvhApiError, OvhMalformedAnswer."""
         url = self.api_url + path
         body = json.dumps(payload, separators=(",", ":")) if payload is not None else ""
@@ -209,7 +217,7 @@ class OvhSmsProvider(Provider):
         return PermanentProviderError(text, code="rejected", status_code=status)
 
 
-def _number(value) -> float | None:
+def _number(value: Any) -> float | None:
     try:
         return float(value) if value is not None else None
     except (TypeError, ValueError):

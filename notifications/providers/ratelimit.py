@@ -12,6 +12,9 @@ import time
 
 import redis
 from django.conf import settings
+from redis.commands.core import Script
+
+from notifications.providers.base import Provider
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +40,16 @@ return wait
 
 
 @functools.lru_cache(maxsize=4)
-def _script_for(url: str):
+def _script_for(url: str) -> Script:
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     return client.register_script(_LUA)
 
 
-def _get():
+def _get() -> Script:
     return _script_for(settings.REDIS_URL)
 
 
-def acquire(provider) -> float:
+def acquire(provider: Provider) -> float:
     """Seconds to wait before ``provider`` may be called (0: go now)."""
     rate = provider.rate_per_second
     if not rate:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -37,7 +38,8 @@ def build(alias: str) -> Provider:
     if config is None:
         raise ProviderNotConfiguredError(f"no provider named {alias!r} in NOTIFICATION_PROVIDERS")
     cls = import_string(config["BACKEND"])
-    return cls(alias, dict(config.get("OPTIONS", {})))
+    provider: Provider = cls(alias, dict(config.get("OPTIONS", {})))
+    return provider
 
 
 def chain(channel: str) -> list[Provider]:
@@ -78,7 +80,7 @@ def reset() -> None:
         _chains.clear()
 
 
-def _on_setting_changed(setting, **kwargs):
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
     if setting in ("NOTIFICATION_PROVIDERS", "EMAIL_PROVIDERS", "SMS_PROVIDERS", "PUSH_PROVIDERS"):
         reset()
 

@@ -9,6 +9,7 @@ User and password are percent-decoded. SMTP has no delivery webhooks: the messag
 from __future__ import annotations
 
 import smtplib
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from django.core.mail.backends.smtp import EmailBackend
@@ -29,7 +30,7 @@ from notifications.providers.base import (
 _TRUE = ("1", "true", "yes", "on")
 
 
-def parse_smtp_url(url: str) -> dict:
+def parse_smtp_url(url: str) -> dict[str, Any]:
     """The keyword arguments of Django's SMTP ``EmailBackend`` for ``url``.
 
     Raises ValueError for a scheme other than smtp/smtps.
@@ -119,7 +120,7 @@ class SmtpEmailProvider(Provider):
         return TransientProviderError(text, code="deferred")
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return str(value)[:500]

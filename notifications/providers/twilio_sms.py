@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 import requests
@@ -71,12 +73,12 @@ class ApiUrlHttpClient(TwilioHttpClient):
     ``TwilioRestException`` does not carry.
     """
 
-    def __init__(self, api_url: str, timeout: float):
+    def __init__(self, api_url: str, timeout: float) -> None:
         super().__init__(timeout=timeout)
         self.api_url = api_url.rstrip("/")
         self._last = threading.local()
 
-    def request(self, method, url, *args, **kwargs):
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if self.api_url:
             url = _TWILIO_HOST.sub(self.api_url, url, count=1)
         self._last.headers = {}
@@ -85,7 +87,7 @@ class ApiUrlHttpClient(TwilioHttpClient):
         return response
 
     @property
-    def last_headers(self) -> dict:
+    def last_headers(self) -> dict[str, str]:
         return getattr(self._last, "headers", {}) or {}
 
 
@@ -191,7 +193,7 @@ class TwilioSmsProvider(Provider):
             return PermanentProviderError(text, code=f"twilio_{code or status}", status_code=status)
         return AmbiguousProviderError(text, code="unexpected", status_code=status)
 
-    def verify_callback(self, url: str, params, signature: str) -> bool:
+    def verify_callback(self, url: str, params: Mapping[str, str], signature: str) -> bool:
         """Whether ``signature`` (``X-Twilio-Signature``) signs ``url`` and ``params``.
 
         ``url`` must be the URL as Twilio called it (scheme, host and query included), i.e. as
@@ -199,4 +201,4 @@ class TwilioSmsProvider(Provider):
         """
         if not signature:
             return False
-        return RequestValidator(self.options["AUTH_TOKEN"]).validate(url, params, signature)
+        return bool(RequestValidator(self.options["AUTH_TOKEN"]).validate(url, params, signature))

@@ -26,6 +26,7 @@ import re
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -127,7 +128,7 @@ def _generated_key() -> ec.EllipticCurvePrivateKey:
     return _load_private(data.decode())
 
 
-def _options() -> dict:
+def _options() -> dict[str, Any]:
     return dict(settings.NOTIFICATION_PROVIDERS.get("webpush", {}).get("OPTIONS", {}))
 
 
@@ -155,7 +156,7 @@ def _keys_for(private: str, public: str, development: bool) -> ec.EllipticCurveP
     return key
 
 
-def vapid_private_key(options: dict | None = None) -> ec.EllipticCurvePrivateKey:
+def vapid_private_key(options: dict[str, Any] | None = None) -> ec.EllipticCurvePrivateKey:
     """The VAPID private key (settings, else generated under VAR_DIR in development).
 
     Raises ProviderNotConfiguredError when the settings are unusable.
@@ -168,7 +169,7 @@ def vapid_private_key(options: dict | None = None) -> ec.EllipticCurvePrivateKey
     )
 
 
-def vapid_public_key(options: dict | None = None) -> str:
+def vapid_public_key(options: dict[str, Any] | None = None) -> str:
     """base64url of the raw 65-byte public point (``applicationServerKey``)."""
     return b64url(public_raw(vapid_private_key(options)))
 
@@ -188,7 +189,7 @@ def generate_pair() -> dict[str, str]:
     }
 
 
-def vapid_subject(options: dict | None = None) -> str:
+def vapid_subject(options: dict[str, Any] | None = None) -> str:
     options = _options() if options is None else options
     subject = (options.get("VAPID_SUBJECT") or "").strip()
     if not subject:
@@ -198,7 +199,7 @@ def vapid_subject(options: dict | None = None) -> str:
     return subject
 
 
-def _on_setting_changed(setting, **kwargs):
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
     if setting in ("NOTIFICATION_PROVIDERS", "VAR_DIR", "DEVELOPMENT"):
         _keys_for.cache_clear()
 
@@ -243,7 +244,7 @@ class WebPushProvider(Provider):
 
     def send_to(
         self,
-        subscription: dict,
+        subscription: dict[str, Any],
         payload: str,
         *,
         ttl: int | None = None,

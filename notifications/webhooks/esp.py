@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 
 from anymail.exceptions import AnymailWebhookValidationFailure
 from anymail.signals import AnymailTrackingEvent, EventType, RejectReason
@@ -24,6 +25,7 @@ from anymail.webhooks.sendgrid import SendGridBaseWebhookView, SendGridTrackingW
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 from django.views import View
 
@@ -60,10 +62,13 @@ _REJECT_SUPPRESS = {
 class AnymailWebhookMixin(ProviderWebhookMixin):
     """Glue between anymail's views and :class:`ProviderWebhookMixin`."""
 
+    # Supplied by the anymail view this is mixed into.
+    parse_events: Callable[[HttpRequest], list[AnymailTrackingEvent]]
+
     def __init__(self, **kwargs):
         # Skip anymail's __init__: it reads ANYMAIL settings (and warns) once per view; our keys
         # are read per request in verify().
-        View.__init__(self, **kwargs)
+        View.__init__(self, **kwargs)  # type: ignore[arg-type]  # self is an anymail View
 
     def post(self, request, *args, **kwargs):
         return self.handle(request)
@@ -171,7 +176,7 @@ class MailgunTrackingView(AnymailWebhookMixin, MailgunTrackingWebhookView):
         if not key:
             raise WebhookRefusedError("no WEBHOOK_SIGNING_KEY: unsigned events are refused")
         self.webhook_signing_key = key.encode("ascii")
-        self.basic_auth = []
+        self.basic_auth: list[str] = []
         try:
             MailgunBaseWebhookView.validate_request(self, request)
         except AnymailWebhookValidationFailure as exc:
