@@ -7,4 +7,5 @@ class CommunicationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from communication.auth import schema  # noqa: F401  (registers the OpenAPI extension)
+        # Registers the OpenAPI extension; the module imports DRF, which needs the settings.
+        from communication.auth import schema  # noqa: F401, PLC0415

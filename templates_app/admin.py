@@ -6,6 +6,7 @@ language. Every change goes through ``services``; the four-eyes rule applies to 
 from __future__ import annotations
 
 import difflib
+import json
 
 from django import forms
 from django.contrib import admin, messages
@@ -467,6 +468,4 @@ class TemplateVersionAdmin(admin.ModelAdmin):
 
 
 def _json(value) -> str:
-    import json
-
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)

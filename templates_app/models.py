@@ -16,6 +16,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Now
 
+from templates_app.variables import VariableError, coerce
+
 # Path segments of /api/v1/templates/<word> that are not template keys.
 RESERVED_KEYS = frozenset({"categories", "versions", "preview", "render"})
 
@@ -113,8 +115,6 @@ def validate_variables(value) -> None:
         if not isinstance(item.get("required", True), bool):
             raise ValidationError(f"{where}.required must be true or false.")
         if "example" in item:
-            from templates_app.variables import VariableError, coerce
-
             try:
                 coerce(item, item["example"])
             except VariableError as exc:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps as live_apps
+from django.utils import timezone
+
 LANGUAGES = ("en", "fr", "es", "de")
 SEED_ACTOR = "system:seed"
 
@@ -636,11 +639,7 @@ def version_fields(channel: str, texts: dict, language: str) -> dict:
 
 def seed(apps=None) -> int:
     """Creates the seeded templates that do not exist yet; returns how many were created."""
-    from django.utils import timezone
-
     if apps is None:
-        from django.apps import apps as live_apps
-
         apps = live_apps
     Category = apps.get_model("communication", "Category")
     Template = apps.get_model("templates_app", "Template")

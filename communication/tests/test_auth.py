@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 
@@ -166,8 +168,6 @@ def test_hs256_signed_with_the_public_key(identity_provider):
         "exp": now + 300,
     }
     # PyJWT refuses to sign HS256 with a PEM key; build the token by hand as an attacker would.
-    import hashlib
-    import hmac
 
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

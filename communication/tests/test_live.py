@@ -10,6 +10,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from communication import heartbeat
+from communication.tasks import heartbeat_roundtrip
 from conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -95,8 +96,6 @@ def test_tokens_never_reach_the_log(live_asgi, make_user_token):
 
 
 def test_celery_worker_runs_a_task(celery_worker):
-    from communication.tasks import heartbeat_roundtrip
-
     client = heartbeat._client()
     client.delete("heartbeat:roundtrip:celery")
     heartbeat_roundtrip.apply_async(queue="default")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from communication.models import User
+from templates_app import services
 from templates_app.models import Template, TemplateVersion, VersionStatus
 
 pytestmark = pytest.mark.django_db
@@ -20,8 +22,6 @@ def admin_client(client):
 
 @pytest.fixture
 def other_admin():
-    from django.test import Client
-
     user = User.objects.create_superuser("reviewer", "reviewer@example.com", "x")
     client = Client()
     client.force_login(user)
@@ -74,7 +74,6 @@ def test_sms_preview_reports_segments(admin_client):
 
 def test_preview_error_is_shown_not_raised(admin_client, templates):
     template = templates.create(key="broken", variables=[])
-    from templates_app import services
 
     version = services.version_create(
         template=template, actor="user:x", language="en", text="{{ who }}"
@@ -132,7 +131,6 @@ def test_admin_form_refuses_an_injection(admin_client):
 
 def test_review_actions_keep_four_eyes(admin_client, other_admin, templates):
     template = templates.create(key="note", variables=[])
-    from templates_app import services
 
     version = services.version_create(
         template=template, actor="staff:editor", language="en", text="hi"
@@ -169,7 +167,6 @@ def test_make_live_again_from_the_admin(
         admin_client.post(changelist, {"action": "make_live", "_selected_action": [first.pk]})
     first.refresh_from_db()
     assert first.is_live
-    from templates_app import services
 
     assert services.template_render(key="note", data={})["text"] == "one"
 

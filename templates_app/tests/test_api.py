@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from drf_spectacular.drainage import GENERATOR_STATS
+from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from templates_app.models import Template, TemplateVersion, VersionStatus
+from templates_app import services
+from templates_app.models import Template, TemplateVariant, TemplateVersion, VersionStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -598,9 +601,6 @@ def test_render_unknown_template_or_language(sender, shipped):
 
 
 def test_render_with_recipient_records_the_variant(sender, templates):
-    from templates_app import services
-    from templates_app.models import TemplateVariant
-
     template = templates.create(key="promo", variables=NAME)
     templates.live(template, text="A {{ name }}")
     variant = services.variant_save(variant=TemplateVariant(template=template, key="b", weight=1))
@@ -619,9 +619,6 @@ def test_render_with_recipient_records_the_variant(sender, templates):
 
 
 def test_schema_has_our_operations_without_warnings():
-    from drf_spectacular.drainage import GENERATOR_STATS
-    from drf_spectacular.generators import SchemaGenerator
-
     GENERATOR_STATS.reset()
     schema = SchemaGenerator().get_schema(request=None, public=True)
     ours = {

@@ -5,10 +5,13 @@ from __future__ import annotations
 import collections
 
 import pytest
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 
+from communication.auth.tokens import ServicePrincipal
 from communication.exceptions import ConflictError
-from templates_app import errors, selectors, services
+from communication.models import Category, User
+from templates_app import engine, errors, selectors, services
 from templates_app.models import Template, TemplateVariant, TemplateVersion, VersionStatus
 
 pytestmark = pytest.mark.django_db
@@ -92,9 +95,6 @@ def test_the_submitter_cannot_approve_either(templates):
 
 
 def test_actor_strings(make_user_token):
-    from communication.auth.tokens import ServicePrincipal
-    from communication.models import User
-
     assert services.actor_of(ServicePrincipal("cms")) == "service:cms"
     assert services.actor_of(User(external_id="alice")) == "user:alice"
     assert services.actor_of(User(username="admin")) == "staff:admin"
@@ -161,8 +161,6 @@ def test_a_draft_cannot_be_live(templates):
 
 
 def test_reserved_keys_are_refused_by_the_database(templates):
-    from communication.models import Category
-
     category = Category.objects.get(key="system")
     with pytest.raises(IntegrityError), transaction.atomic():
         Template.objects.create(key="render", name="x", category=category, channel="sms")
@@ -252,7 +250,6 @@ def test_cache_is_not_invalidated_before_commit(templates, django_capture_on_com
 def test_a_stale_bundle_written_after_invalidation_is_ignored(templates):
     """A render that read the database before an approval committed, and writes its bundle
     after the invalidation, must not serve the old sources for the whole TTL."""
-    from django.core.cache import cache
 
     template = templates.create(variables=NAME)
     templates.live(template, text="Old {{ name }}")
@@ -265,8 +262,6 @@ def test_a_stale_bundle_written_after_invalidation_is_ignored(templates):
 
 
 def test_compiled_templates_are_reused_per_version(templates):
-    from templates_app import engine
-
     template = templates.create(variables=NAME)
     templates.live(template, text="Hi {{ name }}")
     engine.compiled_cache.clear()

@@ -24,7 +24,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from communication import embedded
+from communication.auth import keys, tokens
 from communication.celery import queue_list
+from communication.models import User
 
 PR_SET_PDEATHSIG = 1
 
@@ -136,8 +138,6 @@ class Command(BaseCommand):
             self._dev_admin()
 
     def _dev_admin(self) -> None:
-        from communication.models import User
-
         username = settings.DEV_ADMIN_USERNAME
         secret_file = settings.VAR_DIR / "dev_admin_password"
         if not User.objects.filter(username=username).exists():
@@ -225,8 +225,6 @@ class Command(BaseCommand):
             f"  websocket  {base.replace('http', 'ws', 1)}/ws/v1/?token=<jwt>",
         ]
         if settings.DEVELOPMENT:
-            from communication.auth import keys, tokens
-
             if keys.dev_mode():
                 token = tokens.issue_service_token(
                     "dev-service",
