@@ -417,10 +417,11 @@ RESEND_AMBIGUOUS = {"email": True, "in_app": True, "push": True, "sms": False}
 DELIVERY_LEASE_SECONDS = env.int("DELIVERY_LEASE_SECONDS", default=60)
 DELIVERY_MAX_ATTEMPTS_PER_PROVIDER = env.int("DELIVERY_MAX_ATTEMPTS_PER_PROVIDER", default=3)
 DELIVERY_RETRY_BASE_SECONDS = env.float("DELIVERY_RETRY_BASE_SECONDS", default=2.0)
-# A high or urgent delivery failing this long on a provider fails over to the next one, and waits
-# at most DELIVERY_URGENT_RETRY_MAX_SECONDS between its retries.
-DELIVERY_URGENT_FAILOVER_SECONDS = 45.0
-DELIVERY_URGENT_RETRY_MAX_SECONDS = 15.0
+# A high or urgent delivery failing on a provider is on the next one within
+# DELIVERY_URGENT_FAILOVER_SECONDS: it waits at most DELIVERY_URGENT_RETRY_MAX_SECONDS between its
+# retries, and a failure past the difference of the two fails over.
+DELIVERY_URGENT_FAILOVER_SECONDS = env.float("DELIVERY_URGENT_FAILOVER_SECONDS", default=60.0)
+DELIVERY_URGENT_RETRY_MAX_SECONDS = env.float("DELIVERY_URGENT_RETRY_MAX_SECONDS", default=15.0)
 # How long a process gathers committed deliveries into one broker message (notifications.enqueue).
 DELIVERY_ENQUEUE_LINGER_MS = env.int("DELIVERY_ENQUEUE_LINGER_MS", default=100)
 PROVIDER_BREAKER_THRESHOLD = env.int("PROVIDER_BREAKER_THRESHOLD", default=5)

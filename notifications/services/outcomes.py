@@ -208,9 +208,10 @@ def delivery_provider_error(
     delivery.provider_attempts += 1
     first_failure = delivery.first_failure_at or now
     urgent = delivery.priority in ("high", "urgent")
+    # The last retry of an urgent delivery must still land within the failover promise.
+    cut_off = settings.DELIVERY_URGENT_FAILOVER_SECONDS - settings.DELIVERY_URGENT_RETRY_MAX_SECONDS
     exhausted = delivery.provider_attempts >= settings.DELIVERY_MAX_ATTEMPTS_PER_PROVIDER or (
-        urgent
-        and (now - first_failure).total_seconds() >= settings.DELIVERY_URGENT_FAILOVER_SECONDS
+        urgent and (now - first_failure).total_seconds() >= cut_off
     )
     _record(
         delivery,
@@ -269,7 +270,7 @@ def _retry_delay(delivery: Delivery, error: ProviderError | None) -> float:
     delay = base * (0.5 + random.random())  # full jitter around the exponential step
     if delivery.priority in ("high", "urgent"):
         # With the failover cut-off, bounds how long an urgent delivery stays on a failing
-        # provider (the two settings' defaults add up to a minute).
+        # provider (DELIVERY_URGENT_FAILOVER_SECONDS).
         delay = min(delay, settings.DELIVERY_URGENT_RETRY_MAX_SECONDS)
     if error is not None and error.retry_after:
         delay = max(delay, error.retry_after)
