@@ -1,5 +1,5 @@
 """Urgent deliveries leave a failing provider within DELIVERY_URGENT_FAILOVER_SECONDS: a failure
-past (failover − retry cap) seconds since the first one moves them to the next provider."""
+past (failover - retry cap) seconds since the first one moves them to the next provider."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def failing_since(seconds: float, priority: str) -> str:
 @pytest.mark.parametrize(
     ("failover", "retry_max", "since", "priority", "expected"),
     [
-        (60, 15, 40, "urgent", "retry"),  # 40 s < 60 − 15: one more try on this provider
+        (60, 15, 40, "urgent", "retry"),  # 40 s < 60 - 15: one more try on this provider
         (60, 15, 46, "urgent", "failover"),
         (60, 15, 46, "high", "failover"),
         (60, 15, 46, "normal", "retry"),  # only high and urgent sends are hurried
