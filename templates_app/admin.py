@@ -18,6 +18,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from rest_framework.exceptions import APIException
 
+from communication.exceptions import ConflictError
 from templates_app import selectors, services
 from templates_app.models import (
     CHANNEL_FIELDS,
@@ -147,10 +148,10 @@ class TemplateAdmin(admin.ModelAdmin):
             for variant in formset.save(commit=False):
                 services.variant_save(variant=variant)
             for variant in formset.deleted_objects:
-                if variant.versions.exists():
-                    messages.error(request, f"Variant {variant.key} has versions; deactivate it.")
-                else:
-                    variant.delete()
+                try:
+                    services.variant_delete(variant=variant)
+                except ConflictError as exc:
+                    messages.error(request, str(exc.detail))
             return
         formset.save()
 

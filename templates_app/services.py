@@ -186,6 +186,16 @@ def variant_save(*, variant: TemplateVariant) -> TemplateVariant:
     return variant
 
 
+def variant_delete(*, variant: TemplateVariant) -> None:
+    """Deletes an A/B variant that has no versions (one with versions is deactivated instead:
+    ``ConflictError``) and drops its template's cached sources."""
+    if variant.versions.exists():
+        raise ConflictError(f"Variant {variant.key} has versions; deactivate it.")
+    key = variant.template.key
+    variant.delete()
+    _invalidate(key)
+
+
 # ---------------------------------------------------------------------------------- versions
 
 

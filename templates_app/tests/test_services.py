@@ -419,3 +419,18 @@ def test_assignment_depends_on_the_template_too():
         for i in range(1000)
     )
     assert 400 < same < 600
+
+
+def test_a_variant_without_versions_is_deleted(templates):
+    template = _with_variants(templates, {"a": 1})
+    spare = services.variant_save(variant=TemplateVariant(template=template, key="spare", weight=5))
+    services.variant_delete(variant=spare)
+    assert not TemplateVariant.objects.filter(key="spare").exists()
+
+
+def test_a_variant_with_versions_is_not_deleted(templates):
+    template = _with_variants(templates, {"a": 1})
+    variant = TemplateVariant.objects.get(template=template, key="a")
+    with pytest.raises(ConflictError):
+        services.variant_delete(variant=variant)
+    assert TemplateVariant.objects.filter(pk=variant.pk).exists()
