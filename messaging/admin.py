@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.shortcuts import render
 
 from communication.exceptions import APIError
@@ -86,7 +87,7 @@ class ConversationAdmin(admin.ModelAdmin):
                 "title": "Assign to an agent",
                 "form": form,
                 "conversations": queryset,
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
             },
         )
 

@@ -95,7 +95,7 @@ def _process_image(data: bytes, mime: str) -> Processed:
             if probe.width * probe.height > max_pixels:
                 raise PayloadTooLargeError("The image has too many pixels.")
             probe.verify()
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         animated = getattr(image, "is_animated", False) and mime in ("image/gif", "image/webp")
         fmt = PILLOW_FORMATS[mime]
         out = io.BytesIO()

@@ -13,14 +13,17 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from communication.exceptions import APIError
+from communication.models import User
 from communication.realtime import run_collecting, send_events, user_group
 from messaging import conf, presence, selectors, services
+from messaging.services.payloads import PresenceEvent
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def _state(consumer) -> ConnectionState:
     return state
 
 
-async def _send_to_users(consumer, user_pks, event: dict) -> None:
+async def _send_to_users(consumer, user_pks: Iterable[str], event: Mapping[str, object]) -> None:
     layer = consumer.channel_layer
     await asyncio.gather(
         *(layer.group_send(user_group(pk), {"type": "deliver", "event": event}) for pk in user_pks)
@@ -126,7 +129,7 @@ async def handle_message_send(consumer, content: dict) -> None:
         problems.append("'parent_id' must be a message id")
     if not isinstance(attachment_ids, list):
         problems.append("'attachments' must be a list of ids")
-    if problems:
+    if problems or conversation_id is None:  # a None conversation_id is among the problems
         await consumer.send_error(
             "validation_error", "; ".join(problems) + ".", client_id=_safe(client_id)
         )
@@ -299,7 +302,7 @@ async def handle_presence_ping(consumer, content: dict) -> None:
         await consumer.send_json(event)
 
 
-async def _presence_of(consumer, external_ids: list[str]) -> list[dict]:
+async def _presence_of(consumer, external_ids: list[str]) -> list[PresenceEvent]:
     rows = await db(selectors.contacts_last_seen)(consumer.user.pk, external_ids)
     live = await presence.aonline([pk for pk, _, _ in rows])
     return [
@@ -319,7 +322,7 @@ async def _presence_of(consumer, external_ids: list[str]) -> list[dict]:
     ]
 
 
-def _went(user, state_name: str):
+def _went(user: User, state_name: str) -> tuple[list[str], PresenceEvent]:
     """Persists last seen and returns (contacts, event) for an online/offline transition."""
     when = services.presence_seen(user.pk)
     contacts = [str(pk) for pk in selectors.contacts_of(user.pk)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import cast
 
 import redis
 import redis.asyncio as aioredis
@@ -216,7 +217,12 @@ def lapsed(now: float | None = None) -> list[tuple[str, float]]:
     now = now or time.time()
     r = client()
     found = []
-    for member, score in r.zrangebyscore(_users_key(), "-inf", now, withscores=True):
+    # withscores=True answers (member, score) pairs; redis-py annotates every shape ZRANGEBYSCORE
+    # can answer in.
+    scored = cast(
+        "list[tuple[bytes, float]]", r.zrangebyscore(_users_key(), "-inf", now, withscores=True)
+    )
+    for member, score in scored:
         pk = member.decode()
         key = _user_key(pk)
         r.zremrangebyscore(key, "-inf", now)

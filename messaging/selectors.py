@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+
 from django.db import connection
 from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -11,7 +15,7 @@ from communication.models import User
 from messaging.models import Attachment, Message, Participant, UserPresence
 
 
-def participant_get(*, user, conversation_id) -> Participant:
+def participant_get(*, user: User, conversation_id: uuid.UUID | str) -> Participant:
     """The caller's active membership, or 404 (a conversation one is not in does not exist)."""
     participant = (
         Participant.objects.select_related("conversation")
@@ -23,19 +27,19 @@ def participant_get(*, user, conversation_id) -> Participant:
     return participant
 
 
-def is_member(user_pk, conversation_id) -> bool:
+def is_member(user_pk: uuid.UUID | str, conversation_id: uuid.UUID | str) -> bool:
     return Participant.objects.filter(
         user_id=user_pk, conversation_id=conversation_id, left_at__isnull=True
     ).exists()
 
 
-def active_participants(conversation_id) -> QuerySet[Participant]:
+def active_participants(conversation_id: uuid.UUID | str) -> QuerySet[Participant]:
     return Participant.objects.filter(
         conversation_id=conversation_id, left_at__isnull=True
     ).select_related("user")
 
 
-def member_pks(conversation_id) -> list:
+def member_pks(conversation_id: uuid.UUID | str) -> list[uuid.UUID]:
     return list(
         Participant.objects.filter(
             conversation_id=conversation_id, left_at__isnull=True
@@ -43,7 +47,7 @@ def member_pks(conversation_id) -> list:
     )
 
 
-def contacts_of(user_pk) -> list:
+def contacts_of(user_pk: uuid.UUID | str) -> list[uuid.UUID]:
     """Users sharing an active conversation with ``user_pk`` (who is told of their presence).
 
     Runs on every socket's connect and close, hence written out."""
@@ -58,7 +62,9 @@ def contacts_of(user_pk) -> list:
         return [row[0] for row in cursor.fetchall()]
 
 
-def contacts_last_seen(user_pk, external_ids) -> list[tuple]:
+def contacts_last_seen(
+    user_pk: uuid.UUID | str, external_ids: Iterable[str]
+) -> list[tuple[str, str | None, dt.datetime | None]]:
     """``(user pk, external id, last seen)`` of those of ``external_ids`` who are contacts of
     ``user_pk`` (a socket may ask only about them)."""
     contacts = {str(pk) for pk in contacts_of(user_pk)}
@@ -67,7 +73,7 @@ def contacts_last_seen(user_pk, external_ids) -> list[tuple]:
     return [(str(u.pk), u.external_id, seen.get(u.pk)) for u in users]
 
 
-def _unread_subquery(user):
+def _unread_subquery(user: User) -> Subquery:
     return Subquery(
         Message.objects.filter(
             conversation_id=OuterRef("conversation_id"),
@@ -82,7 +88,7 @@ def _unread_subquery(user):
     )
 
 
-def conversation_list(*, user) -> QuerySet[Participant]:
+def conversation_list(*, user: User) -> QuerySet[Participant]:
     """The caller's memberships, newest activity first, each with its conversation, last message,
     active participants and ``unread``: a fixed number of queries whatever the count."""
     return (
@@ -108,7 +114,7 @@ def conversation_list(*, user) -> QuerySet[Participant]:
     )
 
 
-def conversation_get(*, user, conversation_id) -> Participant:
+def conversation_get(*, user: User, conversation_id: uuid.UUID | str) -> Participant:
     participant = conversation_list(user=user).filter(conversation_id=conversation_id).first()
     if participant is None:
         raise NotFoundError("Conversation not found.")
@@ -116,7 +122,12 @@ def conversation_get(*, user, conversation_id) -> Participant:
 
 
 def message_list(
-    *, conversation_id, before=None, after=None, thread=None, limit: int = 50
+    *,
+    conversation_id: uuid.UUID | str,
+    before: int | None = None,
+    after: int | None = None,
+    thread: int | None = None,
+    limit: int = 50,
 ) -> tuple[list[Message], bool]:
     """A page of messages in id order and whether more lie beyond it (older without ``after``,
     newer with it). ``thread`` lists the replies to that message."""
@@ -143,7 +154,7 @@ def message_list(
     return rows, more
 
 
-def message_get(*, user, message_id) -> Message:
+def message_get(*, user: User, message_id: int) -> Message:
     """A message in a conversation the caller belongs to, or 404."""
     message = (
         Message.objects.select_related("sender", "conversation")
@@ -159,14 +170,15 @@ def message_get(*, user, message_id) -> Message:
     return message
 
 
-def attachment_visible_to(attachment: Attachment, user_pk) -> bool:
+def attachment_visible_to(attachment: Attachment, user_pk: uuid.UUID | str) -> bool:
     """The uploader sees an attachment until it is sent; then the conversation's members do."""
-    if attachment.message_id is None:
+    message = attachment.message
+    if message is None:
         return str(attachment.uploader_id) == str(user_pk)
-    if attachment.message.deleted_at is not None:
+    if message.deleted_at is not None:
         return False
     return Participant.objects.filter(
-        conversation_id=attachment.message.conversation_id,
+        conversation_id=message.conversation_id,
         user_id=user_pk,
         left_at__isnull=True,
     ).exists()

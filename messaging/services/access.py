@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable, Mapping
+
 from communication import realtime
 from communication.exceptions import APIError, NotFoundError
+from communication.models import User
 from messaging import selectors
 from messaging.models import ACTIVE_MEMBER, Conversation, Message, Participant, Role
 
@@ -17,7 +21,7 @@ class PermissionDeniedError(APIError):
 MANAGER_ROLES = (Role.OWNER, Role.ADMIN, Role.AGENT)
 
 
-def member_locked(user, conversation_id) -> Participant:
+def member_locked(user: User, conversation_id: uuid.UUID | str) -> Participant:
     """The caller's membership, with the conversation row locked.
 
     Every write to a conversation (messages, participants, title) takes the conversation row
@@ -30,20 +34,18 @@ def member_locked(user, conversation_id) -> Participant:
         .filter(pk=conversation_id)
         .first()
     )
-    participant = (
-        Participant.objects.filter(
-            ACTIVE_MEMBER, user=user, conversation_id=conversation_id
-        ).first()
-        if conversation is not None
-        else None
-    )
+    if conversation is None:
+        raise NotFoundError("Conversation not found.")
+    participant = Participant.objects.filter(
+        ACTIVE_MEMBER, user=user, conversation_id=conversation_id
+    ).first()
     if participant is None:
         raise NotFoundError("Conversation not found.")
     participant.conversation = conversation
     return participant
 
 
-def message_locked(user, message_id) -> Message:
+def message_locked(user: User, message_id: int) -> Message:
     """A message the caller can see (a member of its conversation), locked."""
     message = (
         Message.objects.select_for_update(of=("self",))
@@ -56,7 +58,9 @@ def message_locked(user, message_id) -> Message:
     return message
 
 
-def publish_to_members(participants, type_: str, data: dict) -> None:
+def publish_to_members(
+    participants: Iterable[Participant], type_: str, data: Mapping[str, object]
+) -> None:
     """One event to every one of ``participants`` (their sequence rows are taken in user order
     by ``communication.realtime``, so concurrent fan-outs cannot deadlock)."""
     realtime.publish_events(type_, {p.user_id: data for p in participants})

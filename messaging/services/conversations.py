@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -38,7 +40,7 @@ def resolve(external_id: str) -> User:
         ) from None
 
 
-def direct_key(a, b) -> str:
+def direct_key(a: User, b: User) -> str:
     return ":".join(sorted([str(a.pk), str(b.pk)]))
 
 
@@ -48,7 +50,7 @@ def conversation_create(
     type: str,
     participants: list[str],
     title: str = "",
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[Conversation, bool]:
     """Creates a conversation; returns it and whether it is new.
 
@@ -98,7 +100,14 @@ def _rejoin_direct(conversation: Conversation, user: User) -> None:
     )
 
 
-def _create(user, type_, others, title, metadata, direct_key=None) -> Conversation:
+def _create(
+    user: User,
+    type_: str,
+    others: list[User],
+    title: str,
+    metadata: dict[str, Any] | None,
+    direct_key: str | None = None,
+) -> Conversation:
     conversation = Conversation.objects.create(
         type=type_,
         title=title or "",
@@ -130,7 +139,11 @@ def _create(user, type_, others, title, metadata, direct_key=None) -> Conversati
 
 
 def conversation_update(
-    *, user: User, conversation_id, title: str | None = None, metadata: dict | None = None
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    title: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Conversation:
     """Renames a conversation or replaces its metadata (owner/admin of a group or support
     conversation; either participant of a direct one)."""
@@ -163,7 +176,11 @@ def conversation_update(
 
 
 def conversation_mute(
-    *, user: User, conversation_id, muted: bool = True, until: dt.datetime | None = None
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    muted: bool = True,
+    until: dt.datetime | None = None,
 ) -> Participant:
     """Mutes offline notifications for the caller, until ``until`` (None: until unmuted)."""
     me = selectors.participant_get(user=user, conversation_id=conversation_id)

@@ -16,7 +16,7 @@ from messaging.services.access import MANAGER_ROLES, PermissionDeniedError, mess
 from messaging.services.payloads import message_payload
 
 
-def message_edit(*, user: User, message_id, content: str) -> Message:
+def message_edit(*, user: User, message_id: int, content: str) -> Message:
     """Replaces the content of the caller's own message within the edit window; the previous
     content is kept in ``MessageEdit``."""
     if not content or not content.strip():
@@ -51,7 +51,7 @@ def message_edit(*, user: User, message_id, content: str) -> Message:
     return message
 
 
-def message_delete(*, user: User, message_id) -> Message:
+def message_delete(*, user: User, message_id: int) -> Message:
     """Soft-deletes a message (its author, or an owner/admin of the conversation): the row
     stays as a tombstone and the content moves to ``MessageEdit``. Deleting twice is a no-op."""
     with transaction.atomic():

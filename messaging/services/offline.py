@@ -4,6 +4,7 @@ the notifications app (one ``messages`` notification per burst)."""
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.db import transaction
 from django.utils import timezone
@@ -29,13 +30,15 @@ def wants_notification(p: Participant) -> bool:
     return True
 
 
-def notify_offline_later(offline: list[Participant], conversation_id) -> None:
+def notify_offline_later(offline: list[Participant], conversation_id: uuid.UUID | str) -> None:
     """Schedules the offline participants' notifications once the message is committed."""
     if offline:
         transaction.on_commit(lambda: schedule_offline_notifications(offline, conversation_id))
 
 
-def schedule_offline_notifications(participants: list[Participant], conversation_id) -> None:
+def schedule_offline_notifications(
+    participants: list[Participant], conversation_id: uuid.UUID | str
+) -> None:
     """The first message of a burst to an offline participant schedules one task, after
     ``MESSAGING_NOTIFY_DELAY_SECONDS``; later messages of the burst find the claim taken and
     are covered by that task (which notifies once for everything unread)."""

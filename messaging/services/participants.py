@@ -3,6 +3,8 @@ change is also recorded as a system message."""
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,7 +24,7 @@ from messaging.services.send import system_message_send
 
 
 def participant_add(
-    *, user: User, conversation_id, user_id: str, role: str = Role.MEMBER
+    *, user: User, conversation_id: uuid.UUID | str, user_id: str, role: str = Role.MEMBER
 ) -> tuple[Participant, bool]:
     """Adds ``user_id`` (an owner's or admin's act); a system message records it.
 
@@ -44,7 +46,9 @@ def participant_add(
         return _add(conversation, target, role, actor=user)
 
 
-def _add(conversation, target, role, *, actor) -> tuple[Participant, bool]:
+def _add(
+    conversation: Conversation, target: User, role: str, *, actor: User
+) -> tuple[Participant, bool]:
     existing = Participant.objects.filter(conversation=conversation, user=target).first()
     if existing is not None and existing.left_at is None:
         return existing, False
@@ -79,12 +83,19 @@ def _add(conversation, target, role, *, actor) -> tuple[Participant, bool]:
     return participant, True
 
 
-def participant_remove(*, user: User, conversation_id, user_id: str) -> None:
+def participant_remove(*, user: User, conversation_id: uuid.UUID | str, user_id: str) -> None:
     """Removes ``user_id`` (owner/admin), or the caller themselves (leaving)."""
+    _participant_remove(user, conversation_id, None if user_id == user.external_id else user_id)
+
+
+def _participant_remove(user: User, conversation_id: uuid.UUID | str, user_id: str | None) -> None:
+    """Removes ``user_id``, or the caller (None): a staff account without an external id can
+    leave too."""
     with transaction.atomic():
         me = member_locked(user, conversation_id)
         conversation = me.conversation
-        if user_id == user.external_id:
+        target_row: Participant | None
+        if user_id is None:
             target_row = me
         else:
             if me.role not in MANAGER_ROLES:
@@ -102,7 +113,7 @@ def participant_remove(*, user: User, conversation_id, user_id: str) -> None:
         _remove(conversation, target_row, actor=user)
 
 
-def _remove(conversation, row: Participant, *, actor) -> None:
+def _remove(conversation: Conversation, row: Participant, *, actor: User) -> None:
     members = list(selectors.active_participants(conversation.id))
     row.left_at = timezone.now()
     row.save(update_fields=["left_at"])
@@ -118,7 +129,7 @@ def _remove(conversation, row: Participant, *, actor) -> None:
             "by": external_id(actor),
         },
     )
-    leaving = actor is not None and row.user_id == actor.pk
+    leaving = row.user_id == actor.pk
     text = (
         f"{display_name(actor)} left"
         if leaving
@@ -129,8 +140,8 @@ def _remove(conversation, row: Participant, *, actor) -> None:
     )
 
 
-def conversation_leave(*, user: User, conversation_id) -> None:
-    participant_remove(user=user, conversation_id=conversation_id, user_id=user.external_id)
+def conversation_leave(*, user: User, conversation_id: uuid.UUID | str) -> None:
+    _participant_remove(user, conversation_id, None)
 
 
 def support_assign(*, conversation: Conversation, agent: User, by: User | None = None) -> None:

@@ -7,24 +7,87 @@ its responses from them too.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal, TypedDict
 
+from communication.models import User
 from messaging import attachments, rendering
 from messaging.models import Attachment, Conversation, Message, MessageType, Participant
+
+
+class AttachmentPayload(TypedDict):
+    id: str
+    content_type: str
+    size: int
+    width: int | None
+    height: int | None
+    url: str
+    thumbnail_url: str | None
+
+
+class MessagePayload(TypedDict):
+    id: int
+    conversation_id: str
+    sender: str | None
+    type: str
+    content: str
+    html: str
+    client_id: str | None
+    parent_id: int | None
+    attachments: list[AttachmentPayload]
+    metadata: Any  # the client's own JSON
+    sent_at: str | None
+    edited_at: str | None
+    deleted_at: str | None
+
+
+class ParticipantPayload(TypedDict):
+    user_id: str | None
+    name: str
+    role: str
+    joined_at: str | None
+    read_up_to: int | None
+    delivered_up_to: int | None
+
+
+class ConversationPayload(TypedDict):
+    id: str
+    type: str
+    title: str
+    metadata: Any  # the client's own JSON
+    archived: bool
+    created_by: str | None
+    assigned_agent: str | None
+    participants: list[ParticipantPayload]
+    created_at: str | None
+    last_activity_at: str | None
+
+
+class PresenceData(TypedDict):
+    user_id: str | None
+    state: str
+    last_seen: str | None
+
+
+class PresenceEvent(TypedDict):
+    type: Literal["presence"]
+    data: PresenceData
 
 
 def iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def external_id(user) -> str | None:
+def external_id(user: User | None) -> str | None:
     return user.external_id if user is not None else None
 
 
-def display_name(user) -> str:
+def display_name(user: User | None) -> str:
     return (user.name or user.external_id or user.username) if user else "someone"
 
 
-def attachment_payload(attachment: Attachment, viewer_pk) -> dict:
+def attachment_payload(attachment: Attachment, viewer_pk: uuid.UUID | str) -> AttachmentPayload:
     return {
         "id": str(attachment.id),
         "content_type": attachment.content_type,
@@ -40,7 +103,11 @@ def attachment_payload(attachment: Attachment, viewer_pk) -> dict:
     }
 
 
-def message_payload(message: Message, viewer_pk=None, attached=None) -> dict:
+def message_payload(
+    message: Message,
+    viewer_pk: uuid.UUID | str | None = None,
+    attached: Sequence[Attachment] | None = None,
+) -> MessagePayload:
     """A message as the API and the websocket events show it; a deleted one is a tombstone.
 
     ``attached``: the message's attachments when the caller already has them (else prefetched
@@ -68,7 +135,7 @@ def message_payload(message: Message, viewer_pk=None, attached=None) -> dict:
     }
 
 
-def participant_payload(participant: Participant) -> dict:
+def participant_payload(participant: Participant) -> ParticipantPayload:
     return {
         "user_id": external_id(participant.user),
         "name": participant.user.name,
@@ -79,7 +146,9 @@ def participant_payload(participant: Participant) -> dict:
     }
 
 
-def conversation_payload(conversation: Conversation, participants: list[Participant]) -> dict:
+def conversation_payload(
+    conversation: Conversation, participants: Sequence[Participant]
+) -> ConversationPayload:
     return {
         "id": str(conversation.id),
         "type": conversation.type,
@@ -104,7 +173,7 @@ def message_preview(message: Message) -> str:
     return rendering.preview(message.content)
 
 
-def presence_event(user, state: str, last_seen: dt.datetime | None) -> dict:
+def presence_event(user: User, state: str, last_seen: dt.datetime | None) -> PresenceEvent:
     return {
         "type": "presence",
         "data": {"user_id": user.external_id, "state": state, "last_seen": iso(last_seen)},

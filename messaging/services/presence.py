@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -13,7 +14,7 @@ from messaging import presence, selectors
 from messaging.services.payloads import presence_event
 
 
-def presence_seen(user_pk, when: dt.datetime | None = None) -> dt.datetime:
+def presence_seen(user_pk: uuid.UUID | str, when: dt.datetime | None = None) -> dt.datetime:
     """Persists when the user was last seen online."""
     when = when or timezone.now()
     with connection.cursor() as cursor:  # every socket's connect and close: one statement
@@ -38,6 +39,6 @@ def presence_sweep() -> int:
             presence_seen(user_pk, when)
             event = presence_event(user, "offline", when)
             for pk in selectors.contacts_of(user_pk):
-                realtime.publish(pk, event)
+                realtime.publish(pk, dict(event))  # it takes a plain dict
         count += 1
     return count

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import transaction
 from django.db.models import Q
 
@@ -12,7 +14,7 @@ from messaging.models import ACTIVE_MEMBER, Message, Participant
 from messaging.services.access import publish_to_members
 
 
-def _advance(participant_pk, message_id: int, *, read: bool) -> bool:
+def _advance(participant_pk: int, message_id: int, *, read: bool) -> bool:
     fields = {"last_delivered_message_id": message_id}
     cond = Q(last_delivered_message__isnull=True) | Q(last_delivered_message_id__lt=message_id)
     if read:
@@ -34,7 +36,7 @@ def _advance(participant_pk, message_id: int, *, read: bool) -> bool:
     return bool(changed)
 
 
-def _publish_receipt(conversation_id, user: User) -> None:
+def _publish_receipt(conversation_id: uuid.UUID | str, user: User) -> None:
     rows = list(Participant.objects.filter(ACTIVE_MEMBER, conversation_id=conversation_id))
     mine = next((r for r in rows if r.user_id == user.pk), None)
     if mine is None:
@@ -51,7 +53,9 @@ def _publish_receipt(conversation_id, user: User) -> None:
     )
 
 
-def conversation_mark_read(*, user: User, conversation_id, message_id) -> Participant:
+def conversation_mark_read(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: int | str
+) -> Participant:
     """Moves the caller's read (and delivered) watermark up to ``message_id``; every member gets
     a ``receipt`` when it moved. Marking an older message read changes nothing."""
     try:
@@ -74,7 +78,9 @@ def conversation_mark_read(*, user: User, conversation_id, message_id) -> Partic
     return me
 
 
-def conversation_mark_delivered(*, user: User, conversation_id, message_id: int) -> None:
+def conversation_mark_delivered(
+    *, user: User, conversation_id: uuid.UUID | str, message_id: int
+) -> None:
     """The caller fetched messages up to ``message_id``: delivered, with a receipt if it moved."""
     with transaction.atomic():
         me = Participant.objects.filter(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 from django.db import connection
 from redis.exceptions import RedisError
@@ -22,6 +24,7 @@ from messaging.services.statement import (
     ATTACHMENTS,
     FIRST_SEND,
     MARK_DELIVERED,
+    Event,
     MessageWrite,
     invalid_attachment,
     members_sql,
@@ -31,7 +34,9 @@ from messaging.services.statement import (
 logger = logging.getLogger(__name__)
 
 
-def validated(content, type_, attachment_ids, client_id) -> tuple[str, str, str]:
+def validated(
+    content: str | None, type_: str, attachment_ids: Sequence[object], client_id: str | None
+) -> tuple[str, str, str]:
     """A client's message as the send takes it: ``(content, type, client_id)``; raises APIError."""
     content = content or ""
     if len(content) > conf.get("MESSAGING_MAX_CONTENT_LENGTH"):
@@ -45,7 +50,7 @@ def validated(content, type_, attachment_ids, client_id) -> tuple[str, str, str]
     return content, type_, (client_id or "")[:64]
 
 
-def uuids(values) -> list[uuid.UUID]:
+def uuids(values: Iterable[object]) -> list[uuid.UUID]:
     out = []
     for v in values:
         try:
@@ -56,7 +61,15 @@ def uuids(values) -> list[uuid.UUID]:
 
 
 def _client_send(
-    *, user, conversation_id, content, client_id, parent_id, attachment_ids, metadata, type
+    *,
+    user: User,
+    conversation_id: uuid.UUID | str,
+    content: str | None,
+    client_id: str | None,
+    parent_id: int | None,
+    attachment_ids: Sequence[object],
+    metadata: dict[str, Any] | None,
+    type: str,
 ) -> MessageWrite:
     content, type, client_id = validated(content, type, attachment_ids, client_id)
     return MessageWrite(
@@ -98,12 +111,12 @@ def _run(send: MessageWrite) -> Message | None:
 def message_send(
     *,
     user: User,
-    conversation_id,
+    conversation_id: uuid.UUID | str,
     content: str = "",
     client_id: str = "",
     parent_id: int | None = None,
-    attachment_ids: list | tuple = (),
-    metadata: dict | None = None,
+    attachment_ids: Sequence[object] = (),
+    metadata: dict[str, Any] | None = None,
     type: str = MessageType.TEXT,
 ) -> tuple[Message, bool]:
     """Posts a message; returns it and whether it is new.
@@ -134,7 +147,9 @@ def message_send(
     return send.message, message is not None
 
 
-def system_message_send(conversation_id, actor: User | None, text: str, **metadata) -> Message:
+def system_message_send(
+    conversation_id: uuid.UUID | str, actor: User, text: str, **metadata: object
+) -> Message:
     """Records a change to the conversation (a member added, removed, leaving) as a system
     message from ``actor``, inside the caller's transaction."""
     send = MessageWrite(
@@ -155,15 +170,15 @@ def system_message_send(conversation_id, actor: User | None, text: str, **metada
 async def message_send_async(
     *,
     user: User,
-    conversation_id,
+    conversation_id: uuid.UUID | str,
     content: str = "",
     client_id: str = "",
     parent_id: int | None = None,
-    attachment_ids: list | tuple = (),
+    attachment_ids: Sequence[object] = (),
     known: list[str] | None = None,
     online: set[str] | None = None,
-    publish=None,
-) -> tuple[Message, bool, list[tuple], list[Participant], list[str] | None]:
+    publish: Callable[[list[Event]], Awaitable[None]] | None = None,
+) -> tuple[Message, bool, list[Event], list[Participant], list[str] | None]:
     """``message_send`` from a websocket, on the event loop (``communication.adb`` and Redis'
     asyncio client; no thread hand-offs): the same statement and rules, except that
     ``await publish(events)`` sends the events (``[(user_pk, event)]``) and the caller
@@ -219,7 +234,7 @@ async def message_send_async(
 # ----------------------------------------------------------------------------------- presence
 
 
-def online_keys(keys: list[str]) -> set:
+def online_keys(keys: list[str]) -> set[str]:
     """Who of ``keys`` has a socket open. The message is already stored when this is asked:
     without Redis, everyone counts as offline (notified later) rather than the send failing."""
     try:
@@ -229,7 +244,7 @@ def online_keys(keys: list[str]) -> set:
         return set()
 
 
-async def aonline_keys(keys: list[str]) -> set:
+async def aonline_keys(keys: list[str]) -> set[str]:
     try:
         return await presence.aonline(keys) if keys else set()
     except RedisError:

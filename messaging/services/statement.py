@@ -6,13 +6,16 @@ and the reading of its answer are the same for both.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Model, Q
 from django.db.models.sql import Query
 from django.utils import timezone
 
@@ -29,10 +32,25 @@ from messaging.models import (
     Participant,
 )
 from messaging.services.offline import wants_notification
-from messaging.services.payloads import attachment_payload, message_payload
+from messaging.services.payloads import AttachmentPayload, attachment_payload, message_payload
+
+# A row as the database driver returns it.
+Row = tuple[Any, ...]
+# ``(user pk, event)``: an event for one user, as ``communication.realtime`` sends it.
+Event = tuple[uuid.UUID, dict[str, object]]
 
 
-def _condition_sql(model, condition: Q) -> str:
+class Recipient(NamedTuple):
+    """A member other than the sender, as the statement returns them: who may be notified."""
+
+    participant_pk: int
+    key: str  # the user pk, as text
+    muted: bool
+    muted_until: dt.datetime | None
+    level: str
+
+
+def _condition_sql(model: type[Model], condition: Q) -> str:
     """``condition`` compiled as a constraint of ``model`` compiles it (unqualified columns,
     values inlined): raw SQL that must name the same rows as a partial index (``ON CONFLICT …
     WHERE``) takes the index's own expression object."""
@@ -170,17 +188,17 @@ class MessageWrite:
         self,
         *,
         user: User,
-        conversation_id,
+        conversation_id: uuid.UUID | str,
         content: str,
         type_: str,
         client_id: str = "",
-        parent_id=None,
-        metadata=None,
-        attachment_ids=(),
+        parent_id: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        attachment_ids: Iterable[uuid.UUID] = (),
         system: bool = False,
-        known=None,
-        online=None,
-    ):
+        known: Iterable[object] | None = None,
+        online: Iterable[object] | None = None,
+    ) -> None:
         self.user = user
         self.system = system
         html = "" if type_ == MessageType.ENCRYPTED else rendering.render(content)
@@ -196,12 +214,12 @@ class MessageWrite:
             metadata=metadata or {},
             sent_at=timezone.now(),
         )
-        self.payload = message_payload(self.message, None, [])
+        self.payload: dict[str, object] = dict(message_payload(self.message, None, []))
         for key in ("id", "parent_id", "attachments"):  # the statement's to fill in
             del self.payload[key]
         # {user key: the attachments' payload with links signed for them}, when there are any.
-        self.attachment_payloads: dict[str, list] = {}
-        self.params = {
+        self.attachment_payloads: dict[str, list[AttachmentPayload]] = {}
+        self.params: dict[str, Any] = {
             "conversation": uuid.UUID(str(conversation_id)),
             "sender": user.pk,
             "type": type_,
@@ -216,20 +234,20 @@ class MessageWrite:
             "payload": json.dumps(self.payload, cls=DjangoJSONEncoder),
             "attachment_payloads": "{}",
         }
-        self.rows: list[tuple] = []
-        self.recipients: list[tuple] = []
+        self.rows: list[Row] = []
+        self.recipients: list[Recipient] = []
         # Recipients whose presence the caller looked up before the statement, and those of
         # them online: their delivered watermark moves in the statement.
         self.known: set[str] = set()
         self.online: set[str] = set()
         self.know(known or (), online or ())
 
-    def know(self, known, online) -> None:
+    def know(self, known: Iterable[object], online: Iterable[object]) -> None:
         self.known = {str(key) for key in known}
         self.online = {str(key) for key in online} & self.known
         self.params["online"] = [uuid.UUID(key) for key in self.online]
 
-    def sign_for(self, attached: list[Attachment], member_pks) -> None:
+    def sign_for(self, attached: list[Attachment], member_pks: Iterable[str]) -> None:
         """The attachments' payload for each of ``member_pks`` (links are signed per viewer),
         persisted in their events."""
         self.attachment_payloads = {
@@ -243,7 +261,7 @@ class MessageWrite:
     def sql() -> str:
         return write_sql()
 
-    def read(self, rows: list[tuple]) -> bool | None:
+    def read(self, rows: list[Row]) -> bool | None:
         """Reads the statement's rows: True when the message was written, False for a replay
         (``self.message`` is then the first one), None for a replay the statement's snapshot
         did not show (the caller reads it with ``FIRST_SEND``). Raises NotFoundError when the
@@ -266,15 +284,14 @@ class MessageWrite:
         self.message.parent_id = root
         self.message._state.adding = False
         self.message._state.db = "default"
-        # (participant pk, user key, muted, muted_until, level): who may be notified.
         self.recipients = [
-            (pk, str(user_id), muted, muted_until, level)
+            Recipient(pk, str(user_id), muted, muted_until, level)
             for pk, user_id, muted, muted_until, level, *_ in self.rows
             if user_id != self.user.pk
         ]
         return True
 
-    def _replayed(self, row) -> None:
+    def _replayed(self, row: Sequence[Any]) -> None:
         message_id, type_, content, html, parent_id, metadata, sent_at, edited_at, deleted = row
         self.message = Message(
             id=message_id,
@@ -293,7 +310,7 @@ class MessageWrite:
         self.message._state.adding = False
         self.message._state.db = "default"
 
-    def first_send(self, rows: list[tuple]) -> Message:
+    def first_send(self, rows: list[Row]) -> Message:
         if not rows:  # cannot happen: the ON CONFLICT saw it
             raise NotFoundError("Conversation not found.")
         self._replayed(rows[0])
@@ -303,7 +320,7 @@ class MessageWrite:
         """Recipients whose presence is still to be looked up (all, without a hint)."""
         return [key for _, key, *_ in self.recipients if key not in self.known]
 
-    def found_online(self, online: set) -> list:
+    def found_online(self, online: set[str]) -> list[int]:
         """Records the presence lookup of ``unknown_keys``; returns the participant ids now
         known to have it delivered (marked by a statement of their own)."""
         self.online |= set(online)
@@ -330,7 +347,7 @@ class MessageWrite:
         ]
         return [p for p in offline if wants_notification(p)]
 
-    def events(self) -> list[tuple]:
+    def events(self) -> list[Event]:
         base = {
             **self.payload,
             "id": self.message.id,
@@ -365,7 +382,7 @@ ATTACHMENTS = (
 )
 
 
-def signed(send: MessageWrite, members: list[tuple], attachments: list[tuple]) -> list[str]:
+def signed(send: MessageWrite, members: list[Row], attachments: list[Row]) -> list[str]:
     """Signs the attachments' links for every member; returns the other members' keys."""
     attached = [
         Attachment(id=i, content_type=t, size=n, width=w, height=h, thumbnail=thumb)
