@@ -16,9 +16,9 @@ import asyncio
 import contextvars
 import io
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from a2wsgi.wsgi import Body, build_environ
+from a2wsgi.wsgi_typing import Environ
 
 # Request and response bodies up to this size cross between loop and thread in one piece.
 BUFFER = 256 * 1024
@@ -97,10 +97,11 @@ class WSGIBridge:
             more = message.get("more_body", False)
         body = _RestOfBody(loop, receive, bytes(head)) if more else io.BytesIO(head)
         answer = _Answer(loop, send)
+        # a2wsgi annotates the body as its own reader, but only stores it as ``wsgi.input``,
+        # which its Environ types as any input stream (a BytesIO is one).
+        environ = build_environ(scope, body)  # type: ignore[arg-type]
         context = contextvars.copy_context()
-        await loop.run_in_executor(
-            self.executor, context.run, self._run, build_environ(scope, body), answer
-        )
+        await loop.run_in_executor(self.executor, context.run, self._run, environ, answer)
         if answer.streaming:
             await send({"type": "http.response.body", "body": b""})
             return
@@ -108,7 +109,7 @@ class WSGIBridge:
         await send(answer.start)
         await send({"type": "http.response.body", "body": b"".join(answer.chunks)})
 
-    def _run(self, environ: dict[str, Any], answer: _Answer) -> None:
+    def _run(self, environ: Environ, answer: _Answer) -> None:
         iterable = self.app(environ, answer.start_response)
         try:
             for chunk in iterable:

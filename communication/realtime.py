@@ -19,8 +19,9 @@ from asgiref.sync import async_to_sync
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 
@@ -41,12 +42,20 @@ def user_group(user_pk) -> str:
     return f"user.{user_pk}"
 
 
+def _layer() -> BaseChannelLayer:
+    """The default channel layer, which the settings always configure."""
+    layer = get_channel_layer()
+    if layer is None:
+        raise ImproperlyConfigured("CHANNEL_LAYERS has no default layer")
+    return layer
+
+
 def publish(user_pk, event: dict) -> None:
     """Sends an ephemeral ``event`` (typing, presence …: no ``seq``, not replayed) to every socket
     of the user once the current transaction commits."""
 
     def send():
-        layer = get_channel_layer()
+        layer = _layer()
         async_to_sync(layer.group_send)(user_group(user_pk), {"type": "deliver", "event": event})
 
     transaction.on_commit(send)
@@ -170,7 +179,7 @@ async def run_collecting(executor, fn, *args, **kwargs):
 async def send_events(events: list[tuple]) -> None:
     """Sends ``[(user_pk, event)]``, already persisted, to the users' sockets (from the loop)."""
     if events:
-        layer = get_channel_layer()
+        layer = _layer()
         await asyncio.gather(
             *(
                 layer.group_send(user_group(pk), {"type": "deliver", "event": event})

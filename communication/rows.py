@@ -26,19 +26,26 @@ import datetime as dt
 import decimal
 import json
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
+from typing import Any, TypeVar
 
 from django.db import connection, connections
 from django.db.models import AutoField, Field, Model
-from django.db.models.expressions import DatabaseDefault
+from django.db.models.expressions import Col, DatabaseDefault
 from psycopg import Binary
 from psycopg.types.json import Json, Jsonb
 
 _JSON_TYPES = ("json", "jsonb")
 
+_M = TypeVar("_M", bound=Model)
+
+# One written field: its column, then its bound ``pre_save`` and ``get_db_prep_save``.
+_Step = tuple[str, Callable[[Model, bool], Any], Callable[..., Any]]
+
 
 @cache
-def _columns(model: type[Model]) -> tuple[Field, ...]:
+def _columns(model: type[Model]) -> tuple[Field[Any, Any], ...]:
     """The fields written for ``model``: concrete, not auto-incremented."""
     return tuple(
         f for f in model._meta.concrete_fields if not isinstance(f, AutoField) or not f.primary_key
@@ -46,7 +53,7 @@ def _columns(model: type[Model]) -> tuple[Field, ...]:
 
 
 @cache
-def _steps(model: type[Model]) -> tuple:
+def _steps(model: type[Model]) -> tuple[_Step, ...]:
     """``(column, pre_save, get_db_prep_save)`` of each written field, bound once."""
     return tuple((f.column, f.pre_save, f.get_db_prep_save) for f in _columns(model))
 
@@ -58,18 +65,24 @@ def _json_columns(model: type[Model]) -> dict[str, str]:
     return {column: t for column, t in types.items() if t in _JSON_TYPES}
 
 
-def _json_text(value) -> str | None:
-    """The JSON text the ORM would send for a ``json``/``jsonb`` column: its adapter's own
-    ``dumps`` (the field's encoder), or the text itself where a field prepares a string."""
+def _adapted_text(value: Json | Jsonb) -> str:
+    """The text of a JSON document as psycopg's adapter writes it: its own ``dumps`` (the
+    field's encoder)."""
+    text = (value.dumps or json.dumps)(value.obj)
+    return text.decode() if isinstance(text, bytes | bytearray | memoryview) else text
+
+
+def _json_text(value: object) -> str | None:
+    """The JSON text the ORM would send for a ``json``/``jsonb`` column: its adapter's text
+    (:func:`_adapted_text`), or the text itself where a field prepares a string."""
     if isinstance(value, Json | Jsonb):
-        text = (value.dumps or json.dumps)(value.obj)
-        return text.decode() if isinstance(text, bytes | bytearray | memoryview) else text
+        return _adapted_text(value)
     if value is None or isinstance(value, str):
         return value
     raise TypeError(f"a JSON column was prepared as {type(value).__name__}")
 
 
-def _plain(value):
+def _plain(value: object) -> object:
     """``value`` in PostgreSQL's text input form, for ``jsonb_populate_recordset``."""
     if isinstance(value, uuid.UUID | decimal.Decimal):
         return str(value)
@@ -82,7 +95,7 @@ def _plain(value):
     if isinstance(value, dt.timedelta):
         return f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds"
     if isinstance(value, Json | Jsonb):  # an element of an array of JSON documents
-        return json.loads(_json_text(value))
+        return json.loads(_adapted_text(value))
     if isinstance(value, DatabaseDefault) or hasattr(value, "as_sql"):
         raise TypeError("rows writes values, not expressions (db_default only in every row)")
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
@@ -106,7 +119,7 @@ def _statement(model: type[Model], names: tuple[str, ...], where: str = "") -> s
     )
 
 
-def insert_statement(objs: list[Model], where: str = "") -> tuple[str, str]:
+def insert_statement(objs: Sequence[Model], where: str = "") -> tuple[str, str]:
     """``(sql, its one parameter: the rows as JSON)`` inserting ``objs`` (instances of one
     model), for :func:`insert_all` or a caller that puts it in a statement of its own;
     ``where`` filters the rows (named ``r``; a JSON column there holds its text, not the
@@ -133,7 +146,7 @@ def insert_statement(objs: list[Model], where: str = "") -> tuple[str, str]:
     )
 
 
-def insert_all(groups: list[list[Model]]) -> None:
+def insert_all(groups: Sequence[Sequence[Model]]) -> None:
     """Inserts each non-empty list of same-model instances, all in one statement."""
     parts = [insert_statement(objs) for objs in groups if objs]
     if not parts:
@@ -157,7 +170,9 @@ def select_list(model: type[Model], alias: str) -> str:
 
 
 @cache
-def _converters(model: type[Model]) -> tuple[tuple[int, list, object], ...]:
+def _converters(
+    model: type[Model],
+) -> tuple[tuple[int, list[Callable[..., Any]], Col], ...]:
     """The ORM's converters for each column it reads (``SQLCompiler.get_converters``): the
     backend's, then the field's (``from_db_value``)."""
     found = []
@@ -169,7 +184,7 @@ def _converters(model: type[Model]) -> tuple[tuple[int, list, object], ...]:
     return tuple(found)
 
 
-def instance(model: type[Model], values) -> Model:
+def instance(model: type[_M], values: Iterable[Any]) -> _M:
     """A model instance from a row of its concrete fields' columns (as ``select_list``), with
     the conversions the ORM applies to a row it reads."""
     values = list(values)
@@ -179,7 +194,7 @@ def instance(model: type[Model], values) -> Model:
     return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], values)
 
 
-def column(model: type[Model], name: str, values) -> list:
+def column(model: type[Model], name: str, values: Iterable[Any]) -> list[Any]:
     """``values`` of the field ``name`` of ``model`` as the ORM would send them
     (``get_db_prep_save``), for a raw statement that takes a column as an array parameter."""
     field = model._meta.get_field(name)

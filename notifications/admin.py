@@ -3,6 +3,9 @@ event timeline, the outbox, suppressions, consent, provider health and a "send t
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -146,7 +149,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         ] + super().get_urls()
 
     def provider_health(self, request):
-        since = timezone.now() - timezone.timedelta(hours=1)
+        since = timezone.now() - dt.timedelta(hours=1)
         stats = {
             row["provider"]: row
             for row in Event.objects.filter(occurred_at__gte=since)
@@ -223,8 +226,9 @@ class SendTestForm(forms.Form):
     subject = forms.CharField(initial="Test from the Communication Service")
     body = forms.CharField(widget=forms.Textarea, initial="This is a test message.")
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("channel") and data.get("to"):
             try:
                 data["to"] = services.address_normalize(data["channel"], data["to"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -45,8 +46,16 @@ from notifications.providers.base import (
     RateLimitedError,
     SendResult,
 )
-from notifications.providers.fcm import DEAD_TOKEN_CODES, PushContent, TokenResult
+from notifications.providers.fcm import (
+    DEAD_TOKEN_CODES,
+    FcmPushProvider,
+    PushContent,
+)
 from notifications.providers.outbox import OutboxProvider
+
+if TYPE_CHECKING:
+    # Only for annotations: pywebpush is loaded when Web Push is configured, not with this module.
+    from notifications.providers.webpush import WebPushProvider
 
 logger = logging.getLogger(__name__)
 
@@ -226,16 +235,22 @@ class _Outcome:
         self.record(device, provider, status, code=exc.code or "error", error=str(exc)[:300])
 
 
-def _providers() -> tuple[Provider, Provider | None, str]:
+def _providers() -> tuple[FcmPushProvider | OutboxProvider, WebPushProvider | None, str]:
     """(FCM or the outbox, Web Push or None, why Web Push is missing)."""
     chain = registry.chain("push")
     by_name = {p.name: p for p in chain}
-    fcm = by_name.get("fcm") or OutboxProvider("outbox", {"CHANNEL": "push"})
-    web = by_name.get("webpush")
+    found = by_name.get("fcm")  # only FcmPushProvider is named "fcm"
+    fcm = (
+        found
+        if isinstance(found, FcmPushProvider)
+        else OutboxProvider("outbox", {"CHANNEL": "push"})
+    )
+    # Only WebPushProvider is named "webpush"; the registry builds it from settings by alias.
+    web = cast("WebPushProvider | None", by_name.get("webpush"))
     why = ""
     if web is None:
         try:
-            web = registry.build("webpush")
+            web = cast("WebPushProvider", registry.build("webpush"))
         except (ProviderNotConfiguredError, ImportError) as exc:
             why = str(exc)
             web = None
@@ -260,8 +275,14 @@ def _gate(provider: Provider, outcome: _Outcome, devices: list[Device]) -> bool:
     return False
 
 
-def _send_fcm(provider: Provider, devices: list[Device], content, delivery, outcome) -> None:
-    if provider.name == "outbox":
+def _send_fcm(
+    provider: FcmPushProvider | OutboxProvider,
+    devices: list[Device],
+    content: PushContent,
+    delivery: Delivery,
+    outcome: _Outcome,
+) -> None:
+    if isinstance(provider, OutboxProvider):
         for device in devices:
             result = provider.send(
                 Message(
@@ -277,19 +298,25 @@ def _send_fcm(provider: Provider, devices: list[Device], content, delivery, outc
             outcome.record(device, "outbox", "delivered", message_id=result.provider_message_id)
         return
     try:
-        answers: list[TokenResult] = provider.send_multicast([d.token for d in devices], content)
+        answers = provider.send_multicast([d.token for d in devices], content)
     except ProviderError as exc:
         for device in devices:
             outcome.error(device, provider.alias, exc)
         return
     for device, answer in zip(devices, answers, strict=True):
-        if answer.ok:
+        if answer.error is None:  # ``answer.ok``, spelled so that the error's type narrows
             outcome.record(device, provider.alias, "sent", message_id=answer.message_id[:255])
         else:
             outcome.error(device, provider.alias, answer.error)
 
 
-def _send_web(provider: Provider, devices: list[Device], content, delivery, outcome) -> None:
+def _send_web(
+    provider: WebPushProvider,
+    devices: list[Device],
+    content: PushContent,
+    delivery: Delivery,
+    outcome: _Outcome,
+) -> None:
     payload = web_payload(content)
     for device in devices:
         subscription = {
@@ -347,8 +374,11 @@ def push_deliver(delivery: Delivery, message: Message) -> SendResult:
     every raised error carries ``provider`` (the alias to blame)."""
     outcome = _Outcome(results=dict(delivery.device_results or {}), now=timezone.now().isoformat())
     done = {key for key, entry in outcome.results.items() if entry.get("status") in DONE}
-    devices = list(
-        Device.objects.filter(user_id=delivery.notification.user_id, active=True).order_by("id")
+    user_id = delivery.notification.user_id
+    devices = (  # a notification without a user has no devices
+        list(Device.objects.filter(user_id=user_id, active=True).order_by("id"))
+        if user_id is not None
+        else []
     )
     pending = [d for d in devices if str(d.id) not in done]
     content = content_for(delivery, message)

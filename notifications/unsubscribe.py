@@ -7,15 +7,27 @@ category is turned off on that channel; for a raw address, the address is suppre
 
 from __future__ import annotations
 
+from typing import NotRequired, TypedDict
+
 from django.conf import settings
 from django.core import signing
 
 SALT = "notifications.unsubscribe"
 
 
+class TokenPayload(TypedDict):
+    """What a signed unsubscribe link carries (short keys: the token is in every email)."""
+
+    d: str  # delivery id
+    c: str  # category key
+    ch: str  # channel
+    a: str  # address
+    u: NotRequired[str]  # user id, when the notification has a user
+
+
 def token_for(delivery) -> str:
     notification = delivery.notification
-    payload = {
+    payload: TokenPayload = {
         "d": str(delivery.id),
         "c": notification.category_id,
         "ch": delivery.channel,
@@ -26,7 +38,7 @@ def token_for(delivery) -> str:
     return signing.dumps(payload, salt=SALT, compress=True)
 
 
-def read_token(token: str) -> dict | None:
+def read_token(token: str) -> TokenPayload | None:
     try:
         return signing.loads(token, salt=SALT, max_age=60 * 60 * 24 * 365)
     except signing.BadSignature:

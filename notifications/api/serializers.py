@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -66,12 +68,13 @@ class RecipientsField(serializers.Field):
             raise serializers.ValidationError("Expected a list of recipients.")
         if not data:
             raise serializers.ValidationError("This list may not be empty.")
-        cleaned, errors = [], {}
+        cleaned = []
+        errors: dict[str, Any] = {}  # "0", not 0: a digit key names a position all the same
         for i, item in enumerate(data):
             try:
                 cleaned.append(_clean_recipient(item))
             except serializers.ValidationError as exc:
-                errors[i] = exc.detail
+                errors[str(i)] = exc.detail
         if errors:
             raise serializers.ValidationError(errors)
         return cleaned
@@ -114,7 +117,9 @@ class ContentSerializer(serializers.Serializer):
     action_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
     image = serializers.URLField(required=False, allow_blank=True, max_length=2000)
     deep_link = serializers.CharField(required=False, allow_blank=True, max_length=2000)
-    data = serializers.DictField(required=False)
+    # DRF's metaclass takes declared fields off the class, so a field named like a Serializer or
+    # Field attribute (``data``, ``source``) shadows nothing; the stubs cannot see that.
+    data = serializers.DictField(required=False)  # type: ignore[assignment]
 
 
 class SendSerializer(InputSerializer):
@@ -123,7 +128,7 @@ class SendSerializer(InputSerializer):
     channels = ChannelsField(required=False, default="auto")
     template = serializers.SlugField(required=False, max_length=100)
     content = ContentSerializer(required=False)
-    data = serializers.DictField(required=False, default=dict)
+    data = serializers.DictField(required=False, default=dict)  # type: ignore[assignment]  # see above
     locale = serializers.CharField(required=False, allow_blank=True, max_length=35, default="")
     priority = serializers.ChoiceField(
         choices=Priority.choices, required=False, default=Priority.NORMAL
@@ -255,7 +260,7 @@ class ConsentSerializer(serializers.Serializer):
         required=False, allow_null=True, default=None, source="category_id"
     )
     granted = serializers.BooleanField()
-    source = serializers.CharField(max_length=64)
+    source = serializers.CharField(max_length=64)  # type: ignore[assignment]  # see ContentSerializer
     evidence = serializers.DictField(required=False, default=dict)
     created_at = serializers.DateTimeField(read_only=True)
 

@@ -50,6 +50,9 @@ class SendResult:
 class ProviderError(Exception):
     permanent = False
     ambiguous = False
+    # The alias to blame, set by a caller that fans out over several providers (push); empty
+    # when the error comes from the provider the pipeline called.
+    provider = ""
 
     def __init__(
         self,

@@ -7,6 +7,8 @@ import datetime as dt
 import functools
 import time
 import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -32,7 +34,7 @@ from notifications.services.outcomes import (
 )
 
 
-def deliveries_claim(delivery_ids) -> list[Delivery]:
+def deliveries_claim(delivery_ids: Iterable[uuid.UUID | str]) -> list[Delivery]:
     """Takes the due, queued deliveries among ``delivery_ids`` for this worker, in one
     conditional ``UPDATE … RETURNING`` (status and lease): a second copy of the task finds nothing
     to claim. Rows another transaction holds at this instant are skipped, not waited for (no lock
@@ -68,10 +70,11 @@ def deliveries_claim(delivery_ids) -> list[Delivery]:
         for width in widths:
             parts.append(row[start : start + width])
             start += width
-        delivery, notification, request, category, user = (
-            rows.instance(model, part) if part[0] is not None else None  # no user: all NULL
-            for model, part in zip(_CLAIMED, parts, strict=True)
-        )
+        delivery = rows.instance(Delivery, parts[0])
+        notification = rows.instance(Notification, parts[1])
+        request = rows.instance(NotificationRequest, parts[2])
+        category = rows.instance(Category, parts[3])
+        user = rows.instance(User, parts[4]) if parts[4][0] is not None else None  # all NULL
         notification.request, notification.category, notification.user = request, category, user
         delivery.notification = notification
         claimed.append(delivery)
@@ -167,7 +170,7 @@ class _Batch:
     FLUSH_EVERY = 25
     FLUSH_SECONDS = 0.5
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.templates: dict[tuple[str, str], str] = {}
         self.closed: set[str] = set()  # breakers checked closed, no failure since
         self.succeeded: set[str] = set()  # breakers told of a success, no failure since
@@ -203,7 +206,7 @@ class _Batch:
         index: int,
         result: SendResult,
         latency_ms: float,
-        **event_data,
+        **event_data: Any,
     ) -> None:
         """Holds a provider's acceptance until the next flush (see the class docstring)."""
         if not self.sent:
@@ -223,7 +226,7 @@ class _Batch:
             deliveries_record_sent(sent)
 
 
-def delivery_attempt(delivery_id) -> str:
+def delivery_attempt(delivery_id: uuid.UUID | str) -> str:
     """Sends one delivery once: claim, render, pick a provider, call it, record the outcome.
 
     Safe to run twice: a second copy finds nothing to claim. Returns what happened (for logs and
@@ -232,7 +235,7 @@ def delivery_attempt(delivery_id) -> str:
     return deliveries_attempt([delivery_id])[str(delivery_id)]
 
 
-def deliveries_attempt(delivery_ids) -> dict[str, str]:
+def deliveries_attempt(delivery_ids: Sequence[uuid.UUID | str]) -> dict[str, str]:
     """Sends a batch of deliveries, each once (see :func:`delivery_attempt`): one claim for the
     batch, then each is rendered and sent in turn; its failure is handled alone (retry, failover,
     failed) while the others go on; successes are recorded together. Returns
@@ -319,7 +322,7 @@ def _push_attempt(delivery: Delivery, message: Message, batch: _Batch) -> str:
         return delivery_requeue(delivery, exc.delay, "delayed")
     except ProviderError as exc:
         latency = (time.perf_counter() - started) * 1000
-        sender = push.PushSender(getattr(exc, "provider", "push"))
+        sender = push.PushSender(exc.provider or "push")
         return delivery_provider_error(delivery, sender, 0, exc, latency, [sender])
     latency = (time.perf_counter() - started) * 1000
     batch.add_sent(
@@ -334,7 +337,7 @@ def _push_attempt(delivery: Delivery, message: Message, batch: _Batch) -> str:
 
 
 @transaction.atomic
-def deliveries_resend_ambiguous(*, delivery_ids, actor: str) -> int:
+def deliveries_resend_ambiguous(*, delivery_ids: Iterable[uuid.UUID | str], actor: str) -> int:
     """Queues the ambiguous deliveries among ``delivery_ids`` again, at staff's request (the
     provider may have received them: the recipient may get the message twice). Each gets a
     ``queued`` event naming ``actor``; deliveries in any other status are left alone. Returns how

@@ -3,16 +3,21 @@ other sockets."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from communication import realtime
+from communication.models import User
 from notifications import selectors
 from notifications.models import Notification
 
 
-def notifications_publish_created(notifications: list[Notification]) -> None:
+def notifications_publish_created(notifications: Sequence[Notification]) -> None:
     """Tells each user's sockets of their new inbox items (after commit, through ``realtime``),
     with the unread count they make: one count query and one statement for a whole send."""
     if not notifications:
@@ -29,9 +34,11 @@ def notifications_publish_created(notifications: list[Notification]) -> None:
     )
     # A user's sequence gives one event per statement: several items for one user (a sweep's
     # batch) go out in rounds.
-    rounds: list[dict] = []
-    seen: dict = {}
+    rounds: list[dict[uuid.UUID, dict[str, Any]]] = []
+    seen: dict[uuid.UUID, int] = {}
     for notification in notifications:
+        # Only a user's notifications are announced (an address-only one has no inbox).
+        assert notification.user_id is not None, "an inbox item without a user"
         i = seen[notification.user_id] = seen.get(notification.user_id, -1) + 1
         if i == len(rounds):
             rounds.append({})
@@ -49,7 +56,7 @@ def notifications_publish_created(notifications: list[Notification]) -> None:
 
 
 @transaction.atomic
-def notification_mark(*, user, notification_id, read: bool) -> Notification:
+def notification_mark(*, user: User, notification_id: uuid.UUID | str, read: bool) -> Notification:
     """Marks one notification read (or unread again) and tells the user's other sockets."""
     notification = selectors.notification_get(user, notification_id)
     value = timezone.now() if read else None
@@ -68,7 +75,7 @@ def notification_mark(*, user, notification_id, read: bool) -> Notification:
 
 
 @transaction.atomic
-def notification_read_all(*, user) -> int:
+def notification_read_all(*, user: User) -> int:
     """Marks every unread notification of the user read; returns how many."""
     now = timezone.now()
     ids = list(
@@ -87,7 +94,7 @@ def notification_read_all(*, user) -> int:
 
 
 @transaction.atomic
-def notification_dismiss(*, user, notification_id) -> None:
+def notification_dismiss(*, user: User, notification_id: uuid.UUID | str) -> None:
     """Hides one notification from the inbox (read, if it was not)."""
     notification = selectors.notification_get(user, notification_id)
     notification.dismissed_at = timezone.now()
@@ -101,7 +108,7 @@ def notification_dismiss(*, user, notification_id) -> None:
     )
 
 
-def unread_count(user) -> int:
+def unread_count(user: User | uuid.UUID) -> int:
     """The user's unread, undismissed notifications (``user``: a User or its primary key)."""
     return Notification.objects.filter(
         user=user, read_at__isnull=True, dismissed_at__isnull=True

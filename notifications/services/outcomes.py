@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -26,14 +27,14 @@ class Acceptance(NamedTuple):
 
     delivery: Delivery
     alias: str
-    index: int
+    provider_index: int  # not ``index``: that would shadow ``tuple.index``
     result: SendResult
     latency_ms: float
     at: dt.datetime
     event_data: dict[str, Any]
 
 
-def deliveries_record_sent(accepted: list[Acceptance]) -> None:
+def deliveries_record_sent(accepted: Sequence[Acceptance]) -> None:
     """Records providers' acceptances, of every channel, in one statement: an UPDATE of the
     deliveries this worker still holds, and the events (``sent``, and ``delivered`` when the
     provider says so) of those it updated. A single acceptance is a batch of one."""
@@ -45,7 +46,7 @@ def deliveries_record_sent(accepted: list[Acceptance]) -> None:
             a.delivery.attempts,
             "delivered" if a.result.status == "delivered" else "sent",
             a.alias,
-            a.index,
+            a.provider_index,
             a.result.provider_message_id[:255],
             a.at,
             a.delivery.template_version,
@@ -96,7 +97,7 @@ _UPDATE_SENT = """
 """
 
 
-def _sent_events(a: Acceptance) -> list[dict]:
+def _sent_events(a: Acceptance) -> list[dict[str, Any]]:
     sent = [
         _event(
             a.delivery,
@@ -112,7 +113,7 @@ def _sent_events(a: Acceptance) -> list[dict]:
     return sent
 
 
-def delivery_requeue(delivery: Delivery, delay: float, outcome: str, **fields) -> str:
+def delivery_requeue(delivery: Delivery, delay: float, outcome: str, **fields: Any) -> str:
     """Puts the delivery back in the queue ``delay`` seconds from now (if this worker still holds
     it), with ``fields`` changed; returns ``outcome``."""
     at = timezone.now() + dt.timedelta(seconds=delay)
@@ -129,11 +130,15 @@ def delivery_fail(
     provider: str = "",
     provider_index: int | None = None,
     latency_ms: float | None = None,
-    **event_data,
+    **event_data: Any,
 ) -> bool:
     """Marks the delivery failed (if this worker still holds it) and records why; returns
     whether it did."""
-    fields = {"status": "failed", "failed_at": timezone.now(), "error": error[:2000]}
+    fields: dict[str, Any] = {
+        "status": "failed",
+        "failed_at": timezone.now(),
+        "error": error[:2000],
+    }
     if provider:
         fields["provider"] = provider
     if provider_index is not None:
@@ -152,8 +157,20 @@ def delivery_fail(
     return True
 
 
+class Blamed(Protocol):
+    """What a failure is recorded against: a provider, or ``push.PushSender`` for push."""
+
+    @property
+    def alias(self) -> str: ...
+
+
 def delivery_provider_error(
-    delivery: Delivery, provider, index: int, exc: ProviderError, latency: float, chain: list
+    delivery: Delivery,
+    provider: Blamed,
+    index: int,
+    exc: ProviderError,
+    latency: float,
+    chain: Sequence[Blamed],
 ) -> str:
     """Records a provider's refusal of ``delivery`` and decides what comes next: ``failed``
     (permanent, with its suppression), ``ambiguous`` (not resent where settings say so),
@@ -253,7 +270,7 @@ def delivery_provider_error(
     return "retry"
 
 
-def _finish(delivery: Delivery, **fields) -> bool:
+def _finish(delivery: Delivery, **fields: Any) -> bool:
     """Records an outcome, only if this worker still holds the delivery (its lease may have
     expired and another worker taken over)."""
     fields["updated_at"] = timezone.now()
@@ -266,7 +283,7 @@ def _finish(delivery: Delivery, **fields) -> bool:
 
 
 def _retry_delay(delivery: Delivery, error: ProviderError | None) -> float:
-    base = settings.DELIVERY_RETRY_BASE_SECONDS * 2 ** max(delivery.provider_attempts - 1, 0)
+    base: float = settings.DELIVERY_RETRY_BASE_SECONDS * 2 ** max(delivery.provider_attempts - 1, 0)
     delay = base * (0.5 + random.random())  # full jitter around the exponential step
     if delivery.priority in ("high", "urgent"):
         # With the failover cut-off, bounds how long an urgent delivery stays on a failing
@@ -277,7 +294,14 @@ def _retry_delay(delivery: Delivery, error: ProviderError | None) -> float:
     return min(delay, 3600.0)
 
 
-def _event(delivery: Delivery, type_: str, *, provider: str = "", latency_ms=None, **data):
+def _event(
+    delivery: Delivery,
+    type_: str,
+    *,
+    provider: str = "",
+    latency_ms: float | None = None,
+    **data: Any,
+) -> dict[str, Any]:
     return {
         "type": type_,
         "channel": delivery.channel,
@@ -291,5 +315,12 @@ def _event(delivery: Delivery, type_: str, *, provider: str = "", latency_ms=Non
     }
 
 
-def _record(delivery: Delivery, type_: str, *, provider: str = "", latency_ms=None, **data):
+def _record(
+    delivery: Delivery,
+    type_: str,
+    *,
+    provider: str = "",
+    latency_ms: float | None = None,
+    **data: Any,
+) -> None:
     events.record(**_event(delivery, type_, provider=provider, latency_ms=latency_ms, **data))

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, TypedDict
+
 from django.db import transaction
 
 from analytics import events
 from communication.exceptions import APIError
-from communication.models import Category
+from communication.models import Category, User
 from notifications.models import Consent, NotificationPreference, QuietHours
 
 
+class PreferenceChange(TypedDict):
+    category: str
+    channel: str
+    enabled: bool
+
+
 @transaction.atomic
-def preferences_set(*, user, changes: list[dict]) -> None:
+def preferences_set(*, user: User, changes: Sequence[PreferenceChange]) -> None:
     """``changes``: ``[{"category": key, "channel": c, "enabled": bool}]``. Mandatory categories
     cannot be turned off (400)."""
     categories = {
         c.key: c for c in Category.objects.filter(key__in={c["category"] for c in changes})
     }
-    errors = {}
+    errors: dict[str, list[str]] = {}
     for i, change in enumerate(changes):
         category = categories.get(change["category"])
         if category is None:
@@ -36,7 +46,9 @@ def preferences_set(*, user, changes: list[dict]) -> None:
 
 
 @transaction.atomic
-def quiet_hours_set(*, user, start, end, enabled: bool = True) -> QuietHours | None:
+def quiet_hours_set(
+    *, user: User, start: dt.time | None, end: dt.time | None, enabled: bool = True
+) -> QuietHours | None:
     """Sets the user's quiet hours; no ``start`` or ``end`` removes them (returns None)."""
     if start is None or end is None:
         QuietHours.objects.filter(user=user).delete()
@@ -49,12 +61,12 @@ def quiet_hours_set(*, user, start, end, enabled: bool = True) -> QuietHours | N
 
 def consent_record(
     *,
-    user,
+    user: User,
     granted: bool,
     source: str,
     channel: str = "",
     category: str | None = None,
-    evidence: dict | None = None,
+    evidence: dict[str, Any] | None = None,
 ) -> Consent:
     """Records that the user granted or withdrew consent (per channel and category, or for
     all of them when left empty); an unknown category is a 400."""

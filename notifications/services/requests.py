@@ -4,6 +4,7 @@ reschedule what has not gone out yet."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from django.db import transaction
 from django.utils import timezone
@@ -11,10 +12,10 @@ from django.utils import timezone
 from analytics import events
 from communication.exceptions import APIError, ConflictError, NotFoundError
 from notifications.models import Delivery, NotificationRequest
-from notifications.services.send import request_body
+from notifications.services.send import RequestBody, request_body
 
 
-def request_get(*, caller: str, request_id) -> NotificationRequest:
+def request_get(*, caller: str, request_id: uuid.UUID | str) -> NotificationRequest:
     """The caller's request ``request_id``; another caller's (or an unknown id) is a 404."""
     request = NotificationRequest.objects.filter(id=request_id, caller=caller).first()
     if request is None:
@@ -22,7 +23,7 @@ def request_get(*, caller: str, request_id) -> NotificationRequest:
     return request
 
 
-def request_status(request: NotificationRequest) -> dict:
+def request_status(request: NotificationRequest) -> RequestBody:
     """The request as a send answered it, with each delivery's status now."""
     notifications = list(request.notifications.order_by("created_at", "id"))
     deliveries = Delivery.objects.filter(notification__request=request).order_by("created_at")
@@ -34,7 +35,7 @@ CANCELLABLE = ("scheduled", "queued")
 
 
 @transaction.atomic
-def request_cancel(*, caller: str, request_id) -> NotificationRequest:
+def request_cancel(*, caller: str, request_id: uuid.UUID | str) -> NotificationRequest:
     """Cancels every delivery not yet handed to a provider."""
     request = request_get(caller=caller, request_id=request_id)
     now = timezone.now()
@@ -67,7 +68,7 @@ def request_cancel(*, caller: str, request_id) -> NotificationRequest:
 
 @transaction.atomic
 def request_reschedule(
-    *, caller: str, request_id, scheduled_at: dt.datetime
+    *, caller: str, request_id: uuid.UUID | str, scheduled_at: dt.datetime
 ) -> NotificationRequest:
     """Moves the still-scheduled deliveries of a request to ``scheduled_at``."""
     request = request_get(caller=caller, request_id=request_id)

@@ -7,8 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import uuid
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -41,17 +44,42 @@ from notifications.models import (
 from notifications.services.inbox import notifications_publish_created
 
 
+class DeliveryView(TypedDict):
+    id: str
+    channel: str
+    status: str
+    reason: str | None
+    scheduled_for: str | None
+
+
+class NotificationView(TypedDict):
+    id: str
+    recipient: dict[str, Any]
+    deliveries: list[DeliveryView]
+
+
+class RequestBody(TypedDict):
+    """The answer to a send and to a request's status (:func:`request_body`)."""
+
+    request_id: str
+    status: str
+    category: str
+    priority: str
+    created_at: str | None
+    notifications: list[NotificationView]
+
+
 @dataclass
 class SendOutcome:
     """What ``notification_send`` answers: the HTTP status and body, and whether it is the
     replay of an earlier answer (same ``Idempotency-Key``)."""
 
     status_code: int
-    body: dict
+    body: RequestBody
     replay: bool = False
 
 
-def _request_hash(payload: dict) -> str:
+def _request_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -79,7 +107,9 @@ def _idempotency_claim(caller: str, key: str, request_hash: str) -> IdempotencyK
     return existing
 
 
-def notification_send(*, caller: str, payload: dict, idempotency_key: str = "") -> SendOutcome:
+def notification_send(
+    *, caller: str, payload: dict[str, Any], idempotency_key: str = ""
+) -> SendOutcome:
     """Accepts a notification request (already validated by the API's serializer).
 
     Resolves recipients, channels, preferences, consent, suppression, schedules and quiet hours,
@@ -93,6 +123,9 @@ def notification_send(*, caller: str, payload: dict, idempotency_key: str = "") 
         return SendOutcome(202, _send(caller=caller, payload=payload, idempotency_key=""))
     claimed = _idempotency_claim(caller, idempotency_key, _request_hash(payload))
     if claimed is not None:
+        # A claim no longer in flight holds the answer it gave (written with ``in_flight``).
+        assert claimed.status_code is not None, "a finished idempotency claim without status"
+        assert claimed.response is not None, "a finished idempotency claim without answer"
         return SendOutcome(claimed.status_code, claimed.response, replay=True)
     try:
         with transaction.atomic():
@@ -106,7 +139,7 @@ def notification_send(*, caller: str, payload: dict, idempotency_key: str = "") 
     return SendOutcome(202, body)
 
 
-def _resolve_recipients(specs: list[dict]) -> list[resolution.Recipient]:
+def _resolve_recipients(specs: Sequence[dict[str, Any]]) -> list[resolution.Recipient]:
     if len(specs) > settings.NOTIFICATIONS_MAX_RECIPIENTS:
         raise PayloadTooLargeError(
             f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request; "
@@ -164,7 +197,9 @@ def _load_facts(category: Category, recipients: list[resolution.Recipient]) -> r
                 .order_by("-created_at", "-id")
                 .values_list("user_id", "channel", "category_id", "granted")
             ):
-                facts.consents.setdefault(row[0], []).append((row[1], row[2] or "", row[3]))
+                # django-stubs types a to_field key's ``category_id`` as the target's integer pk
+                # in values_list; it is Category.key, a str (or NULL).
+                facts.consents.setdefault(row[0], []).append((row[1], row[2] or "", row[3]))  # type: ignore[arg-type]
         for user_id, start, end in QuietHours.objects.filter(
             user_id__in=user_pks, enabled=True
         ).values_list("user_id", "start", "end"):
@@ -194,8 +229,8 @@ def _load_facts(category: Category, recipients: list[resolution.Recipient]) -> r
     return facts
 
 
-def _scheduled_for(payload: dict, recipient: resolution.Recipient) -> dt.datetime | None:
-    at = payload.get("scheduled_at")
+def _scheduled_for(payload: dict[str, Any], recipient: resolution.Recipient) -> dt.datetime | None:
+    at: dt.datetime | None = payload.get("scheduled_at")
     if at is None:
         return None
     if payload.get("scheduled_local"):
@@ -204,7 +239,7 @@ def _scheduled_for(payload: dict, recipient: resolution.Recipient) -> dt.datetim
     return at if timezone.is_aware(at) else at.replace(tzinfo=dt.UTC)
 
 
-def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
+def _send(*, caller: str, payload: dict[str, Any], idempotency_key: str) -> RequestBody:
     category = category_get(payload.get("category") or "transactional")
     if category is None:
         raise APIError(
@@ -339,7 +374,14 @@ def _send(*, caller: str, payload: dict, idempotency_key: str) -> dict:
     return request_body(request, notifications, deliveries)
 
 
-def _fill_inbox(notification, recipient, family, templates, content, data) -> None:
+def _fill_inbox(
+    notification: Notification,
+    recipient: resolution.Recipient,
+    family: str,
+    templates: dict[str, str],
+    content: dict[str, Any],
+    data: dict[str, Any],
+) -> None:
     """Renders the in-app title and body now: the inbox item is the message."""
     rendered = (
         rendering.render(
@@ -367,14 +409,18 @@ def _fill_inbox(notification, recipient, family, templates, content, data) -> No
     notification.action_url = action[:2000]
 
 
-def _recipient_view(notification: Notification) -> dict:
+def _recipient_view(notification: Notification) -> dict[str, Any]:
     return dict(notification.recipient)
 
 
-def request_body(request: NotificationRequest, notifications, deliveries) -> dict:
+def request_body(
+    request: NotificationRequest,
+    notifications: Sequence[Notification],
+    deliveries: Sequence[Delivery],
+) -> RequestBody:
     """The answer to a send, and to a request's status: the request, then each notification
     with its deliveries."""
-    by_notification: dict = {}
+    by_notification: dict[uuid.UUID, list[DeliveryView]] = {}
     for d in deliveries:
         by_notification.setdefault(d.notification_id, []).append(
             {

@@ -12,6 +12,7 @@ from analytics import events
 from communication.models import Category, normalize_e164
 from notifications.models import Delivery, NotificationPreference, ProviderEvent, Suppression
 from notifications.tracking import TrackingEvent
+from notifications.unsubscribe import TokenPayload
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def address_normalize(channel: str, value: str) -> str:
 
 
 @transaction.atomic
-def unsubscribe_apply(payload: dict, *, source: str) -> str:
+def unsubscribe_apply(payload: TokenPayload, *, source: str) -> str:
     """Applies a verified unsubscribe token: turns the category off for a user on that channel,
     or suppresses a raw address. Returns a short description for the confirmation page."""
     category = Category.objects.filter(key=payload["c"]).first()

@@ -52,12 +52,17 @@ class TimezoneField(serializers.CharField):
         return value
 
 
+# DRF's metaclass takes declared fields off the class, so a field named like a Serializer or Field
+# attribute (``data``, ``fields``, ``required``) shadows nothing; the stubs cannot see that, hence
+# the ``type: ignore[assignment]`` on such fields below.
+
+
 class TemplateVariableSerializer(serializers.Serializer):
     """One variable of a template's schema (documentation of the ``variables`` field)."""
 
     name = serializers.CharField()
     type = serializers.ChoiceField(choices=list(VARIABLE_TYPES), default="string")
-    required = serializers.BooleanField(default=True)
+    required = serializers.BooleanField(default=True)  # type: ignore[assignment]  # see the top
     example = serializers.JSONField(required=False)
     description = serializers.CharField(required=False)
 
@@ -107,7 +112,9 @@ class TemplateVariantSerializer(serializers.Serializer):
 
 
 class TemplateSerializer(serializers.ModelSerializer):
-    category = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    category: serializers.SlugRelatedField[Category] = serializers.SlugRelatedField(
+        slug_field="key", read_only=True
+    )
     variables = VariablesField(read_only=True)
     languages = serializers.SerializerMethodField(
         help_text="Languages with a live version (of the main line)."
@@ -156,7 +163,7 @@ class TemplateCreateSerializer(serializers.Serializer):
     category = serializers.SlugField()
     channel = serializers.ChoiceField(choices=Channel.choices)
     default_language = LanguageField(required=False, default="en")
-    variables = VariablesField(required=False, default=list)
+    variables = VariablesField(required=False, default=list)  # type: ignore[arg-type]  # stubs: a JSONField default is a mapping; a list is JSON too
     active = serializers.BooleanField(required=False, default=True)
     sms_max_segments = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=20, default=None
@@ -190,7 +197,9 @@ class TemplateUpdateSerializer(serializers.Serializer):
 
 
 class TemplateVersionSerializer(serializers.ModelSerializer):
-    template = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    template: serializers.SlugRelatedField[Template] = serializers.SlugRelatedField(
+        slug_field="key", read_only=True
+    )
     variant = serializers.SerializerMethodField()
 
     class Meta:
@@ -244,14 +253,14 @@ class _TemplateSourceFields(serializers.Serializer):
 class TemplateVersionCreateSerializer(_TemplateSourceFields):
     language = LanguageField()
     variant = serializers.CharField(required=False, allow_null=True, max_length=32)
-    data = serializers.DictField(
+    data = serializers.DictField(  # type: ignore[assignment]  # see the top
         required=False, help_text="Push payload data; string values are templates."
     )
     note = serializers.CharField(required=False, allow_blank=True, default="")
 
 
 class TemplateVersionUpdateSerializer(_TemplateSourceFields):
-    data = serializers.DictField(required=False)
+    data = serializers.DictField(required=False)  # type: ignore[assignment]  # see the top
     note = serializers.CharField(required=False, allow_blank=True)
 
 
@@ -274,7 +283,7 @@ class TemplatePreviewSerializer(_TemplateSourceFields):
     push_data = serializers.DictField(
         required=False, help_text="An unsaved push draft's payload data (templates)."
     )
-    data = serializers.DictField(required=False, default=dict, help_text="Sample data.")
+    data = serializers.DictField(required=False, default=dict, help_text="Sample data.")  # type: ignore[assignment]  # see the top
     locale = LanguageField(required=False)
     timezone = TimezoneField(required=False)
 
@@ -290,7 +299,7 @@ class TemplatePreviewSerializer(_TemplateSourceFields):
 
 class TemplateRenderSerializer(serializers.Serializer):
     template = serializers.CharField(max_length=100)
-    data = serializers.DictField(required=False, default=dict)
+    data = serializers.DictField(required=False, default=dict)  # type: ignore[assignment]  # see the top
     locale = LanguageField(required=False)
     timezone = TimezoneField(required=False)
     recipient = serializers.CharField(
@@ -319,7 +328,7 @@ class TemplateRenderedSerializer(serializers.Serializer):
     text = serializers.CharField(required=False)
     title = serializers.CharField(required=False)
     body = serializers.CharField(required=False)
-    data = serializers.DictField(required=False)
+    data = serializers.DictField(required=False)  # type: ignore[assignment]  # see the top
     image = serializers.CharField(required=False)
     deep_link = serializers.CharField(required=False)
     action_url = serializers.CharField(required=False)
@@ -330,6 +339,6 @@ class TemplateRenderedSerializer(serializers.Serializer):
 class TemplateErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     detail = serializers.CharField()
-    fields = serializers.DictField(
+    fields = serializers.DictField(  # type: ignore[assignment]  # see the top
         child=serializers.ListField(child=serializers.CharField()), required=False
     )

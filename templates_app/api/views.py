@@ -9,6 +9,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from communication.api.routers import UUID
@@ -34,19 +35,20 @@ class Pagination(LimitOffsetPagination):
     max_limit = 200
 
 
-class _MethodPermissions:
-    """Permissions chosen by HTTP method: reads vs management (an action may set either)."""
+class _MethodPermissions(viewsets.GenericViewSet):
+    """A viewset whose permissions are chosen by HTTP method: reads vs management (an action
+    may set either)."""
 
     read_permissions = (ScopeOrStaff(*READ),)
     write_permissions = (ScopeOrStaff(*MANAGE),)
 
-    def get_permissions(self):
+    def get_permissions(self) -> list[BasePermission]:
         if self.request.method in ("GET", "HEAD", "OPTIONS"):
             return [p() for p in self.read_permissions]
         return [p() for p in self.write_permissions]
 
 
-class TemplateViewSet(_MethodPermissions, viewsets.GenericViewSet):
+class TemplateViewSet(_MethodPermissions):
     """Templates: list, create, read, change; a template's versions and rollback; categories,
     previews and renders."""
 
@@ -226,7 +228,7 @@ class TemplateViewSet(_MethodPermissions, viewsets.GenericViewSet):
         return Response(s.TemplateRenderedSerializer(result).data)
 
 
-class VersionViewSet(_MethodPermissions, viewsets.GenericViewSet):
+class VersionViewSet(_MethodPermissions):
     """Versions, newest first (``?template=<key>`` for one template's history); a draft's edits;
     ``submit`` (author), ``approve`` (someone else), ``reject`` (with a note)."""
 
