@@ -13,6 +13,8 @@ import contextvars
 import json
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
@@ -50,7 +52,7 @@ def _layer() -> BaseChannelLayer:
     return layer
 
 
-def publish(user_pk, event: dict) -> None:
+def publish(user_pk: Any, event: Mapping[str, Any]) -> None:
     """Sends an ephemeral ``event`` (typing, presence …: no ``seq``, not replayed) to every socket
     of the user once the current transaction commits."""
 

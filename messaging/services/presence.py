@@ -39,6 +39,6 @@ def presence_sweep() -> int:
             presence_seen(user_pk, when)
             event = presence_event(user, "offline", when)
             for pk in selectors.contacts_of(user_pk):
-                realtime.publish(pk, dict(event))  # it takes a plain dict
+                realtime.publish(pk, event)
         count += 1
     return count

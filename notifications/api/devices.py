@@ -21,6 +21,7 @@ from communication.exceptions import ServiceUnavailableError
 from notifications import push
 from notifications.models import Device
 from notifications.providers.base import ProviderNotConfiguredError
+from notifications.providers.webpush import vapid_public_key
 
 MAX_DEVICES_LISTED = 200
 _TOKEN = re.compile(r"^[A-Za-z0-9_:\-.]{8,1024}$")
@@ -182,8 +183,6 @@ class VapidPublicKeyViewSet(viewsets.ViewSet):
 
     @extend_schema(responses=VapidPublicKeySerializer, operation_id="push_vapid_public_key")
     def list(self, request):
-        from notifications.providers.webpush import vapid_public_key
-
         try:
             key = vapid_public_key()
         except ProviderNotConfiguredError as exc:
