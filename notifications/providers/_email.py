@@ -31,7 +31,6 @@ from notifications.providers.base import (
     PermanentProviderError,
     Provider,
     ProviderError,
-    ProviderNotConfiguredError,
     RateLimitedError,
     SendResult,
     TransientProviderError,
@@ -81,16 +80,11 @@ class AnymailEmailProvider(Provider):
     idempotent = False
     backend_class: type
     docs_url = ""
-    required_options: tuple[str, ...] = ("API_KEY",)
+    required_options = ("API_KEY",)
 
     def __init__(self, alias: str, options: dict[str, Any]) -> None:
         super().__init__(alias, options)
         self._local = threading.local()
-
-    def check_configuration(self) -> None:
-        missing = [name for name in self.required_options if not self.options.get(name)]
-        if missing:
-            raise ProviderNotConfiguredError(f"{self.alias}: missing {', '.join(missing)}")
 
     def backend_options(self) -> dict[str, Any]:
         """The keyword arguments for ``backend_class`` (api_key, api_url …)."""
