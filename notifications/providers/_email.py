@@ -70,9 +70,10 @@ def email_message(
 class AnymailEmailProvider(Provider):
     """An ESP reached through one of anymail's backends.
 
-    Subclasses set ``backend_class`` and ``docs_url`` and implement :meth:`backend_options`
-    (the anymail keyword arguments built from our OPTIONS). anymail's backends are not shared
-    between threads: each thread keeps one, with its HTTP session open between sends.
+    Subclasses set ``backend_class`` and ``docs_url``, and extend :meth:`backend_options` (the
+    anymail keyword arguments built from our OPTIONS) where their backend takes more. anymail's
+    backends are not shared between threads: each thread keeps one, with its HTTP session open
+    between sends.
     """
 
     channel = "email"
@@ -87,8 +88,14 @@ class AnymailEmailProvider(Provider):
         self._local = threading.local()
 
     def backend_options(self) -> dict[str, Any]:
-        """The keyword arguments for ``backend_class`` (api_key, api_url …)."""
-        raise NotImplementedError
+        """The keyword arguments for ``backend_class``: the API key, and the API URL when set.
+
+        Vendors whose backend takes more (Mailgun's sender domain) extend it.
+        """
+        options: dict[str, Any] = {"api_key": self.options["API_KEY"]}
+        if self.options.get("API_URL"):
+            options["api_url"] = self.options["API_URL"]
+        return options
 
     def _backend(self) -> Any:
         backend = getattr(self._local, "backend", None)
