@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -27,6 +26,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
+
+from communication.processes import server_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parent
 
@@ -290,24 +291,11 @@ class Worker:
         queues = ",".join(f"{prefix}{q}" for q in ("realtime", "transactional", "bulk", "default"))
         with open(log, "w") as fh:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "communication",
-                    "worker",
-                    "-Q",
-                    queues,
-                    "--pool",
-                    "solo",
-                    "--loglevel",
-                    "INFO",
-                    "-n",
-                    f"test-{prefix or 'main'}-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
+                worker_argv(
+                    queues=queues,
+                    name=f"test-{prefix or 'main'}-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h",
+                    pool="solo",
+                ),
                 cwd=ROOT,
                 env=process_env(CELERY_QUEUE_PREFIX=prefix, **env),
                 stdout=fh,
@@ -365,15 +353,7 @@ class LiveServer:
         self.log = log
         with open(log, "w") as fh:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "communication.server",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
+                server_argv(port, host="127.0.0.1"),
                 cwd=ROOT,
                 env=process_env(),
                 stdout=fh,

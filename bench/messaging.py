@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
 from _proc import cpu_of_commands, cpu_seconds, machine_busy  # noqa: E402  (bench/_proc.py)
 
+from communication.processes import server_argv  # noqa: E402
+
 
 def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -255,17 +257,7 @@ def start_server(args, port: int, bare: bool) -> subprocess.Popen:
     if bare:
         cmd = [sys.executable, __file__, "--serve-bare", str(port)]
     else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "communication.server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.web),
-        ]
+        cmd = server_argv(port, host="127.0.0.1", workers=args.web)
     env = dict(os.environ, LOG_LEVEL="WARNING")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     deadline = time.time() + 60

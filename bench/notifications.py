@@ -415,6 +415,7 @@ def main():
     from django.core.management import call_command
 
     from communication.auth import tokens
+    from communication.processes import server_argv, worker_argv
 
     call_command("migrate", interactive=False, verbosity=0)
     fake_port = free_port()
@@ -430,24 +431,12 @@ def main():
         LOG_LEVEL="WARNING",
         WEB_CONCURRENCY=str(args.web),
     )
-    worker_argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "communication",
-        "worker",
-        "-Q",
-        ",".join(prefix + q for q in ("realtime", "transactional", "bulk", "default")),
-        "--concurrency",
-        str(args.worker_concurrency),
-        "--loglevel",
-        "WARNING",
-        "-n",
-        f"{prefix}@%h",
-        "--without-mingle",
-        "--without-gossip",
-    ]
+    worker_cmd = worker_argv(
+        queues=",".join(prefix + q for q in ("realtime", "transactional", "bulk", "default")),
+        name=f"{prefix}@%h",
+        loglevel="WARNING",
+        concurrency=args.worker_concurrency,
+    )
     procs = [fake]
     try:
         deadline = time.monotonic() + 30
@@ -460,19 +449,13 @@ def main():
                     raise
                 time.sleep(0.1)
         if args.drain:
-            drain(args, env, prefix, worker_argv, fake_port)
+            drain(args, env, prefix, worker_cmd, fake_port)
             return
         roles = {"fake provider": fake.pid}
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "communication.server", "--port", str(args.port)],
-                cwd=ROOT,
-                env=env,
-            )
-        )
+        procs.append(subprocess.Popen(server_argv(args.port), cwd=ROOT, env=env))
         roles["web"] = procs[-1].pid
         if not args.no_worker:
-            procs.append(subprocess.Popen(worker_argv, cwd=ROOT, env=env))
+            procs.append(subprocess.Popen(worker_cmd, cwd=ROOT, env=env))
             roles["worker"] = procs[-1].pid
         measure(
             args,

@@ -13,15 +13,7 @@ from django.db.models.functions import Now
 
 def validate_e164(value: str) -> None:
     """Phone numbers are stored in E.164 (``+33612345678``); anything else is refused."""
-    if not value:
-        return
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValidationError(f"{value!r} is not a phone number: {exc}") from exc
-    if not phonenumbers.is_valid_number(parsed):
-        raise ValidationError(f"{value!r} is not a valid phone number")
-    if phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164) != value:
+    if value and normalize_e164(value) != value:
         raise ValidationError(f"{value!r} is not in E.164 form (like +33612345678)")
 
 

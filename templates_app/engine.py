@@ -239,14 +239,23 @@ def _fixed(pattern: str, decimals, locale: babel.Locale, number) -> str:
     return parsed.apply(number, locale)
 
 
-@pass_context
-def filter_number(context, value, decimals: int | None = None) -> str:
-    """``{{ 1234.5|number }}`` → "1,234.5" (en) / "1 234,5" (fr); ``decimals`` fixes the places."""
+def _localized(value, decimals: int | None, *, percent: bool) -> str:
+    """``value`` as a number (or a percentage) in the render's locale, to ``decimals`` places
+    when given."""
     locale = _current().locale
     number = _as_number(value)
     if decimals is not None:
-        return _fixed(locale.decimal_formats[None].pattern, decimals, locale, Decimal(number))
+        formats = locale.percent_formats if percent else locale.decimal_formats
+        return _fixed(formats[None].pattern, decimals, locale, Decimal(number))
+    if percent:
+        return babel.numbers.format_percent(number, locale=locale)
     return babel.numbers.format_decimal(number, locale=locale)
+
+
+@pass_context
+def filter_number(context, value, decimals: int | None = None) -> str:
+    """``{{ 1234.5|number }}`` → "1,234.5" (en) / "1 234,5" (fr); ``decimals`` fixes the places."""
+    return _localized(value, decimals, percent=False)
 
 
 @pass_context
@@ -265,11 +274,7 @@ def filter_currency(context, value, currency: str, format_type: str = "standard"
 @pass_context
 def filter_percent(context, value, decimals: int | None = None) -> str:
     """``{{ 0.256|percent }}`` → "26%"; ``decimals`` keeps places."""
-    locale = _current().locale
-    number = _as_number(value)
-    if decimals is not None:
-        return _fixed(locale.percent_formats[None].pattern, decimals, locale, Decimal(number))
-    return babel.numbers.format_percent(number, locale=locale)
+    return _localized(value, decimals, percent=True)
 
 
 # Size-amplifying builtins, with their arguments checked first.
@@ -392,20 +397,10 @@ NUMBER_ATTRIBUTES = frozenset(
     {"real", "imag", "numerator", "denominator", "is_integer", "bit_length", "conjugate"}
 )
 # Names that mean an injection attempt in a message template (the values they would reach do not
-# exist here; refusing them by name gives the author a clear message).
-FORBIDDEN_NAMES = frozenset(
-    {
-        "self",
-        "config",
-        "request",
-        "settings",
-        "lipsum",
-        "cycler",
-        "joiner",
-        "url_for",
-        "get_flashed_messages",
-    }
-)
+# exist here; refusing them by name gives the author a clear message). A variable may not take
+# one of them either (``templates_app.models.RESERVED_VARIABLES``).
+INJECTION_NAMES = frozenset({"self", "config", "request", "settings", "lipsum", "cycler", "joiner"})
+FORBIDDEN_NAMES = INJECTION_NAMES | {"url_for", "get_flashed_messages"}
 FORBIDDEN_ATTRIBUTES = frozenset({"format", "format_map", "mro"})
 FORBIDDEN_FILTERS = frozenset({"attr"})
 

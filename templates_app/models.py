@@ -16,6 +16,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Now
 
+from templates_app.engine import INJECTION_NAMES
 from templates_app.variables import VariableError, coerce
 
 # Path segments of /api/v1/templates/<word> that are not template keys.
@@ -26,9 +27,8 @@ LANGUAGE_RE = r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$"
 
 # Names a template can never be given as variables: Jinja's own, and the usual first steps of a
 # template-injection attempt (the sandbox refuses them anyway; refusing the name is clearer).
-RESERVED_VARIABLES = frozenset(
+RESERVED_VARIABLES = INJECTION_NAMES | frozenset(
     {
-        "self",
         "loop",
         "super",
         "caller",
@@ -37,12 +37,6 @@ RESERVED_VARIABLES = frozenset(
         "range",
         "dict",
         "namespace",
-        "config",
-        "request",
-        "settings",
-        "lipsum",
-        "cycler",
-        "joiner",
         "true",
         "false",
         "none",

@@ -11,10 +11,11 @@ import hashlib
 import logging
 import uuid
 import zoneinfo
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
+from django.db.models import QuerySet
 from django.utils import timezone as djtz
 
 from communication.auth.tokens import ServicePrincipal
@@ -33,6 +34,8 @@ from templates_app.models import (
 from templates_app.variables import MissingVariablesError, VariableError, examples, validate
 
 logger = logging.getLogger(__name__)
+
+_M = TypeVar("_M", bound=models.Model)
 
 # Who acts: a User, a staff user (the admin), a ServicePrincipal or an actor string. Callers pass
 # ``request.user`` as it comes; ``actor_of`` tells them apart by their attributes.
@@ -85,17 +88,30 @@ def _invalidate(template_key: str) -> None:
     transaction.on_commit(lambda: selectors.bundle_invalidate(template_key))
 
 
+def _refuse_fields(names: set[str], detail: str, field_detail: str) -> None:
+    """Raises a validation APIError naming each of ``names`` (when there are any)."""
+    if names:
+        raise APIError(
+            detail,
+            code="validation_error",
+            fields={name: [field_detail] for name in sorted(names)},
+        )
+
+
+def _by_key(queryset: QuerySet[_M], key: str, field: str, detail: str, field_detail: str) -> _M:
+    """The row of ``queryset`` with ``key``; a validation APIError on ``field`` when none has."""
+    found = queryset.filter(key=key).first()
+    if found is None:
+        raise APIError(detail, code="validation_error", fields={field: [field_detail]})
+    return found
+
+
 def _category(value: Category | str) -> Category:
     if isinstance(value, Category):
         return value
-    category = Category.objects.filter(key=value).first()
-    if category is None:
-        raise APIError(
-            "Unknown category.",
-            code="validation_error",
-            fields={"category": [f"No category {value!r}."]},
-        )
-    return category
+    return _by_key(
+        Category.objects.all(), value, "category", "Unknown category.", f"No category {value!r}."
+    )
 
 
 # --------------------------------------------------------------------------------- templates
@@ -145,13 +161,11 @@ def template_update(*, template: Template, actor: Actor, **changes: Any) -> Temp
     ``key`` and ``channel`` never change: services render by key, and versions are written for
     the channel.
     """
-    unknown = set(changes) - set(TEMPLATE_FIELDS)
-    if unknown:
-        raise APIError(
-            "These fields cannot be changed.",
-            code="validation_error",
-            fields={f: ["This field cannot be changed."] for f in sorted(unknown)},
-        )
+    _refuse_fields(
+        set(changes) - set(TEMPLATE_FIELDS),
+        "These fields cannot be changed.",
+        "This field cannot be changed.",
+    )
     for field, value in changes.items():
         if field == "category":
             setattr(template, field, _category(value))
@@ -239,18 +253,17 @@ def version_check_sources(channel: str, sources: JSONDict) -> JSONDict:
 
 
 def _variant(template: Template, value: TemplateVariant | str | None) -> TemplateVariant | None:
-    if value in (None, ""):
+    if not value:
         return None
     if isinstance(value, TemplateVariant):
         return value
-    variant = template.variants.filter(key=value).first()
-    if variant is None:
-        raise APIError(
-            "Unknown variant.",
-            code="validation_error",
-            fields={"variant": [f"Template {template.key!r} has no variant {value!r}."]},
-        )
-    return variant
+    return _by_key(
+        template.variants.all(),
+        value,
+        "variant",
+        "Unknown variant.",
+        f"Template {template.key!r} has no variant {value!r}.",
+    )
 
 
 def version_create(
@@ -314,13 +327,7 @@ def version_update(*, version: TemplateVersion, actor: Actor, **changes: Any) ->
                 code="version_immutable",
             )
         note = changes.pop("note", None)
-        unknown = set(changes) - set(SOURCE_FIELDS)
-        if unknown:
-            raise APIError(
-                "Unknown fields.",
-                code="validation_error",
-                fields={f: ["Unknown field."] for f in sorted(unknown)},
-            )
+        _refuse_fields(set(changes) - set(SOURCE_FIELDS), "Unknown fields.", "Unknown field.")
         sources = version.source_fields(version.template.channel)
         sources.update(changes)
         cleaned = _check_sources(version.template.channel, sources, require=True)

@@ -31,7 +31,6 @@ from notifications.providers.base import (
     PermanentProviderError,
     Provider,
     ProviderError,
-    ProviderNotConfiguredError,
     RateLimitedError,
     SendResult,
     TransientProviderError,
@@ -71,9 +70,10 @@ def email_message(
 class AnymailEmailProvider(Provider):
     """An ESP reached through one of anymail's backends.
 
-    Subclasses set ``backend_class`` and ``docs_url`` and implement :meth:`backend_options`
-    (the anymail keyword arguments built from our OPTIONS). anymail's backends are not shared
-    between threads: each thread keeps one, with its HTTP session open between sends.
+    Subclasses set ``backend_class`` and ``docs_url``, and extend :meth:`backend_options` (the
+    anymail keyword arguments built from our OPTIONS) where their backend takes more. anymail's
+    backends are not shared between threads: each thread keeps one, with its HTTP session open
+    between sends.
     """
 
     channel = "email"
@@ -81,20 +81,21 @@ class AnymailEmailProvider(Provider):
     idempotent = False
     backend_class: type
     docs_url = ""
-    required_options: tuple[str, ...] = ("API_KEY",)
+    required_options = ("API_KEY",)
 
     def __init__(self, alias: str, options: dict[str, Any]) -> None:
         super().__init__(alias, options)
         self._local = threading.local()
 
-    def check_configuration(self) -> None:
-        missing = [name for name in self.required_options if not self.options.get(name)]
-        if missing:
-            raise ProviderNotConfiguredError(f"{self.alias}: missing {', '.join(missing)}")
-
     def backend_options(self) -> dict[str, Any]:
-        """The keyword arguments for ``backend_class`` (api_key, api_url …)."""
-        raise NotImplementedError
+        """The keyword arguments for ``backend_class``: the API key, and the API URL when set.
+
+        Vendors whose backend takes more (Mailgun's sender domain) extend it.
+        """
+        options: dict[str, Any] = {"api_key": self.options["API_KEY"]}
+        if self.options.get("API_URL"):
+            options["api_url"] = self.options["API_URL"]
+        return options
 
     def _backend(self) -> Any:
         backend = getattr(self._local, "backend", None)

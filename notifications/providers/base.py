@@ -102,6 +102,8 @@ class Provider:
     channel = ""
     # Whether a request that may have reached the provider can be sent again safely.
     idempotent = False
+    # OPTIONS without which the provider cannot send (credentials, sender).
+    required_options: tuple[str, ...] = ()
 
     def __init__(self, alias: str, options: dict[str, Any]) -> None:
         self.alias = alias
@@ -111,7 +113,13 @@ class Provider:
         self.check_configuration()
 
     def check_configuration(self) -> None:
-        """Raises ProviderNotConfiguredError. Overridden by providers that need credentials."""
+        """Raises ProviderNotConfiguredError naming the ``required_options`` that are not set.
+
+        Providers that check more (a URL to parse, a key to load) override it and call this first.
+        """
+        missing = [name for name in self.required_options if not self.options.get(name)]
+        if missing:
+            raise ProviderNotConfiguredError(f"{self.alias}: missing {', '.join(missing)}")
 
     def send(self, message: Message) -> SendResult:
         """Sends one message. Raises a ProviderError subclass; never returns on failure."""

@@ -20,9 +20,7 @@ class MailgunEmailProvider(AnymailEmailProvider):
     backend_class = EmailBackend
 
     def backend_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"api_key": self.options["API_KEY"]}
-        if self.options.get("API_URL"):
-            options["api_url"] = self.options["API_URL"]
+        options = super().backend_options()
         if self.options.get("SENDER_DOMAIN"):
             options["sender_domain"] = self.options["SENDER_DOMAIN"]
         return options

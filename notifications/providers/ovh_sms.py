@@ -34,7 +34,6 @@ from notifications.providers.base import (
     PermanentProviderError,
     Provider,
     ProviderError,
-    ProviderNotConfiguredError,
     RateLimitedError,
     SendResult,
     TransientProviderError,
@@ -82,9 +81,7 @@ class OvhSmsProvider(Provider):
     required_options = ("APPLICATION_KEY", "APPLICATION_SECRET", "CONSUMER_KEY", "SMS_SERVICE")
 
     def check_configuration(self) -> None:
-        missing = [k for k in self.required_options if not self.options.get(k)]
-        if missing:
-            raise ProviderNotConfiguredError(f"{self.alias}: missing {', '.join(missing)}")
+        super().check_configuration()
         self.api_url = (self.options.get("API_URL") or "https://eu.api.ovh.com/1.0").rstrip("/")
         self.timeout = float(self.options.get("TIMEOUT") or DEFAULT_TIMEOUT)
         self._local = threading.local()

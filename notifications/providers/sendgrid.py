@@ -8,7 +8,6 @@ delivery again.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from anymail.backends.sendgrid import EmailBackend
 from anymail.exceptions import AnymailAPIError, AnymailError
@@ -20,12 +19,6 @@ from notifications.providers.base import ProviderError, RateLimitedError
 class SendGridEmailProvider(AnymailEmailProvider):
     name = "sendgrid"
     backend_class = EmailBackend
-
-    def backend_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"api_key": self.options["API_KEY"]}
-        if self.options.get("API_URL"):
-            options["api_url"] = self.options["API_URL"]
-        return options
 
     def error_for(self, exc: AnymailError) -> ProviderError:
         """SendGrid's answers, as anymail raises them.

@@ -32,7 +32,6 @@ from notifications.providers.base import (
     PermanentProviderError,
     Provider,
     ProviderError,
-    ProviderNotConfiguredError,
     RateLimitedError,
     SendResult,
     TransientProviderError,
@@ -96,10 +95,10 @@ class TwilioSmsProvider(Provider):
     channel = "sms"
     idempotent = False
 
+    required_options = ("ACCOUNT_SID", "AUTH_TOKEN", "FROM")
+
     def check_configuration(self) -> None:
-        missing = [k for k in ("ACCOUNT_SID", "AUTH_TOKEN", "FROM") if not self.options.get(k)]
-        if missing:
-            raise ProviderNotConfiguredError(f"{self.alias}: missing {', '.join(missing)}")
+        super().check_configuration()
         self.http_client = ApiUrlHttpClient(
             self.options.get("API_URL") or "",
             timeout=float(self.options.get("TIMEOUT") or DEFAULT_TIMEOUT),

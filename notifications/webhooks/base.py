@@ -19,10 +19,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections.abc import Mapping
 
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from notifications.providers.base import ProviderNotConfiguredError
@@ -166,6 +168,40 @@ class ProviderWebhookMixin:
         tolerance = float(conf.get("WEBHOOK_TIMESTAMP_TOLERANCE"))
         if abs(time.time() - timestamp) > tolerance:
             raise WebhookRefusedError(f"timestamp {timestamp:.0f} outside {tolerance:.0f}s of now")
+
+    def status_events(
+        self,
+        alias: str,
+        message_id: str,
+        status: str,
+        statuses: Mapping[str, tuple[str, bool]],
+        *,
+        reason: str,
+        data: dict,
+        suppress_on_failure: str = "",
+    ) -> list[TrackingEvent]:
+        """The event a vendor's delivery status stands for, through ``statuses`` (status →
+        (event, permanent)); none for a status that tells the delivery nothing new.
+
+        ``suppress_on_failure`` is the Suppression reason recorded if the event is ``failed``.
+        """
+        mapped = statuses.get(status)
+        if mapped is None:
+            return []
+        event, permanent = mapped
+        return [
+            TrackingEvent(
+                provider=alias,
+                provider_message_id=message_id,
+                event=event,
+                occurred_at=timezone.now(),
+                permanent=permanent,
+                reason=reason,
+                event_id=f"{message_id}:{status}",
+                suppress=suppress_on_failure if event == "failed" else "",
+                data=data,
+            )
+        ]
 
     def public_url(self, request) -> str:
         """The URL as the caller used it, in front of any proxy: PUBLIC_BASE_URL + path."""

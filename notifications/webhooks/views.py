@@ -5,7 +5,6 @@ The email ones (SendGrid, Mailgun) subclass anymail's tracking views: see ``esp.
 
 from __future__ import annotations
 
-from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -65,25 +64,16 @@ class TwilioStatusView(ProviderWebhookMixin, View):
         status = request.POST["MessageStatus"].lower()
         if not sid:
             raise ValueError("empty MessageSid")
-        mapped = TWILIO_STATUSES.get(status)
-        if mapped is None:
-            return []
-        event, permanent = mapped
         error_code = request.POST.get("ErrorCode", "")
-        reason = f"Twilio error {error_code}" if error_code else status
-        return [
-            TrackingEvent(
-                provider=alias,
-                provider_message_id=sid,
-                event=event,
-                occurred_at=timezone.now(),
-                permanent=permanent,
-                reason=reason,
-                event_id=f"{sid}:{status}",
-                suppress=TWILIO_SUPPRESS.get(error_code, "") if event == "failed" else "",
-                data={"status": status, "error_code": error_code},
-            )
-        ]
+        return self.status_events(
+            alias,
+            sid,
+            status,
+            TWILIO_STATUSES,
+            reason=f"Twilio error {error_code}" if error_code else status,
+            suppress_on_failure=TWILIO_SUPPRESS.get(error_code, ""),
+            data={"status": status, "error_code": error_code},
+        )
 
 
 # OVH reports delivery with the DLR values of the Kannel gateway: 1 delivered to the handset,
@@ -133,20 +123,11 @@ class OvhStatusView(ProviderWebhookMixin, View):
         dlr = params["dlr"].strip()
         if not sms_id:
             raise ValueError("empty id")
-        mapped = OVH_DLR.get(dlr)
-        if mapped is None:
-            return []
-        event, permanent = mapped
-        description = params.get("description", "")[:500]
-        return [
-            TrackingEvent(
-                provider=alias,
-                provider_message_id=sms_id,
-                event=event,
-                occurred_at=timezone.now(),
-                permanent=permanent,
-                reason=description or f"dlr {dlr}",
-                event_id=f"{sms_id}:{dlr}",
-                data={"dlr": dlr},
-            )
-        ]
+        return self.status_events(
+            alias,
+            sms_id,
+            dlr,
+            OVH_DLR,
+            reason=params.get("description", "")[:500] or f"dlr {dlr}",
+            data={"dlr": dlr},
+        )

@@ -27,6 +27,7 @@ from communication import embedded
 from communication.auth import keys, tokens
 from communication.celery import queue_list
 from communication.models import User
+from communication.processes import server_argv, worker_argv
 
 PR_SET_PDEATHSIG = 1
 
@@ -154,31 +155,16 @@ class Command(BaseCommand):
 
     def _children(self, host: str, port: int, opts) -> list[Child]:
         py = sys.executable
-        children = [
-            Child("web", [py, "-m", "communication.server", "--host", host, "--port", str(port)])
-        ]
+        children = [Child("web", server_argv(port, host=host))]
         if not opts["no_worker"]:
             children.append(
                 Child(
                     "worker",
-                    [
-                        py,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "communication",
-                        "worker",
-                        "-Q",
-                        queue_list(),
-                        "--concurrency",
-                        str(opts["concurrency"]),
-                        "-n",
-                        f"worker-{os.getpid()}@%h",
-                        "--loglevel",
-                        "INFO",
-                        "--without-mingle",
-                        "--without-gossip",
-                    ],
+                    worker_argv(
+                        queues=queue_list(),
+                        name=f"worker-{os.getpid()}@%h",
+                        concurrency=opts["concurrency"],
+                    ),
                 )
             )
         if not opts["no_beat"]:
