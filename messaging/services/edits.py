@@ -36,13 +36,7 @@ def message_edit(*, user: User, message_id: int, content: str) -> Message:
             )
         if content == message.content:
             return message
-        MessageEdit.objects.create(
-            message=message,
-            action=MessageEdit.Action.EDIT,
-            previous_content=message.content,
-            previous_metadata=message.metadata,
-            edited_by=user,
-        )
+        _keep_previous(message, MessageEdit.Action.EDIT, user)
         message.content = content
         message.html = "" if message.type == MessageType.ENCRYPTED else rendering.render(content)
         message.edited_at = timezone.now()
@@ -70,13 +64,7 @@ def message_delete(*, user: User, message_id: int) -> Message:
                 raise PermissionDeniedError(
                     "Only the author or a conversation admin may delete a message."
                 )
-        MessageEdit.objects.create(
-            message=message,
-            action=MessageEdit.Action.DELETE,
-            previous_content=message.content,
-            previous_metadata=message.metadata,
-            edited_by=user,
-        )
+        _keep_previous(message, MessageEdit.Action.DELETE, user)
         message.deleted_at = timezone.now()
         message.content = ""
         message.html = ""
@@ -92,4 +80,15 @@ def _publish_change(message: Message, type_: str) -> None:
     attached = list(message.attachments.all())
     realtime.publish_events(
         type_, {p.user_id: message_payload(message, p.user_id, attached) for p in members}
+    )
+
+
+def _keep_previous(message: Message, action: str, user: User) -> None:
+    """Keeps what the message said before an edit or a delete (its history)."""
+    MessageEdit.objects.create(
+        message=message,
+        action=action,
+        previous_content=message.content,
+        previous_metadata=message.metadata,
+        edited_by=user,
     )
