@@ -19,6 +19,7 @@ from templates_app.models import (
     normalize_language,
     validate_variables,
 )
+from templates_app.services import SOURCE_FIELDS
 
 
 def _language(value: str) -> str:
@@ -213,15 +214,7 @@ class TemplateVersionSerializer(serializers.ModelSerializer):
             "status",
             "is_live",
             "live_since",
-            "subject",
-            "html",
-            "text",
-            "title",
-            "body",
-            "data",
-            "image",
-            "deep_link",
-            "action_url",
+            *SOURCE_FIELDS,
             "note",
             "review_note",
             "created_by",
