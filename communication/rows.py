@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
+import operator
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
@@ -41,7 +43,7 @@ _JSON_TYPES = ("json", "jsonb")
 _M = TypeVar("_M", bound=Model)
 
 # One written field: its column, then its bound ``pre_save`` and ``get_db_prep_save``.
-_Step = tuple[str, Callable[[Model, bool], Any], Callable[..., Any]]
+_Step = tuple[str, Callable[[Model], Any], Callable[..., Any]]
 
 
 @cache
@@ -54,8 +56,16 @@ def _columns(model: type[Model]) -> tuple[Field[Any, Any], ...]:
 
 @cache
 def _steps(model: type[Model]) -> tuple[_Step, ...]:
-    """``(column, pre_save, get_db_prep_save)`` of each written field, bound once."""
-    return tuple((f.column, f.pre_save, f.get_db_prep_save) for f in _columns(model))
+    """``(column, its value for an insert, get_db_prep_save)`` of each written field, bound once."""
+    return tuple((f.column, _pre_save(f), f.get_db_prep_save) for f in _columns(model))
+
+
+def _pre_save(field: Field[Any, Any]) -> Callable[[Model], Any]:
+    """The field's ``pre_save`` for an insert; for a field that keeps ``Field.pre_save`` (the
+    attribute as it is), the same read without a call through the field per value."""
+    if type(field).pre_save is not Field.pre_save:
+        return functools.partial(field.pre_save, add=True)
+    return operator.attrgetter(field.attname)
 
 
 @cache
@@ -130,7 +140,7 @@ def insert_statement(objs: Sequence[Model], where: str = "") -> tuple[str, str]:
     db = connections[connection.alias]  # the thread's own connection, not the proxy per value
     rows = []
     for obj in objs:
-        row = {column: prep(pre_save(obj, True), db) for column, pre_save, prep in steps}
+        row = {column: prep(pre_save(obj), db) for column, pre_save, prep in steps}
         for column in json_columns:
             if not isinstance(row[column], DatabaseDefault):
                 row[column] = _json_text(row[column])
