@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -33,8 +36,12 @@ EMBEDDED_VARS = (
 
 
 @pytest.fixture(scope="module")
-def var_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("var")
+def var_dir() -> Iterator[Path]:
+    # Not under pytest's basetemp: every pytest session resets /tmp/pytest-of-<user> to 0700, and
+    # the embedded PostgreSQL (its own system user) then cannot reach its socket there.
+    path = Path(tempfile.mkdtemp(prefix="cs-proc-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def clean_env(var_dir: Path, **extra) -> dict:

@@ -38,11 +38,14 @@ def tasks_in(name: str) -> list[tuple[str, list[str]]]:
     return taken
 
 
-def wait_for_tasks(name: str, timeout: float = 5.0) -> list[tuple[str, list[str]]]:
+def wait_for_tasks(name: str, ids: int = 1, timeout: float = 5.0) -> list[tuple[str, list[str]]]:
+    """The tasks published to ``name`` until they carry ``ids`` delivery ids (or the deadline):
+    the publisher sends batches one after another."""
     deadline = time.monotonic() + timeout
+    found: list[tuple[str, list[str]]] = []
     while True:
-        found = tasks_in(name)
-        if found or time.monotonic() > deadline:
+        found += tasks_in(name)
+        if sum(len(batch) for _task, batch in found) >= ids or time.monotonic() > deadline:
             return found
         time.sleep(0.02)
 
@@ -56,7 +59,7 @@ def test_what_is_committed_within_the_linger_goes_out_as_one_task_per_queue(sett
     enqueue.enqueue_many([(low, "low")])
 
     assert tasks_in(f"{prefix}transactional") == [], "held for the linger"
-    transactional = wait_for_tasks(f"{prefix}transactional")
+    transactional = wait_for_tasks(f"{prefix}transactional", len(normal))
     assert transactional == [("notifications.tasks.deliver_many", normal)]
     assert wait_for_tasks(f"{prefix}bulk") == [("notifications.tasks.deliver_many", [low])]
 
@@ -66,7 +69,7 @@ def test_a_full_batch_goes_out_without_waiting_for_the_linger(settings, prefix):
     ids = [str(uuid.uuid4()) for _ in range(120)]
     enqueue.enqueue_many([(i, "urgent") for i in ids])
 
-    published = wait_for_tasks(f"{prefix}realtime")
+    published = wait_for_tasks(f"{prefix}realtime", len(ids))
     assert [batch for _task, batch in published] == [ids[:50], ids[50:100], ids[100:]]
 
 
