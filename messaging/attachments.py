@@ -2,16 +2,25 @@
 
 The type is read from the bytes (``filetype``'s magic numbers), never from the name or the
 client's Content-Type, and must be on ``MESSAGING_ATTACHMENT_TYPES``. Images are decoded and
-written again by Pillow: whatever rode along (EXIF and GPS, trailing payloads, polyglots) does not
-survive, and the orientation EXIF carried is applied to the pixels first.
+written again by Pillow: whatever rode along (EXIF and GPS, XMP, ICC profiles, JPEG COM and GIF
+comment blocks, PNG text chunks, trailing payloads, polyglots) does not survive, and the
+orientation EXIF carried is applied to the pixels first.
+
+A small file can declare a huge image (a uniform frame compresses a thousandfold, and a GIF
+repeats it per frame), so before Pillow opens it the canvas and frame count its header declares
+(``image_header``) must fit ``MESSAGING_ATTACHMENT_MAX_PIXELS``, and each web process decodes at
+most ``MESSAGING_IMAGE_WORKERS`` images at once (``gate``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -21,8 +30,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from communication.exceptions import APIError, PayloadTooLargeError
-from messaging import conf
+from communication.exceptions import APIError, PayloadTooLargeError, ServiceUnavailableError
+from messaging import conf, image_header
 
 
 class UnsupportedTypeError(APIError):
@@ -30,6 +39,53 @@ class UnsupportedTypeError(APIError):
     default_code = "unsupported_media_type"
     default_detail = "This type of file is not accepted."
 
+
+class ImageBusyError(ServiceUnavailableError):
+    default_code = "busy"
+    default_detail = "Too many images are being processed; try again shortly."
+    wait = 1  # DRF answers it as the Retry-After header
+
+
+class ImageGate:
+    """Bounds the images this process decodes at once: ``MESSAGING_IMAGE_WORKERS`` run, at most
+    ``MESSAGING_IMAGE_QUEUE`` more wait their turn, and any beyond are refused with 503.
+
+    Each image decode holds an HTTP thread and memory in proportion to its pixels; the waiting
+    ones hold a thread too, so the queue bound is what leaves the other threads of the process
+    free to answer the rest of the API.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.active = 0
+        self.waiting = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._cond:
+            workers = max(1, conf.get("MESSAGING_IMAGE_WORKERS"))
+            if self.active >= workers:
+                if self.waiting >= conf.get("MESSAGING_IMAGE_QUEUE"):
+                    raise ImageBusyError()
+                self.waiting += 1
+                try:
+                    self._cond.wait_for(lambda: self.active < workers)
+                finally:
+                    self.waiting -= 1
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.active -= 1
+                self._cond.notify()
+
+
+gate = ImageGate()
+
+# What an image carries besides pixels that changes how it is shown; everything else in Pillow's
+# ``info`` (comments, EXIF, XMP, ICC, text chunks) is left out of the re-encoded file.
+RENDERING_INFO = ("transparency", "background", "duration", "loop", "disposal")
 
 EXTENSIONS = {
     "image/png": "png",
@@ -89,48 +145,73 @@ def process(data: bytes) -> Processed:
 
 
 def _process_image(data: bytes, mime: str) -> Processed:
+    try:
+        canvas = image_header.read(data, mime)
+    except image_header.HeaderError:
+        raise _invalid_image() from None
     max_pixels = conf.get("MESSAGING_ATTACHMENT_MAX_PIXELS")
+    if canvas.pixels > max_pixels:
+        frames = f" in {canvas.frames} frames" if canvas.frames > 1 else ""
+        raise PayloadTooLargeError(
+            f"The image is {canvas.width}x{canvas.height}{frames}; images are limited to "
+            f"{max_pixels} pixels, counting every frame.",
+            fields={"file": ["The image has too many pixels."]},
+        )
+    with gate.slot():
+        return _reencode(data, mime)
+
+
+def _reencode(data: bytes, mime: str) -> Processed:
     try:
         with Image.open(io.BytesIO(data)) as probe:
-            if probe.width * probe.height > max_pixels:
-                raise PayloadTooLargeError("The image has too many pixels.")
             probe.verify()
         image: Image.Image = Image.open(io.BytesIO(data))
         animated = getattr(image, "is_animated", False) and mime in ("image/gif", "image/webp")
         fmt = PILLOW_FORMATS[mime]
         out = io.BytesIO()
         if animated:
-            # Frames are re-encoded; Pillow writes no EXIF unless asked.
-            image.save(out, format=fmt, save_all=True, optimize=False)
+            # Each frame's info is read again as the writer seeks to it, so the comment is
+            # emptied through the save arguments; WebP writes EXIF/XMP/ICC only when asked.
+            image.save(out, format=fmt, save_all=True, optimize=False, comment=b"")
+            image.seek(0)
             first = image.convert("RGBA")
         else:
-            image = ImageOps.exif_transpose(image)
+            try:
+                image = ImageOps.exif_transpose(image)
+            except SyntaxError:
+                pass  # EXIF Pillow cannot parse has no orientation to apply; it is dropped anyway
             if fmt == "JPEG" and image.mode not in ("RGB", "L"):
                 image = image.convert("RGB")
+            image.info = {k: v for k, v in image.info.items() if k in RENDERING_INFO}
             kwargs = {"quality": 90} if fmt in ("JPEG", "WEBP") else {}
             image.save(out, format=fmt, **kwargs)
             first = image
-        thumb = first.copy()
+        width, height = first.width, first.height
+        # In place: a copy of the full-size frame would double the memory this upload holds.
         size = conf.get("MESSAGING_THUMBNAIL_SIZE")
-        thumb.thumbnail((size, size))
-        if thumb.mode not in ("RGB", "RGBA"):
-            thumb = thumb.convert("RGBA")
+        first.thumbnail((size, size))
+        if first.mode not in ("RGB", "RGBA"):
+            first = first.convert("RGBA")
         thumb_out = io.BytesIO()
-        thumb.save(thumb_out, format="WEBP", quality=80)
+        first.save(thumb_out, format="WEBP", quality=80)
         return Processed(
             out.getvalue(),
             mime,
             EXTENSIONS[mime],
             thumbnail=thumb_out.getvalue(),
-            width=first.width,
-            height=first.height,
+            width=width,
+            height=height,
         )
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise APIError(
-            "The image could not be decoded.",
-            code="invalid_image",
-            fields={"file": ["Not a readable image."]},
-        ) from None
+        raise _invalid_image() from None
+
+
+def _invalid_image() -> APIError:
+    return APIError(
+        "The image could not be decoded.",
+        code="invalid_image",
+        fields={"file": ["Not a readable image."]},
+    )
 
 
 def save(attachment_id, processed: Processed) -> tuple[str, str]:

@@ -22,7 +22,11 @@ DEFAULTS: dict[str, tuple[type, object]] = {
     "MESSAGING_ATTACHMENT_MAX_BYTES": (int, 10 * 1024 * 1024),
     "MESSAGING_ATTACHMENT_STORAGE": (str, "default"),
     "MESSAGING_ATTACHMENT_LINK_SECONDS": (int, 3600),
+    # Width x height x frames an image may declare; anything larger is refused before decoding.
     "MESSAGING_ATTACHMENT_MAX_PIXELS": (int, 40_000_000),
+    # Images each web process decodes at once, and how many more may wait (beyond: 503 busy).
+    "MESSAGING_IMAGE_WORKERS": (int, 2),
+    "MESSAGING_IMAGE_QUEUE": (int, 2),
     "MESSAGING_THUMBNAIL_SIZE": (int, 320),
     "MESSAGING_ATTACHMENT_TYPES": (
         list,
