@@ -702,7 +702,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
     def measured(self, value):
         return _check_value(value)
 
-    def concat(self, parts) -> str:  # type: ignore[override]  # Jinja's is "".join
+    def concat(self, parts) -> str:  # Jinja's is "".join
         # What a {% set %} block, a macro or a {% filter %} block buffered: the loop inside may
         # have appended the same large chunk many times.
         items = list(parts)
