@@ -333,6 +333,11 @@ TEMPLATES_MAX_RANGE = env.int("TEMPLATES_MAX_RANGE", default=10_000)
 TEMPLATES_MAX_ITERATIONS = env.int("TEMPLATES_MAX_ITERATIONS", default=100_000)
 TEMPLATES_MAX_INT_BITS = env.int("TEMPLATES_MAX_INT_BITS", default=4096)
 TEMPLATES_MAX_WIDTH = env.int("TEMPLATES_MAX_WIDTH", default=1_000)
+TEMPLATES_MAX_ITEMS = env.int("TEMPLATES_MAX_ITEMS", default=10_000)
+# Renders run on threads of their own; beyond threads + queue a render is refused (503
+# render_busy). Keep the sum below WEB_THREADS so renders can never hold every request thread.
+TEMPLATES_RENDER_THREADS = env.int("TEMPLATES_RENDER_THREADS", default=2)
+TEMPLATES_RENDER_QUEUE = env.int("TEMPLATES_RENDER_QUEUE", default=2)
 
 # -------------------------------------------------------------------------------- notifications
 

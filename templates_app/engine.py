@@ -14,6 +14,14 @@ or exhaust the worker. The layers, outermost first:
    ``range`` and loop iterations are capped, every call and loop iteration checks a deadline
    (a signal alarm only works on the main thread, and workers render on others), output is
    capped per field and size-amplifying filters check their arguments.
+4. Bounded by construction, because a single C-level operation cannot be interrupted: every value
+   a filter, method, operator, literal or block produces is measured (characters of its strings
+   and items of its collections, however nested) and refused past the caps, so that each single
+   step of a render works on a small value; word-by-word filters (wordwrap, urlize, title) take a
+   bounded number of words; every filter checks the deadline.
+5. Renders run on a small executor of their own (:mod:`templates_app.executor`), so that a
+   request thread waits for one at most its time limit, and hostile renders queue behind each
+   other instead of holding every thread that answers HTTP.
 
 Compiled templates are cached in process per version and field; a version's sources never change
 once approved, so the cache needs no invalidation, only a bound.
@@ -46,17 +54,27 @@ from jinja2.filters import (
     do_indent,
     do_join,
     do_replace,
-    do_slice,
+    do_title,
+    do_urlencode,
+    do_urlize,
     do_wordwrap,
+    sync_do_slice,
 )
 from jinja2.runtime import StrictUndefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from jinja2.utils import Namespace, missing, pass_context, pass_environment, pass_eval_context
+from jinja2.utils import (
+    Namespace,
+    _PassArg,
+    missing,
+    pass_context,
+    pass_environment,
+    pass_eval_context,
+)
 from lxml import etree
 from lxml import html as lxml_html
 from markupsafe import Markup, soft_str
 
-from templates_app import errors
+from templates_app import errors, executor
 from templates_app.sms import non_gsm7, normalize, sms_info
 
 # ----------------------------------------------------------------------------------- limits
@@ -72,6 +90,7 @@ class Limits:
     time_limit: float = 1.0  # seconds of wall time for one render
     max_int_bits: int = 4096  # size of an integer built with * or **
     max_width: int = 1_000  # width arguments of center/indent/wordwrap …
+    max_items: int = 10_000  # items of a collection a step produces; words of a wordwrap …
     sms_max_segments: int = 10
 
     @classmethod
@@ -87,7 +106,7 @@ class Limits:
 class RenderState:
     """Per-render budget and locale, reached by filters and guards through a context variable."""
 
-    __slots__ = ("deadline", "limits", "locale", "ops", "tzinfo")
+    __slots__ = ("deadline", "limits", "locale", "measured", "ops", "tzinfo")
 
     def __init__(self, limits: Limits, locale: babel.Locale, tzinfo: dt.tzinfo):
         self.limits = limits
@@ -95,6 +114,9 @@ class RenderState:
         self.tzinfo = tzinfo
         self.ops = 0
         self.deadline = time.monotonic() + limits.time_limit
+        # Collections already measured, by id, holding the object so that its id is not reused
+        # by another while the render runs: the caller's data is walked once, not per filter.
+        self.measured: dict[int, object] = {}
 
 
 _state: contextvars.ContextVar[RenderState | None] = contextvars.ContextVar(
@@ -116,6 +138,10 @@ def _tick(state: RenderState) -> None:
         raise errors.RenderLimitError(
             f"The template runs more than {state.limits.max_iterations} loop iterations or calls."
         )
+    _check_deadline(state)
+
+
+def _check_deadline(state: RenderState) -> None:
     if time.monotonic() > state.deadline:
         raise errors.RenderLimitError(
             f"The template took longer than {state.limits.time_limit:g} s to render."
@@ -126,6 +152,57 @@ def _check_size(size: int, what: str = "A value") -> None:
     limit = _current().limits.max_output
     if size > limit:
         raise errors.RenderLimitError(f"{what} would exceed {limit} characters.")
+
+
+_COLLECTIONS = (list, tuple, dict, set, frozenset)
+
+
+def _check_value(value, what: str = "A value"):
+    """Refuses ``value`` when it holds more than ``max_output`` characters, counting every string
+    inside it, one per item and a few per number, or is a collection of more than ``max_items``
+    items; returns it.
+
+    What a value weighs bounds what turning it into text costs (``str()`` of a list, ``|string``,
+    ``|tojson``, output): a list of ten references to one large string is ten times that string.
+    The walk stops as soon as the cap is passed, so measuring costs at most the cap.
+    """
+    if isinstance(value, str):
+        _check_size(len(value), what)
+        return value
+    if not isinstance(value, _COLLECTIONS):
+        return value
+    state = _current()
+    if id(value) in state.measured:
+        return value
+    limits = state.limits
+    if len(value) > limits.max_items:
+        raise errors.RenderLimitError(f"{what} would hold more than {limits.max_items} items.")
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 1
+        elif isinstance(item, _COLLECTIONS):
+            total += 1
+            if id(item) not in state.measured:
+                stack.extend(item.items() if isinstance(item, dict) else item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            total += 1 + item.bit_length() // 3
+        else:
+            total += 1
+        if total > limits.max_output:
+            raise errors.RenderLimitError(f"{what} would exceed {limits.max_output} characters.")
+    state.measured[id(value)] = value
+    return value
+
+
+def _check_words(text: str, name: str, pieces: int = 0) -> None:
+    """Refuses more than ``max_items`` words (plus ``pieces``) for a filter that loops over the
+    words of its input in Python, where one call could not be interrupted."""
+    limit = _current().limits.max_items
+    if pieces > limit or len(text.split()) + pieces > limit:
+        raise errors.RenderLimitError(f"The {name} filter takes at most {limit} words.")
 
 
 # --------------------------------------------------------------------------------- locales
@@ -303,7 +380,33 @@ def filter_wordwrap(
 ):
     if wrapstring is not None and len(wrapstring) > 10:
         raise errors.RenderLimitError("wordwrap's wrapstring may be at most 10 characters.")
+    text = soft_str(s)
+    # textwrap works piece by piece in Python (a long word at width 1 is one piece per
+    # character), and cuts a long word by copying the rest of it each time.
+    lines = len(text) // width if isinstance(width, int) and width > 0 else len(text)
+    _check_words(text, "wordwrap", lines)
+    limit = 8 * _current().limits.max_items
+    if len(text) > limit:
+        raise errors.RenderLimitError(f"The wordwrap filter takes at most {limit} characters.")
     return do_wordwrap(env, s, width, break_long_words, wrapstring, break_on_hyphens)
+
+
+@pass_eval_context
+def filter_urlize(eval_ctx, value, *args, **kwargs):
+    _check_words(soft_str(value), "urlize")
+    return do_urlize(eval_ctx, value, *args, **kwargs)
+
+
+def filter_urlencode(value):
+    # Quoting runs byte by byte in Python and a character may become nine ("%C3%A9" …).
+    if isinstance(value, str):
+        _check_size(9 * len(value), "The URL-encoded value")
+    return do_urlencode(value)
+
+
+def filter_title(s):
+    _check_words(soft_str(s), "title", soft_str(s).count("-"))
+    return do_title(s)
 
 
 @pass_eval_context
@@ -331,7 +434,22 @@ def filter_batch(value, linecount: int, fill_with=None):
 
 def filter_slice(value, slices: int, fill_with=None):
     _guard_width(slices, "slice")
-    return do_slice(value, slices, fill_with)
+    return sync_do_slice(value, slices, fill_with)
+
+
+def _bounded(func):
+    """``func`` (a filter) checking the deadline, then its input and its result with
+    :func:`_check_value`: no filter starts late, works on an oversized value or makes one."""
+    skip = 0 if _PassArg.from_obj(func) is None else 1  # the context or environment first
+
+    @functools.wraps(func)  # keeps Jinja's pass_context/… marker
+    def bounded(*args, **kwargs):
+        _check_deadline(_current())
+        if len(args) > skip:
+            _check_value(args[skip], "A filter's input")
+        return _check_value(func(*args, **kwargs), "A filter's result")
+
+    return bounded
 
 
 def _refused(name: str, hint: str):
@@ -423,7 +541,25 @@ class NamedStrictUndefined(StrictUndefined):
 
 
 class GuardedCodeGenerator(CodeGenerator):
-    """Compiles ``~`` into a size-checked join."""
+    """Compiles ``~`` into a size-checked join, and list, tuple and dict literals into values
+    measured once built (``[s, s, s]`` of one large ``s`` is three times its size)."""
+
+    def _measured(self, visit, node, frame) -> None:
+        self.write("environment.measured(")
+        visit(node, frame)
+        self.write(")")
+
+    def visit_List(self, node: nodes.List, frame) -> None:  # noqa: N802
+        self._measured(super().visit_List, node, frame)
+
+    def visit_Dict(self, node: nodes.Dict, frame) -> None:  # noqa: N802
+        self._measured(super().visit_Dict, node, frame)
+
+    def visit_Tuple(self, node: nodes.Tuple, frame) -> None:  # noqa: N802
+        if node.ctx == "load":
+            self._measured(super().visit_Tuple, node, frame)
+        else:  # a loop's or a set's targets
+            super().visit_Tuple(node, frame)
 
     def visit_Concat(self, node: nodes.Concat, frame) -> None:  # noqa: N802
         if frame.eval_ctx.volatile:
@@ -441,8 +577,7 @@ class CappedNamespace(Namespace):
     """``namespace()`` whose attributes cannot hold oversized strings or lists."""
 
     def __setitem__(self, name, value):
-        if isinstance(value, (str, list, tuple, dict)):
-            _check_size(len(value), "A namespace value")
+        _check_value(value, "A namespace value")
         super().__setitem__(name, value)
 
 
@@ -523,20 +658,24 @@ class Sandbox(ImmutableSandboxedEnvironment):
         self.globals["range"] = self.safe_range
         self.globals["namespace"] = CappedNamespace
         self.filters.update(LOCALE_FILTERS)
-        self.filters[LOOP_GUARD] = guard_loop
         self.filters.update(
             {
-                "attr": _refused("attr", "Use dot or bracket access."),
-                "format": _refused("format", "Use number, currency, date and friends."),
                 "center": filter_center,
                 "indent": filter_indent,
                 "wordwrap": filter_wordwrap,
+                "urlize": filter_urlize,
+                "title": filter_title,
+                "urlencode": filter_urlencode,
                 "replace": filter_replace,
                 "join": filter_join,
                 "batch": filter_batch,
                 "slice": filter_slice,
             }
         )
+        self.filters = {name: _bounded(f) for name, f in self.filters.items()}
+        self.filters[LOOP_GUARD] = guard_loop
+        self.filters["attr"] = _refused("attr", "Use dot or bracket access.")
+        self.filters["format"] = _refused("format", "Use number, currency, date and friends.")
 
     # Parsing: static checks, then every loop guarded.
     def _parse(self, source, name, filename):
@@ -554,9 +693,21 @@ class Sandbox(ImmutableSandboxedEnvironment):
     # Run-time hook called by the generated code.
 
     def guarded_concat(self, parts, markup: bool):
+        for part in parts:
+            _check_value(part, "A concatenated value")
         items = [soft_str(p) for p in parts]
         _check_size(sum(map(len, items)), "A concatenated string")
         return markup_join(items) if markup else str_join(items)
+
+    def measured(self, value):
+        return _check_value(value)
+
+    def concat(self, parts) -> str:  # Jinja's is "".join
+        # What a {% set %} block, a macro or a {% filter %} block buffered: the loop inside may
+        # have appended the same large chunk many times.
+        items = list(parts)
+        _check_size(sum(len(p) for p in items), "A block's output")
+        return "".join(items)
 
     def safe_range(self, *args):
         rng = range(*args)
@@ -575,19 +726,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
                 _check_size(len(left) + len(right))
         elif operator == "%" and isinstance(left, str):
             raise SecurityError("%-formatting of strings is not allowed; use the filters.")
-        return self.binop_table[operator](left, right)
+        return _check_value(self.binop_table[operator](left, right))
 
     def call(self, context, obj, /, *args, **kwargs):
         state = _current()
         _tick(state)
         if not self.is_safe_callable(obj):
             raise SecurityError(f"{obj!r} is not safely callable")
-        result = context.call(obj, *args, **kwargs)
-        if isinstance(result, (str, list)) and len(result) > state.limits.max_output:
-            raise errors.RenderLimitError(
-                f"A call returned more than {state.limits.max_output} characters or items."
-            )
-        return result
+        return _check_value(context.call(obj, *args, **kwargs), "A call's result")
 
     def is_safe_attribute(self, obj, attr, value):
         if attr.startswith("_"):
@@ -616,16 +762,17 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
 
 def _finalize(value):
-    return "" if value is None else value
+    return "" if value is None else _check_value(value, "An output value")
 
 
 def _check_product(left, right) -> None:
     limits = _current().limits
     for seq, n in ((left, right), (right, left)):
         if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
-            if len(seq) * max(n, 0) > limits.max_output:
+            cap = limits.max_output if isinstance(seq, str) else limits.max_items
+            if len(seq) * max(n, 0) > cap:
                 raise errors.RenderLimitError(
-                    f"Repeating a value {n} times would exceed {limits.max_output} items."
+                    f"Repeating a value {n} times would exceed {cap} characters or items."
                 )
             return
     if isinstance(left, int) and isinstance(right, int):
@@ -788,7 +935,13 @@ def _placed(exc: errors.TemplateError, field_name: str, line: int | None):
     """The same error, now saying which field and line it came from."""
     message = exc.message
     if isinstance(exc, errors.MissingVariableError):
-        return type(exc)(exc.variable, message, field=field_name, line=exc.line or line)
+        return type(exc)(
+            exc.variable,
+            message,
+            variables=exc.variables,
+            field=field_name,
+            line=exc.line or line,
+        )
     return type(exc)(message, field=field_name, line=exc.line or line)
 
 
@@ -862,7 +1015,10 @@ def html_to_text(html: str) -> str:
             if collapsed:
                 out.append(collapsed)
 
+    state = _current()
+
     def walk(el) -> None:
+        _check_deadline(state)  # one walk of up to max_output characters of HTML, in Python
         tag = el.tag if isinstance(el.tag, str) else ""
         if tag in _SKIP:
             text(el.tail)
@@ -961,7 +1117,18 @@ def _finish_sms(result: Rendered, maximum: int, *, enforce: bool) -> None:
         result.warnings.append(message)
 
 
-def render_fields(
+def render_fields(**kwargs) -> Rendered:
+    """Renders the ``sources`` of one channel with ``context`` (see :func:`_render_fields` for
+    the arguments) on the render executor, waiting for it at most its time limit.
+
+    Raises the TemplateError subclasses, RenderLimitError when the render overran its time
+    limit, RenderBusyError (503) when the executor has no room.
+    """
+    limits = kwargs.pop("limits", None) or Limits.from_settings()
+    return executor.run(_render_fields, limits.time_limit, limits=limits, **kwargs)
+
+
+def _render_fields(
     *,
     channel: str,
     sources: dict,
@@ -1045,7 +1212,7 @@ def language_chain(requested: str | None, default: str) -> list[str]:
 
 
 def stats() -> dict:
-    return {"compiled": compiled_cache.stats()}
+    return {"compiled": compiled_cache.stats(), "executor": executor.stats()}
 
 
 __all__ = [

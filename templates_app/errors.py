@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import status
 
-from communication.exceptions import APIError, ConflictError
+from communication.exceptions import APIError, ConflictError, ServiceUnavailableError
 
 
 class TemplateError(APIError):
@@ -30,13 +30,23 @@ class TemplateError(APIError):
 
 
 class MissingVariableError(TemplateError):
+    """``variable`` is the first missing name; ``variables`` all of them, each in ``fields``."""
+
     default_code = "missing_variable"
 
-    def __init__(self, variable: str, detail: str | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        variable: str,
+        detail: str | None = None,
+        *,
+        variables: list[str] | None = None,
+        **kw: Any,
+    ) -> None:
         self.variable = variable
+        self.variables = variables or [variable]
         super().__init__(
             detail or f"Missing variable {variable!r}.",
-            fields={variable: ["This variable is required."]},
+            fields={name: ["This variable is required."] for name in self.variables},
             **kw,
         )
 
@@ -55,6 +65,13 @@ class TemplateSecurityError(TemplateError):
 
 class RenderLimitError(TemplateError):
     default_code = "render_limit"
+
+
+class RenderBusyError(ServiceUnavailableError):
+    """Every render thread is busy and the queue is full: try again shortly."""
+
+    default_code = "render_busy"
+    default_detail = "Too many renders are running; try again shortly."
 
 
 class NoLiveVersionError(APIError):

@@ -551,7 +551,9 @@ def _context(variables: list[JSONDict], data: JSONDict) -> tuple[JSONDict, list[
         first = exc.names[0]
         names = ", ".join(repr(n) for n in exc.names)
         raise errors.MissingVariableError(
-            first, f"Missing variable{'s' if len(exc.names) > 1 else ''} {names}."
+            first,
+            f"Missing variable{'s' if len(exc.names) > 1 else ''} {names}.",
+            variables=list(exc.names),
         ) from exc
     except VariableError as exc:
         raise errors.InvalidVariableError(exc.message, fields={exc.name: [exc.message]}) from exc
@@ -560,7 +562,7 @@ def _context(variables: list[JSONDict], data: JSONDict) -> tuple[JSONDict, list[
 def render_context(variables: list[JSONDict], data: JSONDict) -> tuple[JSONDict, list[str]]:
     """The render context for ``data`` checked against a variable schema, and warnings.
 
-    Raises MissingVariableError naming the first missing variable, InvalidVariableError for a
+    Raises MissingVariableError naming every missing variable, InvalidVariableError for a
     value of the wrong type (both 400). For callers that render without a saved template.
     """
     return _context(variables, data)

@@ -32,6 +32,7 @@ from notifications.services.outcomes import (
     delivery_provider_error,
     delivery_requeue,
 )
+from templates_app.errors import RenderBusyError, RenderLimitError
 
 
 def deliveries_claim(delivery_ids: Iterable[uuid.UUID | str]) -> list[Delivery]:
@@ -264,9 +265,15 @@ def deliveries_attempt(delivery_ids: Sequence[uuid.UUID | str]) -> dict[str, str
 def _attempt(delivery: Delivery, batch: _Batch) -> str:
     try:
         message = _message_for(delivery, batch)
+    except RenderBusyError:
+        # This process's render threads are taken (by a render that overran): not the
+        # delivery's fault, so it waits its turn rather than failing.
+        return delivery_requeue(delivery, settings.TEMPLATES_TIME_LIMIT, "delayed")
     except (APIError, ProviderError) as exc:
         detail = getattr(exc, "detail", None) or str(exc)
-        delivery_fail(delivery, "render_error", error=f"render: {detail}")
+        # A template past a render limit fails with that reason; other failures are one kind.
+        reason = "render_limit" if isinstance(exc, RenderLimitError) else "render_error"
+        delivery_fail(delivery, reason, error=f"render: {detail}")
         return "failed"
 
     if delivery.channel == "push":

@@ -28,6 +28,8 @@ ERRORS = {
 CONFLICT = {
     409: OpenApiResponse(s.TemplateErrorSerializer, description="Not allowed in this state")
 }
+# Renders run on an executor of their own; when it is full a render is refused at once.
+BUSY = {503: OpenApiResponse(s.TemplateErrorSerializer, description="render_busy")}
 
 
 class Pagination(LimitOffsetPagination):
@@ -171,7 +173,7 @@ class TemplateViewSet(_MethodPermissions):
     @extend_schema(
         operation_id="templates_preview",
         request=s.TemplatePreviewSerializer,
-        responses={200: s.TemplateRenderedSerializer, **ERRORS},
+        responses={200: s.TemplateRenderedSerializer, **ERRORS, **BUSY},
     )
     @action(detail=False, methods=["post"])
     def preview(self, request):
@@ -213,7 +215,7 @@ class TemplateViewSet(_MethodPermissions):
     @extend_schema(
         operation_id="templates_render",
         request=s.TemplateRenderSerializer,
-        responses={200: s.TemplateRenderedSerializer, **ERRORS, **CONFLICT},
+        responses={200: s.TemplateRenderedSerializer, **ERRORS, **BUSY, **CONFLICT},
     )
     @action(detail=False, methods=["post"], write_permissions=(ScopeOrStaff(*RENDER, staff=False),))
     def render(self, request):
@@ -289,7 +291,7 @@ class VersionViewSet(_MethodPermissions):
                 "action", str, OpenApiParameter.PATH, enum=["submit", "approve", "reject"]
             )
         ],
-        responses={200: s.TemplateVersionSerializer, **ERRORS, **CONFLICT},
+        responses={200: s.TemplateVersionSerializer, **ERRORS, **BUSY, **CONFLICT},
     )
     @action(
         detail=True,
