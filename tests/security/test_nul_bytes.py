@@ -108,7 +108,7 @@ CASES = [
 
 
 def _ids(case):
-    who, method, path, body, field = case
+    _who, method, path, _body, field = case
     return f"{method} {path.split('?')[0]} {field}"
 
 
