@@ -89,5 +89,7 @@ def test_a_parent_elsewhere_answers_as_a_parent_nowhere(as_user, alice, bob, car
     assert nowhere.json()["code"] == "invalid_parent"
 
     # Alice's own message in her conversation is a parent she may reply to.
-    mine = client.post(url, {"content": "r", "parent_id": conversation["message_id"]}, format="json")
+    mine = client.post(
+        url, {"content": "r", "parent_id": conversation["message_id"]}, format="json"
+    )
     assert mine.status_code == 201, mine.content
