@@ -91,6 +91,8 @@ MIDDLEWARE = [
     "communication.middleware.AuthenticationMiddleware",
     "communication.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # NUL in a query parameter or a path segment: a 400 before any view (bodies: the parsers).
+    "communication.api.input.NulRefusalMiddleware",
 ]
 
 # Every API path answers with and without a trailing slash (the URL patterns say so); a redirect
@@ -236,10 +238,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's parsers, refusing NUL characters (which PostgreSQL cannot store) with a 400.
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        "communication.api.parsers.JSONParser",
+        "communication.api.parsers.MultiPartParser",
+        "communication.api.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "communication.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

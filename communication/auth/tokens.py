@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -110,8 +111,10 @@ def _verify(token: str) -> tuple[dict, str, dict]:
             },
         )
     except jwt.ExpiredSignatureError as exc:
+        _check_time_claims(_signed_claims(token))  # PyJWT reads `true` as 1: expired
         raise TokenError("Token has expired", code="token_expired") from exc
     except jwt.ImmatureSignatureError as exc:
+        _check_time_claims(_signed_claims(token))
         raise TokenError("Token is not yet valid (nbf/iat in the future)") from exc
     except jwt.InvalidAudienceError as exc:
         raise TokenError("Token audience is not accepted") from exc
@@ -123,7 +126,31 @@ def _verify(token: str) -> tuple[dict, str, dict]:
         raise TokenError(f"Token lacks the required claim {exc.claim!r}") from exc
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"Token is invalid: {exc}") from exc
+    _check_time_claims(claims)
     return claims, kid, jwk
+
+
+# RFC 7519 §2: NumericDate is a JSON number. PyJWT converts with int(), so it accepts "123" and
+# true; the cache in verify() compares exp with a float on every reuse, so it must be a number.
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _signed_claims(token: str) -> dict:
+    """The claims of a token whose signature PyJWT has already checked (it checks the claims'
+    values after the signature)."""
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def _check_time_claims(claims: dict) -> None:
+    """TokenError (``token_invalid``) unless each time claim present is a finite number."""
+    for claim in _TIME_CLAIMS:
+        if claim not in claims:
+            continue
+        value = claims[claim]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TokenError(f"Token claim {claim!r} is not a number")
+        if not math.isfinite(value):
+            raise TokenError(f"Token claim {claim!r} is not a finite number")
 
 
 def is_service_token(claims: dict) -> bool:

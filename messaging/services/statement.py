@@ -165,7 +165,13 @@ FIRST_SEND = (
 )
 
 
+# The largest message id (a bigint): PostgreSQL refuses a larger one in ``::bigint``.
+MAX_MESSAGE_ID = 2**63 - 1
+
+
 def _invalid_parent() -> APIError:
+    """The one answer for a parent that is not a message of this conversation, whether it is in
+    another conversation or nowhere: the answer must not tell which."""
     return APIError(
         "The parent message is not in this conversation.",
         code="invalid_parent",
@@ -225,7 +231,9 @@ class MessageWrite:
             "type": type_,
             "content": content,
             "html": html,
-            "parent": parent_id,
+            # No message has id 0: a parent past the ids is unknown, as one in another
+            # conversation is (the statement's parent check answers both).
+            "parent": parent_id if parent_id is None or 0 < parent_id <= MAX_MESSAGE_ID else 0,
             "metadata": json.dumps(self.message.metadata, cls=DjangoJSONEncoder),
             "client_id": client_id,
             "sent_at": self.message.sent_at,

@@ -6,9 +6,10 @@ The flow (:meth:`ProviderWebhookMixin.handle`), modelled on anymail's ``AnymailC
    name) and its OPTIONS; a provider that is not configured cannot verify anything → 403;
 2. the optional IP allow-list;
 3. :meth:`verify`: signature and timestamp, per vendor;
-4. :meth:`tracking_events`: the vendor's payload as :class:`TrackingEvent` objects (unreadable
+4. no NUL character in the body (:meth:`nul_fields`; PostgreSQL cannot store one) → 400;
+5. :meth:`tracking_events`: the vendor's payload as :class:`TrackingEvent` objects (unreadable
    after a good signature → 400, which the vendor may retry);
-5. in one transaction: :meth:`claim_replay` (Mailgun's tokens) and ``delivery_track`` per event.
+6. in one transaction: :meth:`claim_replay` (Mailgun's tokens) and ``delivery_track`` per event.
    A replay rolls the whole request back.
 
 Every refusal answers 403 with the same body and is logged with its reason; nothing is written.
@@ -17,6 +18,7 @@ Every refusal answers 403 with the same body and is logged with its reason; noth
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -27,6 +29,7 @@ from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from communication.api.input import multi_nul_fields, nul_fields, nul_response
 from notifications.providers.base import ProviderNotConfiguredError
 from notifications.services import delivery_track
 from notifications.tracking import TrackingEvent
@@ -59,6 +62,13 @@ class ProviderWebhookMixin:
             self.verify(request, alias, options)
         except WebhookRefusedError as exc:
             return self.refuse(request, str(exc))
+        nul = self.nul_fields(request)
+        if nul:
+            logger.warning(
+                "provider webhook holds NUL characters",
+                extra={"provider": self.vendor, "fields": nul[:20]},
+            )
+            return nul_response(nul)
         try:
             events = self.tracking_events(request, alias)
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -108,6 +118,17 @@ class ProviderWebhookMixin:
         """
 
     # ----------------------------------------------------------------------------- helpers
+
+    def nul_fields(self, request) -> list[str]:
+        """The body's fields holding a NUL, which PostgreSQL cannot store (the query string is
+        checked for every view by ``NulRefusalMiddleware``). A JSON body is read whole here; one
+        that is not JSON is left to :meth:`tracking_events` to refuse."""
+        if request.content_type == "application/json":
+            try:
+                return nul_fields(json.loads(request.body))
+            except ValueError:
+                return []
+        return multi_nul_fields([*request.POST.lists(), *request.FILES.lists()])
 
     def provider_alias(self, request) -> str:
         return request.GET.get("provider") or self.vendor
