@@ -92,6 +92,12 @@ class NewestFirst(CursorPagination):
     page_size_query_param = "limit"
 
 
+class InboxPages(NewestFirst):
+    """The inbox's pages: newest arrival first (a scheduled item arrives when delivered)."""
+
+    ordering = selectors.INBOX_ORDER
+
+
 def _flag(value: str | None) -> bool | None:
     """A boolean query parameter; None when absent."""
     return None if value is None else value.lower() in ("1", "true", "yes")
@@ -183,7 +189,7 @@ class InboxViewSet(_Paged):
         parameters=[OpenApiParameter("category", str), OpenApiParameter("unread", bool)],
         operation_id="notifications_history",
     )
-    @action(detail=False, methods=["get"])
+    @action(detail=False, methods=["get"], pagination_class=InboxPages)
     def history(self, request):
         qs = selectors.inbox(
             request.user,
