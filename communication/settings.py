@@ -52,7 +52,15 @@ if not FIELD_ENCRYPTION_KEYS and DEVELOPMENT:
 
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
-PUBLIC_BASE_URL: str = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Unset, links and provider callbacks go where `serve` listens (HOST/PORT, a wildcard bind
+# being reached on the loopback).
+_bind_host = env.str("HOST", default="127.0.0.1")
+_link_host = "127.0.0.1" if _bind_host in ("0.0.0.0", "::", "") else _bind_host
+if ":" in _link_host and not _link_host.startswith("["):
+    _link_host = f"[{_link_host}]"
+PUBLIC_BASE_URL: str = env.str(
+    "PUBLIC_BASE_URL", default=f"http://{_link_host}:{env.int('PORT', default=8000)}"
+).rstrip("/")
 ALLOWED_ORIGINS = env.list("ALLOWED_ORIGINS", default=[])
 
 # Our apps; each one's ``urls.py``, where it has one, is mounted at the root (communication.urls).
