@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served by us: the docs work offline
     "django_celery_beat",
     "channels",
     *PROJECT_APPS,
@@ -267,6 +268,14 @@ SPECTACULAR_SETTINGS = {
         "TemplateVersionStatusEnum": "templates_app.models.VersionStatus",
         "SmsEncodingEnum": ["GSM-7", "UCS-2"],
     },
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Every operation's error answers (400/401/403/404/429) in the one error shape.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "communication.api.openapi.add_error_responses",
+    ],
 }
 
 # ------------------------------------------------------------------------------------- identity
