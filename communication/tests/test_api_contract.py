@@ -170,3 +170,10 @@ def test_an_error_answer_has_the_documented_shape(schema, service, user):
     for response, path in answers:
         node = documented(schema, path, "get", response.status_code)
         assert_conforms(schema, response.json(), node)
+
+
+def test_templates_and_preferences_list_the_same_categories(service, user):
+    template_categories = [c["key"] for c in service.get("/api/v1/templates/categories").json()]
+    preferences = user.get("/api/v1/notifications/preferences").json()
+    assert template_categories == [c["key"] for c in preferences["categories"]]
+    assert "alerts" in template_categories

@@ -119,8 +119,8 @@ class TemplateViewSet(_MethodPermissions):
     )
     @action(detail=False, methods=["get"], pagination_class=None)
     def categories(self, request):
-        """Categories that have templates."""
-        categories = selectors.category_list_with_templates()
+        """Every category a template may have: the categories a user's preferences list."""
+        categories = selectors.category_list()
         return Response(s.TemplateCategorySerializer(categories, many=True).data)
 
     @extend_schema(
