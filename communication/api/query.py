@@ -76,9 +76,8 @@ class StrictCursorPagination(CursorPagination):
     """``?limit=`` and ``?cursor=`` checked: a bad one is a 400, not the default page."""
 
     def get_page_size(self, request):
-        size = integer(
-            request.query_params, self.page_size_query_param, minimum=1, maximum=self.max_page_size
-        )
+        name = self.page_size_query_param or "limit"
+        size = integer(request.query_params, name, minimum=1, maximum=self.max_page_size)
         return self.page_size if size is None else size
 
     def decode_cursor(self, request):
