@@ -52,7 +52,15 @@ if not FIELD_ENCRYPTION_KEYS and DEVELOPMENT:
 
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
-PUBLIC_BASE_URL: str = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Unset, links and provider callbacks go where `serve` listens (HOST/PORT, a wildcard bind
+# being reached on the loopback).
+_bind_host = env.str("HOST", default="127.0.0.1")
+_link_host = "127.0.0.1" if _bind_host in ("0.0.0.0", "::", "") else _bind_host
+if ":" in _link_host and not _link_host.startswith("["):
+    _link_host = f"[{_link_host}]"
+PUBLIC_BASE_URL: str = env.str(
+    "PUBLIC_BASE_URL", default=f"http://{_link_host}:{env.int('PORT', default=8000)}"
+).rstrip("/")
 ALLOWED_ORIGINS = env.list("ALLOWED_ORIGINS", default=[])
 
 # Our apps; each one's ``urls.py``, where it has one, is mounted at the root (communication.urls).
@@ -74,6 +82,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served by us: the docs work offline
     "django_celery_beat",
     "channels",
     *PROJECT_APPS,
@@ -262,6 +271,14 @@ SPECTACULAR_SETTINGS = {
         "TemplateVersionStatusEnum": "templates_app.models.VersionStatus",
         "SmsEncodingEnum": ["GSM-7", "UCS-2"],
     },
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Every operation's error answers (400/401/403/404/429) in the one error shape.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "communication.api.openapi.add_error_responses",
+    ],
 }
 
 # ------------------------------------------------------------------------------------- identity

@@ -181,15 +181,27 @@ class Notification(models.Model):
     data = models.JSONField(default=dict, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
     dismissed_at = models.DateTimeField(null=True, blank=True)
+    # When the in-app delivery was delivered: the item is in the inbox from then on. Null for a
+    # send with no in-app delivery, one still scheduled, and one cancelled before its time.
+    # Written with the delivery's change (in the same statement or transaction), so the inbox
+    # reads one table.
+    inbox_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
         indexes = [
             models.Index(fields=["user", "-created_at"], name="notification_user_recent"),
             models.Index(
-                fields=["user", "-created_at"],
+                fields=["user", "-inbox_at", "-id"],
+                name="notification_user_inbox",
+                condition=Q(inbox_at__isnull=False, dismissed_at__isnull=True),
+            ),
+            models.Index(
+                fields=["user", "-inbox_at", "-id"],
                 name="notification_user_unread",
-                condition=Q(read_at__isnull=True, dismissed_at__isnull=True),
+                condition=Q(
+                    inbox_at__isnull=False, read_at__isnull=True, dismissed_at__isnull=True
+                ),
             ),
         ]
 

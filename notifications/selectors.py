@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from communication.exceptions import NotFoundError
 from communication.models import Category, User
@@ -37,15 +38,30 @@ def request_list(
     return qs.annotate(recipient_count=Count("notifications")).order_by("-created_at", "-id")
 
 
+# What "in the inbox" means, for every read of it (lists, counts, read-all, the websocket): the
+# in-app delivery was delivered (``inbox_at``: never for an email-only send, not yet for a
+# scheduled one, never for a cancelled one) and the user has not dismissed it.
+IN_INBOX = Q(inbox_at__isnull=False, dismissed_at__isnull=True)
+UNREAD = Q(IN_INBOX, read_at__isnull=True)
+# Newest arrival first: a scheduled item comes in at the top when its time comes.
+INBOX_ORDER = ("-inbox_at", "-id")
+
+
+def inbox_unread(users: User | uuid.UUID | Iterable[uuid.UUID]) -> QuerySet[Notification]:
+    """Unread inbox items of one user (a User or its primary key) or of several (their keys)."""
+    if isinstance(users, User | uuid.UUID):
+        return Notification.objects.filter(UNREAD, user=users)
+    return Notification.objects.filter(UNREAD, user_id__in=users)
+
+
 def inbox(
     user: User, *, unread_only: bool = False, category: str | None = None
 ) -> QuerySet[Notification]:
-    qs = Notification.objects.filter(user=user, dismissed_at__isnull=True)
-    if unread_only:
-        qs = qs.filter(read_at__isnull=True)
+    """The user's inbox, newest arrival first."""
+    qs = Notification.objects.filter(UNREAD if unread_only else IN_INBOX, user=user)
     if category:
         qs = qs.filter(category_id=category)
-    return qs.order_by("-created_at", "-id")
+    return qs.order_by(*INBOX_ORDER)
 
 
 def categories_with_preferences(user: User) -> list[dict[str, Any]]:
@@ -88,10 +104,9 @@ def outbox_list(*, channel: str | None = None, to: str | None = None) -> QuerySe
 
 
 def notification_get(user: User, notification_id: uuid.UUID | str) -> Notification:
-    """One of the user's notifications (not dismissed); 404 for anyone else's."""
-    notification = Notification.objects.filter(
-        id=notification_id, user=user, dismissed_at__isnull=True
-    ).first()
+    """One of the user's inbox items; 404 for anyone else's, and for one not (or no longer) in
+    the inbox."""
+    notification = Notification.objects.filter(IN_INBOX, id=notification_id, user=user).first()
     if notification is None:
         raise NotFoundError("No such notification.")
     return notification

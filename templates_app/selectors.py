@@ -80,6 +80,11 @@ def template_require(key: str) -> None:
         raise NotFoundError(f"No template {key!r}.", code="template_not_found")
 
 
+def category_list() -> QuerySet[Category]:
+    """Every category, in the order the user's preferences list them: the one vocabulary."""
+    return Category.objects.order_by("position", "key")
+
+
 def category_list_with_templates() -> QuerySet[Category]:
     return Category.objects.filter(
         Exists(Template.objects.filter(category=OuterRef("pk")))

@@ -100,13 +100,16 @@ def dev_sign(claims: dict) -> str:
 
 
 class JWKSClient:
-    """Keys by ``kid`` from the identity service's JWKS.
+    """Keys by ``kid`` from the identity service's JWKS, or from the development key pair.
 
-    The key set is cached in process and in Redis (shared by every process) for
-    ``JWKS_CACHE_SECONDS``. A token with an unknown ``kid`` triggers one refetch, at most once per
-    ``JWKS_MIN_REFRESH_INTERVAL`` across all processes, so random ``kid``s cannot hammer the
-    identity service. Key-location headers (``jku``, ``x5u``, ``jwk``) are never followed: keys
-    come only from the configured URL.
+    A remote key set is cached in process and in Redis (shared by every process) for
+    ``JWKS_CACHE_SECONDS``, under a key of its URL: a set fetched from one source is never
+    taken for another's (after a restart with another ``IDENTITY_JWKS_URL``, or none). A token
+    with an unknown ``kid`` triggers one refetch, at most once per ``JWKS_MIN_REFRESH_INTERVAL``
+    across all processes (per URL), so random ``kid``s cannot hammer the identity service.
+    Key-location headers (``jku``, ``x5u``, ``jwk``) are never followed: keys come only from the
+    configured URL. The development key pair is read from this process's own key, with no
+    Redis cache and no refetch.
     """
 
     CACHE_KEY = "auth:jwks"
@@ -114,21 +117,23 @@ class JWKSClient:
 
     def __init__(self):
         self._lock = threading.Lock()
+        self._url = ""
         self._keys: dict[str, dict] = {}
         self._fetched_at = 0.0
         self._last_refetch = 0.0
 
     def reset(self) -> None:
         with self._lock:
-            self._keys, self._fetched_at, self._last_refetch = {}, 0.0, 0.0
+            self._url, self._keys, self._fetched_at, self._last_refetch = "", {}, 0.0, 0.0
 
-    def _source(self) -> dict:
-        if dev_mode():
-            return dev_jwks()
-        if not settings.IDENTITY_JWKS_URL:
-            raise JWKSUnavailableError("IDENTITY_JWKS_URL is not configured")
+    @staticmethod
+    def scoped(key: str, url: str) -> str:
+        """``key`` for the key set of ``url`` (a hash: the URL may be long or hold a secret)."""
+        return f"{key}:{hashlib.sha256(url.encode()).hexdigest()[:24]}"
+
+    def _fetch(self, url: str) -> dict:
         try:
-            response = requests.get(settings.IDENTITY_JWKS_URL, timeout=settings.IDENTITY_TIMEOUT)
+            response = requests.get(url, timeout=settings.IDENTITY_TIMEOUT)
             response.raise_for_status()
             data = response.json()
         except (requests.RequestException, ValueError) as exc:
@@ -137,40 +142,59 @@ class JWKSClient:
             raise JWKSUnavailableError("JWKS answer has no 'keys' list")
         return data
 
-    def _load(self, *, force: bool) -> dict[str, dict]:
+    def _load(self, url: str, *, force: bool) -> dict[str, dict]:
         now = time.monotonic()
         if not force and self._keys and now - self._fetched_at < settings.JWKS_CACHE_SECONDS:
             return self._keys
         data = None
         if not force:
-            data = _cache_get(self.CACHE_KEY)
+            data = _cache_get(self.scoped(self.CACHE_KEY, url))
         if data is None:
-            data = self._source()
-            _cache_set(self.CACHE_KEY, data, settings.JWKS_CACHE_SECONDS)
+            data = self._fetch(url)
+            _cache_set(self.scoped(self.CACHE_KEY, url), data, settings.JWKS_CACHE_SECONDS)
         self._keys = {k["kid"]: k for k in data["keys"] if isinstance(k, dict) and k.get("kid")}
         self._fetched_at = now
         return self._keys
 
-    def _may_refetch(self) -> bool:
+    def _may_refetch(self, url: str) -> bool:
         interval = settings.JWKS_MIN_REFRESH_INTERVAL
         now = time.monotonic()
         if now - self._last_refetch < interval:
             return False
         self._last_refetch = now
         try:
-            return bool(cache.add(self.REFETCH_KEY, 1, timeout=interval))
+            return bool(cache.add(self.scoped(self.REFETCH_KEY, url), 1, timeout=interval))
         except Exception:  # Redis down: the per-process limit above still holds
             return True
 
     def get(self, kid: str) -> dict | None:
+        if dev_mode():
+            return _dev_keys().get(kid)
+        url = settings.IDENTITY_JWKS_URL
+        if not url:
+            raise JWKSUnavailableError("IDENTITY_JWKS_URL is not configured")
         with self._lock:
-            keys = self._load(force=False)
+            if url != self._url:
+                # Another source (settings changed in this process): nothing of the last one.
+                self._url, self._keys, self._fetched_at, self._last_refetch = url, {}, 0.0, 0.0
+            keys = self._load(url, force=False)
             if kid in keys:
                 return keys[kid]
-            if self._may_refetch():
+            if self._may_refetch(url):
                 logger.info("unknown kid, refetching JWKS", extra={"kid": kid[:64]})
-                keys = self._load(force=True)
+                keys = self._load(url, force=True)
             return keys.get(kid)
+
+
+def _dev_keys() -> dict[str, dict]:
+    return _public_keys_of(dev_private_key())
+
+
+@lru_cache(maxsize=2)
+def _public_keys_of(private_key) -> dict[str, dict]:
+    # Once per key: every authenticated request looks its key up.
+    jwk = rsa_public_jwk(private_key.public_key())
+    return {jwk["kid"]: jwk}
 
 
 def _cache_get(key):

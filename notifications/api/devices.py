@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.template.response import TemplateResponse
 from django.views.decorators.cache import cache_control
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -131,6 +131,8 @@ class DeviceOutSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# One object holding the list (not a list, as drf-spectacular assumes of a ``list`` action).
+@extend_schema_serializer(many=False)
 class DeviceListSerializer(serializers.Serializer):
     results = DeviceOutSerializer(many=True)
 

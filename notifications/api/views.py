@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
+from communication.api import query
 from communication.api.routers import UUID
 from communication.auth.permissions import HasScope, IsUser
 from communication.exceptions import PayloadTooLargeError
 from notifications import selectors, services
 from notifications.api import serializers as s
+from notifications.models import Channel
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -83,7 +85,7 @@ class ScheduleViewSet(SendViewSet):
         return super().create(request)
 
 
-class NewestFirst(CursorPagination):
+class NewestFirst(query.StrictCursorPagination):
     """Cursor pagination, newest first, ``?limit=`` up to 200: every list of this app."""
 
     page_size = 50
@@ -92,9 +94,10 @@ class NewestFirst(CursorPagination):
     page_size_query_param = "limit"
 
 
-def _flag(value: str | None) -> bool | None:
-    """A boolean query parameter; None when absent."""
-    return None if value is None else value.lower() in ("1", "true", "yes")
+class InboxPages(NewestFirst):
+    """The inbox's pages: newest arrival first (a scheduled item arrives when delivered)."""
+
+    ordering = selectors.INBOX_ORDER
 
 
 class _Paged(viewsets.GenericViewSet):
@@ -118,18 +121,18 @@ class RequestViewSet(_Paged):
         responses=s.RequestSummarySerializer(many=True),
         parameters=[
             OpenApiParameter("category", str),
-            OpenApiParameter("since", str),
+            OpenApiParameter("since", OpenApiTypes.DATETIME),
             OpenApiParameter("cancelled", bool),
         ],
         operation_id="notifications_requests_list",
     )
     def list(self, request):
-        cancelled = request.query_params.get("cancelled")
+        params = request.query_params
         qs = selectors.request_list(
             caller=request.user.client_id,
-            category=request.query_params.get("category"),
-            since=request.query_params.get("since"),
-            cancelled=_flag(cancelled),
+            category=params.get("category"),
+            since=query.moment(params, "since"),
+            cancelled=query.flag(params, "cancelled"),
         )
         return self._page(qs, s.RequestSummarySerializer)
 
@@ -139,7 +142,9 @@ class RequestViewSet(_Paged):
         return Response(s.RequestOutSerializer(services.request_status(req)).data)
 
     @extend_schema(
-        request=None, responses=s.RequestOutSerializer, operation_id="notifications_requests_cancel"
+        request=None,
+        responses={200: s.RequestOutSerializer},
+        operation_id="notifications_requests_cancel",
     )
     def destroy(self, request, request_id):
         req = services.request_cancel(caller=request.user.client_id, request_id=request_id)
@@ -183,12 +188,12 @@ class InboxViewSet(_Paged):
         parameters=[OpenApiParameter("category", str), OpenApiParameter("unread", bool)],
         operation_id="notifications_history",
     )
-    @action(detail=False, methods=["get"])
+    @action(detail=False, methods=["get"], pagination_class=InboxPages)
     def history(self, request):
         qs = selectors.inbox(
             request.user,
             category=request.query_params.get("category"),
-            unread_only=bool(_flag(request.query_params.get("unread"))),
+            unread_only=bool(query.flag(request.query_params, "unread")),
         )
         return self._page(qs, s.InboxItemSerializer)
 
@@ -312,11 +317,15 @@ class OutboxViewSet(_Paged):
 
     @extend_schema(
         responses=s.OutboxSerializer(many=True),
-        parameters=[OpenApiParameter("channel", str), OpenApiParameter("to", str)],
+        parameters=[
+            OpenApiParameter("channel", str, enum=Channel.values),
+            OpenApiParameter("to", str),
+        ],
         operation_id="outbox_list",
     )
     def list(self, request):
         qs = selectors.outbox_list(
-            channel=request.query_params.get("channel"), to=request.query_params.get("to")
+            channel=query.choice(request.query_params, "channel", Channel.values),
+            to=request.query_params.get("to"),
         )
         return self._page(qs, s.OutboxSerializer)

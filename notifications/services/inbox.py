@@ -23,11 +23,7 @@ def notifications_publish_created(notifications: Sequence[Notification]) -> None
     if not notifications:
         return
     counts = dict(
-        Notification.objects.filter(
-            user_id__in={n.user_id for n in notifications},
-            read_at__isnull=True,
-            dismissed_at__isnull=True,
-        )
+        selectors.inbox_unread({n.user_id for n in notifications if n.user_id is not None})
         .values("user_id")
         .annotate(n=Count("id"))
         .values_list("user_id", "n")
@@ -78,11 +74,7 @@ def notification_mark(*, user: User, notification_id: uuid.UUID | str, read: boo
 def notification_read_all(*, user: User) -> int:
     """Marks every unread notification of the user read; returns how many."""
     now = timezone.now()
-    ids = list(
-        Notification.objects.filter(
-            user=user, read_at__isnull=True, dismissed_at__isnull=True
-        ).values_list("id", flat=True)
-    )
+    ids = list(selectors.inbox_unread(user).values_list("id", flat=True))
     if ids:
         Notification.objects.filter(id__in=ids).update(read_at=now)
         realtime.publish_event(
@@ -109,7 +101,5 @@ def notification_dismiss(*, user: User, notification_id: uuid.UUID | str) -> Non
 
 
 def unread_count(user: User | uuid.UUID) -> int:
-    """The user's unread, undismissed notifications (``user``: a User or its primary key)."""
-    return Notification.objects.filter(
-        user=user, read_at__isnull=True, dismissed_at__isnull=True
-    ).count()
+    """The user's unread inbox items (``user``: a User or its primary key)."""
+    return selectors.inbox_unread(user).count()

@@ -348,6 +348,9 @@ def _send(*, caller: str, payload: dict[str, Any], idempotency_key: str) -> Requ
                 )
             )
         if inbox is not None and inbox.status == "delivered":
+            # Into the inbox with the delivery's own row (one statement); a scheduled one
+            # waits for the sweep that delivers it.
+            notification.inbox_at = now
             realtime_items.append(notification)
 
     event_rows = events.build_many(

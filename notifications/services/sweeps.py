@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from analytics import events
 from notifications.enqueue import enqueue_many
-from notifications.models import Delivery, IdempotencyKey, ProviderEvent
+from notifications.models import Delivery, IdempotencyKey, Notification, ProviderEvent
 from notifications.services.inbox import notifications_publish_created
 
 
@@ -71,6 +71,12 @@ def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
             delivery.updated_at = now
         if due:
             Delivery.objects.bulk_update(due, ["status", "delivered_at", "queued_at", "updated_at"])
+            if released:
+                # Into the inbox in the transaction that delivers it: a request cancelled
+                # meanwhile holds the delivery's lock, so its in-app item never gets here.
+                Notification.objects.filter(id__in=[n.id for n in released]).update(inbox_at=now)
+                for notification in released:
+                    notification.inbox_at = now
             notifications_publish_created(released)
             events.record_many(
                 [

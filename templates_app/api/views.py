@@ -8,10 +8,10 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
+from communication.api import query
 from communication.api.routers import UUID
 from templates_app import selectors, services
 from templates_app.api import serializers as s
@@ -32,7 +32,7 @@ CONFLICT = {
 BUSY = {503: OpenApiResponse(s.TemplateErrorSerializer, description="render_busy")}
 
 
-class Pagination(LimitOffsetPagination):
+class Pagination(query.StrictLimitOffsetPagination):
     default_limit = 50
     max_limit = 200
 
@@ -61,13 +61,12 @@ class TemplateViewSet(_MethodPermissions):
 
     def get_queryset(self):
         params = self.request.query_params
-        active = params.get("active")
         language = params.get("language")
         return selectors.template_list(
             category=params.get("category"),
-            channel=params.get("channel"),
+            channel=query.choice(params, "channel", Channel.values),
             language=normalize_language(language) if language else None,
-            active=None if active is None else active.lower() in ("1", "true", "yes"),
+            active=query.flag(params, "active"),
             search=params.get("search"),
         )
 
@@ -122,8 +121,8 @@ class TemplateViewSet(_MethodPermissions):
     )
     @action(detail=False, methods=["get"], pagination_class=None)
     def categories(self, request):
-        """Categories that have templates."""
-        categories = selectors.category_list_with_templates()
+        """Every category a template may have: the categories a user's preferences list."""
+        categories = selectors.category_list()
         return Response(s.TemplateCategorySerializer(categories, many=True).data)
 
     @extend_schema(
@@ -259,7 +258,7 @@ class VersionViewSet(_MethodPermissions):
         qs = selectors.version_list(
             template=params.get("template"),
             language=s._language(language) if language else None,
-            status=params.get("status"),
+            status=query.choice(params, "status", VersionStatus.values),
         )
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(s.TemplateVersionSerializer(page, many=True).data)
