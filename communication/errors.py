@@ -133,7 +133,7 @@ def exception_handler(exc, context):
             body["fields"] = fields
     if isinstance(exc, exceptions.Throttled):
         # Clients read the wait from the body or from the header; both always say it.
-        body["retry_after"] = max(1, int(exc.wait or 1))
+        body["retry_after"] = max(1, int(getattr(exc, "wait", None) or 1))
         response["Retry-After"] = str(body["retry_after"])
     if response.status_code == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'

@@ -65,7 +65,6 @@ class Limit:
         return self.interval_us * self.count
 
 
-@functools.lru_cache(maxsize=16)
 def parse_limits(raw: str) -> dict[str, Limit | None] | None:
     """``RATE_LIMITS`` as ``{group: Limit | None}`` (None: that group is not limited), or None
     when the value is ``off``. Groups left out keep their default. ``ValueError`` names what is
@@ -98,9 +97,13 @@ def _parse_rate(group: str, rate: str) -> Limit | None:
     return Limit(int(count), float(seconds))
 
 
+# Parsed once per value of the setting (a test that changes it gets the new value parsed).
+_parsed_limits = functools.lru_cache(maxsize=16)(parse_limits)
+
+
 def limit_for(group: str) -> Limit | None:
     """The limit in force for ``group`` (None: not limited)."""
-    limits = parse_limits(settings.RATE_LIMITS)
+    limits = _parsed_limits(settings.RATE_LIMITS)
     return None if limits is None else limits.get(group)
 
 

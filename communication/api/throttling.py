@@ -41,9 +41,7 @@ def group_for(request: Request, view: Any) -> str:
 def principal_for(request: Request) -> str:
     user = request.user
     if user is not None and getattr(user, "is_authenticated", False):
-        if getattr(user, "is_service", False):
-            return f"service:{user.client_id}"
-        return f"user:{user.pk}"
+        return str(user.pk)  # a user's UUID, or "service:<client_id>" (ServicePrincipal.pk)
     return f"ip:{ratelimit.client_ip(request)}"
 
 
