@@ -9,7 +9,7 @@
 - ``httpserver`` (pytest-httpserver): a local server standing in for any external API.
 
 Every test gets its own cache key prefix, so circuit breakers, JWKS and identity caches never leak
-from one test to the next.
+from one test to the next. HTTP rate limits are off (``RATE_LIMITS=off``) unless a test sets them.
 """
 
 from __future__ import annotations
@@ -30,6 +30,15 @@ from rest_framework.test import APIClient
 from communication.processes import server_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parent
+
+# The suite runs without HTTP rate limits, in this process (below) and in the servers and workers
+# it starts (they inherit this environment); the limiter's own tests turn them on.
+os.environ["RATE_LIMITS"] = "off"
+
+
+@pytest.fixture(autouse=True)
+def _rate_limits_off(settings):
+    settings.RATE_LIMITS = "off"
 
 
 @pytest.fixture(autouse=True)

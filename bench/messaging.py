@@ -258,7 +258,7 @@ def start_server(args, port: int, bare: bool) -> subprocess.Popen:
         cmd = [sys.executable, __file__, "--serve-bare", str(port)]
     else:
         cmd = server_argv(port, host="127.0.0.1", workers=args.web)
-    env = dict(os.environ, LOG_LEVEL="WARNING")
+    env = dict(os.environ, LOG_LEVEL="WARNING", RATE_LIMITS="off")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     deadline = time.time() + 60
     while time.time() < deadline:

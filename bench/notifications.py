@@ -430,6 +430,7 @@ def main():
         CACHE_KEY_PREFIX=prefix,
         LOG_LEVEL="WARNING",
         WEB_CONCURRENCY=str(args.web),
+        RATE_LIMITS="off",  # the bench measures the send path, not its limits
     )
     worker_cmd = worker_argv(
         queues=",".join(prefix + q for q in ("realtime", "transactional", "bulk", "default")),

@@ -4,6 +4,12 @@ A client authenticates with the same JWT as the API: ``?token=`` on the URL or a
 ``{"type": "auth", "token": …}`` within ``WS_AUTH_TIMEOUT`` seconds (never a cookie). Everything
 for a user goes to the group ``user.<uuid>``. Later issues add event types (notifications,
 messages, receipts, typing, presence) and per-user sequence numbers with replay.
+
+Every client frame is rate-limited per socket and kind (``FrameLimiter``: ``MESSAGING_WS_RATE``
+a second, bursts of ``MESSAGING_WS_BURST``; ``resume`` ``WS_RESUME_PER_MINUTE`` a minute); one over
+the limit is answered ``{"type": "error", "code": "rate_limited", "retry_after": seconds}`` and the
+socket stays open. A string holding NUL anywhere in a frame is refused (``validation_error``
+naming the field) before any handler sees it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -267,12 +274,65 @@ _ready = database_sync_to_async(_ready_payload)
 _replay = database_sync_to_async(_missed)
 
 
+_UNDECODABLE = object()
+
+
+def nul_field(value, path: str = "") -> str | None:
+    """The first field (``content``, ``data.key``, ``attachments[0]``) of a decoded JSON value
+    whose name or string value holds a NUL character, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return name.replace("\x00", "\\u0000")
+            found = nul_field(item, name)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = nul_field(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _echo(content) -> dict:
+    """The frame's ``client_id``, when it has a usable one, for the client to match the answer."""
+    client_id = content.get("client_id") if isinstance(content, dict) else None
+    if isinstance(client_id, str) and len(client_id) <= 64 and "\x00" not in client_id:
+        return {"client_id": client_id}
+    return {}
+
+
+class FrameLimiter:
+    """Token buckets per frame kind for one socket: ``take`` returns 0 when the frame may go,
+    else the seconds until it could."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, kind: str, rate: float, burst: float) -> float:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(kind, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens < 1:
+            self._buckets[kind] = (tokens, now)
+            return (1 - tokens) / rate
+        self._buckets[kind] = (tokens - 1, now)
+        return 0.0
+
+
 class GatewayConsumer(AsyncJsonWebsocketConsumer):
     user = None
     _auth_timer: asyncio.Task | None = None
     _expiry_timer: asyncio.Task | None = None
 
     async def connect(self):
+        self._limiter = FrameLimiter()
         await self.accept()
         token = parse_qs(self.scope.get("query_string", b"").decode()).get("token", [None])[0]
         if token:
@@ -333,16 +393,61 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "code": code, "detail": detail, **extra})
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        # Bad JSON is answered, not fatal: the socket stays open.
-        if text_data is None:
+        # Bad input is answered, not fatal: the socket stays open. Every frame, good or bad,
+        # first takes a token from its kind's bucket.
+        content = None
+        if text_data is not None:
+            try:
+                content = await self.decode_json(text_data)
+            except ValueError:
+                content = _UNDECODABLE
+        if not await self._allowed(content):
+            return
+        if content is None:
             await self.send_error("validation_error", "Messages are JSON text frames.")
             return
-        try:
-            content = await self.decode_json(text_data)
-        except ValueError:
+        if content is _UNDECODABLE:
             await self.send_error("validation_error", "Message is not valid JSON.")
             return
+        # PostgreSQL refuses NUL in text and JSONB; JSON can carry one only as the escape, so
+        # the walk runs only for frames that contain it.
+        if "\\u0000" in text_data:
+            field = nul_field(content)
+            if field is not None:
+                await self.send_error(
+                    "validation_error",
+                    f"{field!r} contains a NUL character.",
+                    fields={field: ["NUL characters are not allowed."]},
+                    **_echo(content),
+                )
+                return
         await self.receive_json(content, **kwargs)
+
+    async def _allowed(self, content) -> bool:
+        """Takes a token from the frame's bucket, or answers ``rate_limited`` (socket kept)."""
+        kind = content.get("type") if isinstance(content, dict) else None
+        if kind == "resume":
+            per_minute = settings.WS_RESUME_PER_MINUTE
+            rate, burst = per_minute / 60.0, per_minute
+        else:
+            rate, burst = settings.MESSAGING_WS_RATE, settings.MESSAGING_WS_BURST
+            if not isinstance(kind, str):
+                kind = "invalid"
+            elif kind not in handlers and kind not in ("auth", "ping"):
+                kind = "unknown"  # one bucket, however many names a client invents
+        wait = self._limiter.take(kind, rate, burst)
+        if not wait:
+            return True
+        await self.send_json(
+            {
+                "type": "error",
+                "code": "rate_limited",
+                "detail": f"Too many {kind!r} messages; slow down.",
+                "retry_after": math.ceil(wait * 1000) / 1000,
+                **_echo(content),
+            }
+        )
+        return False
 
     async def _expire_at(self, exp):
         """Closes the socket (4401) when its token expires; the client reconnects with a new one."""
@@ -384,6 +489,8 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             )
             return
         if kind == "resume":
+            # A consumer handles its frames one after another, so one replay at most is in
+            # flight per socket; _allowed keeps them to a few a minute.
             after = content.get("after_seq")
             if not isinstance(after, int) or isinstance(after, bool) or after < 0:
                 await self.send_json(

@@ -14,7 +14,7 @@ from typing import Any
 
 import environ
 
-from communication import embedded
+from communication import embedded, ratelimit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -254,6 +254,7 @@ REST_FRAMEWORK = {
         "communication.api.parsers.FormParser",
     ],
     "EXCEPTION_HANDLER": "communication.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["communication.api.throttling.RateLimitThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -315,6 +316,25 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if not DEVELOPMENT
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="noreply@localhost")
 
 DEV_ADMIN_USERNAME = env.str("DEV_ADMIN_USERNAME", default="admin")
+
+# ---------------------------------------------------------------------------------- rate limits
+
+# HTTP: "<group>=<count>/<unit>,…" (groups send, write, read, upload; a group left out keeps its
+# default, communication.ratelimit.DEFAULTS) or "off". Parsed here so a bad value stops the start.
+RATE_LIMITS = env.str("RATE_LIMITS", default="")
+try:
+    ratelimit.parse_limits(RATE_LIMITS)
+except ValueError as _exc:
+    raise environ.ImproperlyConfigured(str(_exc)) from _exc
+# Proxies in front of the service: the client's address is the X-Forwarded-For entry the
+# outermost of them appended (0: the peer's address).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Websocket, per connection: every frame kind has a token bucket of MESSAGING_WS_BURST frames
+# refilled at MESSAGING_WS_RATE a second, except "resume" (it replays up to a thousand events),
+# allowed WS_RESUME_PER_MINUTE times a minute.
+MESSAGING_WS_RATE = env.float("MESSAGING_WS_RATE", default=10.0)
+MESSAGING_WS_BURST = env.int("MESSAGING_WS_BURST", default=30)
+WS_RESUME_PER_MINUTE = env.int("WS_RESUME_PER_MINUTE", default=5)
 
 # -------------------------------------------------------------------------------------- logging
 

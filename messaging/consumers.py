@@ -2,7 +2,8 @@
 ``presence.ping`` and the connect/disconnect hooks that keep presence.
 
 Each handler validates its input and answers bad input with an ``error`` event; the socket stays
-open. Every type is rate-limited per connection (a token bucket). Database work runs on a small
+open. The gateway rate-limits every frame kind per connection before a handler sees it
+(communication.realtime.FrameLimiter). Database work runs on a small
 thread pool of its own rather than Channels' single shared thread, so one slow query does not hold
 up every socket of the process.
 """
@@ -43,21 +44,8 @@ def db(fn):
 
 class ConnectionState:
     def __init__(self):
-        self.buckets: dict[str, list[float]] = {}
         self.typing: dict[str, asyncio.Task] = {}
         self.members: dict[str, tuple[float, list]] = {}
-
-    def allow(self, kind: str) -> bool:
-        rate = conf.get("MESSAGING_WS_RATE")
-        burst = conf.get("MESSAGING_WS_BURST")
-        now = time.monotonic()
-        tokens, last = self.buckets.get(kind, [float(burst), now])
-        tokens = min(float(burst), tokens + (now - last) * rate)
-        if tokens < 1:
-            self.buckets[kind] = [tokens, now]
-            return False
-        self.buckets[kind] = [tokens - 1, now]
-        return True
 
 
 def _state(consumer) -> ConnectionState:
@@ -95,13 +83,6 @@ async def _members(consumer, conversation_id: str) -> list | None:
     return members if str(consumer.user.pk) in members else None
 
 
-async def _limited(consumer, kind: str) -> bool:
-    if _state(consumer).allow(kind):
-        return False
-    await consumer.send_error("rate_limited", f"Too many {kind!r} messages; slow down.")
-    return True
-
-
 async def _api_error(consumer, exc: APIError, **extra) -> None:
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     await consumer.send_error(exc.code, detail, **extra)
@@ -111,8 +92,6 @@ async def _api_error(consumer, exc: APIError, **extra) -> None:
 
 
 async def handle_message_send(consumer, content: dict) -> None:
-    if await _limited(consumer, "message.send"):
-        return
     conversation_id = _conversation_id(consumer, content)
     body = content.get("content", "")
     client_id = content.get("client_id", "")
@@ -197,8 +176,6 @@ def _safe(value):
 
 
 async def handle_typing(consumer, content: dict) -> None:
-    if await _limited(consumer, "typing"):
-        return
     conversation_id = _conversation_id(consumer, content)
     state_name = content.get("state", "started")
     if conversation_id is None or state_name not in ("started", "stopped"):
@@ -256,8 +233,6 @@ async def _typing_send(consumer, conversation_id: str, state_name: str) -> None:
 
 
 async def handle_read(consumer, content: dict) -> None:
-    if await _limited(consumer, "read"):
-        return
     conversation_id = _conversation_id(consumer, content)
     message_id = content.get("message_id")
     if (
@@ -283,8 +258,6 @@ async def handle_read(consumer, content: dict) -> None:
 
 async def handle_presence_ping(consumer, content: dict) -> None:
     """Renews this socket's heartbeat; with ``user_ids`` (contacts only) answers their presence."""
-    if await _limited(consumer, "presence.ping"):
-        return
     wanted = content.get("user_ids")
     if wanted is not None and (
         not isinstance(wanted, list)
