@@ -1,8 +1,8 @@
 """The API's rate limit: one DRF throttle (``DEFAULT_THROTTLE_CLASSES``) for every endpoint.
 
 Each request counts against one group (``communication.ratelimit.GROUPS``): the group a view
-declares in ``rate_limit_group`` (a name, or ``{action: name}``), else the group of its router
-basename below, else ``read`` for a safe method and ``write`` for the others. The principal is the
+declares in ``rate_limit_group`` (a name, or ``{action: name}``), else ``read`` for a safe method
+and ``write`` for the others. The principal is the
 user or the service the token names, or the client's address for a request without one (the
 endpoints that allow anonymous callers; the others answer 401 before the throttle runs).
 """
@@ -18,19 +18,9 @@ from rest_framework.throttling import BaseThrottle
 
 from communication import ratelimit
 
-# Endpoints whose group is not the one their method implies, by router basename (views of other
-# apps may instead declare ``rate_limit_group`` themselves).
-BASENAME_GROUPS: dict[str, str | dict[str, str]] = {
-    "notifications-send": "send",
-    "notifications-schedule": "send",
-    "attachment": {"create": "upload"},
-}
-
 
 def group_for(request: Request, view: Any) -> str:
-    declared = getattr(view, "rate_limit_group", None)
-    if declared is None:
-        declared = BASENAME_GROUPS.get(getattr(view, "basename", None) or "")
+    declared: str | dict[str, str] | None = getattr(view, "rate_limit_group", None)
     if isinstance(declared, dict):
         declared = declared.get(getattr(view, "action", None) or "")
     if declared:

@@ -248,6 +248,7 @@ class AttachmentViewSet(viewsets.ViewSet):
     """Upload an attachment, read its signed links, and download it through one."""
 
     permission_classes = [IsUser]
+    rate_limit_group = {"create": "upload"}
     lookup_url_kwarg = "attachment_id"
     lookup_value_regex = UUID
 

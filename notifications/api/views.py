@@ -48,6 +48,7 @@ class SendViewSet(viewsets.ViewSet):
 
     permission_classes = [HasScope("notifications:send")]
     serializer_class = s.SendSerializer
+    rate_limit_group = "send"
 
     @extend_schema(
         request=s.SendSerializer,
