@@ -182,7 +182,7 @@ def test_every_route_with_an_id_is_classified():
 
 
 def owned_routes() -> list[tuple[str, str]]:
-    cases = []
+    cases: list[tuple[str, str]] = []
     for route, pattern in routes():
         names = id_names(route)
         owned = [n for n in names if n in OWNED]
