@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served by us: the docs work offline
     "django_celery_beat",
     "channels",
+    "csp",
+    "axes",
     *PROJECT_APPS,
 ]
 
@@ -92,6 +95,7 @@ MIDDLEWARE = [
     "communication.middleware.RequestIdMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Django's session, CSRF, auth and messages middleware, skipped for the bearer-token API.
     "communication.middleware.SessionMiddleware",
@@ -102,6 +106,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # NUL in a query parameter or a path segment: a 400 before any view (bodies: the parsers).
     "communication.api.input.NulRefusalMiddleware",
+    # Turns an admin login locked out by django-axes into its 429 page; last, as axes requires.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # Every API path answers with and without a trailing slash (the URL patterns say so); a redirect
@@ -313,6 +319,46 @@ CORS_EXPOSE_HEADERS = ["X-Request-Id", "Idempotent-Replay"]
 CSRF_TRUSTED_ORIGINS = ALLOWED_ORIGINS
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=10 * 1024 * 1024)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if not DEVELOPMENT else None
+
+# Content-Security-Policy (django-csp 4) on every response. Every script is a file of our own or of
+# the admin, Swagger UI (its split view) and ReDoc (drf-spectacular-sidecar): no inline script.
+# Inline styles stay allowed: the admin's templates, the unsubscribe page, Swagger UI's style
+# attributes and ReDoc's styled-components all write them. ReDoc starts a blob: worker; the push
+# page registers its service worker from /static/.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# HSTS on HTTPS responses (behind TLS, SECURE_PROXY_SSL_HEADER tells which those are): a year in
+# production, off elsewhere, where a browser would remember it for localhost.
+SECURE_HSTS_SECONDS = env.int(
+    "SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if APP_ENV == "production" else 0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+
+# Admin login throttling (django-axes): AXES_FAILURE_LIMIT failed logins for one username from one
+# IP lock that pair out (429) for AXES_COOLOFF_MINUTES; a successful login resets the count. The
+# attempts are rows (AccessAttempt), listed and cleared in the admin.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="noreply@localhost")
 
 DEV_ADMIN_USERNAME = env.str("DEV_ADMIN_USERNAME", default="admin")
