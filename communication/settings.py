@@ -261,7 +261,7 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "communication.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["communication.api.throttling.RateLimitThrottle"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "communication.api.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular import openapi
+
 ERROR = {
     "type": "object",
     "description": "The API's one error shape.",
@@ -75,3 +77,14 @@ def add_error_responses(result: dict[str, Any], generator, request, public) -> d
                 },
             )
     return result
+
+
+class AutoSchema(openapi.AutoSchema):
+    """drf-spectacular's schema, except that a viewset whose ``list`` answers one object (``/me``,
+    the VAPID key: a resource without an id) declares ``single_object = True`` and is described
+    as that object, not an array of it."""
+
+    def _is_list_view(self, serializer: Any = None) -> bool:
+        if getattr(self.view, "single_object", False):
+            return False
+        return bool(super()._is_list_view(serializer))

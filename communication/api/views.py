@@ -12,6 +12,7 @@ class MeViewSet(viewsets.ViewSet):
     """The profile of the user the token belongs to."""
 
     permission_classes = [IsUser]
+    single_object = True  # the schema describes one object (communication.api.openapi)
 
     @extend_schema(responses=MeSerializer, operation_id="me_retrieve")
     def list(self, request):

@@ -182,6 +182,7 @@ class DeviceViewSet(viewsets.ViewSet):
 class VapidPublicKeyViewSet(viewsets.ViewSet):
     authentication_classes = []
     permission_classes = [AllowAny]
+    single_object = True  # the schema describes one object (communication.api.openapi)
 
     @extend_schema(responses=VapidPublicKeySerializer, operation_id="push_vapid_public_key")
     def list(self, request):
