@@ -251,7 +251,7 @@ def _call(url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_me_answers_while_eight_hostile_renders_hold_the_executor(
     slow_renders_server, make_service_token, make_user_token
 ):
