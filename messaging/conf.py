@@ -60,9 +60,6 @@ DEFAULTS: dict[str, tuple[type, object]] = {
     # crash in that moment, which loses the message and the sender's ack, can then not have shown
     # it to anyone).
     "MESSAGING_DELIVER_BEFORE_FLUSH": (bool, True),
-    # Per-connection websocket rate limit: sustained per second and burst, per message type.
-    "MESSAGING_WS_RATE": (float, 10.0),
-    "MESSAGING_WS_BURST": (int, 30),
 }
 
 
