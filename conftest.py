@@ -14,7 +14,9 @@ from one test to the next. HTTP rate limits are off (``RATE_LIMITS=off``) unless
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +32,46 @@ from rest_framework.test import APIClient
 from communication.processes import server_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parent
+
+# ---------------------------------------------------------------------------------------- browser
+
+# Debian's chromium (Playwright's own browser download does not work offline); page tests skip,
+# saying why, where it or the playwright package is missing.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is None or sync_playwright is None,
+    reason=f"{CHROMIUM} or the playwright package is missing (apt-get install chromium; "
+    ".ci/run does)",
+)
+
+
+@contextlib.contextmanager
+def chromium():
+    """Headless Chromium. Django's ORM refuses to run inside Playwright's event loop: tests touch
+    the database before and after this block, never inside."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
 
 # The suite runs without HTTP rate limits, in this process (below) and in the servers and workers
 # it starts (they inherit this environment); the limiter's own tests turn them on.

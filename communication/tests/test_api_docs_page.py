@@ -5,34 +5,14 @@ Playwright is missing."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from urllib.parse import urlsplit
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
+from conftest import chromium, needs_chromium
 
 pytestmark = [
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is None,
-        reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)",
-    ),
-    pytest.mark.skipif(sync_playwright is None, reason="the playwright package is not installed"),
+    needs_chromium,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
 
@@ -55,20 +35,14 @@ def open_page(base: str, path: str, ready: str) -> tuple[str, list[str], list[st
             elsewhere.append(url)
             route.abort()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            context = browser.new_context()
-            context.route("**/*", only_the_service)
-            page = context.new_page()
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{base}{path}")
-            page.wait_for_selector(ready, timeout=30_000)
-            text = page.inner_text("body")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        context = browser.new_context()
+        context.route("**/*", only_the_service)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{base}{path}")
+        page.wait_for_selector(ready, timeout=30_000)
+        text = page.inner_text("body")
     return text, elsewhere, errors
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import urllib.request
 import uuid
 
@@ -19,31 +18,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from communication.models import User
+from conftest import chromium, needs_chromium
 from notifications.models import Device
 from notifications.providers.webpush import b64url
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
-
 pytestmark = [
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is None,
-        reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)",
-    ),
-    pytest.mark.skipif(sync_playwright is None, reason="the playwright package is not installed"),
+    needs_chromium,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
 
@@ -91,35 +71,29 @@ def test_page_registers_the_service_worker_and_posts_the_subscription(live_asgi,
         vapid_key = json.load(response)["public_key"]
 
     # Django's ORM refuses to run inside Playwright's event loop: the database is read outside.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+    with chromium() as browser:
+        context = browser.new_context()
+        context.grant_permissions(["notifications"], origin=live_asgi.url)
+        context.add_init_script(STUB % json.dumps(subscription))
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{live_asgi.url}/api/v1/push/page#token={token}")
+        page.click("#enable")
+        # A selector, not wait_for_function: that evaluates a string, which the page's
+        # Content-Security-Policy (no 'unsafe-eval') refuses.
+        page.wait_for_selector("#push:not([data-state=working])", timeout=30_000)
+        state = page.eval_on_selector("#push", "el => el.dataset.state")
+        status = page.text_content("#status")
+        device = json.loads(page.text_content("#result") or "null")
+        workers = page.evaluate(
+            """navigator.serviceWorker.getRegistrations().then(regs => regs.map(r => ({
+                scope: r.scope,
+                script: r.active && r.active.scriptURL,
+                state: r.active && r.active.state,
+            })))"""
         )
-        try:
-            context = browser.new_context()
-            context.grant_permissions(["notifications"], origin=live_asgi.url)
-            context.add_init_script(STUB % json.dumps(subscription))
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{live_asgi.url}/api/v1/push/page#token={token}")
-            page.click("#enable")
-            # A selector, not wait_for_function: that evaluates a string, which the page's
-            # Content-Security-Policy (no 'unsafe-eval') refuses.
-            page.wait_for_selector("#push:not([data-state=working])", timeout=30_000)
-            state = page.eval_on_selector("#push", "el => el.dataset.state")
-            status = page.text_content("#status")
-            device = json.loads(page.text_content("#result") or "null")
-            workers = page.evaluate(
-                """navigator.serviceWorker.getRegistrations().then(regs => regs.map(r => ({
-                    scope: r.scope,
-                    script: r.active && r.active.scriptURL,
-                    state: r.active && r.active.state,
-                })))"""
-            )
-            calls = page.evaluate("window.__subscribeCalls")
-        finally:
-            browser.close()
+        calls = page.evaluate("window.__subscribeCalls")
 
     assert state == "registered", (status, errors)
     assert workers == [

@@ -10,10 +10,8 @@ The browser tests skip, saying why, where Debian's ``chromium`` or Playwright is
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -24,17 +22,10 @@ from django.test import Client
 from django.urls import reverse
 
 from communication.models import User
-from conftest import ROOT
+from conftest import ROOT, chromium, needs_chromium
 from notifications import unsubscribe
 from templates_app.models import TemplateVersion
 
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None  # type: ignore[assignment]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # Chromium offline cannot reach a push service: subscribe() answers with the given subscription.
 STUB = """
 PushManager.prototype.getSubscription = async function () { return null; };
@@ -44,10 +35,6 @@ PushManager.prototype.subscribe = async function (options) {
 };
 """
 
-needs_chromium = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) or shutil.which(CHROMIUM) is None or sync_playwright is None,
-    reason=f"{CHROMIUM} or the playwright package is missing (apt-get install chromium)",
-)
 PASSWORD = "correct horse battery staple"  # noqa: S105 - the test users' password
 
 # Records every violation the page reports (a blocked inline script or style, a script, image,
@@ -170,20 +157,6 @@ def test_a_successful_login_resets_the_count(settings, staff):
 
 
 # -------------------------------------------------------------------------------- in Chromium
-
-
-@contextlib.contextmanager
-def chromium():
-    """Headless Chromium. Django's ORM refuses to run inside Playwright's event loop: tests touch
-    the database before and after this block, never inside."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Watched:
