@@ -1,11 +1,47 @@
+"""People and the console's own housekeeping: users, staff groups, categories, login attempts
+(django-axes) and the beat schedules (django-celery-beat), the last three re-registered on unfold's
+``ModelAdmin`` so that every page of the console has its layout."""
+
+from axes import admin as axes_admin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
+from unfold.admin import ModelAdmin, TabularInline
+from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
+from unfold.widgets import UnfoldAdminSelectWidget, UnfoldAdminTextInputWidget
 
 from communication.models import Category, User
 
+admin.site.unregister(Group)
+for _model in (
+    PeriodicTask,
+    IntervalSchedule,
+    CrontabSchedule,
+    SolarSchedule,
+    ClockedSchedule,
+    AccessAttempt,
+    AccessLog,
+    AccessFailureLog,
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(BaseUserAdmin, ModelAdmin):
+    form = UserChangeForm
+    add_form = UserCreationForm
+    change_password_form = AdminPasswordChangeForm
     list_display = ("username", "external_id", "name", "email", "phone", "is_staff", "created_at")
     list_filter = ("is_staff", "is_superuser", "is_active", "organization")
     search_fields = ("username", "external_id", "name", "email", "phone")
@@ -38,7 +74,7 @@ class UserAdmin(BaseUserAdmin):
 
 
 @admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
+class CategoryAdmin(ModelAdmin):
     list_display = (
         "key",
         "name",
@@ -52,3 +88,80 @@ class CategoryAdmin(admin.ModelAdmin):
     list_filter = ("mandatory", "requires_consent", "tracking_allowed")
     search_fields = ("key", "name", "description")
     readonly_fields = ("created_at", "updated_at")
+
+
+@admin.register(Group)
+class GroupAdmin(BaseGroupAdmin, ModelAdmin):
+    pass
+
+
+# ------------------------------------------------------------------------------ login attempts
+
+
+@admin.register(AccessAttempt)
+class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin, ModelAdmin):
+    pass
+
+
+@admin.register(AccessLog)
+class AccessLogAdmin(axes_admin.AccessLogAdmin, ModelAdmin):
+    pass
+
+
+@admin.register(AccessFailureLog)
+class AccessFailureLogAdmin(axes_admin.AccessFailureLogAdmin, ModelAdmin):
+    pass
+
+
+# ------------------------------------------------------------------------------- beat schedules
+
+
+class _TaskSelectWidget(UnfoldAdminSelectWidget, beat_admin.TaskSelectWidget):
+    pass
+
+
+class PeriodicTaskForm(beat_admin.PeriodicTaskForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["task"].widget = UnfoldAdminTextInputWidget()
+        self.fields["regtask"].widget = _TaskSelectWidget()
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin, ModelAdmin):
+    form = PeriodicTaskForm
+
+
+class PeriodicTaskInline(TabularInline):
+    model = PeriodicTask
+    fields = ("name", "task", "args", "kwargs")
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class _ScheduleAdmin(ModelAdmin):
+    inlines = (PeriodicTaskInline,)
+
+
+@admin.register(ClockedSchedule)
+class ClockedScheduleAdmin(beat_admin.ClockedScheduleAdmin, _ScheduleAdmin):
+    inlines = (PeriodicTaskInline,)
+
+
+@admin.register(CrontabSchedule)
+class CrontabScheduleAdmin(beat_admin.CrontabScheduleAdmin, _ScheduleAdmin):
+    inlines = (PeriodicTaskInline,)
+
+
+@admin.register(SolarSchedule)
+class SolarScheduleAdmin(beat_admin.SolarScheduleAdmin, _ScheduleAdmin):
+    inlines = (PeriodicTaskInline,)
+
+
+@admin.register(IntervalSchedule)
+class IntervalScheduleAdmin(beat_admin.IntervalScheduleAdmin, _ScheduleAdmin):
+    inlines = (PeriodicTaskInline,)

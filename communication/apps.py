@@ -3,7 +3,7 @@ from django.apps import AppConfig
 
 class CommunicationConfig(AppConfig):
     name = "communication"
-    verbose_name = "Communication (core)"
+    verbose_name = "People and settings"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):

@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from csp import middleware as csp
+from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
@@ -101,3 +103,17 @@ class AuthenticationMiddleware(_BrowserOnly, auth.AuthenticationMiddleware):
 
 class MessageMiddleware(_BrowserOnly, messages.MessageMiddleware):
     pass
+
+
+# The staff console's path: its policy is the site's, updated by CONTENT_SECURITY_POLICY_ADMIN_UPDATE.
+ADMIN_PREFIX = "/admin/"
+
+
+class CSPMiddleware(csp.CSPMiddleware):
+    """django-csp's middleware, with the staff console's own additions on ``/admin/`` only."""
+
+    def get_policy_parts(self, request, response, report_only=False):
+        parts = super().get_policy_parts(request, response, report_only)
+        if request.path_info.startswith(ADMIN_PREFIX) and parts.update is None and not report_only:
+            parts.update = settings.CONTENT_SECURITY_POLICY_ADMIN_UPDATE
+        return parts

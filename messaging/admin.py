@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.shortcuts import render
+from unfold.admin import ModelAdmin, TabularInline
 
 from communication.exceptions import APIError
 from communication.models import User
@@ -14,7 +15,7 @@ from messaging import services
 from messaging.models import Attachment, Conversation, Message, MessageEdit, Participant
 
 
-class ParticipantInline(admin.TabularInline):
+class ParticipantInline(TabularInline):
     model = Participant
     extra = 0
     fields = ("user", "role", "joined_at", "left_at", "last_read_message", "muted")
@@ -31,7 +32,7 @@ class AgentForm(forms.Form):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(ModelAdmin):
     list_display = ("id", "type", "title", "assigned_agent", "archived", "last_activity_at")
     list_filter = ("type", "archived")
     search_fields = (
@@ -92,7 +93,7 @@ class ConversationAdmin(admin.ModelAdmin):
         )
 
 
-class MessageEditInline(admin.TabularInline):
+class MessageEditInline(TabularInline):
     model = MessageEdit
     extra = 0
     fields = ("action", "previous_content", "edited_by", "edited_at")
@@ -103,7 +104,7 @@ class MessageEditInline(admin.TabularInline):
         return False
 
 
-class AttachmentInline(admin.TabularInline):
+class AttachmentInline(TabularInline):
     model = Attachment
     extra = 0
     fields = ("id", "content_type", "size", "original_name", "created_at")
@@ -115,7 +116,7 @@ class AttachmentInline(admin.TabularInline):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ModelAdmin):
     list_display = ("id", "conversation", "sender", "type", "short", "sent_at", "edited", "deleted")
     list_filter = ("type",)
     search_fields = ("=id", "content", "sender__external_id", "=conversation__id", "=client_id")
@@ -155,7 +156,7 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(MessageEdit)
-class MessageEditAdmin(admin.ModelAdmin):
+class MessageEditAdmin(ModelAdmin):
     list_display = ("message", "action", "edited_by", "edited_at")
     list_filter = ("action",)
     search_fields = ("previous_content", "=message__id", "edited_by__external_id")

@@ -3,6 +3,7 @@ from django.apps import AppConfig
 
 class MessagingConfig(AppConfig):
     name = "messaging"
+    verbose_name = "Conversations"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):

@@ -3,21 +3,20 @@ event timeline, the outbox, suppressions, consent, provider health and a "send t
 
 from __future__ import annotations
 
-import datetime as dt
+from functools import partial
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from unfold.admin import ModelAdmin, TabularInline
 
 from analytics.models import Event
-from notifications import services
+from notifications import console, services
 from notifications.models import (
     Consent,
     Delivery,
@@ -29,10 +28,9 @@ from notifications.models import (
     QuietHours,
     Suppression,
 )
-from notifications.providers import registry
 
 
-class DeliveryInline(admin.TabularInline):
+class DeliveryInline(TabularInline):
     model = Delivery
     extra = 0
     can_delete = False
@@ -48,7 +46,7 @@ class DeliveryInline(admin.TabularInline):
 
 
 @admin.register(NotificationRequest)
-class NotificationRequestAdmin(admin.ModelAdmin):
+class NotificationRequestAdmin(ModelAdmin):
     list_display = (
         "created_at",
         "caller",
@@ -66,7 +64,7 @@ class NotificationRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ModelAdmin):
     list_display = ("created_at", "user", "email", "phone", "category", "title", "read_at")
     list_filter = ("category", ("read_at", admin.EmptyFieldListFilter))
     search_fields = ("=id", "user__external_id", "email", "phone", "title")
@@ -78,7 +76,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ModelAdmin):
     list_display = (
         "created_at",
         "channel",
@@ -138,7 +136,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         return [
             path(
                 "provider-health/",
-                self.admin_site.admin_view(self.provider_health),
+                self.admin_site.admin_view(partial(console.provider_health, self)),
                 name="notifications_provider_health",
             ),
             path(
@@ -147,44 +145,6 @@ class DeliveryAdmin(admin.ModelAdmin):
                 name="notifications_send_test",
             ),
         ] + super().get_urls()
-
-    def provider_health(self, request):
-        since = timezone.now() - dt.timedelta(hours=1)
-        stats = {
-            row["provider"]: row
-            for row in Event.objects.filter(occurred_at__gte=since)
-            .exclude(provider="")
-            .values("provider")
-            .annotate(
-                sent=Count("id", filter=Q(type="sent")),
-                errors=Count("id", filter=Q(type__in=["retry", "failed", "ambiguous"])),
-            )
-        }
-        rows = []
-        for channel in ("email", "sms", "push"):
-            for position, provider in enumerate(registry.chain(channel)):
-                s = stats.get(provider.alias, {"sent": 0, "errors": 0})
-                total = s["sent"] + s["errors"]
-                rows.append(
-                    {
-                        "channel": channel,
-                        "position": position + 1,
-                        "alias": provider.alias,
-                        "circuit": services.provider_breaker(provider.alias).state()
-                        if provider.alias != "outbox"
-                        else "—",
-                        "sent": s["sent"],
-                        "errors": s["errors"],
-                        "error_rate": f"{100 * s['errors'] / total:.1f} %" if total else "—",
-                    }
-                )
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Provider health",
-            "rows": rows,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/notifications/provider_health.html", context)
 
     def send_test(self, request):
         form = SendTestForm(request.POST or None)
@@ -238,7 +198,7 @@ class SendTestForm(forms.Form):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(ModelAdmin):
     list_display = ("created_at", "channel", "to", "subject")
     list_filter = ("channel",)
     search_fields = ("to", "subject")
@@ -272,14 +232,14 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
+class SuppressionAdmin(ModelAdmin):
     list_display = ("created_at", "channel", "address", "reason")
     list_filter = ("channel", "reason")
     search_fields = ("address",)
 
 
 @admin.register(Consent)
-class ConsentAdmin(admin.ModelAdmin):
+class ConsentAdmin(ModelAdmin):
     list_display = ("created_at", "user", "channel", "category", "granted", "source")
     list_filter = ("granted", "channel", "category")
     search_fields = ("user__external_id", "source")
@@ -288,18 +248,23 @@ class ConsentAdmin(admin.ModelAdmin):
 
 
 @admin.register(NotificationPreference)
-class NotificationPreferenceAdmin(admin.ModelAdmin):
+class NotificationPreferenceAdmin(ModelAdmin):
     list_display = ("user", "category", "channel", "enabled", "updated_at")
     list_filter = ("category", "channel", "enabled")
     search_fields = ("user__external_id",)
     list_select_related = ("user",)
 
 
-admin.site.register(QuietHours)
+@admin.register(QuietHours)
+class QuietHoursAdmin(ModelAdmin):
+    list_display = ("user", "start", "end", "enabled", "updated_at")
+    list_select_related = ("user",)
+    search_fields = ("user__external_id",)
+    raw_id_fields = ("user",)
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(ModelAdmin):
     list_display = (
         "id",
         "user",

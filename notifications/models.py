@@ -147,10 +147,26 @@ class NotificationRequest(models.Model):
     scheduled_at = models.DateTimeField(null=True, blank=True)
     scheduled_local = models.BooleanField(default=False)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # A request made by "resend" in the staff console: the delivery it sends again.
+    resent_from = models.ForeignKey(
+        "Delivery",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="resends",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
-        indexes = [models.Index(fields=["caller", "-created_at"], name="request_caller_recent")]
+        indexes = [
+            models.Index(fields=["caller", "-created_at"], name="request_caller_recent"),
+            # Support staff look a request up by the caller's idempotency key.
+            models.Index(
+                fields=["idempotency_key"],
+                name="request_idempotency_key",
+                condition=~Q(idempotency_key=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.caller} {self.template_key or 'inline'} {self.created_at:%Y-%m-%d %H:%M}"
@@ -298,6 +314,8 @@ class Delivery(models.Model):
             ),
         ]
         indexes = [
+            # The delivery log's search by exact recipient address.
+            models.Index(fields=["address"], name="delivery_address", condition=~Q(address="")),
             # The sweeps: due scheduled ones, expired leases, queued ones never picked up.
             models.Index(
                 fields=["scheduled_for"], name="delivery_due", condition=Q(status="scheduled")

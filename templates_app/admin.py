@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from rest_framework.exceptions import APIException
+from unfold.admin import ModelAdmin, TabularInline
 
 from communication.exceptions import ConflictError
 from templates_app import selectors, services
@@ -39,13 +40,13 @@ def _error_text(exc: APIException) -> str:
     return text
 
 
-class TemplateVariantInline(admin.TabularInline):
+class TemplateVariantInline(TabularInline):
     model = TemplateVariant
     extra = 0
     fields = ("key", "weight", "active", "description")
 
 
-class TemplateVersionInline(admin.TabularInline):
+class TemplateVersionInline(TabularInline):
     model = TemplateVersion
     extra = 0
     can_delete = False
@@ -59,7 +60,7 @@ class TemplateVersionInline(admin.TabularInline):
 
 
 @admin.register(Template)
-class TemplateAdmin(admin.ModelAdmin):
+class TemplateAdmin(ModelAdmin):
     list_display = ("key", "name", "channel", "category", "active", "live", "updated_at")
     list_filter = ("channel", "category", "active")
     search_fields = ("key", "name", "description")
@@ -191,7 +192,7 @@ class TemplateVersionForm(forms.ModelForm):
 
 
 @admin.register(TemplateVersion)
-class TemplateVersionAdmin(admin.ModelAdmin):
+class TemplateVersionAdmin(ModelAdmin):
     form = TemplateVersionForm
     change_form_template = "admin/templates_app/templateversion/change_form.html"
     list_display = (

@@ -60,17 +60,25 @@ def unsubscribe_token() -> str:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "path", ["/admin/login/", "/push", "/api/v1/push/page", "/u/{token}", "/api/docs/"]
+    ("path", "script_src"),
+    [
+        # The staff console's Alpine.js evaluates its attributes: /admin/ alone allows eval.
+        ("/admin/login/", "'self' 'unsafe-eval'"),
+        ("/push", "'self'"),
+        ("/api/v1/push/page", "'self'"),
+        ("/u/{token}", "'self'"),
+        ("/api/docs/", "'self'"),
+    ],
 )
-def test_html_pages_carry_the_content_security_policy(client, path):
+def test_html_pages_carry_the_content_security_policy(client, path, script_src):
     response = client.get(path.format(token=unsubscribe_token()))
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     policy = dict(
         (part.split(" ", 1) + [""])[:2] for part in response["Content-Security-Policy"].split("; ")
     )
-    # No inline or eval'd script anywhere, nothing loaded from another host, no framing.
-    assert policy["script-src"] == "'self'"
+    # No inline script anywhere, nothing loaded from another host, no framing.
+    assert policy["script-src"] == script_src
     assert policy["default-src"] == "'self'"
     assert policy["object-src"] == "'none'"
     assert policy["frame-ancestors"] == "'none'"
