@@ -1,0 +1,226 @@
+"""Every page of the staff console, opened in headless Chromium by a logged-in staff member.
+
+Each model the console registers is listed and one of its rows opened (its add page too, where it
+has one), along with every page of its own the console adds (dashboard, provider health, send test,
+timelines, diffs …): each answers without a server error, logs no JavaScript error, has a title of its
+own (never "… object (…)") and fits a 1440 px window. The URLs are read from the admin site itself,
+so a page added later is opened too, and a model with no row to open fails the test until it is
+seeded here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Group
+from django.test import Client, RequestFactory
+from django.urls import URLPattern, URLResolver, reverse
+from django.utils import timezone
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
+
+from communication.models import User
+from conftest import chromium, needs_chromium, wait_for
+from messaging import services as messaging
+from notifications import services as notifications
+from notifications.models import (
+    Consent,
+    Delivery,
+    Device,
+    NotificationPreference,
+    QuietHours,
+    Suppression,
+)
+
+pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+PASSWORD = "correct horse battery staple"  # noqa: S105 - the test staff member's password
+WIDTH = 1440
+
+# Admin URLs that are not pages: the site's plumbing, or a verb a page posts to.
+NOT_PAGES = {"logout", "password_change_done", "jsi18n", "autocomplete", "search", "view_on_site"}
+
+
+@dataclass
+class Page:
+    path: str
+    # Pages of the console itself must answer 200; a custom per-object view may answer a GET
+    # with a refusal (it wants a POST) but never with a server error.
+    must_be_ok: bool = True
+
+
+def seed() -> None:
+    """One row, at least, of everything the console lists, made the way the service makes it."""
+    User.objects.create_superuser("console-admin", "console-admin@example.com", PASSWORD)
+    alice = User.objects.create(
+        username="alice-console",
+        external_id="alice-console",
+        name="Alice Console",
+        email="alice-console@example.com",
+        phone="+33612345678",
+    )
+    agent = User.objects.create(
+        username="agent-console",
+        external_id="agent-console",
+        name="Agent Console",
+        email="agent-console@example.com",
+        roles=["support_agent"],
+    )
+    Group.objects.create(name="Support staff")
+
+    outcome = notifications.notification_send(
+        caller="console-test",
+        payload={
+            "recipients": [{"user_id": "alice-console"}],
+            "category": "alerts",
+            "channels": ["email", "sms"],
+            "content": {"subject": "Hello", "body": "Your code is 4242.", "html": "<p>4242</p>"},
+            "data": {},
+        },
+        idempotency_key="console-every-page",
+    )
+    ids = [d["id"] for d in outcome.body["notifications"][0]["deliveries"]]
+    wait_for(
+        lambda: Delivery.objects.filter(id__in=ids, status="delivered").count() == len(ids),
+        30,
+        what="the seeded deliveries",
+    )
+    NotificationPreference.objects.create(
+        user=alice, category_id="marketing", channel="email", enabled=False
+    )
+    QuietHours.objects.create(user=alice, start=dt.time(22), end=dt.time(7))
+    Consent.objects.create(user=alice, category_id="marketing", granted=True, source="signup")
+    Suppression.objects.create(channel="email", address="bounced@example.com", reason="bounce")
+    Device.objects.create(
+        user=alice,
+        platform="web",
+        endpoint=f"https://fcm.googleapis.com/fcm/send/{uuid.uuid4().hex}",
+        p256dh="BAAA",
+        auth="AAAA",
+        browser="chrome",
+    )
+
+    conversation, _ = messaging.conversation_create(
+        user=alice, type="support", participants=[], title="Billing question"
+    )
+    messaging.support_assign(conversation=conversation, agent=agent)
+    message, _ = messaging.message_send(
+        user=alice, conversation_id=conversation.id, content="My invoice is wrong."
+    )
+    messaging.message_edit(user=alice, message_id=message.id, content="My March invoice is wrong.")
+
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")
+    CrontabSchedule.objects.create(minute="0", hour="3")
+    SolarSchedule.objects.create(event="sunrise", latitude=48.85, longitude=2.35)
+    ClockedSchedule.objects.create(clocked_time=timezone.now() + dt.timedelta(days=1))
+    PeriodicTask.objects.get_or_create(
+        name="console-test-sweep",
+        defaults={"task": "notifications.tasks.sweep", "interval": every_minute},
+    )
+    # A good login, then a failed one: django-axes' access and attempt rows.
+    for username, password in (("console-admin", PASSWORD), ("someone", "wrong")):
+        Client().post(reverse("admin:login"), {"username": username, "password": password})
+
+
+def _named(patterns):
+    """(name, converters) of each named URL pattern, nested includes flattened."""
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            yield from _named(entry.url_patterns)
+        elif isinstance(entry, URLPattern) and entry.name:
+            route = str(entry.pattern)
+            converters = set(getattr(entry.pattern, "converters", {}))
+            if "(?P" in route:  # a regex route names its arguments in the regex
+                converters.add("?")
+            yield entry.name, converters
+
+
+def pages() -> list[Page]:
+    request = RequestFactory().get("/admin/")
+    request.user = User.objects.get(username="console-admin")
+    found: dict[str, Page] = {}
+
+    def add(path: str, must_be_ok: bool = True) -> None:
+        found.setdefault(path, Page(path, must_be_ok))
+
+    missing = []
+    for model, model_admin in admin.site._registry.items():
+        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        add(reverse(f"{prefix}_changelist"))
+        if model_admin.has_add_permission(request):
+            add(reverse(f"{prefix}_add"))
+        row = model._default_manager.order_by("pk").first()
+        if row is None:
+            missing.append(model._meta.label)
+            continue
+        for name, converters in _named(model_admin.get_urls()):
+            if name.endswith(("_delete", "_add", "_changelist")):
+                continue
+            if converters == {"object_id"}:
+                standard = name.endswith(("_change", "_history"))
+                add(reverse(f"admin:{name}", kwargs={"object_id": row.pk}), must_be_ok=standard)
+            elif not converters:
+                add(reverse(f"admin:{name}"))
+    assert not missing, f"no row to open for {missing}: seed one"
+    site_own = [p for p in admin.site.get_urls() if isinstance(p, URLPattern)]
+    for name, converters in _named(site_own):
+        if not converters and name not in NOT_PAGES | {"login"}:
+            add(reverse(f"admin:{name}"))
+    return sorted(found.values(), key=lambda page: page.path)
+
+
+def test_every_console_page_opens_cleanly(live_asgi, celery_worker):
+    seed()
+    to_open = pages()
+    problems: list[str] = []
+    opened = 0
+    with chromium() as browser:
+        context = browser.new_context(
+            base_url=live_asgi.url, viewport={"width": WIDTH, "height": 900}
+        )
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+        page.goto("/admin/login/")
+        page.fill("#id_username", "console-admin")
+        page.fill("#id_password", PASSWORD)
+        page.click("#login-form [type=submit]")
+        page.wait_for_url("**/admin/")
+
+        for target in to_open:
+            errors.clear()
+            response = page.goto(target.path)
+            assert response is not None
+            status = response.status
+            opened += 1
+            if status >= 500:
+                problems.append(f"{target.path}: {status}")
+                continue
+            if not target.must_be_ok and status != 200:
+                continue
+            if status != 200:
+                problems.append(f"{target.path}: {status}")
+                continue
+            title = page.title()
+            overflow = page.evaluate(
+                "() => document.documentElement.scrollWidth - window.innerWidth"
+            )
+            if errors:
+                problems.append(f"{target.path}: JavaScript errors {errors}")
+            if " object (" in title or not title.strip():
+                problems.append(f"{target.path}: title {title!r}")
+            if overflow > 0:
+                problems.append(f"{target.path}: {overflow} px wider than the window")
+    assert opened > 60, opened
+    assert not problems, "\n".join(problems)
