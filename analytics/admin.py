@@ -33,7 +33,19 @@ class EventAdmin(ModelAdmin):
         ("latency_ms", "cost"),
         "details",
     )
-    readonly_fields = fields
+    readonly_fields = (
+        "type",
+        "occurred_at",
+        "channel",
+        "provider",
+        "category",
+        "caller",
+        "notification_id",
+        "delivery_link",
+        "latency_ms",
+        "cost",
+        "details",
+    )
 
     @admin.display(description="delivery")
     def delivery_link(self, obj: Event) -> str:

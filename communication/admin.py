@@ -44,8 +44,12 @@ class UserAdmin(BaseUserAdmin, ModelAdmin):
     add_form = UserCreationForm
     change_password_form = AdminPasswordChangeForm
     list_display = ("username", "external_id", "name", "email", "phone", "is_staff", "created_at")
-    list_filter = ("is_staff", "is_superuser", "is_active", "organization")
-    search_fields = ("username", "external_id", "name", "email", "phone")
+    # Exact look-ups on indexed columns: the table holds every end user. (No organization filter:
+    # its choices would be a scan of the table's distinct values.)
+    list_filter = ("is_staff", "is_superuser", "is_active")
+    search_fields = ("=username", "=external_id", "=email", "=phone")
+    search_help_text = "An exact username, user id, email address or phone number (E.164)."
+    show_full_result_count = False
     ordering = ("-created_at",)
     readonly_fields = ("id", "created_at", "updated_at", "last_login", "date_joined")
     fieldsets = (

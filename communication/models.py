@@ -59,6 +59,12 @@ class User(AbstractUser):
                 condition=~models.Q(external_id=""), name="user_external_id_not_empty"
             ),
         ]
+        indexes = [
+            # The console's people list: newest first, and exact look-ups by address.
+            models.Index(fields=["-created_at"], name="user_recent"),
+            models.Index(fields=["email"], name="user_email", condition=~models.Q(email="")),
+            models.Index(fields=["phone"], name="user_phone", condition=~models.Q(phone="")),
+        ]
 
     def __str__(self) -> str:
         return self.external_id or self.username
