@@ -117,6 +117,55 @@ def version_get(version_id: uuid.UUID | str, *, for_update: bool = False) -> Tem
         raise NotFoundError(f"No template version {version_id}.", code="version_not_found") from exc
 
 
+def version_others(version: TemplateVersion, *, limit: int = 50) -> QuerySet[TemplateVersion]:
+    """The other versions of ``version``'s template, newest first (the admin's version list)."""
+    return (
+        TemplateVersion.objects.filter(template_id=version.template_id)
+        .exclude(pk=version.pk)
+        .select_related("variant")
+        .only(
+            "id",
+            "template_id",
+            "variant__key",
+            "number",
+            "language",
+            "status",
+            "is_live",
+        )
+        .order_by("-number")[:limit]
+    )
+
+
+def version_diff_base(
+    version: TemplateVersion, against_id: str | None = None
+) -> TemplateVersion | None:
+    """What ``version`` is compared with: ``against_id`` when that is another version of the same
+    template; else what is live for its language and line; else the latest one before it in its
+    language and line; else None."""
+    others = TemplateVersion.objects.filter(template_id=version.template_id).exclude(pk=version.pk)
+    if against_id:
+        try:
+            chosen = others.filter(pk=uuid.UUID(str(against_id))).first()
+        except ValueError:
+            chosen = None
+        if chosen is not None:
+            return chosen
+    same_line = others.filter(language=version.language, variant_id=version.variant_id)
+    return (
+        same_line.filter(is_live=True).first()
+        or same_line.filter(number__lt=version.number).order_by("-number").first()
+    )
+
+
+def template_live_versions(template: Template) -> QuerySet[TemplateVersion]:
+    """What is live for ``template``, per language and variant (the admin's overview)."""
+    return (
+        TemplateVersion.objects.filter(template=template, is_live=True)
+        .select_related("variant")
+        .order_by("language", "variant__key")
+    )
+
+
 # ------------------------------------------------------------------------- the render cache
 
 

@@ -34,6 +34,7 @@ from templates_app.services.templates import (
 from templates_app.services.versions import (
     SOURCE_FIELDS,
     template_rollback,
+    version_approval_refusal,
     version_approve,
     version_archive,
     version_check_sources,
@@ -61,6 +62,7 @@ __all__ = [
     "variant_assign",
     "variant_delete",
     "variant_save",
+    "version_approval_refusal",
     "version_approve",
     "version_archive",
     "version_check_sources",

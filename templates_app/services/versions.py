@@ -238,6 +238,18 @@ def _make_live(template: Template, version: TemplateVersion) -> TemplateVersion 
     return previous
 
 
+def version_approval_refusal(*, version: TemplateVersion, actor: Actor) -> str | None:
+    """Why ``actor`` may not approve ``version`` under the four-eyes rule, or None.
+
+    The author and the one who submitted it may not; ``version_approve`` enforces this, and the
+    admin asks beforehand so that it can say so instead of offering a button that would fail.
+    """
+    who = actor_of(actor)
+    if who in (version.created_by, version.submitted_by):
+        return f"{who} wrote or submitted version {version.number}; someone else must approve it."
+    return None
+
+
 def version_approve(*, version: TemplateVersion, actor: Actor, note: str = "") -> TemplateVersion:
     """Pending → approved and live for its language, replacing the live one.
 
@@ -249,10 +261,9 @@ def version_approve(*, version: TemplateVersion, actor: Actor, note: str = "") -
         version = _transition(
             version.pk, expect=VersionStatus.PENDING, to=VersionStatus.APPROVED, action="approve"
         )
-        if who in (version.created_by, version.submitted_by):
-            raise errors.FourEyesError(
-                f"{who} wrote or submitted version {version.number}; someone else must approve it."
-            )
+        refusal = version_approval_refusal(version=version, actor=who)
+        if refusal is not None:
+            raise errors.FourEyesError(refusal)
         previous = _make_live(version.template, version)
         version.approved_by = who
         version.approved_at = djtz.now()
