@@ -152,7 +152,9 @@ class ConversationAdmin(ExactSearchMixin, ModelAdmin):
     list_display = ("__str__", "type", "assigned_agent", "last_message", "last_activity_at")
     list_display_links = ("__str__",)
     list_editable = ("assigned_agent",)
-    list_filter = ("type", AssignmentFilter, "archived")
+    # Types and waiting support conversations are common enough that the newest-first index
+    # fills a page quickly; "archived", rare and unindexed, would read the whole table.
+    list_filter = ("type", AssignmentFilter)
     search_fields = ("id", "participants__user__external_id")
     search_help_text = "Exact conversation id or participant's user id"
     ordering = ("-last_activity_at",)

@@ -80,7 +80,8 @@ class AttachmentInline(ReadOnlyMixin, TabularInline):
 @admin.register(Message)
 class MessageAdmin(ExactSearchMixin, ReadOnlyMixin, ModelAdmin):
     list_display = ("__str__", "conversation_name", "type", "sent_at", "edited", "deleted")
-    list_filter = ("type",)
+    # No filters: none of the columns worth one is indexed, and a rare value (system messages)
+    # would have the page read the whole table backwards to fill itself.
     search_fields = ("id", "conversation__id", "sender__external_id")
     search_help_text = "Exact message id, conversation id or sender's user id"
     ordering = ("-id",)
@@ -141,7 +142,7 @@ class MessageAdmin(ExactSearchMixin, ReadOnlyMixin, ModelAdmin):
     @admin.display(description="content")
     def shown(self, obj: Message) -> Any:
         if obj.deleted_at is not None:
-            return "Deleted (what it said is under “edits and deletion” below)."
+            return "Deleted: what it said is kept in its edit trail."
         if obj.type == MessageType.ENCRYPTED:
             return "Encrypted: its content cannot be read here."
         if obj.html:
