@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
+from django.utils.text import Truncator
 
 # Conditions shared by a constraint or partial index and the queries that must match it (an
 # ``ON CONFLICT`` naming the partial unique index, a lookup of the row it keeps unique): one
@@ -19,6 +20,9 @@ from django.db.models.functions import Now
 DIRECT_PAIR = Q(type="direct")
 ACTIVE_MEMBER = Q(left_at__isnull=True)
 CLIENT_ID_SET = ~Q(client_id="")
+
+# How many members name a conversation that has no title.
+NAMED_MEMBERS = 4
 
 
 class ConversationType(models.TextChoices):
@@ -103,7 +107,15 @@ class Conversation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.title or f"{self.type} {self.id}"
+        if self.title:
+            return self.title
+        kind = self.get_type_display()
+        # Set by the staff selector, which reads one name more than it shows.
+        names = getattr(self, "participant_names", None)
+        if names:
+            others = " and others" if len(names) > NAMED_MEMBERS else ""
+            return f"{kind}: {', '.join(names[:NAMED_MEMBERS])}{others}"
+        return f"{kind} conversation {self.id.hex[:8]}"
 
 
 class Participant(models.Model):
@@ -234,7 +246,24 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.id} in {self.conversation_id}"
+        """The sender and the first words (the sender is read unless selected with it)."""
+        sender = self.sender if self.sender_id else None
+        if self.type == MessageType.SYSTEM:
+            who = "System"
+        elif sender is None:
+            who = "someone"
+        else:
+            who = sender.name or sender.external_id or sender.username
+        if self.deleted_at is not None:
+            what = "(deleted)"
+        elif self.type == MessageType.ENCRYPTED:
+            what = "(encrypted)"
+        elif not self.content.strip():
+            what = "(attachment)"
+        else:
+            what = Truncator(" ".join(self.content.split())).words(8, truncate=" …")
+            what = Truncator(what).chars(80)
+        return f"{who}: {what}"
 
 
 class MessageEdit(models.Model):

@@ -6,13 +6,23 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable
 
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection
 from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, NullIf
 
 from communication.exceptions import NotFoundError
 from communication.models import User
-from messaging.models import Attachment, Message, Participant, UserPresence
+from messaging.models import (
+    ACTIVE_MEMBER,
+    NAMED_MEMBERS,
+    Attachment,
+    Conversation,
+    Message,
+    MessageEdit,
+    Participant,
+    UserPresence,
+)
 
 
 def participant_get(*, user: User, conversation_id: uuid.UUID | str) -> Participant:
@@ -140,6 +150,14 @@ def message_list(
     )
     if thread is not None:
         qs = qs.filter(parent_id=thread)
+    return _page(qs, before=before, after=after, limit=limit)
+
+
+def _page(
+    qs: QuerySet[Message], *, before: int | None, after: int | None, limit: int
+) -> tuple[list[Message], bool]:
+    """``limit`` messages of ``qs`` in id order (the newest, or the oldest after ``after``) and
+    whether more lie beyond them; ids are what the (conversation, id) index serves."""
     if before is not None:
         qs = qs.filter(id__lt=before)
     if after is not None:
@@ -182,3 +200,84 @@ def attachment_visible_to(attachment: Attachment, user_pk: uuid.UUID | str) -> b
         user_id=user_pk,
         left_at__isnull=True,
     ).exists()
+
+
+# ------------------------------------------------------------------------------- staff console
+
+
+def _member_names(conversation_id: OuterRef) -> ArraySubquery:
+    """The first few active members' names of a conversation (one more than a name shows, so
+    that it can say there are others): a subquery evaluated for the rows a page returns, not a
+    join and grouping over the whole table."""
+    return ArraySubquery(
+        Participant.objects.filter(ACTIVE_MEMBER, conversation_id=conversation_id)
+        .order_by("joined_at", "id")
+        .values_list(
+            Coalesce(NullIf("user__name", Value("")), "user__external_id", "user__username"),
+            flat=True,
+        )[: NAMED_MEMBERS + 1]
+    )
+
+
+def conversation_staff_list() -> QuerySet[Conversation]:
+    """Every conversation, for staff: with its agent, creator, last message and its sender, and
+    ``participant_names`` (what ``str()`` calls a conversation without a title)."""
+    return Conversation.objects.select_related(
+        "assigned_agent", "created_by", "last_message__sender"
+    ).annotate(participant_names=_member_names(OuterRef("pk")))
+
+
+def message_staff_list() -> QuerySet[Message]:
+    """Every message, for staff: with its sender, conversation, the message it replies to, and
+    ``conversation_names``, its conversation's ``participant_names``."""
+    return Message.objects.select_related("sender", "conversation", "parent__sender").annotate(
+        conversation_names=_member_names(OuterRef("conversation_id"))
+    )
+
+
+def message_transcript(
+    *, conversation_id: uuid.UUID | str, before: int | None = None, limit: int = 200
+) -> tuple[list[Message], bool]:
+    """The newest ``limit`` messages of a conversation (before the id ``before``), oldest first,
+    and whether there are earlier ones: for staff reading it, each with its sender, the message
+    it replies to, its attachments and its edit trail, in a fixed number of queries."""
+    qs = (
+        Message.objects.filter(conversation_id=conversation_id)
+        .select_related("sender", "parent__sender")
+        .prefetch_related(
+            Prefetch("attachments", queryset=Attachment.objects.order_by("created_at", "id")),
+            Prefetch(
+                "edits",
+                queryset=MessageEdit.objects.select_related("edited_by").order_by(
+                    "edited_at", "id"
+                ),
+            ),
+        )
+    )
+    return _page(qs, before=before, after=None, limit=limit)
+
+
+def participant_roles(
+    *, conversation_id: uuid.UUID | str, user_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The role in a conversation of each of ``user_ids`` who is or was a member of it."""
+    return dict(
+        Participant.objects.filter(
+            conversation_id=conversation_id, user_id__in=list(user_ids)
+        ).values_list("user_id", "role")
+    )
+
+
+def support_agent_list() -> QuerySet[User]:
+    """The users support conversations can be assigned to (the ``support_agent`` role)."""
+    return User.objects.filter(roles__contains=["support_agent"]).order_by("name", "username")
+
+
+def attachment_sent_get(attachment_id: uuid.UUID | str) -> Attachment | None:
+    """A sent attachment (one a message carries) with its message and conversation; None for
+    an unknown one or an upload not sent yet (only its uploader may see that)."""
+    return (
+        Attachment.objects.select_related("message__conversation")
+        .filter(id=attachment_id, message__isnull=False)
+        .first()
+    )
