@@ -6,6 +6,7 @@ from typing import ClassVar, Self
 import phonenumbers
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Now
@@ -64,6 +65,8 @@ class User(AbstractUser):
             models.Index(fields=["-created_at"], name="user_recent"),
             models.Index(fields=["email"], name="user_email", condition=~models.Q(email="")),
             models.Index(fields=["phone"], name="user_phone", condition=~models.Q(phone="")),
+            # Who holds a role (the support agents the console offers): roles @> ARRAY[…].
+            GinIndex(fields=["roles"], name="user_roles"),
         ]
 
     def __str__(self) -> str:
