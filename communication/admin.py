@@ -20,6 +20,7 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 from unfold.widgets import UnfoldAdminSelectWidget, UnfoldAdminTextInputWidget
 
+from communication.admin_tools import ExactSearchMixin
 from communication.models import Category, User
 
 admin.site.unregister(Group)
@@ -39,7 +40,7 @@ for _model in (
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin, ModelAdmin):
+class UserAdmin(ExactSearchMixin, BaseUserAdmin, ModelAdmin):
     form = UserChangeForm
     add_form = UserCreationForm
     change_password_form = AdminPasswordChangeForm
@@ -47,7 +48,7 @@ class UserAdmin(BaseUserAdmin, ModelAdmin):
     # Exact look-ups on indexed columns: the table holds every end user. (No organization filter:
     # its choices would be a scan of the table's distinct values.)
     list_filter = ("is_staff", "is_superuser", "is_active")
-    search_fields = ("=username", "=external_id", "=email", "=phone")
+    search_fields = ("username", "external_id", "email", "phone")
     search_help_text = "An exact username, user id, email address or phone number (E.164)."
     show_full_result_count = False
     ordering = ("-created_at",)

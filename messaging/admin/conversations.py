@@ -20,10 +20,11 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.paginator import InfinitePaginator
 from unfold.widgets import UnfoldAdminSelectWidget
 
+from communication.admin_tools import ExactSearchMixin, ReadOnlyMixin
 from communication.exceptions import APIError
 from communication.models import User
 from messaging import attachments, selectors, services
-from messaging.admin.common import ExactSearchMixin, ReadOnlyMixin, metadata_list, person
+from messaging.admin.common import metadata_list, person
 from messaging.admin.transcript import SEE_REMOVED, transcript_context
 from messaging.models import Conversation, ConversationType, Participant
 

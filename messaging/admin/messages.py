@@ -14,8 +14,9 @@ from django.utils.safestring import mark_safe
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.paginator import InfinitePaginator
 
+from communication.admin_tools import ExactSearchMixin, ReadOnlyMixin
 from messaging import selectors
-from messaging.admin.common import ExactSearchMixin, ReadOnlyMixin, metadata_list, person
+from messaging.admin.common import metadata_list, person
 from messaging.admin.transcript import attached
 from messaging.models import Attachment, Conversation, Message, MessageEdit, MessageType
 
