@@ -202,6 +202,23 @@ def notification_log_search(term: str) -> Q:
     return Q(id__in=ids)
 
 
+def request_log_search(term: str) -> Q:
+    """The requests whose id, caller or idempotency key is ``term`` (each an index)."""
+    term = term.strip()
+    match = Q(caller=term) | Q(idempotency_key=term)
+    as_uuid = _uuid_or_none(term)
+    return match | Q(id=as_uuid) if as_uuid is not None else match
+
+
+def request_recipients(request_id: uuid.UUID, *, limit: int) -> list[Notification]:
+    """The first ``limit`` notifications (recipients) of a request, with their users."""
+    return list(
+        Notification.objects.filter(request_id=request_id)
+        .select_related("user")
+        .order_by("id")[:limit]
+    )
+
+
 def _uuid_or_none(term: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(term)

@@ -8,7 +8,6 @@ from functools import partial
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Q
 from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -52,7 +51,7 @@ class NotificationRequestAdmin(ReadOnlyAdmin):
     list_display = (
         "created",
         "caller",
-        "category",
+        "category_key",
         "what",
         "priority",
         "scheduled_at",
@@ -74,7 +73,10 @@ class NotificationRequestAdmin(ReadOnlyAdmin):
     ordering = ("-id",)
     fieldsets = (
         (None, {"fields": ("id", "caller", "idempotency_key", "category", "priority")}),
-        ("What", {"fields": ("template_key", "content_view", "data_view", "locale", "channels")}),
+        (
+            "What",
+            {"fields": ("template_key", "content_view", "data_view", "locale", "channels_view")},
+        ),
         ("When", {"fields": ("created_at", "scheduled_at", "scheduled_local", "cancelled_at")}),
         ("Recipients", {"fields": ("recipients", "resend_of")}),
     )
@@ -88,7 +90,7 @@ class NotificationRequestAdmin(ReadOnlyAdmin):
         "content_view",
         "data_view",
         "locale",
-        "channels",
+        "channels_view",
         "created_at",
         "scheduled_at",
         "scheduled_local",
@@ -98,18 +100,17 @@ class NotificationRequestAdmin(ReadOnlyAdmin):
     )
 
     def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
+        if not search_term.strip():
             return queryset, False
-        found = selectors.delivery_log_search(term)
-        match = Q(caller=term) | Q(idempotency_key=term)
-        if found.delivery_id is not None:
-            match |= Q(id=found.delivery_id)
-        return queryset.filter(match), False
+        return queryset.filter(selectors.request_log_search(search_term)), False
 
     @display(description="created")
     def created(self, obj: NotificationRequest) -> str:
         return when(obj.created_at)
+
+    @display(description="category")
+    def category_key(self, obj: NotificationRequest) -> str:
+        return obj.category_id
 
     @display(description="template or content")
     def what(self, obj: NotificationRequest) -> str:
@@ -131,14 +132,14 @@ class NotificationRequestAdmin(ReadOnlyAdmin):
     def data_view(self, obj: NotificationRequest) -> str:
         return pairs(obj.data)
 
+    @display(description="channels")
+    def channels_view(self, obj: NotificationRequest) -> str:
+        return ", ".join(obj.channels) or "—"
+
     @display(description="recipients")
     def recipients(self, obj: NotificationRequest) -> str:
         shown = 20
-        notifications = list(
-            Notification.objects.filter(request=obj)
-            .select_related("user")
-            .order_by("id")[: shown + 1]
-        )
+        notifications = selectors.request_recipients(obj.id, limit=shown + 1)
         lines = format_html_join(
             "",
             "<li>{} · {}</li>",
@@ -174,7 +175,7 @@ class DeliveryInline(TabularInline):
 
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdmin):
-    list_display = ("created", "headline", "to", "category", "deliveries", "read", "timeline")
+    list_display = ("created", "headline", "to", "category_key", "deliveries", "read", "timeline")
     list_filter = (
         "category",
         ("created_at", CreatedFilter),
@@ -236,7 +237,7 @@ class NotificationAdmin(ReadOnlyAdmin):
     def created(self, obj: Notification) -> str:
         return when(obj.created_at)
 
-    @display(description="title", header=False)
+    @display(description="title")
     def headline(self, obj: Notification) -> str:
         # An email-only send keeps no inbox title: say what was sent instead.
         return cut(obj.title or obj.request.template_key or f"{obj.category_id} (inline)", 60)
@@ -244,6 +245,10 @@ class NotificationAdmin(ReadOnlyAdmin):
     @display(description="to")
     def to(self, obj: Notification) -> str:
         return _recipient(obj)
+
+    @display(description="category")
+    def category_key(self, obj: Notification) -> str:
+        return obj.category_id
 
     @display(description="to")
     def to_view(self, obj: Notification) -> str:

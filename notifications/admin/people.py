@@ -11,11 +11,10 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import HttpRequest
-from unfold.admin import ModelAdmin
 from unfold.decorators import display
 
 from notifications import selectors, services
-from notifications.admin.common import ReadOnlyAdmin, cut, pairs, when
+from notifications.admin.common import ConsoleAdmin, ReadOnlyAdmin, cut, pairs, when
 from notifications.models import (
     Channel,
     Consent,
@@ -88,11 +87,15 @@ class DeviceAdmin(ByUser):
 
 @admin.register(NotificationPreference)
 class NotificationPreferenceAdmin(ByUser):
-    list_display = ("person", "category", "channel", "enabled", "updated_at")
+    list_display = ("person", "category_key", "channel", "enabled", "updated_at")
     list_filter = ("category", "channel", "enabled")
     ordering = ("-id",)
     fields = ("user", "category", "channel", "enabled", "updated_at")
     readonly_fields = fields
+
+    @display(description="category")
+    def category_key(self, obj: NotificationPreference) -> str:
+        return obj.category_id
 
 
 @admin.register(QuietHours)
@@ -145,7 +148,7 @@ class SuppressionForm(forms.ModelForm):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(ModelAdmin):
+class SuppressionAdmin(ConsoleAdmin):
     """Addresses nothing is sent to. Staff add one by hand (a request to stop, a known-bad
     address) and remove one when the address works again; both through the services."""
 
@@ -156,7 +159,6 @@ class SuppressionAdmin(ModelAdmin):
     search_help_text = "Exact address (email or E.164 number)"
     sortable_by = ()
     ordering = ("-id",)
-    show_full_result_count = False
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -170,6 +172,9 @@ class SuppressionAdmin(ModelAdmin):
             except ValidationError:
                 continue
         return queryset.filter(addresses), False
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        return {"reason": Suppression.Reason.MANUAL, **super().get_changeform_initial_data(request)}
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return ("channel", "address", "reason", "detail", "created_at") if obj else ()

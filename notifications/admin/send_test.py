@@ -51,8 +51,8 @@ class SendTestForm(forms.Form):
         if version is not None:
             # The template says the channel and the content; only the recipient is typed.
             channel = version.template.channel
-            self.fields["channel"] = forms.ChoiceField(
-                choices=[(channel, channel)], initial=channel, widget=forms.HiddenInput
+            self.fields["channel"] = forms.CharField(
+                initial=channel, disabled=True, widget=forms.HiddenInput
             )
             self.fields["to"].help_text = TO_HELP.get(channel, "")
             del self.fields["subject"], self.fields["body"]

@@ -146,6 +146,23 @@ def test_the_delivery_log_filters_and_stays_on_a_bounded_query_count(
     assert set(rows(found)) == {deliveries[3]}
 
 
+@pytest.mark.parametrize(
+    "page", ["delivery", "notification", "notificationrequest", "outboxmessage"]
+)
+def test_a_list_costs_the_same_queries_for_one_row_as_for_a_page(staff_client, page):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert staff_client.get(f"/admin/notifications/{page}/").status_code == 200
+        return len(captured)
+
+    _, _, [d] = send({"email": "first@example.com"})
+    services.delivery_attempt(d["id"])
+    one = queries()
+    for i in range(30):
+        services.delivery_attempt(send({"email": f"more{i}@example.com"})[2][0]["id"])
+    assert queries() == one <= 5
+
+
 def test_the_notifications_list_titles_every_row_and_searches_the_same_way(staff_client):
     _, email_only, _ = send({"email": "mail-only@example.com"})
     page = staff_client.get("/admin/notifications/notification/", {"q": "mail-only@example.com"})
@@ -467,9 +484,11 @@ def test_people_pages_search_by_exact_user_id(staff_client, make_user_token):
         user=user, changes=[{"category": "alerts", "channel": "email", "enabled": False}]
     )
     services.consent_record(user=user, granted=True, source="signup", channel="email")
-    for page in ("notificationpreference", "consent", "device", "quiethours"):
-        response = staff_client.get(f"/admin/notifications/{page}/", {"q": "person-1"})
+    for page in ("notificationpreference", "consent", "device", "quiethours", "suppression"):
+        with CaptureQueriesContext(connection) as queries:
+            response = staff_client.get(f"/admin/notifications/{page}/", {"q": "person-1"})
         assert response.status_code == 200, page
+        assert len(queries) <= 6, page
         assert b'name="_save"' not in response.content
     prefs = staff_client.get("/admin/notifications/notificationpreference/", {"q": "person-1"})
     assert b"person-1" in prefs.content
@@ -492,3 +511,23 @@ def test_suppressions_are_added_and_removed_through_the_services(staff_client):
     assert b"blocked@example.com" in found.content
     staff_client.post(f"/admin/notifications/suppression/{suppression.pk}/delete/", {"post": "yes"})
     assert not Suppression.objects.filter(pk=suppression.pk).exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "to", "field", "expected"),
+    [
+        ("reminder-sms", "+33612345678", "text", "Dentist appointment"),
+        ("reminder-push", "ada", "title", "Dentist appointment"),
+        ("welcome-in-app", "ada", "title", "Acme"),
+    ],
+)
+def test_send_a_test_of_each_channel(staff_client, make_user_token, key, to, field, expected):
+    make_user_token("ada", email="ada@example.com")
+    version = TemplateVersion.objects.filter(template__key=key, is_live=True).first()
+    url = f"/admin/notifications/delivery/send-test/?template_version={version.pk}"
+    assert expected in staff_client.get(url).content.decode()
+    response = staff_client.post(url, {"template_version": str(version.pk), "to": to})
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    request = NotificationRequest.objects.get(caller="admin:ops")
+    assert expected in request.content[field], "the rendered text is what is sent"
+    assert request.channels == [version.template.channel]
