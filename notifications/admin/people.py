@@ -8,9 +8,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import ValidationError
 from django.db.models import Q
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
 from unfold.decorators import display
 
 from notifications import selectors, services
@@ -190,6 +192,13 @@ class SuppressionAdmin(ConsoleAdmin):
 
     def delete_model(self, request, obj):
         services.suppressions_remove(ids=[obj.pk], actor=f"admin:{request.user.get_username()}")
+
+    def response_delete(self, request, obj_display, obj_id):
+        response = super().response_delete(request, obj_display, obj_id)
+        if IS_POPUP_VAR in request.POST:
+            return response
+        # Back to the list (Django goes to the index when the page has nothing to change).
+        return HttpResponseRedirect(reverse("admin:notifications_suppression_changelist"))
 
     def delete_queryset(self, request, queryset):
         services.suppressions_remove(

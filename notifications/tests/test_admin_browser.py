@@ -1,7 +1,8 @@
 """The delivery log in Chromium, as support staff use it: resend a failed delivery from its
-timeline and see the provider called (a real worker, SendGrid played by a local HTTP server),
-cancel a scheduled delivery from its timeline and from its page, and search the log by address,
-request id, idempotency key and user id.
+timeline and from its page and see the provider called (a real worker, SendGrid played by a local
+HTTP server); cancel what is not yet sent from a timeline, a delivery's page, a whole notification
+and the log's bulk action; take an address off the suppression list; send a test of a draft
+template version; search the log by address, request id, idempotency key and user id.
 
 The page server and the worker share a queue prefix of their own, so what a click enqueues goes
 to that worker. Django refuses the ORM in the thread that runs Playwright's event loop: the test
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,7 +27,9 @@ from analytics.models import Event
 from communication.models import User
 from conftest import ROOT, chromium, needs_chromium, wait_for
 from notifications import services
-from notifications.models import Delivery, NotificationRequest
+from notifications.models import Delivery, NotificationRequest, Suppression
+from templates_app import services as template_services
+from templates_app.models import Template
 
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -120,15 +124,28 @@ def test_resend_a_failed_delivery_from_its_timeline(console, staff, httpserver, 
     calls: list[dict] = []
 
     def sendgrid(request):
-        calls.append(json.loads(request.get_data()))
-        if len(calls) == 1:  # the first send is refused for good
+        body = json.loads(request.get_data())
+        to = body["personalizations"][0]["to"][0]["email"]
+        calls.append(body)
+        if sum(1 for c in calls if c["personalizations"][0]["to"][0]["email"] == to) == 1:
+            # Each address's first send is refused for good.
             return Response('{"errors": [{"message": "invalid"}]}', status=400)
         return Response("", status=202)
 
     httpserver.expect_request(SENDGRID).respond_with_handler(sendgrid)
     settings.CELERY_QUEUE_PREFIX = PREFIX  # this process's sends go to the console's worker
     _, notification_id, original = send_email("resend-me@example.com")
-    wait_for(lambda: status(original) == "failed", 30, what="the first send to fail")
+    _, _, from_its_page = send_email("resend-me-too@example.com")
+    wait_for(
+        lambda: status(original) == status(from_its_page) == "failed",
+        30,
+        what="the first sends to fail",
+    )
+
+    def sent_resend(delivery_id) -> Delivery | None:
+        return Delivery.objects.filter(
+            notification__request__resent_from_id=delivery_id, status="sent"
+        ).first()
 
     with chromium() as browser:
         console_page = Console(browser, console.url)
@@ -140,23 +157,13 @@ def test_resend_a_failed_delivery_from_its_timeline(console, staff, httpserver, 
         # Back on the timeline: the delivery now names its resend.
         page.locator(f"#delivery-{original} .resent-as").wait_for()
 
-        # The worker sends it (the database between page actions, not inside a callback).
-        resend = off_loop(
-            wait_for,
-            lambda: Delivery.objects.filter(
-                notification__request__resent_from_id=original, status="sent"
-            ).first(),
-            30,
-            0.1,
-            "the resend to be sent",
-        )
+        # The worker sends it.
+        resend = off_loop(wait_for, lambda: sent_resend(original), 30, 0.1, "the resend sent")
         page.reload()
         resent_as = page.locator(f"#delivery-{original} .resent-as")
         assert str(resend.id) in resent_as.inner_text()
         assert "sent" in resent_as.inner_text().lower()
-        assert (
-            page.locator(f"#delivery-{original}").get_by_role("button", name="Resend").count() == 0
-        )
+        assert card.get_by_role("button", name="Resend").count() == 0
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "delivery-timeline.png"), full_page=True)
 
@@ -167,23 +174,49 @@ def test_resend_a_failed_delivery_from_its_timeline(console, staff, httpserver, 
         new_card = page.locator(f"#delivery-{resend.id}")
         assert new_card.get_attribute("data-status") == "sent"
         assert "sendgrid" in new_card.locator('[data-type="sent"]').inner_text()
+
+        # From the delivery's own page: its Resend is a form of its own, outside the change form.
+        page.goto(f"/admin/notifications/delivery/{from_its_page}/change/")
+        page.locator("#delivery-summary").get_by_role("button", name="Resend").click()
+        page.locator(f"#delivery-{from_its_page} .resent-as").wait_for()
+        second = off_loop(wait_for, lambda: sent_resend(from_its_page), 30, 0.1, "the resend")
         errors = console_page.errors
 
     assert errors == []
-    # SendGrid was called again, for the same recipient and content.
-    assert len(calls) == 2
-    assert calls[1]["personalizations"][0]["to"][0]["email"] == "resend-me@example.com"
-    assert calls[1]["subject"] == "Your invoice"
+    # SendGrid was called again, for the same recipients and content.
+    again = [c for c in calls[2:]]
+    assert sorted(c["personalizations"][0]["to"][0]["email"] for c in again) == [
+        "resend-me-too@example.com",
+        "resend-me@example.com",
+    ]
+    assert {c["subject"] for c in again} == {"Your invoice"}
     request = NotificationRequest.objects.get(resent_from_id=original)
     assert request.caller == "admin:support"
     assert Event.objects.filter(delivery_id=original, type="resent").count() == 1
+    assert second.notification.request.resent_from_id == uuid.UUID(from_its_page)
 
 
-def test_cancel_a_scheduled_delivery_by_clicking(console, staff, settings):
+def test_cancel_what_is_not_yet_sent_by_clicking(console, staff, settings, make_user_token):
     settings.CELERY_QUEUE_PREFIX = "void-"
     later = timezone.now() + dt.timedelta(days=1)
     _, on_timeline, first = send_email("later-1@example.com", scheduled_at=later)
     _, _, second = send_email("later-2@example.com", scheduled_at=later)
+    _, _, from_the_log = send_email("later-3@example.com", scheduled_at=later)
+    make_user_token("two-channels", email="two@example.com", phone="+33633333333")
+    outcome = services.notification_send(
+        caller="billing",
+        payload={
+            "recipients": [{"user_id": "two-channels"}],
+            "category": "alerts",
+            "channels": ["email", "sms"],
+            "content": {"subject": "Later", "body": "Later."},
+            "scheduled_at": later,
+        },
+    )
+    both = outcome.body["notifications"][0]["id"]
+    suppression = services.suppression_add(
+        channel="email", address="works-again@example.com", reason="hard_bounce"
+    )
 
     with chromium() as browser:
         console_page = Console(browser, console.url)
@@ -200,13 +233,36 @@ def test_cancel_a_scheduled_delivery_by_clicking(console, staff, settings):
         page.goto(f"/admin/notifications/delivery/{second}/change/")
         page.locator("#delivery-summary").get_by_role("button", name="Cancel").click()
         page.locator(f'#delivery-{second}[data-status="cancelled"]').wait_for()
+
+        # Every channel of one notification at once.
+        console_page.timeline(both)
+        page.get_by_role("button", name="Cancel all not yet sent").click()
+        page.get_by_text("2 delivery(ies) cancelled.").wait_for()
+        assert page.locator('.ntl-delivery[data-status="cancelled"]').count() == 2
+
+        # From the delivery log: the bulk action on the selected rows.
+        page.goto("/admin/notifications/delivery/?q=later-3@example.com")
+        page.locator("#result_list input.action-select").check()
+        page.select_option("select[name=action]", "cancel_selected")
+        page.get_by_role("button", name="Run").click()
+        page.get_by_text("1 delivery(ies) cancelled.").wait_for()
+
+        # An address on the suppression list taken off it (the resend note's advice).
+        page.goto(f"/admin/notifications/suppression/{suppression.pk}/change/")
+        page.get_by_role("link", name="Delete suppression").click()
+        page.get_by_role("button", name=re.compile("sure")).click()
+        page.wait_for_url("**/suppression/")
         errors = console_page.errors
 
     assert errors == []
-    assert status(first) == status(second) == "cancelled"
-    for delivery in (first, second):
+    assert status(first) == status(second) == status(from_the_log) == "cancelled"
+    for delivery in (first, second, from_the_log):
         event = Event.objects.get(delivery_id=delivery, type="cancelled")
         assert event.data == {"by": "admin:support"}
+    assert set(Delivery.objects.filter(notification_id=both).values_list("status", flat=True)) == {
+        "cancelled"
+    }
+    assert not Suppression.objects.filter(pk=suppression.pk).exists()
 
 
 def test_search_the_delivery_log(console, staff, settings, make_user_token):
@@ -253,3 +309,44 @@ def test_search_the_delivery_log(console, staff, settings, make_user_token):
     assert found["order-1042"] == [by_key]
     assert found["cust-42"] == [by_user]
     assert found["case.open"] == [], "exact values only"
+
+
+def test_send_a_test_of_a_draft_by_clicking(console, staff, httpserver, settings):
+    subjects: list[str] = []
+
+    def sendgrid(request):
+        subjects.append(json.loads(request.get_data())["subject"])
+        return Response("", status=202)
+
+    httpserver.expect_request(SENDGRID).respond_with_handler(sendgrid)
+    draft = template_services.version_create(
+        template=Template.objects.get(key="welcome-email"),
+        actor="staff:writer",
+        language="en",
+        subject="Draft: welcome to {{ product }}, {{ name }}",
+        html="<p>Hello {{ name }}</p>",
+        text="Hello {{ name }}",
+    )
+
+    with chromium() as browser:
+        console_page = Console(browser, console.url)
+        page = console_page.page
+        page.goto(f"/admin/notifications/delivery/send-test/?template_version={draft.pk}")
+        assert "welcome-email" in page.locator("#test-version").inner_text()
+        assert "Draft: welcome to Acme, Ada" in page.locator("#test-preview").inner_text()
+        assert page.input_value("input[name=to]") == "support@example.com"
+        page.get_by_role("button", name="Send the test").click()
+        page.wait_for_url("**/timeline/**")
+        off_loop(
+            wait_for,
+            lambda: Delivery.objects.filter(address="support@example.com", status="sent").first(),
+            30,
+            0.1,
+            "the test to be sent",
+        )
+        errors = console_page.errors
+
+    assert errors == []
+    assert subjects == ["Draft: welcome to Acme, Ada"]
+    draft.refresh_from_db()
+    assert draft.status == "draft" and not draft.is_live
