@@ -5,7 +5,8 @@
 - ``identity_provider``: a local HTTP server playing the identity service (JWKS, token, users),
   with its own key pair, installed as ``IDENTITY_*`` settings.
 - ``celery_worker``: a real Celery worker process on the real broker, against the test database.
-- ``live_asgi``: a real uvicorn process serving ``communication.asgi`` (HTTP and websockets).
+- ``live_asgi``: a real uvicorn process serving ``communication.asgi`` (HTTP and websockets);
+  ``start_live_asgi`` starts more with an environment of their own.
 - ``httpserver`` (pytest-httpserver): a local server standing in for any external API.
 
 Every test gets its own cache key prefix, so circuit breakers, JWKS and identity caches never leak
@@ -395,9 +396,10 @@ def start_worker(django_db_setup, tmp_path_factory):
 
 
 class LiveServer:
-    """A uvicorn process serving ``communication.asgi`` against the test database."""
+    """A uvicorn process serving ``communication.asgi`` against the test database (``env``: more
+    environment, e.g. the ``CELERY_QUEUE_PREFIX`` of the worker that must take what it enqueues)."""
 
-    def __init__(self, log: Path):
+    def __init__(self, log: Path, env: dict | None = None):
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = self.url.replace("http", "ws", 1)
@@ -406,7 +408,7 @@ class LiveServer:
             self.proc = subprocess.Popen(
                 server_argv(port, host="127.0.0.1"),
                 cwd=ROOT,
-                env=process_env(),
+                env=process_env(**(env or {})),
                 stdout=fh,
                 stderr=subprocess.STDOUT,
             )
@@ -436,4 +438,20 @@ def live_asgi(django_db_setup, tmp_path_factory):
     try:
         yield server
     finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_live_asgi(django_db_setup, tmp_path_factory):
+    """Starts extra uvicorn processes with their own environment (a queue prefix shared with a
+    ``start_worker`` worker, so what a page enqueues reaches that worker). Stopped at the end."""
+    servers: list[LiveServer] = []
+
+    def start(env: dict) -> LiveServer:
+        server = LiveServer(tmp_path_factory.mktemp("asgi") / "asgi.log", env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
         server.stop()

@@ -223,7 +223,8 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         who = self.email or self.phone or (self.recipient or {}).get("user_id", "")
-        return f"{self.category_id} to {who}: {self.title[:60]}"
+        # An email-only send keeps no inbox title.
+        return f"{self.category_id} to {who}" + (f": {self.title[:60]}" if self.title else "")
 
 
 class Delivery(models.Model):
@@ -355,6 +356,9 @@ class OutboxMessage(models.Model):
     class Meta:
         ordering = ("-created_at",)
         indexes = [models.Index(fields=["-created_at"], name="outbox_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.channel} to {self.to}: {(self.subject or self.text)[:60]}"
 
 
 class ProviderEvent(models.Model):

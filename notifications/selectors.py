@@ -5,18 +5,24 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 
+from analytics.models import Event
 from communication.exceptions import NotFoundError
-from communication.models import Category, User
+from communication.models import Category, User, normalize_e164
 from notifications.models import (
     Consent,
+    Delivery,
     Notification,
     NotificationPreference,
     NotificationRequest,
     OutboxMessage,
+    Suppression,
 )
 from notifications.resolution import SENDABLE
 
@@ -110,3 +116,309 @@ def notification_get(user: User, notification_id: uuid.UUID | str) -> Notificati
     if notification is None:
         raise NotFoundError("No such notification.")
     return notification
+
+
+# ------------------------------------------------------------- the staff console's delivery log
+
+# A search by user id or idempotency key looks through this many of the newest notifications it
+# finds: enough for a support case, and the ids stay one bounded index probe.
+LOG_SEARCH_NOTIFICATIONS = 2000
+
+
+@dataclass(frozen=True)
+class LogSearch:
+    """What a delivery-log search term matched, each by an exact, indexed lookup: a delivery
+    (its id), notifications (their id, their request's id or idempotency key, their user's id),
+    a recipient address."""
+
+    delivery_id: uuid.UUID | None = None
+    notification_ids: tuple[uuid.UUID, ...] = ()
+    address: str = ""
+
+    def deliveries(self) -> Q:
+        """The condition on deliveries (a term that matched nothing matches no row)."""
+        q = Q(pk__in=[])
+        if self.delivery_id is not None:
+            q |= Q(id=self.delivery_id)
+        if self.notification_ids:
+            q |= Q(notification_id__in=self.notification_ids)
+        if self.address:
+            q |= Q(address=self.address)
+        return q
+
+
+def user_ids_matching(term: str) -> list[uuid.UUID]:
+    """Users whose id (``external_id``, the API's ``user_id``) or staff username is ``term``."""
+    term = term.strip()
+    if not term:
+        return []
+    return list(
+        User.objects.filter(Q(external_id=term) | Q(username=term)).values_list("pk", flat=True)
+    )
+
+
+def delivery_log_search(term: str) -> LogSearch:
+    """Interprets a search of the delivery log: a UUID (delivery, notification or request id),
+    an email address or phone number (exact, as stored: lower-cased, E.164), a user id, or an
+    idempotency key. Never a substring match: addresses will be stored as keyed hashes."""
+    term = term.strip()
+    if not term:
+        return LogSearch()
+    as_uuid = _uuid_or_none(term)
+    user_ids = user_ids_matching(term)
+    request_ids = list(
+        NotificationRequest.objects.filter(idempotency_key=term).values_list("id", flat=True)[
+            :LOG_SEARCH_NOTIFICATIONS
+        ]
+    )
+    if as_uuid is not None:
+        request_ids.append(as_uuid)
+    matched = Q(request_id__in=request_ids) | Q(user_id__in=user_ids)
+    if as_uuid is not None:
+        matched |= Q(id=as_uuid)
+    notification_ids = tuple(
+        Notification.objects.filter(matched)
+        .order_by("-id")
+        .values_list("id", flat=True)[:LOG_SEARCH_NOTIFICATIONS]
+        if request_ids or user_ids or as_uuid
+        else ()
+    )
+    return LogSearch(
+        delivery_id=as_uuid, notification_ids=notification_ids, address=_address_or_empty(term)
+    )
+
+
+def notification_log_search(term: str) -> Q:
+    """The delivery log's search for the notifications list: those matched, and those with a
+    delivery to the address."""
+    found = delivery_log_search(term)
+    ids = set(found.notification_ids)
+    if found.address:
+        ids.update(
+            Delivery.objects.filter(address=found.address)
+            .order_by("-id")
+            .values_list("notification_id", flat=True)[:LOG_SEARCH_NOTIFICATIONS]
+        )
+    return Q(id__in=ids)
+
+
+def request_log_search(term: str) -> Q:
+    """The requests whose id, caller or idempotency key is ``term`` (each an index)."""
+    term = term.strip()
+    match = Q(caller=term) | Q(idempotency_key=term)
+    as_uuid = _uuid_or_none(term)
+    return match | Q(id=as_uuid) if as_uuid is not None else match
+
+
+def request_recipients(request_id: uuid.UUID, *, limit: int) -> list[Notification]:
+    """The first ``limit`` notifications (recipients) of a request, with their users."""
+    return list(
+        Notification.objects.filter(request_id=request_id)
+        .select_related("user")
+        .order_by("id")[:limit]
+    )
+
+
+def _uuid_or_none(term: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(term)
+    except ValueError:
+        return None
+
+
+def _address_or_empty(term: str) -> str:
+    if "@" in term:
+        return term.lower()
+    if term.startswith("+") or term.replace(" ", "").isdigit():
+        try:
+            return normalize_e164(term, settings.SMS_DEFAULT_REGION or None)
+        except ValidationError:
+            return ""
+    return ""
+
+
+def delivery_log() -> QuerySet[Delivery]:
+    """Deliveries, newest first (ids are time-ordered: the primary key's index serves the order)
+    with what the log shows of their notification and user."""
+    return Delivery.objects.select_related("notification", "notification__user").order_by("-id")
+
+
+def notification_log() -> QuerySet[Notification]:
+    """Notifications, newest first, with their request and user."""
+    return Notification.objects.select_related("request", "user").order_by("-id")
+
+
+def uuid7_floor(at: dt.datetime) -> uuid.UUID:
+    """The smallest time-ordered id (``communication.ids.uuid7``) made at ``at`` or later: a
+    range of creation times is a range of primary keys, which the primary key's index serves on
+    tables too big to scan by ``created_at``."""
+    ms = int(at.timestamp() * 1000)
+    return uuid.UUID(int=(ms & 0xFFFF_FFFF_FFFF) << 80)
+
+
+# ----------------------------------------------------------------- one notification's timeline
+
+
+@dataclass
+class TimelineEntry:
+    """One line of a delivery's timeline: an analytics event, or a time the delivery row keeps
+    that no event recorded (the start of its latest attempt, the next one, when it is due)."""
+
+    at: dt.datetime
+    type: str
+    provider: str = ""
+    latency_ms: float | None = None
+    details: list[tuple[str, str]] = field(default_factory=list)
+    # A ``resent`` event: the delivery it was resent as.
+    resent_as: uuid.UUID | None = None
+    upcoming: bool = False
+
+
+@dataclass
+class DeliveryTimeline:
+    delivery: Delivery
+    entries: list[TimelineEntry]
+    # The deliveries made by resending this one (with their notification).
+    resends: list[Delivery]
+    # The address's entry on the suppression list, if it has one now.
+    suppression: Suppression | None
+
+
+@dataclass
+class NotificationTimeline:
+    """A notification as staff follow it: its request (caller, category, template, idempotency
+    key), each of its deliveries with their events in order, and the resends either way."""
+
+    notification: Notification
+    request: NotificationRequest
+    deliveries: list[DeliveryTimeline]
+    # The delivery this notification's request resends (with its notification), if any.
+    resent_from: Delivery | None
+    # How many recipients the request has in all (this notification is one).
+    recipients: int
+
+
+# The times a delivery row keeps, and the event that records the same moment.
+_STAMPS = (
+    ("queued_at", "queued"),
+    ("sent_at", "sent"),
+    ("delivered_at", "delivered"),
+    ("failed_at", "failed"),
+    ("cancelled_at", "cancelled"),
+)
+
+
+def notification_timeline(notification_id: uuid.UUID | str) -> NotificationTimeline:
+    """The timeline of one notification, in a fixed number of queries whatever its deliveries
+    and events: the notification with its request, its deliveries, their events, their resends,
+    the suppressions of their addresses, the request's recipient count. Raises NotFoundError."""
+    as_uuid = _uuid_or_none(str(notification_id))
+    notification = (
+        Notification.objects.select_related(
+            "request", "request__resent_from", "request__resent_from__notification", "user"
+        )
+        .filter(id=as_uuid)
+        .first()
+        if as_uuid is not None
+        else None
+    )
+    if notification is None:
+        raise NotFoundError("No such notification.")
+    request = notification.request
+    deliveries = list(Delivery.objects.filter(notification=notification).order_by("id"))
+    ids = [d.id for d in deliveries]
+    by_delivery: dict[uuid.UUID, list[Event]] = {i: [] for i in ids}
+    for event in Event.objects.filter(delivery_id__in=ids).order_by("occurred_at", "id"):
+        by_delivery[event.delivery_id].append(event)  # type: ignore[index]  # filtered on it
+    resends: dict[uuid.UUID, list[Delivery]] = {i: [] for i in ids}
+    for resend in (
+        Delivery.objects.filter(notification__request__resent_from__in=ids)
+        .select_related("notification__request")
+        .order_by("id")
+    ):
+        origin = resend.notification.request.resent_from_id
+        resends[origin].append(resend)  # type: ignore[index]  # filtered on it
+    pairs = {(d.channel, d.address) for d in deliveries if d.address}
+    suppressed = {}
+    if pairs:
+        either = Q(pk__in=[])
+        for channel, address in pairs:
+            either |= Q(channel=channel, address=address)
+        suppressed = {(s.channel, s.address): s for s in Suppression.objects.filter(either)}
+    recipients = Notification.objects.filter(request_id=request.id).count()
+    return NotificationTimeline(
+        notification=notification,
+        request=request,
+        deliveries=[
+            DeliveryTimeline(
+                delivery=d,
+                entries=_entries(d, by_delivery[d.id]),
+                resends=resends[d.id],
+                suppression=suppressed.get((d.channel, d.address)),
+            )
+            for d in deliveries
+        ],
+        resent_from=request.resent_from,
+        recipients=recipients,
+    )
+
+
+def _entries(delivery: Delivery, found: list[Event]) -> list[TimelineEntry]:
+    entries = [
+        TimelineEntry(
+            at=e.occurred_at,
+            type=e.type,
+            provider=e.provider,
+            latency_ms=e.latency_ms,
+            details=_details(e.data),
+            resent_as=_uuid_or_none(str(e.data.get("as", ""))) if e.type == "resent" else None,
+        )
+        for e in found
+    ]
+    recorded = {e.type for e in found}
+    for stamp, type_ in _STAMPS:
+        at = getattr(delivery, stamp)
+        if at is not None and type_ not in recorded:
+            entries.append(TimelineEntry(at=at, type=type_, details=[("from", "the delivery row")]))
+    if delivery.sending_at is not None:
+        # No event marks an attempt's start; the row keeps the latest one.
+        entries.append(
+            TimelineEntry(
+                at=delivery.sending_at,
+                type="sending",
+                details=[("attempt", f"{delivery.attempts} (the latest)")],
+            )
+        )
+    upcoming = {
+        "scheduled": ("due", delivery.scheduled_for),
+        "queued": ("next attempt", delivery.next_attempt_at),
+        "sending": ("lease ends", delivery.lease_until),
+    }.get(delivery.status)
+    if upcoming is not None and upcoming[1] is not None:
+        entries.append(TimelineEntry(at=upcoming[1], type=upcoming[0], upcoming=True))
+    # Stable: events keep their recorded order among equal times, stamps come after them.
+    return sorted(entries, key=lambda e: e.at)
+
+
+def _details(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """An event's data as label and text pairs (people read this, not JSON)."""
+    out = []
+    for key, value in (data or {}).items():
+        if value in (None, "", {}, []):
+            continue
+        if isinstance(value, dict):
+            text = "; ".join(
+                f"{k}: {_short(v.get('status', v) if isinstance(v, dict) else v)}"
+                for k, v in value.items()
+            )
+        elif isinstance(value, list):
+            text = ", ".join(_short(v) for v in value)
+        else:
+            text = _short(value)
+        out.append((key.replace("_", " "), text))
+    return out
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

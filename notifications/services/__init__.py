@@ -1,10 +1,11 @@
 """The verbs of notifications, one module per family (the model is Zulip's ``zerver/actions``):
 
 - ``send``: accept a request (idempotency, recipients, rules, the one write);
-- ``requests``: a caller's request afterwards (status, cancel, reschedule);
+- ``requests``: a caller's request afterwards (status, cancel, reschedule), staff's cancel;
 - ``delivery``: claim, render and send a batch of deliveries; staff's resend;
 - ``outcomes``: record what an attempt ended in (accepted, retry, failover, failed);
 - ``sweeps``: the beat's housekeeping;
+- ``staff``: what staff do from the console (resend a failed delivery, send a test);
 - ``inbox``: the user's read state;
 - ``preferences``: preferences, quiet hours, consent;
 - ``tracking``: provider events, suppressions, unsubscribes.
@@ -31,37 +32,53 @@ from notifications.services.outcomes import deliveries_record_sent
 from notifications.services.preferences import consent_record, preferences_set, quiet_hours_set
 from notifications.services.requests import (
     CANCELLABLE,
+    deliveries_cancel,
+    notification_cancel,
     request_cancel,
     request_get,
     request_reschedule,
     request_status,
 )
 from notifications.services.send import SendOutcome, notification_send, request_body
+from notifications.services.staff import (
+    RESENDABLE,
+    TEST_CATEGORY,
+    delivery_resend,
+    notification_send_test,
+    template_version_test_content,
+)
 from notifications.services.sweeps import deliveries_sweep, idempotency_prune
 from notifications.services.tracking import (
     address_normalize,
     delivery_track,
     suppression_add,
+    suppressions_remove,
     unsubscribe_apply,
 )
 
 __all__ = [
     "CANCELLABLE",
+    "RESENDABLE",
+    "TEST_CATEGORY",
     "SendOutcome",
     "address_normalize",
     "consent_record",
     "deliveries_attempt",
+    "deliveries_cancel",
     "deliveries_claim",
     "deliveries_record_sent",
     "deliveries_resend_ambiguous",
     "deliveries_sweep",
     "delivery_attempt",
+    "delivery_resend",
     "delivery_track",
     "idempotency_prune",
+    "notification_cancel",
     "notification_dismiss",
     "notification_mark",
     "notification_read_all",
     "notification_send",
+    "notification_send_test",
     "notifications_publish_created",
     "preferences_set",
     "provider_breaker",
@@ -72,6 +89,8 @@ __all__ = [
     "request_reschedule",
     "request_status",
     "suppression_add",
+    "suppressions_remove",
+    "template_version_test_content",
     "unread_count",
     "unsubscribe_apply",
 ]

@@ -1,12 +1,14 @@
 """A caller's requests after they were accepted: look one up, report its status, cancel or
-reschedule what has not gone out yet."""
+reschedule what has not gone out yet; staff's cancel of single deliveries is the same cancel."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from analytics import events
@@ -38,32 +40,64 @@ CANCELLABLE = ("scheduled", "queued")
 def request_cancel(*, caller: str, request_id: uuid.UUID | str) -> NotificationRequest:
     """Cancels every delivery not yet handed to a provider."""
     request = request_get(caller=caller, request_id=request_id)
+    _cancel(Delivery.objects.filter(notification__request=request))
+    if request.cancelled_at is None:
+        request.cancelled_at = timezone.now()
+        request.save(update_fields=["cancelled_at"])
+    return request
+
+
+@transaction.atomic
+def deliveries_cancel(*, delivery_ids: Iterable[uuid.UUID | str], actor: str) -> int:
+    """Cancels, at staff's request, the deliveries among ``delivery_ids`` not yet handed to a
+    provider, as a caller's cancel does; each gets a ``cancelled`` event naming ``actor``. Others
+    (sending, sent, failed …) are left alone: a worker that claimed one first wins. Returns how
+    many were cancelled."""
+    return _cancel(Delivery.objects.filter(id__in=list(delivery_ids)), actor=actor)
+
+
+@transaction.atomic
+def notification_cancel(*, notification_id: uuid.UUID | str, actor: str) -> int:
+    """Cancels what of one notification (one recipient of a request) has not gone out yet, as
+    :func:`deliveries_cancel` does; the request's other recipients are left alone."""
+    return _cancel(Delivery.objects.filter(notification_id=notification_id), actor=actor)
+
+
+def _cancel(deliveries: QuerySet[Delivery], *, actor: str = "") -> int:
+    """The one cancel: locks the cancellable ones among ``deliveries`` (a worker's claim skips
+    locked rows, so it cannot take one mid-cancel), marks them cancelled, records the events."""
     now = timezone.now()
     rows = list(
-        Delivery.objects.select_for_update()
-        .filter(notification__request=request, status__in=CANCELLABLE)
-        .values_list("id", "channel", "notification_id")
+        deliveries.select_for_update(of=("self",))
+        .filter(status__in=CANCELLABLE)
+        .values_list(
+            "id",
+            "channel",
+            "notification_id",
+            "notification__category_id",
+            "notification__request__caller",
+        )
     )
+    if not rows:
+        return 0
     Delivery.objects.filter(id__in=[r[0] for r in rows]).update(
         status="cancelled", cancelled_at=now, lease_until=None, updated_at=now
     )
-    if request.cancelled_at is None:
-        request.cancelled_at = now
-        request.save(update_fields=["cancelled_at"])
     events.record_many(
         [
             {
                 "type": "cancelled",
-                "channel": ch,
-                "category": request.category_id,
+                "channel": channel,
+                "category": category,
                 "caller": caller,
-                "notification_id": nid,
-                "delivery_id": did,
+                "notification_id": notification_id,
+                "delivery_id": delivery_id,
+                "data": {"by": actor} if actor else {},
             }
-            for did, ch, nid in rows
+            for delivery_id, channel, notification_id, category, caller in rows
         ]
     )
-    return request
+    return len(rows)
 
 
 @transaction.atomic

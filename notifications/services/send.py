@@ -108,7 +108,11 @@ def _idempotency_claim(caller: str, key: str, request_hash: str) -> IdempotencyK
 
 
 def notification_send(
-    *, caller: str, payload: dict[str, Any], idempotency_key: str = ""
+    *,
+    caller: str,
+    payload: dict[str, Any],
+    idempotency_key: str = "",
+    resent_from: Delivery | None = None,
 ) -> SendOutcome:
     """Accepts a notification request (already validated by the API's serializer).
 
@@ -116,11 +120,15 @@ def notification_send(
     then in one transaction writes the request, a Notification per recipient and a Delivery per
     (notification, channel); deliveries ready to go are enqueued once that commits. With an
     ``idempotency_key`` a replay returns the first answer (``replay=True``); a different body is a
-    422, a replay while the first is still running a 409.
+    422, a replay while the first is still running a 409. ``resent_from`` links the request to
+    the delivery staff sent again (:func:`notifications.services.delivery_resend`).
     """
     if not idempotency_key:
         # Its writes are one statement (and the in-app events with it): no outer transaction.
-        return SendOutcome(202, _send(caller=caller, payload=payload, idempotency_key=""))
+        return SendOutcome(
+            202,
+            _send(caller=caller, payload=payload, idempotency_key="", resent_from=resent_from),
+        )
     claimed = _idempotency_claim(caller, idempotency_key, _request_hash(payload))
     if claimed is not None:
         # A claim no longer in flight holds the answer it gave (written with ``in_flight``).
@@ -129,7 +137,12 @@ def notification_send(
         return SendOutcome(claimed.status_code, claimed.response, replay=True)
     try:
         with transaction.atomic():
-            body = _send(caller=caller, payload=payload, idempotency_key=idempotency_key)
+            body = _send(
+                caller=caller,
+                payload=payload,
+                idempotency_key=idempotency_key,
+                resent_from=resent_from,
+            )
             IdempotencyKey.objects.filter(caller=caller, key=idempotency_key).update(
                 in_flight=False, status_code=202, response=body
             )
@@ -239,7 +252,13 @@ def _scheduled_for(payload: dict[str, Any], recipient: resolution.Recipient) -> 
     return at if timezone.is_aware(at) else at.replace(tzinfo=dt.UTC)
 
 
-def _send(*, caller: str, payload: dict[str, Any], idempotency_key: str) -> RequestBody:
+def _send(
+    *,
+    caller: str,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    resent_from: Delivery | None = None,
+) -> RequestBody:
     category = category_get(payload.get("category") or "transactional")
     if category is None:
         raise APIError(
@@ -281,6 +300,7 @@ def _send(*, caller: str, payload: dict[str, Any], idempotency_key: str) -> Requ
         channels=requested if isinstance(requested, list) else [requested],
         scheduled_at=payload.get("scheduled_at"),
         scheduled_local=bool(payload.get("scheduled_local")),
+        resent_from=resent_from,
     )
     notifications: list[Notification] = []
     deliveries: list[Delivery] = []

@@ -4,6 +4,7 @@ complained …), the suppression list they feed, and one-click unsubscribes."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -24,6 +25,14 @@ def suppression_add(*, channel: str, address: str, reason: str, detail: str = ""
         channel=channel, address=address, defaults={"reason": reason, "detail": detail[:2000]}
     )
     return suppression
+
+
+def suppressions_remove(*, ids: Iterable[int], actor: str) -> int:
+    """Takes entries off the suppression list, at staff's request (the address works again):
+    later sends to it go out. Returns how many were removed."""
+    removed, _ = Suppression.objects.filter(id__in=list(ids)).delete()
+    logger.info("suppressions removed", extra={"actor": actor, "count": removed})
+    return removed
 
 
 _TRACKED_STATUS = {

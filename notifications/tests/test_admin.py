@@ -38,7 +38,14 @@ def test_delivery_log_and_timeline(staff_client, django_assert_max_num_queries):
     assert b"u0@example.com" in page.content
     detail = staff_client.get(f"/admin/notifications/delivery/{delivery_id}/change/")
     assert detail.status_code == 200
-    assert b"queued" in detail.content and b"sent" in detail.content and b"outbox" in detail.content
+    # The events are on the notification's timeline, which the delivery's page links to.
+    notification_id = outcome.body["notifications"][0]["id"]
+    timeline = f"/admin/notifications/notification/{notification_id}/timeline/"
+    assert timeline.encode() in detail.content
+    page = staff_client.get(timeline)
+    assert page.status_code == 200
+    assert b'data-type="queued"' in page.content and b'data-type="sent"' in page.content
+    assert b"outbox" in page.content
 
 
 def test_outbox_provider_health_and_send_test(staff_client):

@@ -1,0 +1,215 @@
+"""The People pages of notifications: devices, preferences, quiet hours, consents and the
+suppression list. People set the first four through the API: staff read them here, searched by a
+user's exact id. Suppressions are added and removed here, through the services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+from unfold.decorators import display
+
+from notifications import selectors, services
+from notifications.admin.common import ConsoleAdmin, ReadOnlyAdmin, cut, pairs, when
+from notifications.models import (
+    Channel,
+    Consent,
+    Device,
+    NotificationPreference,
+    QuietHours,
+    Suppression,
+)
+
+
+class ByUser(ReadOnlyAdmin):
+    """Searched by a user's exact id (``user_id``) or staff username, and by ``exact_fields``."""
+
+    search_fields = ("user__external_id",)  # shows the box; the search is get_search_results
+    search_help_text = "Exact user id"
+    exact_fields: tuple[str, ...] = ()
+    list_select_related = ("user",)
+    sortable_by = ()
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(user_id__in=selectors.user_ids_matching(term))
+        for name in self.exact_fields:
+            match |= Q(**{name: term})
+        return queryset.filter(match), False
+
+    @display(description="user")
+    def person(self, obj: Any) -> str:
+        return obj.user.external_id or obj.user.get_username()
+
+
+@admin.register(Device)
+class DeviceAdmin(ByUser):
+    list_display = ("person", "platform", "where", "active", "failure_count", "error", "seen")
+    list_filter = ("platform", "active")
+    search_help_text = "Exact user id, FCM token or Web Push endpoint"
+    exact_fields = ("token", "endpoint")
+    ordering = ("-id",)
+    fields = (
+        "user",
+        "platform",
+        "app_id",
+        "browser",
+        "locale",
+        "token",
+        "endpoint",
+        "active",
+        "failure_count",
+        "last_error",
+        "created_at",
+        "last_seen_at",
+        "deactivated_at",
+    )
+    readonly_fields = fields
+
+    @display(description="app or browser")
+    def where(self, obj: Device) -> str:
+        return obj.app_id or obj.browser or "—"
+
+    @display(description="last error")
+    def error(self, obj: Device) -> str:
+        return cut(obj.last_error, 40)
+
+    @display(description="last seen")
+    def seen(self, obj: Device) -> str:
+        return when(obj.last_seen_at)
+
+
+@admin.register(NotificationPreference)
+class NotificationPreferenceAdmin(ByUser):
+    list_display = ("person", "category_key", "channel", "enabled", "updated_at")
+    list_filter = ("category", "channel", "enabled")
+    ordering = ("-id",)
+    fields = ("user", "category", "channel", "enabled", "updated_at")
+    readonly_fields = fields
+
+    @display(description="category")
+    def category_key(self, obj: NotificationPreference) -> str:
+        return obj.category_id
+
+
+@admin.register(QuietHours)
+class QuietHoursAdmin(ByUser):
+    list_display = ("person", "start", "end", "timezone", "enabled", "updated_at")
+    list_filter = ("enabled",)
+    ordering = ("-id",)
+    fields = ("user", "start", "end", "timezone", "enabled", "updated_at")
+    readonly_fields = fields
+
+    @display(description="time zone")
+    def timezone(self, obj: QuietHours) -> str:
+        return obj.user.timezone or "UTC"
+
+
+@admin.register(Consent)
+class ConsentAdmin(ByUser):
+    list_display = ("person", "granted", "scope", "source", "given")
+    list_filter = ("granted", "channel", "category")
+    ordering = ("-id",)
+    fields = ("user", "granted", "channel", "category", "source", "evidence_view", "created_at")
+    readonly_fields = fields
+
+    @display(description="channel and category")
+    def scope(self, obj: Consent) -> str:
+        return f"{obj.channel or 'every channel'} · {obj.category_id or 'every category'}"
+
+    @display(description="when")
+    def given(self, obj: Consent) -> str:
+        return when(obj.created_at)
+
+    @display(description="evidence")
+    def evidence_view(self, obj: Consent) -> str:
+        return pairs(obj.evidence)
+
+
+class SuppressionForm(forms.ModelForm):
+    class Meta:
+        model = Suppression
+        fields = ("channel", "address", "reason", "detail")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("channel") and data.get("address"):
+            try:
+                data["address"] = services.address_normalize(data["channel"], data["address"])
+            except ValidationError as exc:
+                self.add_error("address", exc)
+        return data
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(ConsoleAdmin):
+    """Addresses nothing is sent to. Staff add one by hand (a request to stop, a known-bad
+    address) and remove one when the address works again; both through the services."""
+
+    form = SuppressionForm
+    list_display = ("address", "channel", "reason", "detail_short", "added")
+    list_filter = ("channel", "reason")
+    search_fields = ("address",)  # shows the box; the search is get_search_results
+    search_help_text = "Exact address (email or E.164 number)"
+    sortable_by = ()
+    ordering = ("-id",)
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        # Every channel named: the unique (channel, address) index serves the lookup.
+        addresses = Q(pk__in=[])
+        for channel in Channel.values:
+            try:
+                addresses |= Q(channel=channel, address=services.address_normalize(channel, term))
+            except ValidationError:
+                continue
+        return queryset.filter(addresses), False
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        return {"reason": Suppression.Reason.MANUAL, **super().get_changeform_initial_data(request)}
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ("channel", "address", "reason", "detail", "created_at") if obj else ()
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change):
+        added = services.suppression_add(
+            channel=obj.channel, address=obj.address, reason=obj.reason, detail=obj.detail
+        )
+        obj.pk = added.pk
+
+    def delete_model(self, request, obj):
+        services.suppressions_remove(ids=[obj.pk], actor=f"admin:{request.user.get_username()}")
+
+    def response_delete(self, request, obj_display, obj_id):
+        response = super().response_delete(request, obj_display, obj_id)
+        if IS_POPUP_VAR in request.POST:
+            return response
+        # Back to the list (Django goes to the index when the page has nothing to change).
+        return HttpResponseRedirect(reverse("admin:notifications_suppression_changelist"))
+
+    def delete_queryset(self, request, queryset):
+        services.suppressions_remove(
+            ids=list(queryset.values_list("pk", flat=True)),
+            actor=f"admin:{request.user.get_username()}",
+        )
+
+    @display(description="detail")
+    def detail_short(self, obj: Suppression) -> str:
+        return cut(obj.detail, 60)
+
+    @display(description="added")
+    def added(self, obj: Suppression) -> str:
+        return when(obj.created_at)
