@@ -45,6 +45,10 @@ class NotificationPreference(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        state = "on" if self.enabled else "off"
+        return f"{self.user} · {self.category_id} by {self.channel}: {state}"
+
 
 class QuietHours(models.Model):
     """A daily window, in the user's own time zone, when non-urgent sends wait."""
@@ -64,6 +68,9 @@ class QuietHours(models.Model):
                 condition=~Q(start=models.F("end")), name="quiet_hours_not_empty"
             )
         ]
+
+    def __str__(self) -> str:
+        return f"{self.user} · quiet {self.start:%H:%M}–{self.end:%H:%M}"
 
 
 class Consent(models.Model):
@@ -86,6 +93,11 @@ class Consent(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["user", "-created_at"], name="consent_user_recent")]
+
+    def __str__(self) -> str:
+        what = self.category_id or "every category"
+        how = f" by {self.channel}" if self.channel else ""
+        return f"{self.user} {'granted' if self.granted else 'withdrew'} {what}{how}"
 
 
 class Suppression(models.Model):

@@ -200,15 +200,18 @@ def test_every_console_page_opens_cleanly(live_asgi, celery_worker):
 
         for target in to_open:
             errors.clear()
+            if not target.must_be_ok:
+                # A view that wants a POST refuses a GET (405, no page to render): only a
+                # server error is a defect there.
+                status = page.request.get(target.path, max_redirects=0).status
+                if status >= 500:
+                    problems.append(f"{target.path}: {status}")
+                if status != 200:
+                    continue
             response = page.goto(target.path)
             assert response is not None
             status = response.status
             opened += 1
-            if status >= 500:
-                problems.append(f"{target.path}: {status}")
-                continue
-            if not target.must_be_ok and status != 200:
-                continue
             if status != 200:
                 problems.append(f"{target.path}: {status}")
                 continue
