@@ -70,7 +70,7 @@ class QuietHours(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user} · quiet {self.start:%H:%M}–{self.end:%H:%M}"
+        return f"{self.user} · quiet {self.start:%H:%M} to {self.end:%H:%M}"
 
 
 class Consent(models.Model):
