@@ -74,6 +74,49 @@ def chromium():
             browser.close()
 
 
+# The staff console in the browser: the password of the staff members tests create, and where
+# the screenshots a person looks at before a release are kept (git-ignored).
+STAFF_PASSWORD = "correct horse battery staple"
+SCREENSHOTS = ROOT / "var" / "screenshots"
+
+
+class StaffBrowser:
+    """One staff member signed in to the console in a browser context of their own, 1440 px
+    wide. JavaScript errors and uncaught exceptions on its pages are kept in ``errors``;
+    confirmation dialogs are accepted, as staff who click a button mean it."""
+
+    def __init__(
+        self, browser, base_url: str, username: str, password: str = STAFF_PASSWORD, height=900
+    ):
+        self.context = browser.new_context(
+            base_url=base_url, viewport={"width": 1440, "height": height}
+        )
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else 0)
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("dialog", lambda dialog: dialog.accept())
+        self.page.goto("/admin/login/?next=/admin/")
+        self.page.fill("#id_username", username)
+        self.page.fill("#id_password", password)
+        self.page.click("#login-form [type=submit]")
+        self.page.wait_for_url("**/admin/")
+
+    def goto(self, path: str):
+        """Opens a page of the console, which must answer 200."""
+        response = self.page.goto(path)
+        assert response is not None and response.status == 200, path
+        return response
+
+    def fits(self) -> bool:
+        """Nothing wider than the window."""
+        return self.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+    def screenshot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
 # The suite runs without HTTP rate limits, in this process (below) and in the servers and workers
 # it starts (they inherit this environment); the limiter's own tests turn them on.
 os.environ["RATE_LIMITS"] = "off"

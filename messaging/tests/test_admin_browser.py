@@ -12,46 +12,17 @@ from __future__ import annotations
 import pytest
 
 from communication.models import User
-from conftest import ROOT, chromium, needs_chromium
+from conftest import STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium
 from messaging import attachments
 from messaging.models import Message, MessageType, Participant, Role
 from messaging.tests.test_admin import PDF, sample_conversation, support_setup
 
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
-PASSWORD = "correct horse battery staple"
-SCREENSHOTS = ROOT / "var" / "screenshots"
-
-
-class Console:
-    """A logged-in staff member's page, recording console errors and uncaught exceptions."""
-
-    def __init__(self, browser, base_url: str, username: str):
-        self.context = browser.new_context(
-            base_url=base_url, viewport={"width": 1440, "height": 900}
-        )
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.goto("/admin/login/?next=/admin/")
-        self.page.fill("#id_username", username)
-        self.page.fill("#id_password", PASSWORD)
-        self.page.click("[type=submit]")
-        self.page.wait_for_url("**/admin/")
-
-    def goto(self, path: str) -> None:
-        response = self.page.goto(path)
-        assert response is not None and response.status == 200, path
-
-    def fits(self) -> bool:
-        """Nothing wider than the window (1440 px)."""
-        return self.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-
 
 def staff_member(username: str = "console") -> User:
     return User.objects.create_superuser(
-        username, f"{username}@example.com", PASSWORD, name="Connie Console"
+        username, f"{username}@example.com", STAFF_PASSWORD, name="Connie Console"
     )
 
 
@@ -62,7 +33,7 @@ def test_a_conversation_transcript_in_chromium(live_asgi):
     url = f"/admin/messaging/conversation/{sample.conversation.pk}/change/"
     try:
         with chromium() as browser:
-            console = Console(browser, live_asgi.url, "console")
+            console = StaffBrowser(browser, live_asgi.url, "console")
             page = console.page
             console.goto(url)
             shown = page.locator(".cs-lines > li[data-message]").evaluate_all(
@@ -100,8 +71,7 @@ def test_a_conversation_transcript_in_chromium(live_asgi):
 
             fits = console.fits()
             page.evaluate("window.scrollTo(0, 0)")
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=SCREENSHOTS / "conversation-transcript.png", full_page=True)
+            console.screenshot("conversation-transcript")
             errors = console.errors
     finally:
         for name in stored:
@@ -125,7 +95,7 @@ def test_the_agent_is_assigned_from_the_list_in_chromium(live_asgi):
     setup = support_setup()
     staff_member()
     with chromium() as browser:
-        console = Console(browser, live_asgi.url, "console")
+        console = StaffBrowser(browser, live_asgi.url, "console")
         page = console.page
         console.goto("/admin/messaging/conversation/?type__exact=support")
         row = page.locator("#result_list tbody tr", has_text="Support: Dave")
@@ -149,7 +119,7 @@ def test_the_agent_is_assigned_from_the_list_in_chromium(live_asgi):
 
     # The bulk action: the support conversation goes to Ben, the group one is named as refused.
     with chromium() as browser:
-        console = Console(browser, live_asgi.url, "console")
+        console = StaffBrowser(browser, live_asgi.url, "console")
         page = console.page
         console.goto("/admin/messaging/conversation/")
         for name in ("Support: Dave", "Group: Frank, Dave"):

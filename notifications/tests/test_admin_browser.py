@@ -25,7 +25,7 @@ from werkzeug import Response
 
 from analytics.models import Event
 from communication.models import User
-from conftest import ROOT, chromium, needs_chromium, wait_for
+from conftest import STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium, wait_for
 from notifications import services
 from notifications.models import Delivery, NotificationRequest, Suppression
 from templates_app import services as template_services
@@ -35,8 +35,6 @@ pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True, serialized
 
 PREFIX = "console-"
 SENDGRID = "/sendgrid/v3/mail/send"
-PASSWORD = "correct horse battery staple"
-SCREENSHOTS = ROOT / "var" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -59,27 +57,14 @@ def console(make_httpserver, start_worker, start_live_asgi):
 
 @pytest.fixture
 def staff(db):
-    return User.objects.create_superuser("support", "support@example.com", PASSWORD)
+    return User.objects.create_superuser("support", "support@example.com", STAFF_PASSWORD)
 
 
-class Console:
-    """A logged-in page whose console errors and uncaught exceptions are recorded."""
+class Console(StaffBrowser):
+    """The support staff member's console."""
 
     def __init__(self, browser, base_url: str):
-        self.context = browser.new_context(
-            base_url=base_url, viewport={"width": 1440, "height": 900}
-        )
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        # The buttons ask before they act (a static script): staff say yes.
-        self.page.on("dialog", lambda dialog: dialog.accept())
-        self.page.goto("/admin/login/?next=/admin/")
-        self.page.fill("#id_username", "support")
-        self.page.fill("#id_password", PASSWORD)
-        self.page.click("[type=submit]")
-        self.page.wait_for_url("**/admin/")
+        super().__init__(browser, base_url, "support")
 
     def timeline(self, notification_id) -> None:
         self.page.goto(f"/admin/notifications/notification/{notification_id}/timeline/")
@@ -164,8 +149,7 @@ def test_resend_a_failed_delivery_from_its_timeline(console, staff, httpserver, 
         assert str(resend.id) in resent_as.inner_text()
         assert "sent" in resent_as.inner_text().lower()
         assert card.get_by_role("button", name="Resend").count() == 0
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "delivery-timeline.png"), full_page=True)
+        console_page.screenshot("delivery-timeline")
 
         resent_as.get_by_role("link").first.click()
         page.wait_for_url(f"**/notification/{resend.notification_id}/timeline/**")

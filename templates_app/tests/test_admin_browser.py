@@ -17,32 +17,19 @@ from pathlib import Path
 import pytest
 
 from communication.models import User
-from conftest import ROOT, chromium, needs_chromium
+from conftest import SCREENSHOTS, STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium
 from templates_app import services
 from templates_app.models import TemplateVersion
 
-PASSWORD = "correct horse battery staple"  # the test users' password
-SCREENSHOTS = ROOT / "var" / "screenshots"
 SUBMIT_LINE = "button[name=templates_app_templateversion_submit_for_approval]"
 VERSION_URL = re.compile(r"/admin/templates_app/templateversion/([0-9a-f-]{36})/change/")
 
 
-class Staff:
-    """One staff member's browser context, recording console errors and page errors."""
+class Staff(StaffBrowser):
+    """One staff member's browser context, and what the review flow reads on its pages."""
 
     def __init__(self, browser, base_url: str, username: str):
-        self.context = browser.new_context(
-            base_url=base_url, viewport={"width": 1440, "height": 1000}
-        )
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else 0)
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.goto("/admin/login/?next=/admin/")
-        self.page.fill("#id_username", username)
-        self.page.fill("#id_password", PASSWORD)
-        self.page.click("#login-form [type=submit]")
-        self.page.wait_for_url("**/admin/")
+        super().__init__(browser, base_url, username, height=1000)
 
     def click(self, selector: str) -> None:
         """Clicks what submits a form and waits for the page it leads to."""
@@ -105,7 +92,7 @@ class Api:
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_write_submit_approve_and_roll_back_by_clicking(live_asgi, make_service_token):
     for username in ("ann", "ben"):
-        User.objects.create_superuser(username, f"{username}@example.com", PASSWORD)
+        User.objects.create_superuser(username, f"{username}@example.com", STAFF_PASSWORD)
     # A key of its own: the live server's render cache (Redis) outlives a test run.
     key = f"browser-review-{uuid.uuid4().hex[:8]}"
     template = services.template_create(
@@ -214,7 +201,7 @@ def test_write_submit_approve_and_roll_back_by_clicking(live_asgi, make_service_
 @needs_chromium
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_variables_are_added_and_removed_as_rows_by_clicking(live_asgi):
-    User.objects.create_superuser("ann", "ann@example.com", PASSWORD)
+    User.objects.create_superuser("ann", "ann@example.com", STAFF_PASSWORD)
     template = services.template_create(
         actor="staff:ann",
         key=f"browser-variables-{uuid.uuid4().hex[:8]}",

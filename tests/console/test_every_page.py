@@ -3,7 +3,7 @@
 Each model the console registers is listed and one of its rows opened (its add page too, where it
 has one), along with every page of its own the console adds (dashboard, provider health, send test,
 timelines, diffs …): each answers without a server error, logs no JavaScript error, has a title of its
-own (never "… object (…)") and fits a 1440 px window. The URLs are read from the admin site itself,
+own (never "… object (…)") and fits the window (1440 px). The URLs are read from the admin site itself,
 so a page added later is opened too, and a model with no row to open fails the test until it is
 seeded here.
 """
@@ -29,7 +29,7 @@ from django_celery_beat.models import (
 )
 
 from communication.models import User
-from conftest import chromium, needs_chromium, wait_for
+from conftest import STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium, wait_for
 from messaging import services as messaging
 from notifications import services as notifications
 from notifications.models import (
@@ -43,8 +43,6 @@ from notifications.models import (
 
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
-PASSWORD = "correct horse battery staple"  # noqa: S105 - the test staff member's password
-WIDTH = 1440
 
 # Admin URLs that are not pages: the site's plumbing, or a verb a page posts to.
 NOT_PAGES = {"logout", "password_change_done", "jsi18n", "autocomplete", "search", "view_on_site"}
@@ -60,7 +58,7 @@ class Page:
 
 def seed() -> None:
     """One row, at least, of everything the console lists, made the way the service makes it."""
-    User.objects.create_superuser("console-admin", "console-admin@example.com", PASSWORD)
+    User.objects.create_superuser("console-admin", "console-admin@example.com", STAFF_PASSWORD)
     alice = User.objects.create(
         username="alice-console",
         external_id="alice-console",
@@ -127,7 +125,7 @@ def seed() -> None:
         defaults={"task": "notifications.tasks.sweep", "interval": every_minute},
     )
     # A good login, then a failed one: django-axes' access and attempt rows.
-    for username, password in (("console-admin", PASSWORD), ("someone", "wrong")):
+    for username, password in (("console-admin", STAFF_PASSWORD), ("someone", "wrong")):
         Client().post(reverse("admin:login"), {"username": username, "password": password})
 
 
@@ -184,19 +182,8 @@ def test_every_console_page_opens_cleanly(live_asgi, celery_worker):
     problems: list[str] = []
     opened = 0
     with chromium() as browser:
-        context = browser.new_context(
-            base_url=live_asgi.url, viewport={"width": WIDTH, "height": 900}
-        )
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-
-        page.goto("/admin/login/")
-        page.fill("#id_username", "console-admin")
-        page.fill("#id_password", PASSWORD)
-        page.click("#login-form [type=submit]")
-        page.wait_for_url("**/admin/")
+        staff = StaffBrowser(browser, live_asgi.url, "console-admin")
+        page, errors = staff.page, staff.errors
 
         for target in to_open:
             errors.clear()
