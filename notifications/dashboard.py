@@ -1,0 +1,236 @@
+"""Reads behind the staff console's dashboard and provider health page (selectors).
+
+Today they aggregate the deliveries and the events themselves, each on an index that covers it
+(``notifications/0006_console_indexes``, ``analytics/0002_provider_calls``); the Analytics rollups
+will replace the bodies of these functions, not their callers. Every function is a fixed number
+of queries whatever the volume: counts that could grow without bound are capped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Aggregate, Count, FloatField, Max, Q, QuerySet
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from kombu.exceptions import KombuError
+
+from analytics.models import Event
+from communication import celery
+from notifications.models import Delivery
+
+logger = logging.getLogger(__name__)
+
+# A provider call is recorded as one event with its latency, whatever the outcome (a chain given
+# up after its last retry adds a "failed" event without one: not a call).
+ERROR_EVENTS = ("retry", "failed", "ambiguous")
+# Counting a backlog of millions would cost more than the page; past this it reads "10,000+".
+COUNT_CAP = 10_000
+# A broker that does not answer within this many seconds is shown as unknown.
+BROKER_TIMEOUT = 1.0
+
+
+class Percentile(Aggregate):
+    """PostgreSQL's ``percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)``."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, fraction: float, **extra: Any) -> None:
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+@dataclass(frozen=True)
+class DayCount:
+    day: dt.date
+    channel: str
+    status: str
+    count: int
+
+
+def sends_by_day(*, days: int = 7) -> list[DayCount]:
+    """Deliveries created on each of the last ``days`` days (today included, in the site's time
+    zone), by channel and current status."""
+    start = _midnight(timezone.localdate() - dt.timedelta(days=days - 1))
+    rows = (
+        Delivery.objects.filter(created_at__gte=start)
+        .annotate(day=TruncDate("created_at"))
+        .values_list("day", "channel", "status")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+    return [DayCount(day, channel, status, n) for day, channel, status, n in rows]
+
+
+@dataclass(frozen=True)
+class FailureReason:
+    channel: str
+    reason: str
+    count: int
+    last_at: dt.datetime
+
+
+def failure_reasons(*, since: dt.datetime, limit: int = 6) -> list[FailureReason]:
+    """The most frequent reasons deliveries failed since ``since``, by channel."""
+    rows = (
+        Event.objects.filter(type="failed", occurred_at__gte=since)
+        .annotate(reason=KeyTextTransform("reason", "data"))
+        .values_list("channel", "reason")
+        .annotate(n=Count("*"), last_at=Max("occurred_at"))
+        .order_by("-n", "-last_at")[:limit]
+    )
+    return [FailureReason(channel, reason or "", n, last) for channel, reason, n, last in rows]
+
+
+@dataclass(frozen=True)
+class ProviderStats:
+    channel: str
+    provider: str
+    calls: int
+    succeeded: int
+    p95_ms: float | None
+    last_error: str
+    last_error_at: dt.datetime | None
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.calls if self.calls else None
+
+
+def provider_stats(*, since: dt.datetime) -> list[ProviderStats]:
+    """Each (channel, provider) that was called since ``since``: calls, successes, p95 latency
+    and the last error. Two queries: the call counts on a covering index, the last errors on the
+    (few) error events."""
+    calls = (
+        Event.objects.filter(occurred_at__gte=since, latency_ms__isnull=False)
+        .exclude(provider="")
+        .values_list("channel", "provider")
+        .annotate(
+            calls=Count("*"),
+            succeeded=Count("latency_ms", filter=Q(type="sent")),
+            p95=Percentile("latency_ms", 0.95),
+        )
+        .order_by()
+    )
+    errors = {
+        (channel, provider): (_error_text(data), at)
+        for channel, provider, data, at in Event.objects.filter(
+            type__in=ERROR_EVENTS, occurred_at__gte=since, latency_ms__isnull=False
+        )
+        .exclude(provider="")
+        .order_by("channel", "provider", "-occurred_at")
+        .distinct("channel", "provider")
+        .values_list("channel", "provider", "data", "occurred_at")
+    }
+    return [
+        ProviderStats(channel, provider, n, ok, p95, *errors.get((channel, provider), ("", None)))
+        for channel, provider, n, ok, p95 in calls
+    ]
+
+
+def _error_text(data: dict[str, Any]) -> str:
+    return str(data.get("error") or data.get("detail") or data.get("reason") or "")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    queued: int  # at most COUNT_CAP + 1
+    oldest_queued_at: dt.datetime | None
+
+    @property
+    def capped(self) -> bool:
+        return self.queued > COUNT_CAP
+
+
+def backlog() -> Backlog:
+    """Deliveries waiting in ``queued`` (a retry waiting for its time included) and since when the
+    oldest has waited; one query on the partial index of queued deliveries."""
+    table = Delivery._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT count(*) FROM (SELECT 1 FROM {table} WHERE status = 'queued' "  # noqa: S608
+            f"LIMIT %s) AS capped), "
+            f"(SELECT min(updated_at) FROM {table} WHERE status = 'queued')",
+            [COUNT_CAP + 1],
+        )
+        queued, oldest = cursor.fetchone()
+    return Backlog(queued, oldest)
+
+
+def due_soon(*, within: dt.timedelta, limit: int = 8) -> tuple[list[Delivery], int]:
+    """Scheduled deliveries due within ``within`` (those overdue included), the earliest first,
+    with their notification; and how many there are (at most COUNT_CAP + 1). Two queries, whatever
+    the number."""
+    due = Delivery.objects.filter(status="scheduled", scheduled_for__lte=timezone.now() + within)
+    first = list(
+        due.select_related("notification")
+        .only(
+            "id",
+            "channel",
+            "address",
+            "scheduled_for",
+            "notification__id",
+            "notification__category_id",
+            "notification__title",
+        )
+        .order_by("scheduled_for")[:limit]
+    )
+    return first, _capped_count(due)
+
+
+def _capped_count(qs: QuerySet[Delivery]) -> int:
+    return qs.order_by().values("id")[: COUNT_CAP + 1].count()
+
+
+def broker_queue_lengths() -> dict[str, int | None]:
+    """Messages waiting in each of our Celery queues (``None``: the broker did not answer).
+
+    A passive declare reads a queue's length without creating it: on Redis the sum of the
+    queue's lists (one per priority), on RabbitMQ the broker's count. A queue that does not
+    exist holds nothing (Redis drops an empty list).
+    """
+    lengths: dict[str, int | None] = dict.fromkeys(settings.QUEUE_NAMES)
+    conn = celery.app.connection_for_read(
+        settings.CELERY_BROKER_URL,
+        connect_timeout=BROKER_TIMEOUT,
+        transport_options={
+            "socket_timeout": BROKER_TIMEOUT,
+            "socket_connect_timeout": BROKER_TIMEOUT,
+            "max_retries": 0,
+        },
+    )
+    # Redis' errors are neither OSError nor kombu's: each transport names its own.
+    errors: tuple[type[BaseException], ...] = (
+        OSError,
+        KombuError,
+        *conn.connection_errors,
+        *conn.channel_errors,
+    )
+    try:
+        with conn:
+            conn.ensure_connection(max_retries=0)
+            channel: Any = conn.channel()
+            for name in settings.QUEUE_NAMES:
+                try:
+                    lengths[name] = channel.queue_declare(
+                        queue=celery.queue(name), passive=True
+                    ).message_count
+                except conn.channel_errors:
+                    lengths[name] = 0
+                    # RabbitMQ closes the channel that asked for a missing queue.
+                    channel = conn.channel()
+    except errors as exc:
+        logger.warning("broker unavailable for queue lengths", extra={"error": str(exc)})
+        return dict.fromkeys(settings.QUEUE_NAMES)
+    return lengths
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return timezone.make_aware(dt.datetime.combine(day, dt.time()))
