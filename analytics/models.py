@@ -36,6 +36,13 @@ class Event(models.Model):
                 condition=models.Q(latency_ms__isnull=False),
                 name="event_provider_calls",
             ),
+            # Failures and their reasons (in ``data``) for the console, from the index alone.
+            models.Index(
+                fields=["occurred_at"],
+                include=["channel", "data"],
+                condition=models.Q(type="failed"),
+                name="event_failures",
+            ),
         ]
 
     def __str__(self) -> str:

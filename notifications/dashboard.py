@@ -1,7 +1,7 @@
 """Reads behind the staff console's dashboard and provider health page (selectors).
 
 Today they aggregate the deliveries and the events themselves, each on an index that covers it
-(``notifications/0006_console_indexes``, ``analytics/0002_provider_calls``); the Analytics rollups
+(``notifications/0006_console_indexes``, ``analytics/0002_console_indexes``); the Analytics rollups
 will replace the bodies of these functions, not their callers. Every function is a fixed number
 of queries whatever the volume: counts that could grow without bound are capped.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,40 +197,82 @@ def broker_queue_lengths() -> dict[str, int | None]:
     queue's lists (one per priority), on RabbitMQ the broker's count. A queue that does not
     exist holds nothing (Redis drops an empty list).
     """
-    lengths: dict[str, int | None] = dict.fromkeys(settings.QUEUE_NAMES)
-    conn = celery.app.connection_for_read(
-        settings.CELERY_BROKER_URL,
-        connect_timeout=BROKER_TIMEOUT,
-        transport_options={
-            "socket_timeout": BROKER_TIMEOUT,
-            "socket_connect_timeout": BROKER_TIMEOUT,
-            "max_retries": 0,
-        },
-    )
-    # Redis' errors are neither OSError nor kombu's: each transport names its own.
-    errors: tuple[type[BaseException], ...] = (
-        OSError,
-        KombuError,
-        *conn.connection_errors,
-        *conn.channel_errors,
-    )
-    try:
-        with conn:
-            conn.ensure_connection(max_retries=0)
-            channel: Any = conn.channel()
-            for name in settings.QUEUE_NAMES:
-                try:
-                    lengths[name] = channel.queue_declare(
-                        queue=celery.queue(name), passive=True
-                    ).message_count
-                except conn.channel_errors:
-                    lengths[name] = 0
-                    # RabbitMQ closes the channel that asked for a missing queue.
-                    channel = conn.channel()
-    except errors as exc:
-        logger.warning("broker unavailable for queue lengths", extra={"error": str(exc)})
+    names = [celery.queue(name) for name in settings.QUEUE_NAMES]
+    found = _broker.lengths(names)
+    if found is None:
         return dict.fromkeys(settings.QUEUE_NAMES)
-    return lengths
+    return dict(zip(settings.QUEUE_NAMES, found, strict=True))
+
+
+class _BrokerReader:
+    """This process's connection for reading queue lengths, kept from one page to the next:
+    opening one (a TCP connection and a handshake per channel) cost the dashboard more than all
+    its SQL. Opened on first use, and again when the broker's URL changes or the connection
+    breaks."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.url = ""
+        self.conn: Any = None
+        self.channel: Any = None
+
+    def lengths(self, queues: list[str]) -> list[int] | None:
+        with self.lock:
+            if self.url != settings.CELERY_BROKER_URL:
+                self.close()
+            # A connection kept from an earlier page may have broken since: one fresh try.
+            for kept in (self.conn is not None, False):
+                try:
+                    if self.conn is None:
+                        self.open()
+                    return [self.length(queue) for queue in queues]
+                except self.errors() as exc:
+                    self.close()
+                    if not kept:
+                        logger.warning(
+                            "broker unavailable for queue lengths", extra={"error": str(exc)}
+                        )
+            return None
+
+    def open(self) -> None:
+        self.url = settings.CELERY_BROKER_URL
+        self.conn = celery.app.connection_for_read(
+            self.url,
+            connect_timeout=BROKER_TIMEOUT,
+            transport_options={
+                "socket_timeout": BROKER_TIMEOUT,
+                "socket_connect_timeout": BROKER_TIMEOUT,
+                "max_retries": 0,
+            },
+        )
+        self.conn.ensure_connection(max_retries=0)
+        self.channel = self.conn.channel()
+
+    def length(self, queue: str) -> int:
+        try:
+            return int(self.channel.queue_declare(queue=queue, passive=True).message_count)
+        except self.conn.channel_errors:
+            # RabbitMQ closes the channel that asked for a missing queue; Redis keeps it open.
+            if getattr(self.channel, "closed", False) or not getattr(self.channel, "is_open", True):
+                self.channel = self.conn.channel()
+            return 0
+
+    def errors(self) -> tuple[type[BaseException], ...]:
+        # Redis' errors are neither OSError nor kombu's: each transport names its own.
+        if self.conn is None:
+            return (OSError, KombuError)
+        return (OSError, KombuError, *self.conn.connection_errors, *self.conn.channel_errors)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.release()
+            except Exception:  # a broken connection may fail to close: it is dropped anyway
+                logger.debug("broker connection did not close cleanly")
+        self.conn = self.channel = None
+
+
+_broker = _BrokerReader()
 
 
 def _midnight(day: dt.date) -> dt.datetime:

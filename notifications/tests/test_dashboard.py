@@ -12,7 +12,9 @@ import json
 import uuid
 
 import pytest
+from django.db import connection
 from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from lxml import html
 
@@ -20,7 +22,7 @@ from analytics import events
 from analytics.models import Event
 from communication import celery
 from communication.models import User
-from notifications import enqueue, services
+from notifications import dashboard, enqueue, services
 from notifications.models import Delivery, Notification, NotificationRequest
 from notifications.tests.dashboard_seed import BOUNCE, fake_sendgrid, seed, send
 from templates_app.models import Template, TemplateVersion, VersionStatus
@@ -355,3 +357,45 @@ def test_the_dashboard_costs_the_same_queries_empty_and_full(
         full = staff_client.get("/admin/")
     assert b"No sends yet" not in full.content
     assert full.content.count(b"/admin/templates_app/templateversion/") >= 8
+
+
+# ------------------------------------------------------------------------------------ indexes
+
+
+def plans(fn) -> list[str]:
+    """The plans of the statements ``fn`` runs, with sequential and bitmap scans off (on tables
+    this small PostgreSQL would scan them whatever the indexes, which proves nothing)."""
+    with CaptureQueriesContext(connection) as captured:
+        fn()
+    out = []
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        for query in captured.captured_queries:
+            cursor.execute(f"EXPLAIN {query['sql']}")
+            out.append("\n".join(row[0] for row in cursor.fetchall()))
+    return out
+
+
+def test_the_volume_queries_read_their_covering_indexes():
+    many_rows()
+    events.record_many(
+        [
+            {"type": ["queued", "delivered", "opened"][i % 3], "channel": "email"}
+            for i in range(3000)
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE notifications_delivery, analytics_event")
+    since = timezone.now() - dt.timedelta(hours=24)
+    (sends,) = plans(lambda: dashboard.sends_by_day(days=7))
+    assert "Index Only Scan using delivery_created" in sends, sends
+    errors, calls = plans(lambda: dashboard.provider_stats(since=since))
+    assert "Index Only Scan using event_provider_calls" in calls, calls
+    assert "Seq Scan" not in errors, errors
+    (failures,) = plans(lambda: dashboard.failure_reasons(since=since))
+    assert "Index Only Scan using event_failures" in failures, failures
+    (backlog,) = plans(dashboard.backlog)
+    assert "Seq Scan" not in backlog and "delivery_queued" in backlog, backlog
+    first, count = plans(lambda: dashboard.due_soon(within=dt.timedelta(hours=1)))
+    assert "delivery_due" in first and "delivery_due" in count, (first, count)

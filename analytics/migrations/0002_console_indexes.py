@@ -1,5 +1,6 @@
-# Provider calls (events with a latency) for the console's provider health, read from the index
-# alone. Built concurrently: the event table keeps taking writes meanwhile.
+# The staff console reads provider calls (events with a latency) and failures (with their reason
+# in ``data``) from these indexes alone. Built concurrently: the event table keeps taking writes
+# meanwhile.
 
 from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
@@ -20,6 +21,15 @@ class Migration(migrations.Migration):
                 fields=["occurred_at"],
                 include=["channel", "provider", "type", "latency_ms"],
                 name="event_provider_calls",
+            ),
+        ),
+        AddIndexConcurrently(
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(type="failed"),
+                fields=["occurred_at"],
+                include=["channel", "data"],
+                name="event_failures",
             ),
         ),
     ]
