@@ -36,6 +36,14 @@ class Event(models.Model):
                 condition=models.Q(latency_ms__isnull=False),
                 name="event_provider_calls",
             ),
+            # The last error of each provider: one probe per (channel, provider).
+            models.Index(
+                fields=["channel", "provider", "occurred_at"],
+                condition=models.Q(
+                    type__in=["retry", "failed", "ambiguous"], latency_ms__isnull=False
+                ),
+                name="event_provider_errors",
+            ),
             # Failures and their reasons (in ``data``) for the console, from the index alone.
             models.Index(
                 fields=["occurred_at"],

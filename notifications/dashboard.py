@@ -16,9 +16,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Max, Q, QuerySet
+from django.db.models import Aggregate, Count, FloatField, Max, OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import TruncDate
+from django.db.models.functions import JSONObject, TruncDate
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
@@ -29,7 +29,8 @@ from notifications.models import Delivery
 logger = logging.getLogger(__name__)
 
 # A provider call is recorded as one event with its latency, whatever the outcome (a chain given
-# up after its last retry adds a "failed" event without one: not a call).
+# up after its last retry adds a "failed" event without one: not a call). The failed calls are
+# those of analytics' ``event_provider_errors`` index.
 ERROR_EVENTS = ("retry", "failed", "ambiguous")
 # Counting a backlog of millions would cost more than the page; past this it reads "10,000+".
 COUNT_CAP = 10_000
@@ -107,9 +108,20 @@ class ProviderStats:
 
 def provider_stats(*, since: dt.datetime) -> list[ProviderStats]:
     """Each (channel, provider) that was called since ``since``: calls, successes, p95 latency
-    and the last error. Two queries: the call counts on a covering index, the last errors on the
-    (few) error events."""
-    calls = (
+    and the last error. One query: the calls from their covering index, each pair's last error
+    from the index of error calls (one probe per pair)."""
+    last_error = (
+        Event.objects.filter(
+            channel=OuterRef("channel"),
+            provider=OuterRef("provider"),
+            type__in=ERROR_EVENTS,
+            latency_ms__isnull=False,
+            occurred_at__gte=since,
+        )
+        .order_by("-occurred_at")
+        .values(last=JSONObject(data="data", at="occurred_at"))[:1]
+    )
+    rows = (
         Event.objects.filter(occurred_at__gte=since, latency_ms__isnull=False)
         .exclude(provider="")
         .values_list("channel", "provider")
@@ -117,23 +129,16 @@ def provider_stats(*, since: dt.datetime) -> list[ProviderStats]:
             calls=Count("*"),
             succeeded=Count("latency_ms", filter=Q(type="sent")),
             p95=Percentile("latency_ms", 0.95),
+            last_error=Subquery(last_error),
         )
         .order_by()
     )
-    errors = {
-        (channel, provider): (_error_text(data), at)
-        for channel, provider, data, at in Event.objects.filter(
-            type__in=ERROR_EVENTS, occurred_at__gte=since, latency_ms__isnull=False
-        )
-        .exclude(provider="")
-        .order_by("channel", "provider", "-occurred_at")
-        .distinct("channel", "provider")
-        .values_list("channel", "provider", "data", "occurred_at")
-    }
-    return [
-        ProviderStats(channel, provider, n, ok, p95, *errors.get((channel, provider), ("", None)))
-        for channel, provider, n, ok, p95 in calls
-    ]
+    stats = []
+    for channel, provider, n, ok, p95, error in rows:
+        at = dt.datetime.fromisoformat(error["at"]) if error else None
+        text = _error_text(error["data"]) if error else ""
+        stats.append(ProviderStats(channel, provider, n, ok, p95, text, at))
+    return stats
 
 
 def _error_text(data: dict[str, Any]) -> str:

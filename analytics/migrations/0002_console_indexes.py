@@ -1,6 +1,6 @@
-# The staff console reads provider calls (events with a latency) and failures (with their reason
-# in ``data``) from these indexes alone. Built concurrently: the event table keeps taking writes
-# meanwhile.
+# The staff console reads provider calls (events with a latency), each provider's last error and
+# the failures (with their reason in ``data``) on these indexes. Built concurrently: the event
+# table keeps taking writes meanwhile.
 
 from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
@@ -21,6 +21,16 @@ class Migration(migrations.Migration):
                 fields=["occurred_at"],
                 include=["channel", "provider", "type", "latency_ms"],
                 name="event_provider_calls",
+            ),
+        ),
+        AddIndexConcurrently(
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(
+                    type__in=["retry", "failed", "ambiguous"], latency_ms__isnull=False
+                ),
+                fields=["channel", "provider", "occurred_at"],
+                name="event_provider_errors",
             ),
         ),
         AddIndexConcurrently(
