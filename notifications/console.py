@@ -319,7 +319,7 @@ def backlog_panel(request: HttpRequest) -> dict[str, Any]:
 
 @console.panel(
     key="notifications.failures",
-    title="Failures, last 7 days",
+    title="Failures, last 24 hours",
     order=40,
     width="two_thirds",
     permission="notifications.view_delivery",
@@ -327,7 +327,9 @@ def backlog_panel(request: HttpRequest) -> dict[str, Any]:
     link_text="Failed deliveries",
 )
 def failures_panel(request: HttpRequest) -> dict[str, Any]:
-    since = timezone.now() - dt.timedelta(days=7)
+    # The last day, as provider health: what is going wrong now (the week's count is a figure
+    # of the sends panel).
+    since = timezone.now() - dt.timedelta(hours=24)
     cell = console.cell
     return console.table(
         ["Reason", "Channel", "Failures", "Last"],
@@ -343,7 +345,7 @@ def failures_panel(request: HttpRequest) -> dict[str, Any]:
             ]
             for r in dashboard.failure_reasons(since=since)
         ],
-        empty="No delivery failed in the last 7 days.",
+        empty="No delivery failed in the last 24 hours.",
     )
 
 

@@ -9,6 +9,7 @@ of queries whatever the volume: counts that could grow without bound are capped.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -125,16 +126,10 @@ def provider_stats(*, since: dt.datetime) -> list[ProviderStats]:
             {"since": since, "errors": list(ERROR_EVENTS)},
         )
         rows = cursor.fetchall()
-    data_field = Event._meta.get_field("data")
+    # Django's PostgreSQL backend hands jsonb over as text, for JSONField to decode.
     return [
         ProviderStats(
-            channel,
-            provider,
-            n,
-            ok,
-            p95,
-            _error_text(data_field.from_db_value(data, None, connection)) if data else "",
-            at,
+            channel, provider, n, ok, p95, _error_text(json.loads(data)) if data else "", at
         )
         for channel, provider, n, ok, p95, data, at in rows
     ]

@@ -76,7 +76,7 @@ def test_an_empty_service_reads_well(staff_client):
     # A chart with nothing in it says so instead of drawing empty axes.
     assert not sends.xpath(".//canvas")
     assert "No sends yet" in text(sends)
-    assert "No delivery failed in the last 7 days." in text(panel(doc, "notifications.failures"))
+    assert "No delivery failed in the last 24 hours." in text(panel(doc, "notifications.failures"))
     assert "No version is waiting for approval." in text(panel(doc, "templates.awaiting_approval"))
     assert "Nothing is scheduled for the next hour." in text(panel(doc, "notifications.due_soon"))
     backlog = panel(doc, "notifications.backlog")
@@ -161,7 +161,7 @@ def test_a_morning_of_sends(staff_client, settings, httpserver):
 
 
 def test_failures_are_ranked_by_count(staff_client):
-    since = timezone.now() - dt.timedelta(days=8)
+    since = timezone.now() - dt.timedelta(hours=25)
     for reason, channel, n in [("rejected", "email", 2), ("invalid", "sms", 5), ("", "push", 1)]:
         for _ in range(n):
             events.record("failed", channel=channel, data={"reason": reason} if reason else {})
