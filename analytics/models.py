@@ -28,6 +28,29 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["delivery_id", "occurred_at"], name="event_delivery_time"),
             models.Index(fields=["type", "occurred_at"], name="event_type_time"),
+            # Provider calls (the events with a latency) for the console's provider health: the
+            # counts and the p95 are read from the index alone.
+            models.Index(
+                fields=["occurred_at"],
+                include=["channel", "provider", "type", "latency_ms"],
+                condition=models.Q(latency_ms__isnull=False),
+                name="event_provider_calls",
+            ),
+            # The last error of each provider: one probe per (channel, provider).
+            models.Index(
+                fields=["channel", "provider", "occurred_at"],
+                condition=models.Q(
+                    type__in=["retry", "failed", "ambiguous"], latency_ms__isnull=False
+                ),
+                name="event_provider_errors",
+            ),
+            # Failures and their reasons (in ``data``) for the console, from the index alone.
+            models.Index(
+                fields=["occurred_at"],
+                include=["channel", "data"],
+                condition=models.Q(type="failed"),
+                name="event_failures",
+            ),
         ]
 
     def __str__(self) -> str:

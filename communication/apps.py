@@ -7,5 +7,13 @@ class CommunicationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from django.contrib import admin  # noqa: PLC0415
+
+        from communication import console  # noqa: PLC0415
+
         # Registers the OpenAPI extension; the module imports DRF, which needs the settings.
         from communication.auth import schema  # noqa: F401, PLC0415
+
+        # The console's home page shows the apps' panels (communication.console), not unfold's
+        # list of apps. unfold's own ready() made the site, earlier in INSTALLED_APPS.
+        admin.site.index_template = console.INDEX_TEMPLATE

@@ -6,9 +6,10 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Imported once the app registry is ready: the services import the models.
+        # Imported once the app registry is ready: the services import the models. The console
+        # module registers the dashboard's panels.
         from communication import realtime  # noqa: PLC0415
-        from notifications import services  # noqa: PLC0415
+        from notifications import console, services  # noqa: F401, PLC0415
 
         # The gateway's first message carries the unread count.
         realtime.ready_hooks.append(lambda user: {"unread": services.unread_count(user)})

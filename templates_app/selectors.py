@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Window
 
 from communication.exceptions import NotFoundError
 from communication.models import Category
@@ -309,3 +309,19 @@ __all__ = [
     "version_get",
     "version_list",
 ]
+
+
+# -------------------------------------------------------------------- the console's dashboard
+
+
+def versions_awaiting_approval(*, limit: int = 8) -> tuple[list[TemplateVersion], int]:
+    """Versions submitted for approval, the longest waiting first, with their template; and how
+    many are waiting in all. One query (the count rides along as a window)."""
+    found = list(
+        TemplateVersion.objects.filter(status=VersionStatus.PENDING)
+        .select_related("template", "variant")
+        .annotate(waiting=Window(Count("id")))
+        .order_by("submitted_at", "id")[:limit]
+    )
+    waiting: int = found[0].waiting if found else 0
+    return [*found], waiting
