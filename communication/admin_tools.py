@@ -3,7 +3,8 @@ that are read but never written."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from django.contrib.admin.utils import get_fields_from_path
 from django.core.exceptions import ValidationError
@@ -22,7 +23,7 @@ class ExactSearchMixin:
     """
 
     model: type[Model]
-    search_fields: tuple[str, ...]
+    search_fields: ClassVar[Sequence[str]]
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str

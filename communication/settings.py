@@ -15,7 +15,7 @@ from typing import Any
 
 import environ
 from django.templatetags.static import static
-from django.urls import reverse_lazy
+from django.urls import reverse, reverse_lazy
 
 from communication import embedded, ratelimit
 
@@ -546,6 +546,14 @@ def _admin_url(name: str):
     return reverse_lazy(f"admin:{name}")
 
 
+def _delivery_log_active(request) -> bool:
+    # Provider health and Send a test live under the delivery log's URL: unfold would mark the
+    # log active on their pages too (it matches by prefix).
+    log = reverse("admin:notifications_delivery_changelist")
+    own = (reverse("admin:notifications_provider_health"), reverse("admin:notifications_send_test"))
+    return request.path.startswith(log) and not request.path.startswith(own)
+
+
 def _item(title: str, icon: str, url: str, permission: str) -> dict:
     return {"title": title, "icon": icon, "link": _admin_url(url), "permission": _can(permission)}
 
@@ -602,12 +610,15 @@ UNFOLD = {
             {
                 "title": "Notifications",
                 "items": [
-                    _item(
-                        "Delivery log",
-                        "local_shipping",
-                        "notifications_delivery_changelist",
-                        "notifications.view_delivery",
-                    ),
+                    {
+                        **_item(
+                            "Delivery log",
+                            "local_shipping",
+                            "notifications_delivery_changelist",
+                            "notifications.view_delivery",
+                        ),
+                        "active": _delivery_log_active,
+                    },
                     _item(
                         "Notifications",
                         "notifications",
