@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/templates.py
 	$(PY) bench/notifications.py
 	$(PY) bench/messaging.py
+	$(PY) bench/console.py
 
 clean-var:
 	rm -rf var
