@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Window
 
 from communication.exceptions import NotFoundError
@@ -113,7 +114,8 @@ def version_get(version_id: uuid.UUID | str, *, for_update: bool = False) -> Tem
         qs = qs.select_for_update(of=("self",))
     try:
         return qs.get(pk=version_id)
-    except (TemplateVersion.DoesNotExist, ValueError) as exc:
+    except (TemplateVersion.DoesNotExist, ValueError, ValidationError) as exc:
+        # A malformed id (ValidationError from the UUID field) names no version either.
         raise NotFoundError(f"No template version {version_id}.", code="version_not_found") from exc
 
 

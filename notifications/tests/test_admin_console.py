@@ -410,6 +410,13 @@ def draft(db):
     return version, live
 
 
+@pytest.mark.parametrize("version_id", ["zzz", "00000000-0000-0000-0000-000000000000", "1" * 300])
+def test_send_a_test_of_a_version_that_is_not_there_is_a_404(staff_client, version_id):
+    url = "/admin/notifications/delivery/send-test/"
+    assert staff_client.get(url, {"template_version": version_id}).status_code == 404
+    assert staff_client.post(url, {"template_version": version_id}).status_code == 404
+
+
 def test_send_a_test_of_a_draft_version_renders_its_examples(staff_client, draft):
     version, live = draft
     url = f"/admin/notifications/delivery/send-test/?template_version={version.pk}"
