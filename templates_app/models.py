@@ -131,6 +131,18 @@ CHANNEL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     Channel.IN_APP: (("title", "body"), ("action_url",)),
     Channel.CHAT: (("body",), ()),
 }
+# The longest source each field may hold, in characters: the API and the console both save
+# through the services, which hold them to these.
+SOURCE_MAX_LENGTHS: dict[str, int] = {
+    "subject": 500,
+    "html": 200_000,
+    "text": 50_000,
+    "title": 500,
+    "body": 50_000,
+    "image": 2000,
+    "deep_link": 2000,
+    "action_url": 2000,
+}
 
 
 class Template(models.Model):

@@ -44,8 +44,8 @@ from notifications.services.staff import (
     RESENDABLE,
     TEST_CATEGORY,
     delivery_resend,
-    notification_send_test,
     template_version_test_content,
+    test_send_payload,
 )
 from notifications.services.sweeps import deliveries_sweep, idempotency_prune
 from notifications.services.tracking import (
@@ -78,7 +78,6 @@ __all__ = [
     "notification_mark",
     "notification_read_all",
     "notification_send",
-    "notification_send_test",
     "notifications_publish_created",
     "preferences_set",
     "provider_breaker",
@@ -91,6 +90,7 @@ __all__ = [
     "suppression_add",
     "suppressions_remove",
     "template_version_test_content",
+    "test_send_payload",
     "unread_count",
     "unsubscribe_apply",
 ]

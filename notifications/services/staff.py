@@ -17,7 +17,7 @@ from django.db import transaction
 from analytics import events
 from communication.exceptions import ConflictError, NotFoundError
 from notifications.models import Delivery
-from notifications.services.send import SendOutcome, notification_send
+from notifications.services.send import notification_send
 from templates_app import selectors as template_selectors
 from templates_app import services as template_services
 
@@ -91,33 +91,30 @@ def delivery_resend(*, delivery_id: uuid.UUID | str, actor: str) -> Delivery:
 TEST_CATEGORY = "system"
 
 
-def notification_send_test(
+def test_send_payload(
     *,
-    actor: str,
     channel: str,
     to: str,
     content: dict[str, Any] | None = None,
     template_version: uuid.UUID | str | None = None,
-) -> SendOutcome:
-    """Sends a test message to ``to`` (an email address, an E.164 number, or for push and in-app
-    a user id) on ``channel``: ``content`` as typed, or ``template_version`` (any status, a draft
-    included) rendered with its variables' examples. The rendered text is sent as it is: the live
-    version of the template is neither used nor changed. Raises the template errors of a render
-    and what ``notification_send`` raises."""
+) -> dict[str, Any]:
+    """The send request of a test message to ``to`` (an email address, an E.164 number, or for
+    push and in-app a user id) on ``channel``: ``content`` as typed, or ``template_version`` (any
+    status, a draft included) rendered with its variables' examples. The rendered text is sent as
+    it is: the live version of the template is neither used nor changed. Like every request, it
+    goes through the send API's validator before ``notification_send``. Raises the template
+    errors of a render."""
     if template_version is not None:
         content = template_version_test_content(template_version)
     key = {"email": "email", "sms": "phone"}.get(channel, "user_id")
-    return notification_send(
-        caller=actor,
-        payload={
-            "recipients": [{key: to}],
-            "category": TEST_CATEGORY,
-            "channels": [channel],
-            "priority": "high",
-            "content": content or {},
-            "data": {},
-        },
-    )
+    return {
+        "recipients": [{key: to}],
+        "category": TEST_CATEGORY,
+        "channels": [channel],
+        "priority": "high",
+        "content": content or {},
+        "data": {},
+    }
 
 
 def template_version_test_content(template_version: uuid.UUID | str) -> dict[str, Any]:

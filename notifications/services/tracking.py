@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable
 
 from django.conf import settings
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
 from analytics import events
@@ -116,11 +117,15 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
 
 
 def address_normalize(channel: str, value: str) -> str:
-    """The form the suppression list and deliveries store: E.164 for SMS (raises Django's
-    ValidationError for a number that is not one), trimmed lower case otherwise."""
+    """The form the suppression list and deliveries store: E.164 for SMS, a trimmed lower-case
+    address for email; raises Django's ValidationError for a value that is not one. Other
+    channels' values are trimmed and lower-cased."""
     if channel == "sms":
         return normalize_e164(value, settings.SMS_DEFAULT_REGION or None)
-    return value.strip().lower()
+    address = value.strip().lower()
+    if channel == "email":
+        validate_email(address)
+    return address
 
 
 @transaction.atomic

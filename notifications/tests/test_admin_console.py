@@ -521,6 +521,31 @@ def test_suppressions_are_added_and_removed_through_the_services(staff_client):
 
 
 @pytest.mark.parametrize(
+    ("channel", "address"), [("email", "not an email"), ("email", "a@"), ("sms", "+1")]
+)
+def test_a_suppression_of_something_that_is_no_address_is_refused(staff_client, channel, address):
+    response = staff_client.post(
+        "/admin/notifications/suppression/add/",
+        {"channel": channel, "address": address, "reason": "manual", "detail": ""},
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["address"]
+    assert not Suppression.objects.exists()
+
+
+def test_a_test_send_is_held_to_what_the_send_api_accepts(staff_client):
+    response = staff_client.post(
+        "/admin/notifications/delivery/send-test/",
+        {"channel": "email", "to": "ops@example.com", "subject": "s", "body": "b" * 100_001},
+        follow=True,
+    )
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    assert any(m.startswith("Not sent: content.body:") for m in shown), shown
+    assert not NotificationRequest.objects.exists()
+
+
+@pytest.mark.parametrize(
     ("key", "to", "field", "expected"),
     [
         ("reminder-sms", "+33612345678", "text", "Dentist appointment"),

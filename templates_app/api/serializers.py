@@ -12,6 +12,7 @@ from templates_app.models import (
     KEY_RE,
     LANGUAGE_RE,
     RESERVED_KEYS,
+    SOURCE_MAX_LENGTHS,
     VARIABLE_TYPES,
     Channel,
     Template,
@@ -232,15 +233,21 @@ class TemplateVersionSerializer(serializers.ModelSerializer):
         return obj.variant.key if obj.variant_id else None
 
 
+def _source(name: str) -> serializers.CharField:
+    return serializers.CharField(
+        required=False, allow_blank=True, max_length=SOURCE_MAX_LENGTHS[name]
+    )
+
+
 class _TemplateSourceFields(serializers.Serializer):
-    subject = serializers.CharField(required=False, allow_blank=True, max_length=500)
-    html = serializers.CharField(required=False, allow_blank=True, max_length=200_000)
-    text = serializers.CharField(required=False, allow_blank=True, max_length=50_000)
-    title = serializers.CharField(required=False, allow_blank=True, max_length=500)
-    body = serializers.CharField(required=False, allow_blank=True, max_length=50_000)
-    image = serializers.CharField(required=False, allow_blank=True, max_length=2000)
-    deep_link = serializers.CharField(required=False, allow_blank=True, max_length=2000)
-    action_url = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    subject = _source("subject")
+    html = _source("html")
+    text = _source("text")
+    title = _source("title")
+    body = _source("body")
+    image = _source("image")
+    deep_link = _source("deep_link")
+    action_url = _source("action_url")
 
 
 class TemplateVersionCreateSerializer(_TemplateSourceFields):

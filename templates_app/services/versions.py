@@ -17,6 +17,7 @@ from communication.exceptions import APIError
 from templates_app import engine, errors, selectors
 from templates_app.models import (
     CHANNEL_FIELDS,
+    SOURCE_MAX_LENGTHS,
     Template,
     TemplateVariant,
     TemplateVersion,
@@ -57,6 +58,9 @@ def _check_sources(channel: str, sources: JSONDict, *, require: bool) -> JSONDic
     for name, value in sources.items():
         if name not in allowed and value not in ("", None, {}):
             problems[name] = [f"A {channel} template has no {name}."]
+        limit = SOURCE_MAX_LENGTHS.get(name)
+        if limit is not None and isinstance(value, str) and len(value) > limit:
+            problems[name] = [f"Ensure this field has no more than {limit} characters."]
     if require:
         for name in required:
             if not (sources.get(name) or "").strip():

@@ -340,6 +340,18 @@ def test_admin_form_refuses_an_injection(admin_client):
     assert not TemplateVersion.objects.filter(template=template, language="it").exists()
 
 
+def test_admin_form_holds_sources_to_the_apis_limits(admin_client):
+    template = Template.objects.get(key="welcome-email")
+    html = "<p>" + "x" * 200_000 + "</p>"
+    response = admin_client.post(
+        reverse("admin:templates_app_templateversion_add"),
+        {"template": template.pk, "language": "it", "subject": "Ciao", "html": html},
+    )
+    assert response.status_code == 200
+    assert "no more than 200000 characters" in str(response.context["adminform"].form.errors)
+    assert not TemplateVersion.objects.filter(template=template, language="it").exists()
+
+
 def test_review_actions_keep_four_eyes(admin_client, other_admin, templates):
     template = templates.create(key="note", variables=[])
 
