@@ -148,25 +148,24 @@ class PeriodicTaskInline(TabularInline):
         return False
 
 
-class _ScheduleAdmin(ModelAdmin):
-    inlines = (PeriodicTaskInline,)
+# django-celery-beat's schedule admins list their tasks in a stock inline; unfold's instead.
 
 
 @admin.register(ClockedSchedule)
-class ClockedScheduleAdmin(beat_admin.ClockedScheduleAdmin, _ScheduleAdmin):
+class ClockedScheduleAdmin(beat_admin.ClockedScheduleAdmin, ModelAdmin):
     inlines = (PeriodicTaskInline,)
 
 
 @admin.register(CrontabSchedule)
-class CrontabScheduleAdmin(beat_admin.CrontabScheduleAdmin, _ScheduleAdmin):
+class CrontabScheduleAdmin(beat_admin.CrontabScheduleAdmin, ModelAdmin):
     inlines = (PeriodicTaskInline,)
 
 
 @admin.register(SolarSchedule)
-class SolarScheduleAdmin(beat_admin.SolarScheduleAdmin, _ScheduleAdmin):
+class SolarScheduleAdmin(beat_admin.SolarScheduleAdmin, ModelAdmin):
     inlines = (PeriodicTaskInline,)
 
 
 @admin.register(IntervalSchedule)
-class IntervalScheduleAdmin(beat_admin.IntervalScheduleAdmin, _ScheduleAdmin):
+class IntervalScheduleAdmin(beat_admin.IntervalScheduleAdmin, ModelAdmin):
     inlines = (PeriodicTaskInline,)

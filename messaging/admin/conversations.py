@@ -163,23 +163,7 @@ class ConversationAdmin(ExactSearchMixin, ModelAdmin):
     show_full_result_count = False
     list_disable_select_all = True
     list_per_page = 50
-    fieldsets = (
-        (
-            None,
-            {
-                "fields": (
-                    "name",
-                    "type",
-                    "assigned_agent",
-                    "created_by",
-                    "created_at",
-                    "last_activity_at",
-                    "archived",
-                    "details",
-                )
-            },
-        ),
-    )
+    # The page shows these and changes none of them (the agent is changed from the list).
     readonly_fields = (
         "name",
         "type",
@@ -190,6 +174,7 @@ class ConversationAdmin(ExactSearchMixin, ModelAdmin):
         "archived",
         "details",
     )
+    fieldsets = ((None, {"fields": readonly_fields}),)
     inlines = [ParticipantInline]
     actions = ["assign_agent"]
     change_form_outer_after_template = "admin/messaging/conversation/transcript.html"
