@@ -554,3 +554,23 @@ UNFOLD = {
 # The console is the only thing staff log in to: after login, its home page.
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/admin/"
+
+# ------------------------------------------------------------------------------------ analytics
+
+# The event table is partitioned by month of occurred_at (analytics.partitions): a beat task keeps
+# ANALYTICS_PARTITIONS_AHEAD months ready and detaches (then drops) the partitions wholly older
+# than ANALYTICS_EVENT_RETENTION_DAYS; rollups are kept for ANALYTICS_ROLLUP_RETENTION_DAYS.
+ANALYTICS_PARTITIONS_AHEAD = env.int("ANALYTICS_PARTITIONS_AHEAD", default=3)
+ANALYTICS_EVENT_RETENTION_DAYS = env.int("ANALYTICS_EVENT_RETENTION_DAYS", default=400)
+ANALYTICS_ROLLUP_RETENTION_DAYS = env.int("ANALYTICS_ROLLUP_RETENTION_DAYS", default=800)
+# Open pixels and click links stop being recorded this long after the send.
+TRACKING_TOKEN_MAX_AGE_DAYS = env.int("TRACKING_TOKEN_MAX_AGE_DAYS", default=90)
+# Per-message prices (JSON), by provider alias then channel: a number, or for SMS an object of
+# destination prefixes ("+33", "+1", "*" for the rest) whose price counts per segment, e.g.
+# {"twilio": {"sms": {"+33": 0.07, "*": 0.05}}, "sendgrid": {"email": 0.0004}}.
+PROVIDER_PRICES: dict = env.json("PROVIDER_PRICES", default={})
+COST_CURRENCY = env.str("COST_CURRENCY", default="EUR")
+# /metrics answers a request bearing METRICS_TOKEN or coming from METRICS_ALLOWED_IPS (addresses
+# or networks); with neither set, nobody.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
