@@ -4,6 +4,9 @@ computed here by hand (math.erf and math.sqrt only: no scipy on this side)."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -183,3 +186,20 @@ def test_the_overflow_bucket_reports_its_lower_bound():
 
 def test_an_empty_histogram_has_no_percentile():
     assert stats.percentile([0] * HISTOGRAM_SIZE, 0.5) is None
+
+
+def test_the_web_process_does_not_import_scipy_until_a_report_asks():
+    code = (
+        "import django, sys; django.setup(); "
+        "from django.urls import resolve; resolve('/api/v1/analytics/engagement'); "
+        "import analytics.stats; print('scipy' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "communication.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False"
