@@ -54,14 +54,17 @@ def HasRole(*roles: str) -> type[BasePermission]:  # noqa: N802
     return _HasRole
 
 
-def ScopeOrStaff(*scopes: str) -> type[BasePermission]:  # noqa: N802
-    """A service token carrying any one of ``scopes``, or the token of an active staff user.
+def ScopeOrStaff(*scopes: str, staff: bool = True) -> type[BasePermission]:  # noqa: N802
+    """A service token carrying any one of ``scopes``, or (with ``staff``) the token of an active
+    staff user.
 
     Refusals are 403 ``scope_missing``, as for ``HasScope``.
     """
 
     class _ScopeOrStaff(BasePermission):
-        message = f"This endpoint needs one of the scopes: {' '.join(scopes)}, or a staff user."
+        message = f"This endpoint needs one of the scopes: {' '.join(scopes)}" + (
+            ", or a staff user." if staff else "."
+        )
         code = "scope_missing"
 
         def has_permission(self, request, view):
@@ -70,7 +73,7 @@ def ScopeOrStaff(*scopes: str) -> type[BasePermission]:  # noqa: N802
                 return False
             if isinstance(user, ServicePrincipal):
                 return bool(set(scopes) & user.scopes)
-            return bool(user.is_staff and user.is_active)
+            return staff and bool(user.is_staff and user.is_active)
 
     _ScopeOrStaff.__name__ = f"ScopeOrStaff({', '.join(scopes)})"
     return _ScopeOrStaff

@@ -13,9 +13,10 @@ from rest_framework.response import Response
 
 from communication.api import query
 from communication.api.routers import UUID
+from communication.auth.permissions import ScopeOrStaff
 from templates_app import selectors, services
 from templates_app.api import serializers as s
-from templates_app.api.permissions import MANAGE, READ, RENDER, ScopeOrStaff
+from templates_app.api.permissions import MANAGE, READ, RENDER
 from templates_app.models import KEY_RE, Channel, VersionStatus, normalize_language
 
 ERRORS = {
