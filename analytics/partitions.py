@@ -128,11 +128,11 @@ def _create(name: str, month: dt.date) -> int:
             f"CONSTRAINT {name}_bounds CHECK (occurred_at IS NOT NULL "
             f"AND occurred_at >= {_lit(lo)} AND occurred_at < {_lit(hi)}))"
         )
-        cursor.execute(
-            f"WITH moved AS (DELETE FROM {DEFAULT} WHERE occurred_at >= %s AND occurred_at < %s "
-            f"RETURNING *) INSERT INTO {name} SELECT * FROM moved",
-            [lo, hi],
+        move = (
+            f"WITH moved AS (DELETE FROM {DEFAULT} WHERE occurred_at >= %s "  # noqa: S608
+            f"AND occurred_at < %s RETURNING *) INSERT INTO {name} SELECT * FROM moved"
         )
+        cursor.execute(move, [lo, hi])
         moved = int(cursor.rowcount)
         cursor.execute(
             f"ALTER TABLE {PARENT} ATTACH PARTITION {name} "
@@ -167,7 +167,7 @@ def partitions_retire(*, now: dt.datetime | None = None) -> MaintenanceResult:
             cursor.execute(f"DROP TABLE {name}")
         result.dropped.append(name)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {DEFAULT} WHERE occurred_at < %s", [keep_from])
+        cursor.execute(f"DELETE FROM {DEFAULT} WHERE occurred_at < %s", [keep_from])  # noqa: S608
         cursor.execute("DELETE FROM analytics_firstengagement WHERE occurred_at < %s", [keep_from])
     result.rollups_deleted = rollups.rollups_prune(
         now=now, days=settings.ANALYTICS_ROLLUP_RETENTION_DAYS

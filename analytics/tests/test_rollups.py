@@ -12,9 +12,17 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
+from rest_framework.test import APIClient
 
-from analytics import events, rollups
-from analytics.models import HISTOGRAM_SIZE, LATENCY_BOUNDS_MS, FirstEngagement, Rollup
+from analytics import events, rollups, tasks
+from analytics.models import (
+    HISTOGRAM_SIZE,
+    LATENCY_BOUNDS_MS,
+    Event,
+    FirstEngagement,
+    Rollup,
+)
+from communication.models import User
 from communication.schedules import SCHEDULES
 from conftest import wait_for
 
@@ -98,7 +106,7 @@ def one_send(delivery, when, **fields) -> list[dict]:
             queue_wait_ms=8.0,
             api_to_provider_ms=120.0,
             **fields,
-        ),  # fmt: skip
+        ),
         event("delivered", when + dt.timedelta(seconds=3), delivery, **fields),
     ]
 
@@ -341,19 +349,15 @@ def test_a_run_that_finds_another_running_steps_aside():
 
 
 def test_the_beat_runs_the_rollup_every_minute_and_the_partitions_daily():
-    from analytics import tasks
-
     assert SCHEDULES["analytics-rollup"] == (tasks.rollup.name, 60.0, "default")
     assert SCHEDULES["analytics-partitions"] == (tasks.maintain_partitions.name, 86400.0, "default")
 
 
 @committed
 def test_the_rollup_task_run_by_a_real_worker_produces_rollups(celery_worker):
-    from analytics.tasks import rollup
-
     events.record_many([e for _ in range(3) for e in one_send(uuid.uuid4(), at(0, 15))])
     wait_for_horizon()
-    task = rollup.apply_async(queue="default")
+    task = tasks.rollup.apply_async(queue="default")
     wait_for(
         lambda: f"analytics.tasks.rollup[{task.id}] succeeded" in celery_worker.log.read_text(),
         30,
@@ -367,11 +371,6 @@ def test_the_rollup_task_run_by_a_real_worker_produces_rollups(celery_worker):
 def test_a_real_send_then_a_run_counts_it_sent_and_delivered_in_its_hour(
     celery_worker, make_service_token
 ):
-    from rest_framework.test import APIClient
-
-    from analytics.models import Event
-    from communication.models import User
-
     User.objects.create(username="r1", external_id="r1", email="r1@example.com")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_service_token('billing')}")
