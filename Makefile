@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/notifications.py
 	$(PY) bench/messaging.py
 	$(PY) bench/console.py
+	$(PY) bench/analytics.py
 
 clean-var:
 	rm -rf var
