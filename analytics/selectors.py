@@ -340,7 +340,7 @@ def engagement_report(
     *,
     start: dt.datetime,
     end: dt.datetime,
-    group_by: Sequence[str] = ("template",),
+    group_by: Sequence[str] | None = None,
     filters: Filters | None = None,
     metric: str = "open",
     alpha: float = 0.05,
@@ -351,13 +351,23 @@ def engagement_report(
     clicks over sent). One query.
 
     The A/B result pools each variant over the rows the filters keep: filter by ``template``,
-    or by ``campaign`` and ``step``, to compare one test's variants.
+    or by ``campaign`` and ``step``, to compare one test's variants. Without ``group_by``: per
+    variant for a template, per step and variant for a campaign, per template otherwise.
     """
+    filters = filters or Filters()
+    if group_by is None:
+        if filters.campaign:
+            group_by = ("step", "variant")
+        elif filters.template:
+            group_by = ("variant",)
+        else:
+            group_by = ("template",)
     group_by = parse_group_by(group_by)
     if metric not in METRICS:
-        raise APIError(f"metric must be one of: {', '.join(METRICS)}.", fields={"metric": [""]})
+        message = f"Must be one of: {', '.join(METRICS)}."
+        raise APIError(f"metric: {message}", fields={"metric": [message]})
     check_range(start, end)
-    qs = Rollup.objects.filter((filters or Filters()).q() & total_range_q(start, end))
+    qs = Rollup.objects.filter(filters.q() & total_range_q(start, end))
     keys = list(dict.fromkeys([*(DIMENSIONS[name] for name in group_by), "variant"]))
     rows = _grouped(qs, keys, ENGAGEMENT_COUNTERS, cost=False)
 

@@ -1,6 +1,8 @@
 """The analytics app's routes: its API, the tracking endpoints (open pixel, click redirect) and
 the Prometheus metrics."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, include, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("api/v1/analytics/", include("analytics.api.urls")),
+]

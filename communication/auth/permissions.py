@@ -52,3 +52,25 @@ def HasRole(*roles: str) -> type[BasePermission]:  # noqa: N802
             return bool(set(roles) & set(user.roles))
 
     return _HasRole
+
+
+def ScopeOrStaff(*scopes: str) -> type[BasePermission]:  # noqa: N802
+    """A service token carrying any one of ``scopes``, or the token of an active staff user.
+
+    Refusals are 403 ``scope_missing``, as for ``HasScope``.
+    """
+
+    class _ScopeOrStaff(BasePermission):
+        message = f"This endpoint needs one of the scopes: {' '.join(scopes)}, or a staff user."
+        code = "scope_missing"
+
+        def has_permission(self, request, view):
+            user = request.user
+            if not user or not user.is_authenticated:
+                return False
+            if isinstance(user, ServicePrincipal):
+                return bool(set(scopes) & user.scopes)
+            return bool(user.is_staff and user.is_active)
+
+    _ScopeOrStaff.__name__ = f"ScopeOrStaff({', '.join(scopes)})"
+    return _ScopeOrStaff

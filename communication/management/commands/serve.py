@@ -221,6 +221,7 @@ class Command(BaseCommand):
                         "templates:render",
                         "campaigns:manage",
                         "users:read",
+                        "analytics:read",
                     ],
                     ttl=86400,
                 )
