@@ -76,8 +76,8 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f} ms"
 
 
-def _money(value: Decimal | None, currency: str) -> str:
-    return "—" if value is None else f"{value:,.2f} {currency}"
+def _money(value: Decimal | None, currency: str, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:,.{digits}f} {currency}"
 
 
 def _rate(numerator: int, denominator: int) -> float | None:
@@ -206,11 +206,16 @@ def dashboard_data(window: Window, filters: selectors.Filters) -> dict[str, Any]
         "empty": not report["series"],
         "currency": currency,
         "kpis": _kpis(totals, currency),
+        # What became of the sends as stacked bars, the sends themselves as a line over them:
+        # stacking "sent" on its own outcomes would count each message twice.
         "delivery_chart": _chart(
             labels,
             [
-                _dataset(status, by_status[status], COLORS[status], stack="status")
-                for status in DELIVERY_STATUSES
+                _dataset("sent", by_status["sent"], COLORS["sent"], type="line", order=0),
+                *(
+                    _dataset(status, by_status[status], COLORS[status], stack="outcome", order=1)
+                    for status in DELIVERY_STATUSES[1:]
+                ),
             ],
         ),
         "funnel_chart": _chart(
@@ -247,10 +252,11 @@ def dashboard_data(window: Window, filters: selectors.Filters) -> dict[str, Any]
                 "sent": f"{provider_sent[provider]:,}",
                 "cost": _money(provider_cost[provider], currency),
                 "per_message": _money(
-                    (provider_cost[provider] / provider_sent[provider]).quantize(Decimal("0.0001"))
+                    provider_cost[provider] / provider_sent[provider]
                     if provider_sent[provider]
                     else None,
                     currency,
+                    digits=4,
                 ),
             }
             for provider in spent
@@ -319,7 +325,7 @@ def _kpis(totals: dict[str, Any], currency: str) -> list[dict[str, str]]:
             "key": "cost",
             "label": "Cost",
             "value": _money(totals["cost"], currency),
-            "note": f"{_money(totals['cost'] / totals['sent'], currency) if totals['sent'] else '—'} per message",
+            "note": f"{_money(totals['cost'] / totals['sent'], currency, 4) if totals['sent'] else '—'} per message",
         },
     ]
 
@@ -339,8 +345,9 @@ def _provider_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "channel": channel.replace("_", "-"),
                 "provider": provider or NO_PROVIDER,
                 "calls": calls,
-                "errors": errors,
-                "sent": g["sent"],
+                "calls_text": f"{calls:,}",
+                "errors": f"{errors:,}",
+                "sent": f"{g['sent']:,}",
                 "success_rate": 1 - errors / calls if calls else 0.0,
                 "success": _percent(1 - errors / calls) if calls else "—",
                 "low": bool(calls) and errors / calls > 0.1,

@@ -34,6 +34,10 @@ HOURLY_UP_TO_DAYS = 2
 MAX_DAYS = 366
 
 
+# A choice that re-renders the page at once (analytics/console/charts.js submits the form).
+AUTOSUBMIT = {"data-autosubmit": "1"}
+
+
 @dataclass(frozen=True)
 class Window:
     start: dt.datetime  # inclusive, UTC
@@ -131,8 +135,8 @@ RangeForm.base_fields["to"] = _day("To (included)")
 class DashboardFilters(RangeForm):
     """The dashboard's filters: the range, a channel and a category (any, when blank)."""
 
-    channel = forms.ChoiceField(required=False, widget=UnfoldAdminSelectWidget)
-    category = forms.ChoiceField(required=False, widget=UnfoldAdminSelectWidget)
+    channel = forms.ChoiceField(required=False, widget=UnfoldAdminSelectWidget(AUTOSUBMIT))
+    category = forms.ChoiceField(required=False, widget=UnfoldAdminSelectWidget(AUTOSUBMIT))
 
     def __init__(self, *args: Any, categories: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

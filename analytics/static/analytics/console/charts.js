@@ -134,6 +134,12 @@
         });
       }
     });
+    // Back to this page from the browser's cache: the days as they were, usable again.
+    window.addEventListener("pageshow", () => {
+      days.forEach((day) => {
+        day.disabled = false;
+      });
+    });
   }
 
   document.addEventListener("DOMContentLoaded", () => {
