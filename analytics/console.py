@@ -468,7 +468,8 @@ def report_data(
         for step, variants in sorted(by_step.items()):
             result = stats.ab_test(variants)
             if result is not None:
-                tests.append(_ab(result, heading=f"Step {step}" if step else "Without a step"))
+                heading = f"Step {_short(step)}" if step else "Without a step"
+                tests.append(_ab(result, heading=heading) | {"step": step})
     elif engagement["ab"] is not None:
         tests.append(_ab(engagement["ab"], heading="Variants"))
 
@@ -520,6 +521,11 @@ def report_data(
     }
 
 
+def _short(step_id: str) -> str:
+    # Steps are ids until the Campaigns issue names them: the first block tells them apart.
+    return step_id.split("-", maxsplit=1)[0] + "…" if step_id else ""
+
+
 def _round_pct(numerator: int, denominator: int) -> float | None:
     return round(100 * numerator / denominator, 2) if denominator else None
 
@@ -528,6 +534,7 @@ def _engagement_row(g: dict[str, Any], *, steps: bool) -> dict[str, Any]:
     rates = g["rates"]
     return {
         "step": str(g["group"].get("step") or "") if steps else "",
+        "step_short": _short(str(g["group"].get("step") or "")) if steps else "",
         "variant": g["group"]["variant"] or "",
         "sent": f"{g['sent']:,}",
         "delivered": f"{g['delivered']:,}",

@@ -310,12 +310,17 @@ def test_the_campaign_report_per_step(analyst, now):
     doc = get(analyst, CAMPAIGN_REPORT + "?range=7d")
     steps = rows(doc, "breakdown-table")
     assert [(r[0], r[1]) for r in steps] == [
-        (str(STEP_1), "a"),
-        (str(STEP_1), "b"),
-        (str(STEP_2), "—"),
+        ("5e9a1b2c…", "a"),
+        ("5e9a1b2c…", "b"),
+        ("7b3f4d5e…", "—"),
+    ]
+    assert doc.xpath('//*[@id="breakdown-table"]//td/@data-step') == [
+        str(STEP_1),
+        str(STEP_1),
+        str(STEP_2),
     ]
     # Step 1 tests its two variants; step 2 has one and no test.
-    assert [t.get("data-ab") for t in doc.xpath("//*[@data-ab]")] == [f"Step {STEP_1}"]
+    assert [t.get("data-ab") for t in doc.xpath("//*[@data-ab]")] == [str(STEP_1)]
     campaign = week_totals(now, campaign_id=CAMPAIGN)
     assert kpis(doc)["sent"] == f"Sent {campaign['sent']:,}"
 
