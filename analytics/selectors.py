@@ -36,7 +36,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import BigIntegerField, FloatField, Q, QuerySet, Sum
+from django.db.models.functions import Cast
 
 from analytics import stats
 from analytics.models import HISTOGRAM_SIZE, LATENCY_BOUNDS_MS, Granularity, Rollup
@@ -75,6 +76,8 @@ COUNTERS = (
 )
 HISTOGRAMS = ("latency_hist", "queue_wait_hist", "api_to_provider_hist")
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+_BIGINT: BigIntegerField[int, int] = BigIntegerField()
+_FLOAT: FloatField[float, float] = FloatField()
 
 
 class RangeError(APIError):
@@ -166,8 +169,12 @@ def total_range_q(start: dt.datetime, end: dt.datetime) -> Q:
 
 
 def _sums(counters: Sequence[str], *, cost: bool = True) -> dict[str, Any]:
-    # Annotations cannot take a field's own name: "n_<field>", renamed in _row.
-    out: dict[str, Any] = {f"n_{name}": Sum(name) for name in counters}
+    # Annotations cannot take a field's own name: "n_<field>". PostgreSQL sums bigints as
+    # numeric, which the driver turns into Decimals (slow on thousands of rows): cast back.
+    out: dict[str, Any] = {
+        f"n_{name}": Cast(Sum(name), output_field=_FLOAT if name.endswith("_ms") else _BIGINT)
+        for name in counters
+    }
     if cost:
         out["n_cost"] = Sum("cost")
     return out
@@ -414,7 +421,7 @@ def _histograms(
     select = f"{columns}, " if keys else ""
     group = f"{columns}, " if keys else ""
     sql = (
-        f"SELECT {select}u.i, sum(u.l), sum(u.q), sum(u.a) FROM ({inner}) r "  # noqa: S608 - column names are ours
+        f"SELECT {select}u.i, sum(u.l)::bigint, sum(u.q)::bigint, sum(u.a)::bigint FROM ({inner}) r "  # noqa: S608 - column names are ours
         "CROSS JOIN LATERAL unnest(r.latency_hist, r.queue_wait_hist, r.api_to_provider_hist) "
         "WITH ORDINALITY AS u(l, q, a, i) "
         f"GROUP BY {group}u.i"

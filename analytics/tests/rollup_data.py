@@ -38,5 +38,36 @@ def hour_and_day(bucket: dt.datetime, **kw: Any) -> list[Rollup]:
     return [row(bucket, Granularity.HOUR, **kw), row(day, Granularity.DAY, **kw)]
 
 
+DIMS = ("channel", "provider", "category", "template", "variant", "campaign_id", "step_id")
+COUNTERS = (
+    "sent", "delivered", "failed", "bounced", "complained", "opened", "opened_unique",
+    "machine_opened", "clicked", "clicked_unique", "unsubscribed", "cost", "provider_calls",
+    "provider_errors", "latency_sum_ms",
+)  # fmt: skip
+HISTOGRAMS = ("latency_hist", "queue_wait_hist", "api_to_provider_hist")
+
+
+def with_days(hours: list[Rollup]) -> list[Rollup]:
+    """``hours`` and the day rows the rollup task makes of them: per UTC day and dimensions,
+    the sums of the hours (histograms element-wise)."""
+    days: dict[tuple, Rollup] = {}
+    for hour in hours:
+        key = (hour.bucket.date(), *(getattr(hour, d) for d in DIMS))
+        day = days.get(key)
+        if day is None:
+            day = days[key] = row(
+                hour.bucket.replace(hour=0), Granularity.DAY, **{d: getattr(hour, d) for d in DIMS}
+            )
+        for name in COUNTERS:
+            setattr(day, name, getattr(day, name) + getattr(hour, name))
+        for name in HISTOGRAMS:
+            setattr(
+                day,
+                name,
+                [a + b for a, b in zip(getattr(day, name), getattr(hour, name), strict=True)],
+            )
+    return hours + list(days.values())
+
+
 def save(rows: list[Rollup]) -> list[Rollup]:
-    return Rollup.objects.bulk_create(rows)
+    return Rollup.objects.bulk_create(rows, batch_size=1000)
