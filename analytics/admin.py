@@ -1,10 +1,12 @@
-"""The event table, read-only: every row is a fact that happened (append-only)."""
+"""The event table, read-only: every row is a fact that happened (append-only); and the
+analytics pages' routes on the admin site (``analytics.console``)."""
 
 from django.contrib import admin
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from unfold.admin import ModelAdmin
 
+from analytics import console
 from analytics.models import Event
 
 
@@ -80,3 +82,16 @@ class EventAdmin(ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# The analytics pages live under the admin site (/admin/analytics/…), beside the app's model
+# pages: unfold's site adds the routes its ``extra_urls`` returns, read when the URLconf loads.
+_previous_extra_urls = getattr(admin.site, "extra_urls", None)
+
+
+def _extra_urls():
+    earlier = _previous_extra_urls() if callable(_previous_extra_urls) else []
+    return [*earlier, *console.urls(admin.site.admin_view)]
+
+
+admin.site.extra_urls = _extra_urls  # type: ignore[attr-defined]

@@ -24,6 +24,13 @@ def _delivery_log_active(request) -> bool:
     return request.path.startswith(log) and not request.path.startswith(own)
 
 
+def _analytics_active(request) -> bool:
+    # The template and campaign reports belong to the analytics pages.
+    return request.path.startswith(
+        (reverse("admin:analytics_dashboard"), reverse("admin:index") + "analytics/report/")
+    )
+
+
 def _item(title: str, icon: str, url: str, permission: str) -> dict:
     return {"title": title, "icon": icon, "link": _admin_url(url), "permission": _can(permission)}
 
@@ -45,6 +52,10 @@ NAVIGATION = [
                 "icon": "dashboard",
                 "link": _admin_url("index"),
                 "permission": lambda request: request.user.is_staff,
+            },
+            {
+                **_item("Analytics", "monitoring", "analytics_dashboard", "analytics.view_rollup"),
+                "active": _analytics_active,
             },
         ]
     },

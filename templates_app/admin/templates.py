@@ -81,6 +81,10 @@ class TemplateAdmin(ModelAdmin):
                 reverse("admin:templates_app_templateversion_add")
                 + f"?template={template.pk}&language={template.default_language}"
             )
+            if request.user.has_perm("analytics.view_rollup"):
+                extra_context["report_url"] = reverse(
+                    "admin:analytics_template_report", args=[template.key]
+                )
         return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="live")
