@@ -32,6 +32,8 @@ EMBEDDED_VARS = (
     "CELERY_BROKER_URL",
     "EMBEDDED_SERVERS_OWNER",
     "TEST_DATABASE_NAME",
+    # serve empties its metrics folder: the one under its own VAR_DIR, not this run's.
+    "PROMETHEUS_MULTIPROC_DIR",
 )
 
 
