@@ -333,9 +333,9 @@ def test_a_dead_process_keeps_its_counts_but_not_its_open_sockets(scrape):
     before = scrape()
     code = (
         "import django; django.setup()\n"
-        "from messaging.metrics import WEBSOCKET_CONNECTIONS\n"
+        "from messaging.metrics import websocket_connections\n"
         "from notifications.metrics import deliveries_count\n"
-        "WEBSOCKET_CONNECTIONS.inc(7)\n"
+        "websocket_connections().inc(7)\n"
         "deliveries_count([('sms', 'ghost', 'sent')] * 3)\n"
     )
     env = process_env(DJANGO_SETTINGS_MODULE="communication.settings")
