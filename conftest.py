@@ -117,6 +117,18 @@ class StaffBrowser:
         self.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
+def pytest_unconfigure(config):
+    """Removes this run's Prometheus folder (the settings give each run its own,
+    ``var/prometheus/pytest-<pid>``) and those of runs that died before removing theirs."""
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""))
+    if folder.name != f"pytest-{os.getpid()}":
+        return
+    for run in folder.parent.glob("pytest-*"):
+        pid = run.name.removeprefix("pytest-")
+        if run == folder or (pid.isdigit() and not Path(f"/proc/{pid}").exists()):
+            shutil.rmtree(run, ignore_errors=True)
+
+
 # The suite runs without HTTP rate limits, in this process (below) and in the servers and workers
 # it starts (they inherit this environment); the limiter's own tests turn them on.
 os.environ["RATE_LIMITS"] = "off"

@@ -7,6 +7,7 @@ anything connects (see ``communication.embedded``).
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -27,6 +28,20 @@ TESTING = env.bool("TESTING", default=False)
 
 VAR_DIR = embedded.var_dir()
 os.environ.setdefault("VAR_DIR", str(VAR_DIR))
+
+# Prometheus metrics are shared by the web, worker and beat processes through files in this folder
+# (analytics.metrics). prometheus_client chooses multi-process mode when first imported, and every
+# entry point (manage.py, communication.asgi and .server, Celery, pytest-django) loads these settings
+# before anything imports it: here is the earliest place all of them share. Children inherit the
+# value; `serve` empties the folder when it starts. A test run (pytest sets PYTEST_VERSION) gets a
+# folder of its own, so that two runs never add up each other's counters.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _metrics_dir = VAR_DIR / "prometheus"
+    if os.environ.get("PYTEST_VERSION"):
+        _metrics_dir = _metrics_dir / f"pytest-{os.getpid()}"
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+PROMETHEUS_MULTIPROC_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 
 if any(embedded.wanted()):
     embedded.acquire()
@@ -98,6 +113,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: times every request, those the middleware below answer included.
+    "analytics.middleware.HttpMetricsMiddleware",
     "communication.middleware.RequestIdMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -574,3 +591,9 @@ COST_CURRENCY = env.str("COST_CURRENCY", default="EUR")
 # or networks); with neither set, nobody.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+# Checked here, so that a mistyped network stops the start rather than locking the scraper out.
+try:
+    for _network in METRICS_ALLOWED_IPS:
+        ipaddress.ip_network(_network.strip(), strict=False)
+except ValueError as _exc:
+    raise environ.ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {_exc}") from _exc

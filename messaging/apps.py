@@ -9,8 +9,12 @@ class MessagingConfig(AppConfig):
     def ready(self):
         # Here, not at the top: both import models, which cannot load before the registry.
         from communication import realtime  # noqa: PLC0415
-        from messaging import consumers  # noqa: PLC0415
+        from messaging import consumers, metrics  # noqa: PLC0415
 
         realtime.handlers.update(consumers.HANDLERS)
+        # The socket count first: a later hook that raises closes the socket, and the disconnect
+        # hooks (run for every socket that got this far) take it off again.
+        realtime.connect_hooks.append(metrics.on_connect)
         realtime.connect_hooks.append(consumers.on_connect)
+        realtime.disconnect_hooks.append(metrics.on_disconnect)
         realtime.disconnect_hooks.append(consumers.on_disconnect)

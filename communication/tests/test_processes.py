@@ -32,6 +32,10 @@ EMBEDDED_VARS = (
     "CELERY_BROKER_URL",
     "EMBEDDED_SERVERS_OWNER",
     "TEST_DATABASE_NAME",
+    # serve empties its metrics folder: the one under its own VAR_DIR, not this test run's
+    # (which the settings choose by PYTEST_VERSION).
+    "PROMETHEUS_MULTIPROC_DIR",
+    "PYTEST_VERSION",
 )
 
 
@@ -187,9 +191,15 @@ def test_serve_runs_everything_and_leaves_nothing_behind(var_dir, tmp_path):
     assert not alive(pids["postgres"]) and not alive(pids["redis"])
     assert processes_using(var_dir) == []
 
+    # The metrics the first run's processes wrote are not the second run's: serve empties the
+    # folder as it starts.
+    first_run = set((var_dir / "prometheus").glob("*.db"))
+    assert first_run
+
     # A second serve finds its data intact; SIGTERM stops it just as cleanly.
     again = Serve(var_dir, tmp_path)
     again.wait_ready()
+    assert not first_run & set((var_dir / "prometheus").glob("*.db"))
     assert "created the development admin" not in again.output()
     status, profile = http(f"{again.url}/api/v1/users/persisted", token)
     assert (status, profile["email"]) == (200, "p@example.com")

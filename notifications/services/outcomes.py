@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from analytics import events
 from communication import rows
+from notifications import metrics
 from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, Suppression
 from notifications.providers.base import ProviderError, SendResult
@@ -59,8 +60,9 @@ def deliveries_record_sent(accepted: Sequence[Acceptance]) -> None:
         rows.column(Delivery, name, column)
         for name, column in zip(_SENT_FIELDS, zip(*values, strict=True), strict=True)
     ]
+    sent_events = [event for a in accepted for event in _sent_events(a)]
     insert_events, event_rows = rows.insert_statement(
-        events.build_many([event for a in accepted for event in _sent_events(a)]),
+        events.build_many(sent_events),
         where="r.delivery_id IN (SELECT id FROM recorded)",
     )
     with connection.cursor() as cursor:
@@ -68,6 +70,11 @@ def deliveries_record_sent(accepted: Sequence[Acceptance]) -> None:
             f"WITH recorded AS ({_UPDATE_SENT}) {insert_events}",
             [timezone.now(), *(list(c) for c in columns), event_rows],
         )
+    # Counted as the provider answered (a delivery whose lease another worker took meanwhile,
+    # which the statement leaves alone, still made its call).
+    for a in accepted:
+        metrics.provider_call(a.delivery.channel, a.alias, a.latency_ms, accepted=True)
+    metrics.deliveries_count((e["channel"], e["provider"], e["type"]) for e in sent_events)
 
 
 _SENT_FIELDS = (
@@ -154,6 +161,7 @@ def delivery_fail(
             reason=reason,
             **event_data,
         )
+    metrics.deliveries_count([(delivery.channel, provider, "failed")])
     return True
 
 
@@ -176,6 +184,7 @@ def delivery_provider_error(
     (permanent, with its suppression), ``ambiguous`` (not resent where settings say so),
     ``retry`` on the same provider with backoff, or ``failover`` to the next of ``chain``.
     ``provider`` is what to blame (anything with an ``alias``)."""
+    metrics.provider_call(delivery.channel, provider.alias, latency, accepted=False)
     now = timezone.now()
     error = f"{provider.alias}: {exc}"[:2000]
     if exc.permanent:
@@ -220,6 +229,7 @@ def delivery_provider_error(
                     latency_ms=round(latency, 2),
                     error=str(exc)[:500],
                 )
+                metrics.deliveries_count([(delivery.channel, provider.alias, "ambiguous")])
         return "ambiguous"
 
     delivery.provider_attempts += 1

@@ -28,7 +28,7 @@ from communication.exceptions import (
     UnprocessableError,
 )
 from communication.models import Category, User
-from notifications import rendering, resolution
+from notifications import metrics, rendering, resolution
 from notifications.categories import category_get
 from notifications.enqueue import enqueue_many
 from notifications.models import (
@@ -391,6 +391,7 @@ def _send(
     with transaction.atomic(savepoint=False) if realtime_items else nullcontext():
         rows.insert_all([[request], notifications, deliveries, event_rows])
         notifications_publish_created(realtime_items)
+    metrics.deliveries_count((d.channel, "", d.status) for d in deliveries)
     to_enqueue = [(str(d.id), priority) for d in deliveries if d.status == "queued"]
     if to_enqueue:
         transaction.on_commit(lambda: enqueue_many(to_enqueue))

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 
 from analytics import events
 from communication.models import Category, normalize_e164
+from notifications import metrics
 from notifications.models import Delivery, NotificationPreference, ProviderEvent, Suppression
 from notifications.tracking import TrackingEvent
 from notifications.unsubscribe import TokenPayload
@@ -86,6 +87,7 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
             changed.append("error")
     if changed:
         delivery.save(update_fields=[*changed, "updated_at"])
+        metrics.deliveries_count([(delivery.channel, event.provider, delivery.status)])
 
     suppress = event.suppress
     if not suppress and event.event == "complained":

@@ -3,6 +3,8 @@
 Starts (or shares) the embedded PostgreSQL and Redis unless ``DATABASE_URL`` / ``REDIS_URL`` name
 servers, applies migrations, writes the periodic schedules, creates a development admin once, then
 runs the ASGI server, a Celery worker and celery beat as supervised children (restarted if they die).
+The Prometheus metrics folder (``PROMETHEUS_MULTIPROC_DIR``) is emptied before the children start,
+and a child's live gauges are dropped when it exits.
 On Ctrl-C or SIGTERM it stops the children, then the embedded servers, explicitly: exit hooks do not
 run on a signal, and nothing may be left behind.
 """
@@ -22,6 +24,7 @@ import urllib.request
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from prometheus_client import multiprocess
 
 from communication import embedded
 from communication.auth import keys, tokens
@@ -73,6 +76,21 @@ class Child:
             pass
 
 
+def _empty_metrics_dir() -> None:
+    """Removes every process's metrics file (``analytics.metrics`` reads them)."""
+    folder = settings.PROMETHEUS_MULTIPROC_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in folder.glob("*.db"):
+        path.unlink(missing_ok=True)
+
+
+def _forget(child: Child) -> None:
+    """Drops the live gauges (open sockets …) of a child that exited; its counters stay, so that
+    the sums a scrape reads never go back."""
+    if child.proc is not None:
+        multiprocess.mark_process_dead(child.proc.pid, str(settings.PROMETHEUS_MULTIPROC_DIR))
+
+
 class Command(BaseCommand):
     help = "Run the web server, a Celery worker and celery beat (and the embedded servers)."
 
@@ -98,6 +116,9 @@ class Command(BaseCommand):
 
         try:
             self._prepare()
+            # Files of an earlier run would add to this one's counters, and a new child reusing
+            # an old pid would carry on from its figures.
+            _empty_metrics_dir()
             children = self._children(host, port, opts)
             for child in children:
                 child.start()
@@ -241,6 +262,7 @@ class Command(BaseCommand):
                 if child.proc is not None and child.next_start == 0.0:
                     code = child.proc.returncode
                     child.reap_group()
+                    _forget(child)
                     child.restarts += 1
                     delay = min(2 ** min(child.restarts, 5), 30)
                     child.next_start = now + delay
@@ -266,6 +288,7 @@ class Command(BaseCommand):
                 child.proc.kill()
                 child.proc.wait()
             child.reap_group()
+            _forget(child)
         if os.environ.get("EMBEDDED_SERVERS_OWNER") == str(os.getpid()):
             embedded.release()
             self.stdout.write("serve: embedded servers released")
