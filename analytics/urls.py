@@ -1,6 +1,12 @@
 """The analytics app's routes: its API, the tracking endpoints (open pixel, click redirect) and
 the Prometheus metrics."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, re_path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from analytics import views
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    # Any token reaches the views: a bad one gets the same GIF (open) or a 404 (click).
+    re_path(r"^t/o/(?P<token>[^/]+)\.gif$", views.open_pixel, name="track-open"),
+    re_path(r"^t/c/(?P<token>[^/]+)/?$", views.click_redirect, name="track-click"),
+]
