@@ -190,7 +190,7 @@ def machine_reason(*, user_agent: str, ip: str = "", method: str = "GET") -> str
     return ""
 
 
-def _in(ip: str, networks: tuple[ipaddress.IPv4Network, ...]) -> bool:
+def _in(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     try:
         address = ipaddress.ip_address(ip.strip())
     except ValueError:

@@ -136,6 +136,7 @@ def _inline_sources(channel: str, content: dict) -> dict:
 
 # Whether an email's HTML is a whole document (rewritten as one) or a fragment (kept one).
 _DOCUMENT = re.compile(r"<(!doctype|html[\s>])", re.IGNORECASE)
+_DOCTYPE = re.compile(r"\s*<!doctype", re.IGNORECASE)
 
 
 def track_links(html: str, *, delivery_id: uuid.UUID | str) -> str:
@@ -144,6 +145,8 @@ def track_links(html: str, *, delivery_id: uuid.UUID | str) -> str:
     there must not count, and mail clients must see our own URL), ``mailto:``, ``tel:`` and
     other schemes, and links whose URL cannot be signed. HTML that lxml cannot read is sent
     untracked rather than not at all."""
+    if not html.strip():
+        return html
     keep = (
         f"{settings.PUBLIC_BASE_URL.rstrip('/')}/u/",
         f"{settings.PUBLIC_BASE_URL.rstrip('/')}/t/",
@@ -173,7 +176,10 @@ def track_links(html: str, *, delivery_id: uuid.UUID | str) -> str:
         container, "img", src=tracking.open_url(delivery_id), width="1", height="1", alt=""
     )
     if document:
-        doctype = root.getroottree().docinfo.doctype or None
+        # lxml reports a default doctype for a document that had none: keep only a real one.
+        # (lxml-stubs lack DocInfo.doctype.)
+        info = root.getroottree().docinfo
+        doctype = info.doctype if _DOCTYPE.match(html) else None  # type: ignore[attr-defined]
         return lxml.html.tostring(root, encoding="unicode", doctype=doctype)
     return (container.text or "") + "".join(
         lxml.html.tostring(child, encoding="unicode") for child in container

@@ -337,7 +337,7 @@ def _segments(message: Message, result: SendResult) -> int:
             return int(counted)
     except (TypeError, ValueError):
         pass
-    return max(sms.sms_info(message.text)["segments"], 1)
+    return max(int(sms.sms_info(message.text)["segments"]), 1)
 
 
 def _push_attempt(delivery: Delivery, message: Message, batch: _Batch) -> str:

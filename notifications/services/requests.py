@@ -79,7 +79,7 @@ def _cancel(deliveries: QuerySet[Delivery], *, actor: str = "") -> int:
         status="cancelled", cancelled_at=now, lease_until=None, updated_at=now
     )
     events.record_many(
-        [delivery_event(d, "cancelled", **({"by": actor} if actor else {})) for d in found]
+        [delivery_event(d, "cancelled", data={"by": actor} if actor else {}) for d in found]
     )
     return len(found)
 

@@ -376,7 +376,7 @@ def _send(
 
     event_rows = events.build_many(
         [
-            delivery_event(d, d.status, **({"reason": d.reason} if d.reason else {}))
+            delivery_event(d, d.status, data={"reason": d.reason} if d.reason else {})
             for d in deliveries
         ]
     )

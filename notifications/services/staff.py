@@ -75,7 +75,7 @@ def delivery_resend(*, delivery_id: uuid.UUID | str, actor: str) -> Delivery:
         resent_from=original,
     )
     new_id = outcome.body["notifications"][0]["deliveries"][0]["id"]
-    events.record(**delivery_event(original, "resent", by=actor, **{"as": new_id}))
+    events.record(**delivery_event(original, "resent", data={"by": actor, "as": new_id}))
     return Delivery.objects.select_related("notification").get(id=new_id)
 
 
