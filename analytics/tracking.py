@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from analytics.events import DELIVERY_DIMENSIONS, record
 from analytics.models import Event
 
 _SALT = "analytics.tracking"
+# Whitespace and control characters: never in a URL a link can carry as it is.
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 OPEN, CLICK = "open", "click"
 # Longer tokens are refused unread (no HMAC over a megabyte of path); a click link whose token
 # would be longer is left as it was.
@@ -57,44 +60,68 @@ class TrackingToken:
 # --------------------------------------------------------------------------------- tokens
 
 
-def _dumps(kind: str, payload: Any) -> str:
-    return signing.dumps(payload, salt=f"{_SALT}.{kind}", compress=True)
-
-
 def click_allowed(url: str) -> bool:
     """Whether ``url`` can be signed as a click's destination: an absolute http(s) URL with a
     host, no whitespace or control characters, of a sensible length."""
-    if not url or len(url) > MAX_URL_LENGTH:
-        return False
-    if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in url):
+    if not url or len(url) > MAX_URL_LENGTH or _UNSAFE.search(url):
         return False
     scheme, sep, rest = url.partition("://")
     return bool(sep) and scheme.lower() in ("http", "https") and rest[:1] not in ("", "/")
 
 
+class Links:
+    """The tracking URLs of one delivery: an email's links share one signer per kind and one
+    read of the settings (rendering signs every link of every tracked email)."""
+
+    def __init__(self, delivery_id: uuid.UUID | str) -> None:
+        self.delivery = uuid.UUID(str(delivery_id)).hex
+        self.base = settings.PUBLIC_BASE_URL.rstrip("/")
+        self._signers: dict[str, signing.TimestampSigner] = {}
+
+    def _sign(self, kind: str, payload: Any) -> str:
+        signer = self._signers.get(kind)
+        if signer is None:
+            signer = self._signers[kind] = signing.TimestampSigner(salt=f"{_SALT}.{kind}")
+        return signer.sign_object(payload, compress=True)
+
+    def open_token(self) -> str:
+        return self._sign(OPEN, self.delivery)
+
+    def click_token(self, url: str) -> str:
+        """Raises ValueError for a URL that cannot be a destination (:func:`click_allowed`)."""
+        if not click_allowed(url):
+            raise ValueError("only absolute http(s) URLs can be tracked")
+        token = self._sign(CLICK, [self.delivery, url])
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise ValueError("the URL is too long to be tracked")
+        return token
+
+    def open_url(self) -> str:
+        """The open pixel's absolute URL."""
+        return f"{self.base}/t/o/{self.open_token()}.gif"
+
+    def click_url(self, url: str) -> str:
+        """The tracked link to ``url``. Raises ValueError for a URL that cannot be a
+        destination (:func:`click_allowed`): the caller leaves that link as it is."""
+        return f"{self.base}/t/c/{self.click_token(url)}"
+
+
 def open_token(delivery_id: uuid.UUID | str) -> str:
-    return _dumps(OPEN, uuid.UUID(str(delivery_id)).hex)
+    return Links(delivery_id).open_token()
 
 
 def click_token(delivery_id: uuid.UUID | str, url: str) -> str:
-    """Raises ValueError for a URL that cannot be a destination (:func:`click_allowed`)."""
-    if not click_allowed(url):
-        raise ValueError("only absolute http(s) URLs can be tracked")
-    token = _dumps(CLICK, [uuid.UUID(str(delivery_id)).hex, url])
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise ValueError("the URL is too long to be tracked")
-    return token
+    return Links(delivery_id).click_token(url)
 
 
 def open_url(delivery_id: uuid.UUID | str) -> str:
     """The open pixel's absolute URL for ``delivery_id``."""
-    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/t/o/{open_token(delivery_id)}.gif"
+    return Links(delivery_id).open_url()
 
 
 def click_url(delivery_id: uuid.UUID | str, url: str) -> str:
-    """The tracked link to ``url`` for ``delivery_id``. Raises ValueError for a URL that cannot
-    be a destination (:func:`click_allowed`): the caller leaves that link as it is."""
-    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/t/c/{click_token(delivery_id, url)}"
+    """The tracked link to ``url`` for ``delivery_id`` (see :meth:`Links.click_url`)."""
+    return Links(delivery_id).click_url(url)
 
 
 def read_token(token: str, kind: str) -> TrackingToken | None:

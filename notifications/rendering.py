@@ -12,7 +12,6 @@ import re
 import uuid
 
 import lxml.html
-from django.conf import settings
 from lxml import etree
 
 from analytics import tracking
@@ -147,10 +146,8 @@ def track_links(html: str, *, delivery_id: uuid.UUID | str) -> str:
     untracked rather than not at all."""
     if not html.strip():
         return html
-    keep = (
-        f"{settings.PUBLIC_BASE_URL.rstrip('/')}/u/",
-        f"{settings.PUBLIC_BASE_URL.rstrip('/')}/t/",
-    )
+    links = tracking.Links(delivery_id)
+    keep = (f"{links.base}/u/", f"{links.base}/t/")
     document = _DOCUMENT.search(html, 0, 2000) is not None
     try:
         if document:
@@ -169,12 +166,10 @@ def track_links(html: str, *, delivery_id: uuid.UUID | str) -> str:
         if not href[:8].lower().startswith(("http://", "https://")) or href.startswith(keep):
             continue
         try:
-            link.set("href", tracking.click_url(delivery_id, href))
+            link.set("href", links.click_url(href))
         except ValueError:
             continue  # not a URL that can be signed: left as it is
-    etree.SubElement(
-        container, "img", src=tracking.open_url(delivery_id), width="1", height="1", alt=""
-    )
+    etree.SubElement(container, "img", src=links.open_url(), width="1", height="1", alt="")
     if document:
         # lxml reports a default doctype for a document that had none: keep only a real one.
         # (lxml-stubs lack DocInfo.doctype.)
