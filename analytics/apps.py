@@ -5,6 +5,11 @@ class AnalyticsConfig(AppConfig):
     name = "analytics"
     default_auto_field = "django.db.models.BigAutoField"
 
-    def ready(self):
+    def ready(self) -> None:
+        from django.conf import settings  # noqa: PLC0415
+
         # The metrics registry (and its system check) exists before the apps register into it.
-        from analytics import metrics  # noqa: F401, PLC0415
+        from analytics import metrics, pricing  # noqa: F401, PLC0415
+
+        # A malformed price list stops the start, rather than every cost silently missing.
+        pricing.validate(settings.PROVIDER_PRICES)

@@ -7,10 +7,20 @@ channel is the one being sent, else ``system-alert-<channel>`` (``system-alert-e
 
 from __future__ import annotations
 
+import logging
+import re
+import uuid
+
+import lxml.html
+from lxml import etree
+
+from analytics import tracking
 from templates_app import engine
 from templates_app import selectors as template_selectors
 from templates_app import services as template_services
 from templates_app.models import Template
+
+logger = logging.getLogger(__name__)
 
 
 def candidates(family: str, channel: str) -> list[str]:
@@ -121,3 +131,51 @@ def _inline_sources(channel: str, content: dict) -> dict:
         if content.get(name):
             sources[name] = content[name]
     return sources
+
+
+# Whether an email's HTML is a whole document (rewritten as one) or a fragment (kept one).
+_DOCUMENT = re.compile(r"<(!doctype|html[\s>])", re.IGNORECASE)
+_DOCTYPE = re.compile(r"\s*<!doctype", re.IGNORECASE)
+
+
+def track_links(html: str, *, delivery_id: uuid.UUID | str) -> str:
+    """``html`` with its http(s) links leading through the click redirect and the open pixel
+    appended, for a category that allows tracking. Left alone: the unsubscribe link (a click
+    there must not count, and mail clients must see our own URL), ``mailto:``, ``tel:`` and
+    other schemes, and links whose URL cannot be signed. HTML that lxml cannot read is sent
+    untracked rather than not at all."""
+    if not html.strip():
+        return html
+    links = tracking.Links(delivery_id)
+    keep = (f"{links.base}/u/", f"{links.base}/t/")
+    document = _DOCUMENT.search(html, 0, 2000) is not None
+    try:
+        if document:
+            root = lxml.html.document_fromstring(html)
+            body = root.find("body")
+            container = body if body is not None else etree.SubElement(root, "body")
+        else:
+            root = container = lxml.html.fragment_fromstring(html, create_parent="div")
+    except (etree.ParserError, ValueError) as exc:
+        logger.warning(
+            "email HTML not tracked", extra={"delivery": str(delivery_id), "error": str(exc)}
+        )
+        return html
+    for link in root.iter("a"):
+        href = (link.get("href") or "").strip()
+        if not href[:8].lower().startswith(("http://", "https://")) or href.startswith(keep):
+            continue
+        try:
+            link.set("href", links.click_url(href))
+        except ValueError:
+            continue  # not a URL that can be signed: left as it is
+    etree.SubElement(container, "img", src=links.open_url(), width="1", height="1", alt="")
+    if document:
+        # lxml reports a default doctype for a document that had none: keep only a real one.
+        # (lxml-stubs lack DocInfo.doctype.)
+        info = root.getroottree().docinfo
+        doctype = info.doctype if _DOCTYPE.match(html) else None  # type: ignore[attr-defined]
+        return lxml.html.tostring(root, encoding="unicode", doctype=doctype)
+    return (container.text or "") + "".join(
+        lxml.html.tostring(child, encoding="unicode") for child in container
+    )

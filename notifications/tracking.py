@@ -29,4 +29,7 @@ class TrackingEvent:
     reason: str = ""
     event_id: str = ""  # the provider's id for this event, for de-duplication
     suppress: str = ""  # "" or a Suppression reason to record for the address
+    # bounced: "hard" (the address does not exist: suppressed) or "soft" (this message was
+    # refused; the address stays usable), "" when the provider does not say.
+    bounce: str = ""
     data: dict = field(default_factory=dict)

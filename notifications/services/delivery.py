@@ -25,6 +25,7 @@ from notifications.models import Delivery, Notification, NotificationRequest
 from notifications.providers import ratelimit, registry
 from notifications.providers.base import Message, ProviderError, SendResult
 from notifications.providers.registry import provider_breaker
+from notifications.services.delivery_events import delivery_event
 from notifications.services.outcomes import (
     Acceptance,
     deliveries_record_sent,
@@ -32,6 +33,7 @@ from notifications.services.outcomes import (
     delivery_provider_error,
     delivery_requeue,
 )
+from templates_app import sms
 from templates_app.errors import RenderBusyError, RenderLimitError
 
 
@@ -138,14 +140,17 @@ def _message_for(delivery: Delivery, batch: _Batch) -> Message:
     delivery.template_version = rendered.get("version")
     delivery.variant = rendered.get("variant") or ""
     headers = {}
+    html = rendered.get("html", "")
     if delivery.channel == "email":
         headers = unsubscribe.headers_for(delivery)
+        if html and notification.category is not None and notification.category.tracking_allowed:
+            html = rendering.track_links(html, delivery_id=delivery.id)
     return Message(
         channel=delivery.channel,
         to=delivery.address,
         subject=rendered.get("subject", ""),
         text=rendered.get("text") or rendered.get("body", ""),
-        html=rendered.get("html", ""),
+        html=html,
         title=rendered.get("title", ""),
         data=rendered.get("data") or {},
         headers=headers,
@@ -314,8 +319,25 @@ def _attempt(delivery: Delivery, batch: _Batch) -> str:
         return delivery_provider_error(delivery, provider, index, exc, latency, chain)
     latency = (time.perf_counter() - started) * 1000
     batch.record_success(provider.alias)
-    batch.add_sent(delivery, provider.alias, index, result, latency)
+    if delivery.channel == "sms":
+        batch.add_sent(
+            delivery, provider.alias, index, result, latency, segments=_segments(message, result)
+        )
+    else:
+        batch.add_sent(delivery, provider.alias, index, result, latency)
     return "sent"
+
+
+def _segments(message: Message, result: SendResult) -> int:
+    """The SMS's segments (what it is priced by): the provider's count when it gives one, else
+    ours from the text."""
+    counted = result.raw.get("num_segments") if isinstance(result.raw, dict) else None
+    try:
+        if counted is not None and int(counted) > 0:
+            return int(counted)
+    except (TypeError, ValueError):
+        pass
+    return max(int(sms.sms_info(message.text)["segments"]), 1)
 
 
 def _push_attempt(delivery: Delivery, message: Message, batch: _Batch) -> str:
@@ -351,35 +373,17 @@ def deliveries_resend_ambiguous(*, delivery_ids: Iterable[uuid.UUID | str], acto
     many were queued."""
     found = list(
         Delivery.objects.select_for_update(of=("self",))
+        .select_related("notification__request")
         .filter(id__in=list(delivery_ids), status="ambiguous")
-        .values_list(
-            "id",
-            "priority",
-            "channel",
-            "notification_id",
-            "notification__category_id",
-            "notification__request__caller",
-        )
     )
     if not found:
         return 0
-    Delivery.objects.filter(id__in=[row[0] for row in found]).update(
+    Delivery.objects.filter(id__in=[d.id for d in found]).update(
         status="queued", next_attempt_at=None, updated_at=timezone.now()
     )
     events.record_many(
-        [
-            {
-                "type": "queued",
-                "channel": channel,
-                "category": category,
-                "caller": caller,
-                "notification_id": notification_id,
-                "delivery_id": delivery_id,
-                "data": {"resent_by": actor, "was": "ambiguous"},
-            }
-            for delivery_id, _priority, channel, notification_id, category, caller in found
-        ]
+        [delivery_event(d, "queued", resent_by=actor, was="ambiguous") for d in found]
     )
-    to_enqueue = [(str(row[0]), row[1]) for row in found]
+    to_enqueue = [(str(d.id), d.priority) for d in found]
     transaction.on_commit(lambda: enqueue_many(to_enqueue))
     return len(found)

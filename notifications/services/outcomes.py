@@ -13,13 +13,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from analytics import events
+from analytics import events, pricing
 from communication import rows
 from notifications import metrics
 from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, Suppression
 from notifications.providers.base import ProviderError, SendResult
 from notifications.providers.registry import provider_breaker
+from notifications.services.delivery_events import delivery_event
 from notifications.services.tracking import suppression_add
 
 
@@ -105,19 +106,42 @@ _UPDATE_SENT = """
 
 
 def _sent_events(a: Acceptance) -> list[dict[str, Any]]:
+    delivery = a.delivery
+    request = delivery.notification.request
+    # The provider call started latency_ms before its answer (``at``).
+    started = a.at - dt.timedelta(milliseconds=a.latency_ms)
+    queued = delivery.queued_at or delivery.created_at
+    # A scheduled delivery (a time asked for, or quiet hours) counts from its time, not from
+    # the API call days before: the latency is the service's, not the wait that was asked for.
+    origin = request.created_at
+    if delivery.scheduled_for is not None and delivery.scheduled_for > origin:
+        origin = delivery.scheduled_for
     sent = [
-        _event(
-            a.delivery,
+        delivery_event(
+            delivery,
             "sent",
             provider=a.alias,
             latency_ms=round(a.latency_ms, 2),
-            attempts=a.delivery.attempts,
+            cost=pricing.price(
+                a.alias,
+                delivery.channel,
+                address=delivery.address,
+                segments=a.event_data.get("segments", 1),
+            ),
+            queue_wait_ms=_ms(started - queued),
+            api_to_provider_ms=_ms(a.at - origin),
+            attempts=delivery.attempts,
             **a.event_data,
         )
     ]
     if a.result.status == "delivered":
-        sent.append(_event(a.delivery, "delivered", provider=a.alias))
+        sent.append(delivery_event(delivery, "delivered", provider=a.alias))
     return sent
+
+
+def _ms(delta: dt.timedelta) -> float:
+    # Clocks of different hosts (the API's, the worker's) can disagree by a little.
+    return max(round(delta.total_seconds() * 1000, 2), 0.0)
 
 
 def delivery_requeue(delivery: Delivery, delay: float, outcome: str, **fields: Any) -> str:
@@ -304,27 +328,6 @@ def _retry_delay(delivery: Delivery, error: ProviderError | None) -> float:
     return min(delay, 3600.0)
 
 
-def _event(
-    delivery: Delivery,
-    type_: str,
-    *,
-    provider: str = "",
-    latency_ms: float | None = None,
-    **data: Any,
-) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "channel": delivery.channel,
-        "provider": provider,
-        "category": delivery.notification.category_id,
-        "caller": delivery.notification.request.caller,
-        "notification_id": delivery.notification_id,
-        "delivery_id": delivery.id,
-        "latency_ms": latency_ms,
-        "data": data,
-    }
-
-
 def _record(
     delivery: Delivery,
     type_: str,
@@ -333,4 +336,6 @@ def _record(
     latency_ms: float | None = None,
     **data: Any,
 ) -> None:
-    events.record(**_event(delivery, type_, provider=provider, latency_ms=latency_ms, **data))
+    events.record(
+        **delivery_event(delivery, type_, provider=provider, latency_ms=latency_ms, **data)
+    )

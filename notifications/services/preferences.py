@@ -88,6 +88,7 @@ def consent_record(
         "consent_granted" if granted else "consent_withdrawn",
         channel=channel,
         category=category or "",
+        user_id=user.pk,
         data={"source": source},
     )
     return consent

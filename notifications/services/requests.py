@@ -14,6 +14,7 @@ from django.utils import timezone
 from analytics import events
 from communication.exceptions import APIError, ConflictError, NotFoundError
 from notifications.models import Delivery, NotificationRequest
+from notifications.services.delivery_events import delivery_event
 from notifications.services.send import RequestBody, request_body
 
 
@@ -67,37 +68,20 @@ def _cancel(deliveries: QuerySet[Delivery], *, actor: str = "") -> int:
     """The one cancel: locks the cancellable ones among ``deliveries`` (a worker's claim skips
     locked rows, so it cannot take one mid-cancel), marks them cancelled, records the events."""
     now = timezone.now()
-    rows = list(
+    found = list(
         deliveries.select_for_update(of=("self",))
+        .select_related("notification__request")
         .filter(status__in=CANCELLABLE)
-        .values_list(
-            "id",
-            "channel",
-            "notification_id",
-            "notification__category_id",
-            "notification__request__caller",
-        )
     )
-    if not rows:
+    if not found:
         return 0
-    Delivery.objects.filter(id__in=[r[0] for r in rows]).update(
+    Delivery.objects.filter(id__in=[d.id for d in found]).update(
         status="cancelled", cancelled_at=now, lease_until=None, updated_at=now
     )
     events.record_many(
-        [
-            {
-                "type": "cancelled",
-                "channel": channel,
-                "category": category,
-                "caller": caller,
-                "notification_id": notification_id,
-                "delivery_id": delivery_id,
-                "data": {"by": actor} if actor else {},
-            }
-            for delivery_id, channel, notification_id, category, caller in rows
-        ]
+        [delivery_event(d, "cancelled", data={"by": actor} if actor else {}) for d in found]
     )
-    return len(rows)
+    return len(found)
 
 
 @transaction.atomic

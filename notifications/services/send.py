@@ -41,6 +41,7 @@ from notifications.models import (
     NotificationRequest,
     QuietHours,
 )
+from notifications.services.delivery_events import delivery_event
 from notifications.services.inbox import notifications_publish_created
 
 
@@ -375,15 +376,7 @@ def _send(
 
     event_rows = events.build_many(
         [
-            {
-                "type": d.status,
-                "channel": d.channel,
-                "category": category.key,
-                "caller": caller,
-                "notification_id": d.notification.id,
-                "delivery_id": d.id,
-                "data": {"reason": d.reason} if d.reason else {},
-            }
+            delivery_event(d, d.status, data={"reason": d.reason} if d.reason else {})
             for d in deliveries
         ]
     )

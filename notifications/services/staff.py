@@ -17,6 +17,7 @@ from django.db import transaction
 from analytics import events
 from communication.exceptions import ConflictError, NotFoundError
 from notifications.models import Delivery
+from notifications.services.delivery_events import delivery_event
 from notifications.services.send import notification_send
 from templates_app import selectors as template_selectors
 from templates_app import services as template_services
@@ -74,15 +75,7 @@ def delivery_resend(*, delivery_id: uuid.UUID | str, actor: str) -> Delivery:
         resent_from=original,
     )
     new_id = outcome.body["notifications"][0]["deliveries"][0]["id"]
-    events.record(
-        "resent",
-        channel=original.channel,
-        category=notification.category_id,
-        caller=request.caller,
-        notification_id=notification.id,
-        delivery_id=original.id,
-        data={"by": actor, "as": new_id},
-    )
+    events.record(**delivery_event(original, "resent", data={"by": actor, "as": new_id}))
     return Delivery.objects.select_related("notification").get(id=new_id)
 
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 from analytics import events
 from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, IdempotencyKey, Notification, ProviderEvent
+from notifications.services.delivery_events import delivery_event
 from notifications.services.inbox import notifications_publish_created
 
 
@@ -54,8 +55,8 @@ def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
             counts["requeued"] = len(lost)
     with transaction.atomic():
         due = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .select_related("notification")
+            Delivery.objects.select_for_update(skip_locked=True, of=("self", "notification"))
+            .select_related("notification__request")
             .filter(status="scheduled", scheduled_for__lte=now)[:batch]
         )
         to_enqueue = []
@@ -78,18 +79,7 @@ def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
                 for notification in released:
                     notification.inbox_at = now
             notifications_publish_created(released)
-            events.record_many(
-                [
-                    {
-                        "type": d.status,
-                        "channel": d.channel,
-                        "category": d.notification.category_id,
-                        "notification_id": d.notification_id,
-                        "delivery_id": d.id,
-                    }
-                    for d in due
-                ]
-            )
+            events.record_many([delivery_event(d, d.status) for d in due])
             transaction.on_commit(lambda: enqueue_many(to_enqueue))
             counts["released"] = len(due)
     return counts

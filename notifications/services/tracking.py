@@ -3,17 +3,21 @@ complained …), the suppression list they feed, and one-click unsubscribes."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable
 
 from django.conf import settings
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from analytics import events
+from analytics import tracking as engagement
 from communication.models import Category, normalize_e164
 from notifications import metrics
 from notifications.models import Delivery, NotificationPreference, ProviderEvent, Suppression
+from notifications.services.delivery_events import delivery_event
 from notifications.tracking import TrackingEvent
 from notifications.unsubscribe import TokenPayload
 
@@ -60,8 +64,8 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
         except IntegrityError:
             return None
     delivery = (
-        Delivery.objects.select_for_update()
-        .select_related("notification")
+        Delivery.objects.select_for_update(of=("self", "notification"))
+        .select_related("notification__request")
         .filter(provider=event.provider, provider_message_id=event.provider_message_id)
         .first()
     )
@@ -72,6 +76,7 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
         )
         return None
 
+    when = provider_time(event.occurred_at)
     target = _TRACKED_STATUS.get(event.event)
     if event.event in ("bounced", "failed") and event.permanent:
         target = Delivery.Status.FAILED
@@ -80,7 +85,7 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
         delivery.status = target
         changed.append("status")
         stamp = {"sent": "sent_at", "delivered": "delivered_at", "failed": "failed_at"}[target]
-        setattr(delivery, stamp, event.occurred_at)
+        setattr(delivery, stamp, when)
         changed.append(stamp)
         if target == Delivery.Status.FAILED:
             delivery.error = (event.reason or event.event)[:2000]
@@ -92,7 +97,7 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
     suppress = event.suppress
     if not suppress and event.event == "complained":
         suppress = Suppression.Reason.COMPLAINT
-    if not suppress and event.event == "bounced" and event.permanent:
+    if not suppress and event.event == "bounced" and event.permanent and event.bounce != "soft":
         suppress = Suppression.Reason.HARD_BOUNCE
     if not suppress and event.event == "unsubscribed":
         suppress = Suppression.Reason.UNSUBSCRIBE
@@ -101,21 +106,54 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
             channel=delivery.channel, address=delivery.address, reason=suppress, detail=event.reason
         )
 
+    # The recipient's address (``ip``) serves the machine check only: it is not kept.
+    data = {k: v for k, v in event.data.items() if k not in ("ip", "machine")}
+    data.update(
+        reason=event.reason[:500], applied=bool(changed), occurred_at=event.occurred_at.isoformat()
+    )
+    if event.bounce:
+        data["bounce"] = event.bounce
+    machine = False
+    if event.event in ("opened", "clicked"):
+        machine_reason = _machine_reason(event)
+        if machine_reason:
+            machine, data["reason"] = True, machine_reason
     events.record(
-        event.event,
-        channel=delivery.channel,
-        provider=event.provider,
-        category=delivery.notification.category_id,
-        notification_id=delivery.notification_id,
-        delivery_id=delivery.id,
-        data={
-            "reason": event.reason[:500],
-            "applied": bool(changed),
-            "occurred_at": event.occurred_at.isoformat(),
-            **event.data,
-        },
+        **delivery_event(
+            delivery,
+            event.event,
+            provider=event.provider,
+            occurred_at=when,
+            machine=machine,
+            data=data,
+        )
     )
     return delivery
+
+
+def _machine_reason(event: TrackingEvent) -> str:
+    """Why a provider's open or click looks made by a machine: the provider's own verdict
+    (SendGrid's Apple flag), else the pixel's detection on what the provider saw."""
+    if event.data.get("machine"):
+        return "provider"
+    reason = engagement.machine_reason(
+        user_agent=str(event.data.get("user_agent") or ""), ip=str(event.data.get("ip") or "")
+    )
+    # A provider that passes no user agent says nothing against a person.
+    return "" if reason == "no_user_agent" else reason
+
+
+# A provider's time of an event is trusted within this window: a clock far off (or a replayed
+# payload) must not put events in months no rollup will look at again.
+PROVIDER_TIME_WINDOW = dt.timedelta(days=30)
+
+
+def provider_time(when: dt.datetime) -> dt.datetime:
+    """``when`` (the provider's time of an event) clamped to [now - 30 days, now]."""
+    now = timezone.now()
+    if timezone.is_naive(when):
+        when = timezone.make_aware(when, dt.UTC)
+    return min(max(when, now - PROVIDER_TIME_WINDOW), now)
 
 
 def address_normalize(channel: str, value: str) -> str:
@@ -152,11 +190,19 @@ def unsubscribe_apply(payload: TokenPayload, *, source: str) -> str:
             detail=source,
         )
         what = f"all messages by {channel} to this address"
-    events.record(
-        "unsubscribed",
-        channel=channel,
-        category=payload["c"],
-        delivery_id=payload.get("d"),
-        data={"source": source},
+    delivery = (
+        Delivery.objects.select_related("notification__request").filter(id=payload["d"]).first()
+        if payload.get("d")
+        else None
     )
+    if delivery is not None:
+        events.record(**delivery_event(delivery, "unsubscribed", source=source))
+    else:
+        events.record(
+            "unsubscribed",
+            channel=channel,
+            category=payload["c"],
+            user_id=payload.get("u"),
+            data={"source": source},
+        )
     return what

@@ -97,9 +97,21 @@ class AnymailWebhookMixin(ProviderWebhookMixin):
             or anymail_event.reject_reason
             or ""
         )
-        data = {"esp_event": anymail_event.event_type}
+        data: dict = {"esp_event": anymail_event.event_type}
         if anymail_event.click_url:
             data["url"] = anymail_event.click_url[:2000]
+        if event in ("opened", "clicked"):
+            # What the machine check of an open or click reads (delivery_track keeps no ip).
+            if anymail_event.user_agent:
+                data["user_agent"] = str(anymail_event.user_agent)[:300]
+            raw = self.raw_event(anymail_event)
+            if raw.get("ip"):
+                data["ip"] = str(raw["ip"])[:64]
+            if self.machine(anymail_event):
+                data["machine"] = True
+        bounce = ""
+        if event == "bounced":
+            bounce = "soft" if self.soft_bounce(anymail_event) else "hard"
         return TrackingEvent(
             provider=alias,
             provider_message_id=str(anymail_event.message_id),
@@ -110,11 +122,25 @@ class AnymailWebhookMixin(ProviderWebhookMixin):
             event_id=self.event_id(anymail_event),
             suppress=suppress,
             data=data,
+            bounce=bounce,
         )
 
     def adjust(self, anymail_event, event: str, permanent: bool) -> tuple[str, bool]:
-        """Vendor nuance on top of anymail's mapping (SendGrid's soft "blocked" bounces)."""
+        """Vendor nuance on top of anymail's mapping."""
         return event, permanent
+
+    def raw_event(self, anymail_event) -> dict:
+        """The vendor's own record of the event (where it keeps the client's address)."""
+        raw = anymail_event.esp_event
+        return raw if isinstance(raw, dict) else {}
+
+    def machine(self, anymail_event) -> bool:
+        """Whether the vendor itself says a machine opened or clicked."""
+        return False
+
+    def soft_bounce(self, anymail_event) -> bool:
+        """Whether a bounce refused this message only (the address stays usable)."""
+        return False
 
     def event_id(self, anymail_event) -> str:
         if anymail_event.event_id:
@@ -150,13 +176,16 @@ class SendGridTrackingView(AnymailWebhookMixin, SendGridTrackingWebhookView):
             raise self.validation_failed(exc) from exc
         self.check_timestamp(request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp"))
 
-    def adjust(self, anymail_event, event: str, permanent: bool) -> tuple[str, bool]:
+    def soft_bounce(self, anymail_event) -> bool:
         # SendGrid's bounce event has type "bounce" (the address does not exist: hard) or
         # "blocked" (the receiving server refused this message: soft). SendGrid retries neither,
-        # so a blocked message has failed, but the address stays usable.
-        if event == "bounced" and (anymail_event.esp_event or {}).get("type") == "blocked":
-            return "failed", True
-        return event, permanent
+        # so a blocked message has failed (still a bounce), but the address stays usable.
+        return self.raw_event(anymail_event).get("type") == "blocked"
+
+    def machine(self, anymail_event) -> bool:
+        # https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event
+        # ("sg_machine_open": an open by Apple Mail Privacy Protection's prefetch).
+        return self.raw_event(anymail_event).get("sg_machine_open") in (True, "true")
 
 
 class MailgunTrackingView(AnymailWebhookMixin, MailgunTrackingWebhookView):
@@ -193,6 +222,11 @@ class MailgunTrackingView(AnymailWebhookMixin, MailgunTrackingWebhookView):
                 )
         except IntegrityError as exc:
             raise WebhookRefusedError("Mailgun token seen before") from exc
+
+    def raw_event(self, anymail_event) -> dict:
+        # JSON webhooks: the event is under "event-data" (legacy form posts carry no address).
+        event_data = super().raw_event(anymail_event).get("event-data")
+        return event_data if isinstance(event_data, dict) else {}
 
     def event_id(self, anymail_event) -> str:
         # event-data.id is unique per event (within a day, hence the timestamp), and stays the
