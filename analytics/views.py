@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.views.decorators.http import require_http_methods
 
 from analytics import tracking
+from communication.api.input import nul_allowed
 from communication.ratelimit import client_ip
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def _record(request: HttpRequest, token: tracking.TrackingToken) -> None:
         logger.exception("tracking event not recorded", extra={"kind": token.kind})
 
 
+@nul_allowed  # a token with a NUL is one more bad token: the same GIF
 @require_http_methods(["GET", "HEAD"])
 def open_pixel(request: HttpRequest, token: str) -> HttpResponse:
     """``GET /t/o/<token>.gif``: always the same GIF, whatever the token (the answer tells

@@ -87,6 +87,13 @@ def nul_response(fields: Iterable[str]) -> HttpResponse:
     )
 
 
+def nul_allowed(view):
+    """Marks a view that answers every input itself and never stores it (the open pixel, whose
+    answer must not depend on its input): the NUL refusal leaves it alone."""
+    view.nul_allowed = True
+    return view
+
+
 class NulRefusalMiddleware(MiddlewareMixin):
     """Refuses a request whose query string or captured path segments hold a NUL, before the
     view runs. The query is decoded by Django (``%00`` included); the path segments are the
@@ -95,6 +102,8 @@ class NulRefusalMiddleware(MiddlewareMixin):
     def process_view(
         self, request: HttpRequest, view_func, view_args: tuple, view_kwargs: dict[str, Any]
     ) -> HttpResponse | None:
+        if getattr(view_func, "nul_allowed", False):
+            return None
         fields = multi_nul_fields(request.GET.lists()) if request.META.get("QUERY_STRING") else []
         fields += [
             field_name(key)
