@@ -22,6 +22,28 @@ LATENCY_BOUNDS_MS = (
 )  # fmt: skip
 HISTOGRAM_SIZE = len(LATENCY_BOUNDS_MS) + 1
 
+# A rollup's dimensions, its integer counts and its histograms (``Rollup``'s columns), named once
+# for the code that writes them and the code that reads them.
+ROLLUP_DIMENSIONS = (
+    "channel", "provider", "category", "template", "variant", "campaign_id", "step_id",
+)  # fmt: skip
+ROLLUP_COUNTS = (
+    "sent",
+    "delivered",
+    "failed",
+    "bounced",
+    "complained",
+    "opened",
+    "opened_unique",
+    "machine_opened",
+    "clicked",
+    "clicked_unique",
+    "unsubscribed",
+    "provider_calls",
+    "provider_errors",
+)
+ROLLUP_HISTOGRAMS = ("latency_hist", "queue_wait_hist", "api_to_provider_hist")
+
 
 class Event(models.Model):
     id = models.BigAutoField(primary_key=True)

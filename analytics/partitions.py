@@ -154,9 +154,8 @@ def partitions_retire(*, now: dt.datetime | None = None) -> MaintenanceResult:
     deletes the rollups older than ANALYTICS_ROLLUP_RETENTION_DAYS."""
     now = now or timezone.now()
     result = MaintenanceResult()
-    cutoff = now - dt.timedelta(days=settings.ANALYTICS_EVENT_RETENTION_DAYS)
     # Everything before the cutoff's month goes: that month still holds rows to keep.
-    keep_from = _bound(month_start(cutoff))
+    keep_from = rollups.events_kept_from(now)
     for name, month in sorted(partitions_list().items(), key=lambda item: item[1]):
         if _bound(next_month(month)) > keep_from:
             continue

@@ -29,9 +29,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
-from analytics.models import LATENCY_BOUNDS_MS
+from analytics.models import (
+    LATENCY_BOUNDS_MS,
+    ROLLUP_COUNTS,
+    ROLLUP_DIMENSIONS,
+    ROLLUP_HISTOGRAMS,
+)
 
 WATERMARK = "events"
 # Serialises runs and rebuilds: pg_advisory_xact_lock's key (released at commit or rollback).
@@ -42,7 +49,7 @@ DAY = dt.timedelta(days=1)
 # spills to disk, which took most of the time of a full rebuild.
 WORK_MEM = "256MB"
 
-DIMENSIONS = ("channel", "provider", "category", "template", "variant", "campaign_id", "step_id")
+DIMENSIONS = ROLLUP_DIMENSIONS
 PROVIDER_CALLS = ("sent", "failed", "retry", "ambiguous")
 # The event types a rollup reads (the others, queued, scheduled, suppressed …, count nothing).
 COUNTED = (
@@ -54,24 +61,9 @@ COUNTED = (
     "clicked",
     "unsubscribed",
 )
-COUNTERS = (
-    "sent",
-    "delivered",
-    "failed",
-    "bounced",
-    "complained",
-    "opened",
-    "opened_unique",
-    "machine_opened",
-    "clicked",
-    "clicked_unique",
-    "unsubscribed",
-    "cost",
-    "provider_calls",
-    "provider_errors",
-    "latency_sum_ms",
-)
-HISTOGRAMS = ("latency_hist", "queue_wait_hist", "api_to_provider_hist")
+# In the order of _HOURS_SQL's aggregates.
+COUNTERS = (*ROLLUP_COUNTS, "cost", "latency_sum_ms")
+HISTOGRAMS = ROLLUP_HISTOGRAMS
 _SIZE = len(LATENCY_BOUNDS_MS) + 1
 _DIMS = ", ".join(DIMENSIONS)
 _COLUMNS = f"granularity, bucket, {_DIMS}, {', '.join(COUNTERS)}, {', '.join(HISTOGRAMS)}"
@@ -112,9 +104,9 @@ SELECT 'hour', e.bucket, {", ".join(f"e.{d}" for d in DIMENSIONS)},
     count(*) FILTER (WHERE e.type = 'clicked' AND NOT e.machine),
     count(*) FILTER (WHERE e.type = 'clicked' AND e.first),
     count(*) FILTER (WHERE e.type = 'unsubscribed'),
-    coalesce(sum(e.cost) FILTER (WHERE e.type = 'sent'), 0),
     count(e.lat),
     count(e.lat) FILTER (WHERE e.type <> 'sent'),
+    coalesce(sum(e.cost) FILTER (WHERE e.type = 'sent'), 0),
     coalesce(sum(e.latency_ms) FILTER (WHERE e.lat IS NOT NULL), 0),
     {_histogram("e.lat")}, {_histogram("e.qw")}, {_histogram("e.ap")}
 FROM (
@@ -248,11 +240,21 @@ def rollup_run(*, wait: bool = False) -> RunResult:
         return result
 
 
+def events_kept_from(now: dt.datetime | None = None) -> dt.datetime:
+    """The oldest moment whose events the retention still keeps: the start of the UTC month
+    that holds ``now - ANALYTICS_EVENT_RETENTION_DAYS`` (partitions go by whole months)."""
+    cutoff = (now or timezone.now()) - dt.timedelta(days=settings.ANALYTICS_EVENT_RETENTION_DAYS)
+    return _day_floor(cutoff).replace(day=1)
+
+
 def rollup_rebuild(start: dt.datetime, end: dt.datetime) -> RunResult:
     """Rebuilds every hour that meets ``[start, end)`` and the days they belong to, from the
     events (``manage.py analytics_rollup --rebuild``). Firsts found among the range's events are
-    kept as a run keeps them. Leaves the watermark where it is; waits for a running run."""
-    lo = _hour_floor(start)
+    kept as a run keeps them. Leaves the watermark where it is; waits for a running run.
+
+    The range starts no earlier than the events the retention keeps: rebuilding a bucket whose
+    events are gone would erase its rollups, which outlive them."""
+    lo = max(_hour_floor(start), events_kept_from())
     hi = _hour_floor(end) + (HOUR if _hour_floor(end) < end else dt.timedelta(0))
     with transaction.atomic(), connection.cursor() as cursor:
         _lock(cursor, wait=True)

@@ -40,7 +40,14 @@ from django.db.models import BigIntegerField, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import Cast
 
 from analytics import stats
-from analytics.models import HISTOGRAM_SIZE, LATENCY_BOUNDS_MS, Granularity, Rollup
+from analytics.models import (
+    HISTOGRAM_SIZE,
+    LATENCY_BOUNDS_MS,
+    ROLLUP_COUNTS,
+    ROLLUP_HISTOGRAMS,
+    Granularity,
+    Rollup,
+)
 from communication.exceptions import APIError
 
 # group_by name -> Rollup column.
@@ -59,22 +66,8 @@ STEP = {Granularity.HOUR: dt.timedelta(hours=1), Granularity.DAY: dt.timedelta(d
 MAX_BUCKETS = 2_000
 MAX_ROWS = 10_000
 METRICS = ("open", "click")
-COUNTERS = (
-    "sent",
-    "delivered",
-    "failed",
-    "bounced",
-    "complained",
-    "opened",
-    "opened_unique",
-    "machine_opened",
-    "clicked",
-    "clicked_unique",
-    "unsubscribed",
-    "provider_calls",
-    "provider_errors",
-)
-HISTOGRAMS = ("latency_hist", "queue_wait_hist", "api_to_provider_hist")
+COUNTERS = ROLLUP_COUNTS
+HISTOGRAMS = ROLLUP_HISTOGRAMS
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 _BIGINT: BigIntegerField[int, int] = BigIntegerField()
 _FLOAT: FloatField[float, float] = FloatField()

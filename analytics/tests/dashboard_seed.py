@@ -10,24 +10,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from analytics.models import HISTOGRAM_SIZE, Granularity, Rollup
-
-COUNTERS = (
-    "sent",
-    "delivered",
-    "failed",
-    "bounced",
-    "complained",
-    "opened",
-    "opened_unique",
-    "machine_opened",
-    "clicked",
-    "clicked_unique",
-    "unsubscribed",
-    "provider_calls",
-    "provider_errors",
+from analytics.models import (
+    HISTOGRAM_SIZE,
+    ROLLUP_COUNTS,
+    ROLLUP_HISTOGRAMS,
+    Granularity,
+    Rollup,
 )
-HISTOGRAMS = ("latency_hist", "queue_wait_hist", "api_to_provider_hist")
+
+COUNTERS = ROLLUP_COUNTS
+HISTOGRAMS = ROLLUP_HISTOGRAMS
 CAMPAIGN = uuid.UUID("0c4e0000-0000-4000-8000-00000000ca11")
 STEP_1 = uuid.UUID("5e9a1b2c-0000-4000-8000-000000000001")
 STEP_2 = uuid.UUID("7b3f4d5e-0000-4000-8000-000000000002")

@@ -6,7 +6,14 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from analytics.models import HISTOGRAM_SIZE, Granularity, Rollup
+from analytics.models import (
+    HISTOGRAM_SIZE,
+    ROLLUP_COUNTS,
+    ROLLUP_DIMENSIONS,
+    ROLLUP_HISTOGRAMS,
+    Granularity,
+    Rollup,
+)
 
 UTC = dt.UTC
 
@@ -38,13 +45,9 @@ def hour_and_day(bucket: dt.datetime, **kw: Any) -> list[Rollup]:
     return [row(bucket, Granularity.HOUR, **kw), row(day, Granularity.DAY, **kw)]
 
 
-DIMS = ("channel", "provider", "category", "template", "variant", "campaign_id", "step_id")
-COUNTERS = (
-    "sent", "delivered", "failed", "bounced", "complained", "opened", "opened_unique",
-    "machine_opened", "clicked", "clicked_unique", "unsubscribed", "cost", "provider_calls",
-    "provider_errors", "latency_sum_ms",
-)  # fmt: skip
-HISTOGRAMS = ("latency_hist", "queue_wait_hist", "api_to_provider_hist")
+DIMS = ROLLUP_DIMENSIONS
+COUNTERS = (*ROLLUP_COUNTS, "cost", "latency_sum_ms")
+HISTOGRAMS = ROLLUP_HISTOGRAMS
 
 
 def with_days(hours: list[Rollup]) -> list[Rollup]:

@@ -197,6 +197,26 @@ def test_running_again_or_rebuilding_the_range_changes_nothing():
     assert FirstEngagement.objects.count() == 1
 
 
+def test_a_rebuild_leaves_the_rollups_of_months_whose_events_are_gone(db, settings):
+    settings.ANALYTICS_EVENT_RETENTION_DAYS = 40
+    old = (NOW - dt.timedelta(days=200)).replace(minute=0, second=0, microsecond=0)
+    Rollup.objects.create(
+        granularity="hour",
+        bucket=old,
+        channel="email",
+        sent=5,
+        latency_hist=[0] * HISTOGRAM_SIZE,
+        queue_wait_hist=[0] * HISTOGRAM_SIZE,
+        api_to_provider_hist=[0] * HISTOGRAM_SIZE,
+    )
+    # The rollups outlive the events (ANALYTICS_ROLLUP_RETENTION_DAYS): an hour whose events
+    # the retention dropped is not rebuilt from nothing.
+    call_command(
+        "analytics_rollup", "--rebuild", "--from", (old - dt.timedelta(days=1)).isoformat()
+    )
+    assert Rollup.objects.get(bucket=old).sent == 5
+
+
 def test_the_rebuild_command_refuses_a_range_it_cannot_read(db):
     with pytest.raises(CommandError, match="ISO 8601"):
         call_command("analytics_rollup", "--rebuild", "--from", "yesterday")
