@@ -24,8 +24,9 @@ def queue(name: str) -> str:
     return f"{settings.CELERY_QUEUE_PREFIX}{name}"
 
 
-def queue_list() -> str:
-    return ",".join(queue(n) for n in settings.QUEUE_NAMES)
+def queue_list(*, exclude: tuple[str, ...] = ()) -> str:
+    """Our queues' broker names, comma-separated (a worker's ``-Q``), but those in ``exclude``."""
+    return ",".join(queue(n) for n in settings.QUEUE_NAMES if n not in exclude)
 
 
 app.conf.task_queues = [

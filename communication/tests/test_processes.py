@@ -170,6 +170,12 @@ def test_serve_runs_everything_and_leaves_nothing_behind(var_dir, tmp_path):
     # The worker and beat are real children, and their heartbeats reach /health/ready.
     names = " ".join(" ".join(p.cmdline()) for p in serve.children())
     assert "communication.server" in names and " worker " in names and " beat " in names
+    # The bulk queue has a worker of its own: a campaign never holds transactional traffic.
+    workers = [
+        " ".join(p.cmdline()) for p in serve.children() if " worker " in " ".join(p.cmdline())
+    ]
+    assert any(re.search(r" -Q \S*bulk( |$)", w) for w in workers), workers
+    assert any(" -Q " in w and "transactional" in w and "bulk" not in w for w in workers), workers
     wait_for(
         lambda: http(f"{serve.url}/health/ready")[1]["heartbeats"]["worker"]["ok"],
         60,

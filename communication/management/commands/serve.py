@@ -2,7 +2,8 @@
 
 Starts (or shares) the embedded PostgreSQL and Redis unless ``DATABASE_URL`` / ``REDIS_URL`` name
 servers, applies migrations, writes the periodic schedules, creates a development admin once, then
-runs the ASGI server, a Celery worker and celery beat as supervised children (restarted if they die).
+runs the ASGI server, two Celery workers (one for the bulk queue alone) and celery beat as supervised
+children (restarted if they die).
 The Prometheus metrics folder (``PROMETHEUS_MULTIPROC_DIR``) is emptied before the children start,
 and a child's live gauges are dropped when it exits.
 On Ctrl-C or SIGTERM it stops the children, then the embedded servers, explicitly: exit hooks do not
@@ -28,7 +29,7 @@ from prometheus_client import multiprocess
 
 from communication import embedded
 from communication.auth import keys, tokens
-from communication.celery import queue_list
+from communication.celery import queue, queue_list
 from communication.models import User
 from communication.processes import server_argv, worker_argv
 
@@ -99,6 +100,11 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument(
             "--concurrency", type=int, default=int(os.environ.get("WORKER_CONCURRENCY", "2"))
+        )
+        parser.add_argument(
+            "--bulk-concurrency",
+            type=int,
+            default=int(os.environ.get("WORKER_BULK_CONCURRENCY", "1")),
         )
         parser.add_argument("--no-worker", action="store_true")
         parser.add_argument("--no-beat", action="store_true")
@@ -178,16 +184,26 @@ class Command(BaseCommand):
         py = sys.executable
         children = [Child("web", server_argv(port, host=host))]
         if not opts["no_worker"]:
-            children.append(
+            # The bulk queue (low-priority sends, campaigns' fan-out) has a worker of its own, so
+            # that a long bulk run never holds the processes transactional traffic needs.
+            children += [
                 Child(
                     "worker",
                     worker_argv(
-                        queues=queue_list(),
+                        queues=queue_list(exclude=("bulk",)),
                         name=f"worker-{os.getpid()}@%h",
                         concurrency=opts["concurrency"],
                     ),
-                )
-            )
+                ),
+                Child(
+                    "worker-bulk",
+                    worker_argv(
+                        queues=queue("bulk"),
+                        name=f"bulk-{os.getpid()}@%h",
+                        concurrency=opts["bulk_concurrency"],
+                    ),
+                ),
+            ]
         if not opts["no_beat"]:
             children.append(
                 Child(
@@ -274,7 +290,7 @@ class Command(BaseCommand):
 
     def _shutdown(self, children: list[Child]) -> None:
         # Web first (no new work), then beat, then the worker, which finishes what it holds.
-        order = sorted(children, key=lambda c: {"web": 0, "beat": 1, "worker": 2}[c.name])
+        order = sorted(children, key=lambda c: {"web": 0, "beat": 1}.get(c.name, 2))
         for child in order:
             child.signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
