@@ -1,6 +1,7 @@
 # One image for every process type: web (default), worker and beat.
 #   docker run IMAGE                                   -> uvicorn on 0.0.0.0:8000
-#   docker run IMAGE celery -A communication worker -Q realtime,transactional,bulk,default
+#   docker run IMAGE celery -A communication worker -Q realtime,transactional,default
+#   docker run IMAGE celery -A communication worker -Q bulk
 #   docker run IMAGE celery -A communication beat -S django_celery_beat.schedulers:DatabaseScheduler
 # Production sets DATABASE_URL, REDIS_URL (and CELERY_BROKER_URL for RabbitMQ), SECRET_KEY,
 # APP_ENV=production and the IDENTITY_* variables; nothing embedded starts then.
