@@ -46,7 +46,7 @@ from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from _proc import cpu_seconds  # bench/_proc.py
+from _proc import cpu_seconds, machine_busy  # bench/_proc.py
 from _smtp_sink import Sink  # bench/_smtp_sink.py
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,8 +90,8 @@ def raw_message(address: str, name: str, token: str) -> bytes:
 
 
 def database_cpu() -> float:
-    """CPU seconds of the PostgreSQL server processes, the connections that ended included
-    (their time is in the postmaster's children's counters)."""
+    """CPU seconds of the machine's PostgreSQL server processes, the connections that ended
+    included (their time is in the postmaster's children's counters)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
@@ -122,12 +122,18 @@ def check(sink: Sink, people: list[tuple[str, str, str]]) -> str:
     return f"personalisation check FAILED: {wrong} recipients wrong or missing, {extra} extra"
 
 
-def result(name: str, n: int, started: float, stats: dict, note: str = "") -> dict:
+def result(
+    name: str, n: int, started: float, stats: dict, busy: tuple[float, float], note: str = ""
+) -> dict:
+    """Prints and answers a part's figure; ``busy`` is :func:`machine_busy` at its start (the
+    share of the machine's CPU in use meanwhile tells whether something else ran too)."""
     span = (stats["last"] or started) - started
     rate = stats["count"] / span if span > 0 else 0.0
+    now = machine_busy()
+    load = (now[0] - busy[0]) / (now[1] - busy[1]) if now[1] > busy[1] else 0.0
     print(
         f"{name}: {stats['count']}/{n} emails in {span:.2f} s = {rate:,.0f} emails/s"
-        f" end to end{note}",
+        f" end to end{note}; machine CPU busy {load:.0%}",
         flush=True,
     )
     return {"name": name, "rate": rate, "count": stats["count"], "seconds": span}
@@ -141,7 +147,7 @@ def measure_smtplib(sink: Sink, n: int, timeout: float) -> dict:
     people = recipients(n, uuid.uuid4().hex[:8])
     sink.reset()
     sink_cpu = cpu_seconds(sink.pid)
-    cpu = time.process_time()
+    cpu, busy = time.process_time(), machine_busy()
     started = time.time()
     with smtplib.SMTP("127.0.0.1", sink.smtp_port) as smtp:
         for address, name, token in people:
@@ -154,6 +160,7 @@ def measure_smtplib(sink: Sink, n: int, timeout: float) -> dict:
         n,
         started,
         stats,
+        busy,
         f"; CPU per email: sender {cpu / n * 1000:.2f} ms, sink {sink_cpu / n * 1000:.2f} ms",
     )
     print(f"  {check(sink, people)}", flush=True)
@@ -321,7 +328,7 @@ def measure_post_office(sink: Sink, n: int, timeout: float, args) -> list[dict]:
                 )
             )
             sink.reset()
-            sink_cpu, db_cpu = cpu_seconds(sink.pid), database_cpu()
+            sink_cpu, db_cpu, busy = cpu_seconds(sink.pid), database_cpu(), machine_busy()
             done = run(str(folder / "people.json"), str(processes), str(folder / "lock"))
             if done.returncode:
                 print(f"post-office ({processes} processes): failed\n{done.stderr[-3000:]}")
@@ -330,14 +337,17 @@ def measure_post_office(sink: Sink, n: int, timeout: float, args) -> list[dict]:
             stats = sink.wait_for(n, timeout)
             sink_cpu = cpu_seconds(sink.pid) - sink_cpu
             db_cpu = database_cpu() - db_cpu
+            # Another server's process ending mid-part makes the difference meaningless.
+            database = f"{db_cpu / n * 1000:.2f} ms" if db_cpu >= 0 else "n/a"
             figure = result(
                 f"post-office ({processes} process{'es' if processes > 1 else ''})",
                 n,
                 times["started"],
                 stats,
+                busy,
                 f"; send_many {times['queued'] - times['started']:.2f} s, send_queued_mail "
                 f"{times['done'] - times['queued']:.2f} s; CPU per email: post-office "
-                f"{times['cpu'] / n * 1000:.2f} ms, PostgreSQL {db_cpu / n * 1000:.2f} ms, "
+                f"{times['cpu'] / n * 1000:.2f} ms, PostgreSQL {database:s}, "
                 f"sink {sink_cpu / n * 1000:.2f} ms",
             )
             print(f"  {check(sink, people)} (marked sent: {times['sent']})", flush=True)
