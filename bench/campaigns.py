@@ -1,0 +1,449 @@
+"""Campaigns: personalised emails into a local SMTP sink, side by side in one run: a raw
+``smtplib`` loop (the relay's ceiling), django-post-office (``send_many`` +
+``send_queued_mail``) and, once issue 17 builds it, the service's campaign path.
+
+    .venv/bin/python bench/campaigns.py [--emails 20000] [--parts smtplib,post-office,campaign]
+        [--po-processes 1,2] [--po-batch-size 1000] [--po-threads 5]
+
+The sink is aiosmtpd in a process of its own (``bench/_smtp_sink.py``): it accepts several
+connections at once, counts what it receives, notes the first and last receive times and keeps
+each recipient's token, so that every part is checked for personalisation (each recipient got
+their own text, once). Each email is a small text + HTML message (``multipart/alternative``)
+with the recipient's name and token. Every figure is end to end: from the first line of the
+part's sending code until the sink holds all ``--emails`` messages.
+
+- ``smtplib``: one ``smtplib.SMTP`` connection, one message composed (a format string: the
+  ``email`` package would cost the sender more than the sink's work) and sent after the other.
+- ``post-office``: django-post-office 3.12 in a virtualenv of its own
+  (``var/bench-venvs/post-office/``, made from ``bench/requirements-post-office.txt`` if
+  missing), a minimal Django project generated in a temporary folder, a scratch PostgreSQL
+  database (``bench_campaigns_po``, created and dropped here, on the server of DATABASE_URL or
+  ``postgres://root@127.0.0.1``), ``post_office.EmailBackend`` queueing and Django's SMTP
+  backend delivering. One ``EmailTemplate``; ``mail.send_many`` of the ``--emails`` messages
+  (each with its own context, rendered by send_many) then ``send_queued_mail --processes P``
+  (threads per process ``--po-threads``, batches of ``--po-batch-size``, post_office's log
+  level 2, its default), in a subprocess so that the two environments never mix. Each of
+  ``--po-processes`` is measured; the best is the reference figure.
+- ``campaign``: not built yet (issue 17); :func:`measure_campaign` is where it goes.
+
+Prints each figure, its ratio to the smtplib figure of the same run, and the issue's goals.
+Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from _proc import cpu_seconds, machine_busy  # bench/_proc.py
+from _smtp_sink import Sink  # bench/_smtp_sink.py
+
+ROOT = Path(__file__).resolve().parent.parent
+PO_VENV = ROOT / "var" / "bench-venvs" / "post-office"
+PO_REQUIREMENTS = ROOT / "bench" / "requirements-post-office.txt"
+PO_DATABASE = "bench_campaigns_po"
+SENDER = "campaigns@bench.example.com"
+SUBJECT = "Hello {name}, your December picks"
+TEXT = "Hello {name},\n\nHere are this month's picks, chosen for you.\n\ntoken={token}\n"
+HTML = (
+    "<html><body><p>Hello <b>{name}</b>,</p><p>Here are this month's picks, chosen for "
+    'you.</p><p style="color:#888">token={token}</p></body></html>'
+)
+COMMAND = ".venv/bin/python bench/campaigns.py"
+
+
+RAW = (
+    "From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\n"
+    "Message-ID: <{token}@bench.example.com>\r\nMIME-Version: 1.0\r\n"
+    'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+    "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    "Content-Transfer-Encoding: 7bit\r\n\r\n{text}\r\n"
+    "--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n"
+    "Content-Transfer-Encoding: 7bit\r\n\r\n{html}\r\n--{boundary}--\r\n"
+)
+
+
+def raw_message(address: str, name: str, token: str) -> bytes:
+    """The message as the raw loop composes it: a format string, no ``email`` package (its
+    ``EmailMessage`` costs the sender more than the sink's whole work per message)."""
+    return RAW.format(
+        sender=SENDER,
+        to=address,
+        subject=SUBJECT.format(name=name),
+        date=formatdate(localtime=True),
+        token=token,
+        boundary=f"=={token}==",
+        text=TEXT.format(name=name, token=token).replace("\n", "\r\n"),
+        html=HTML.format(name=name, token=token),
+    ).encode()
+
+
+def database_cpu() -> float:
+    """CPU seconds of the machine's PostgreSQL server processes, the connections that ended
+    included (their time is in the postmaster's children's counters)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, tail = (entry / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[1] == "postgres":
+            fields = tail.split()
+            total += sum(int(f) for f in fields[11:15]) / tick
+    return total
+
+
+def recipients(n: int, run: str) -> list[tuple[str, str, str]]:
+    """(address, name, token) of each recipient; the token is unique to the run."""
+    return [(f"user{i}@bench.example.com", f"Name{i}", f"{run}-{i}") for i in range(n)]
+
+
+def check(sink: Sink, people: list[tuple[str, str, str]]) -> str:
+    """Each recipient got one message, with their own token."""
+    tokens = sink.tokens()
+    wrong = sum(1 for address, _, token in people if tokens.get(address) != [token])
+    extra = len(tokens.keys() - {address for address, _, _ in people})
+    if not wrong and not extra:
+        return "personalisation checked: each recipient got one message with their own token"
+    return f"personalisation check FAILED: {wrong} recipients wrong or missing, {extra} extra"
+
+
+def result(
+    name: str, n: int, started: float, stats: dict, busy: tuple[float, float], note: str = ""
+) -> dict:
+    """Prints and answers a part's figure; ``busy`` is :func:`machine_busy` at its start (the
+    share of the machine's CPU in use meanwhile tells whether something else ran too)."""
+    span = (stats["last"] or started) - started
+    rate = stats["count"] / span if span > 0 else 0.0
+    now = machine_busy()
+    load = (now[0] - busy[0]) / (now[1] - busy[1]) if now[1] > busy[1] else 0.0
+    print(
+        f"{name}: {stats['count']}/{n} emails in {span:.2f} s = {rate:,.0f} emails/s"
+        f" end to end{note}; machine CPU busy {load:.0%}",
+        flush=True,
+    )
+    return {"name": name, "rate": rate, "count": stats["count"], "seconds": span}
+
+
+# --------------------------------------------------------------------------------- smtplib
+
+
+def measure_smtplib(sink: Sink, n: int, timeout: float) -> dict:
+    """One connection, one message after the other: the relay's ceiling for one sender."""
+    people = recipients(n, uuid.uuid4().hex[:8])
+    sink.reset()
+    sink_cpu = cpu_seconds(sink.pid)
+    cpu, busy = time.process_time(), machine_busy()
+    started = time.time()
+    with smtplib.SMTP("127.0.0.1", sink.smtp_port) as smtp:
+        for address, name, token in people:
+            smtp.sendmail(SENDER, [address], raw_message(address, name, token))
+    stats = sink.wait_for(n, timeout)
+    cpu = time.process_time() - cpu
+    sink_cpu = cpu_seconds(sink.pid) - sink_cpu
+    figure = result(
+        "smtplib (1 connection)",
+        n,
+        started,
+        stats,
+        busy,
+        f"; CPU per email: sender {cpu / n * 1000:.2f} ms, sink {sink_cpu / n * 1000:.2f} ms",
+    )
+    print(f"  {check(sink, people)}", flush=True)
+    return figure
+
+
+# ----------------------------------------------------------------------------- post-office
+
+
+PO_SETTINGS = """
+SECRET_KEY = "bench"
+DEBUG = False
+USE_TZ = True
+INSTALLED_APPS = ["django.contrib.contenttypes", "post_office"]
+DATABASES = {{"default": {{
+    "ENGINE": "django.db.backends.postgresql", "NAME": {name!r}, "USER": {user!r},
+    "PASSWORD": {password!r}, "HOST": {host!r}, "PORT": {port!r},
+}}}}
+TEMPLATES = [{{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [],
+    "APP_DIRS": True}}]
+EMAIL_BACKEND = "post_office.EmailBackend"
+EMAIL_HOST = "127.0.0.1"
+EMAIL_PORT = {smtp_port}
+POST_OFFICE = {{
+    "BACKENDS": {{"default": "django.core.mail.backends.smtp.EmailBackend"}},
+    "BATCH_SIZE": {batch_size},
+    "THREADS_PER_PROCESS": {threads},
+    "LOCK_FILE_NAME": "bench-post-office",
+}}
+LOGGING = {{"version": 1, "disable_existing_loggers": False,
+    "root": {{"level": "WARNING"}}, "loggers": {{"post_office": {{"level": "WARNING"}}}}}}
+"""
+
+# Runs in the post-office virtualenv: argv = people.json processes lockfile [--migrate].
+PO_RUNNER = """
+import json, os, resource, sys, time
+os.environ["DJANGO_SETTINGS_MODULE"] = "bench_settings"
+import django
+django.setup()
+from django.core.management import call_command
+from post_office import mail
+from post_office.models import STATUS, Email, EmailTemplate, Log
+
+people_file, processes, lockfile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if "--migrate" in sys.argv:
+    call_command("migrate", verbosity=0)
+    raise SystemExit
+Log.objects.all().delete()
+Email.objects.all().delete()
+EmailTemplate.objects.all().delete()
+spec = json.load(open(people_file))
+template = EmailTemplate.objects.create(
+    name="bench", subject=spec["subject"], content=spec["text"], html_content=spec["html"]
+)
+people = spec["people"]
+started = time.time()
+mail.send_many([
+    {"sender": spec["sender"], "recipients": [address], "template": template,
+     "context": {"name": name, "token": token}}
+    for address, name, token in people
+])
+queued = time.time()
+call_command("send_queued_mail", processes=processes, lockfile=lockfile)
+done = time.time()
+own = resource.getrusage(resource.RUSAGE_SELF)
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({
+    "started": started, "queued": queued, "done": done,
+    "sent": Email.objects.filter(status=STATUS.sent).count(),
+    "cpu": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
+}))
+"""
+
+
+def database_server() -> tuple[str, str, str, str, str]:
+    """(user, password, host, port, URL of the ``postgres`` database) of the server to use."""
+    url = urlsplit(os.environ.get("DATABASE_URL") or "postgres://root@127.0.0.1/postgres")
+    admin = urlunsplit((url.scheme, url.netloc, "/postgres", url.query, ""))
+    admin = admin.replace("postgresql+psycopg", "postgresql")
+    return (
+        url.username or "",
+        url.password or "",
+        url.hostname or "127.0.0.1",
+        str(url.port or 5432),
+        admin,
+    )
+
+
+def scratch_database(admin_url: str, create: bool) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{PO_DATABASE}" WITH (FORCE)')
+        if create:
+            connection.execute(f'CREATE DATABASE "{PO_DATABASE}"')
+
+
+def post_office_python() -> Path:
+    """The post-office virtualenv's python, made from bench/requirements-post-office.txt
+    if missing (the local package index serves it)."""
+    python = PO_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PO_VENV.relative_to(ROOT)} …", flush=True)
+        PO_VENV.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["python3.11", "-m", "venv", str(PO_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(PO_REQUIREMENTS)], check=True
+        )
+    return python
+
+
+def measure_post_office(sink: Sink, n: int, timeout: float, args) -> list[dict]:
+    """send_many + send_queued_mail, once for each of ``--po-processes``."""
+    python = post_office_python()
+    user, password, host, port, admin_url = database_server()
+    folder = Path(tempfile.mkdtemp(prefix="bench-post-office-"))
+    figures = []
+    try:
+        (folder / "bench_settings.py").write_text(
+            PO_SETTINGS.format(
+                name=PO_DATABASE,
+                user=user,
+                password=password,
+                host=host,
+                port=port,
+                smtp_port=sink.smtp_port,
+                batch_size=args.po_batch_size,
+                threads=args.po_threads,
+            )
+        )
+        (folder / "runner.py").write_text(PO_RUNNER)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env["PYTHONPATH"] = str(folder)
+        scratch_database(admin_url, create=True)
+
+        def run(*extra: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [str(python), str(folder / "runner.py"), *extra],
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+
+        migrated = run("-", "1", str(folder / "lock"), "--migrate")
+        if migrated.returncode:
+            print(f"post-office: migrate failed\n{migrated.stderr[-3000:]}")
+            return figures
+        for processes in args.po_processes:
+            people = recipients(n, uuid.uuid4().hex[:8])
+            (folder / "people.json").write_text(
+                json.dumps(
+                    {
+                        "people": people,
+                        "sender": SENDER,
+                        "subject": SUBJECT.replace("{name}", "{{ name }}"),
+                        "text": TEXT.replace("{name}", "{{ name }}").replace(
+                            "{token}", "{{ token }}"
+                        ),
+                        "html": HTML.replace("{name}", "{{ name }}").replace(
+                            "{token}", "{{ token }}"
+                        ),
+                    }
+                )
+            )
+            sink.reset()
+            sink_cpu, db_cpu, busy = cpu_seconds(sink.pid), database_cpu(), machine_busy()
+            done = run(str(folder / "people.json"), str(processes), str(folder / "lock"))
+            if done.returncode:
+                print(f"post-office ({processes} processes): failed\n{done.stderr[-3000:]}")
+                continue
+            times = json.loads(done.stdout.strip().splitlines()[-1])
+            stats = sink.wait_for(n, timeout)
+            sink_cpu = cpu_seconds(sink.pid) - sink_cpu
+            db_cpu = database_cpu() - db_cpu
+            # Another server's process ending mid-part makes the difference meaningless.
+            database = f"{db_cpu / n * 1000:.2f} ms" if db_cpu >= 0 else "n/a"
+            figure = result(
+                f"post-office ({processes} process{'es' if processes > 1 else ''})",
+                n,
+                times["started"],
+                stats,
+                busy,
+                f"; send_many {times['queued'] - times['started']:.2f} s, send_queued_mail "
+                f"{times['done'] - times['queued']:.2f} s; CPU per email: post-office "
+                f"{times['cpu'] / n * 1000:.2f} ms, PostgreSQL {database:s}, "
+                f"sink {sink_cpu / n * 1000:.2f} ms",
+            )
+            print(f"  {check(sink, people)} (marked sent: {times['sent']})", flush=True)
+            figure["processes"] = processes
+            figures.append(figure)
+    finally:
+        try:
+            scratch_database(admin_url, create=False)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return figures
+
+
+# -------------------------------------------------------------------------------- campaign
+
+
+def measure_campaign(sink: Sink, n: int, timeout: float) -> dict | None:
+    """The service's campaign path (issue 17), to be measured here once it is built: a
+    campaign of ``n`` personalised emails (the recipients of :func:`recipients`, their name and
+    token in the campaign's template data) through the SMTP provider (``SMTP_URL`` →
+    ``sink.smtp_port``, several connections allowed), timed from the call that launches it
+    until ``sink.wait_for(n, timeout)``; ``check(sink, people)`` then verifies the text;
+    answers :func:`result`'s figure. Until then: None."""
+    print("campaign: not built yet (issue 17)", flush=True)
+    return None
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def parse_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--emails", type=int, default=20000)
+    parser.add_argument(
+        "--parts",
+        default="smtplib,post-office,campaign",
+        help="comma-separated: smtplib, post-office, campaign (default: all three)",
+    )
+    parser.add_argument(
+        "--po-processes",
+        default="1,2",
+        help="send_queued_mail --processes values to measure (default 1,2: the machine's cores)",
+    )
+    parser.add_argument(
+        "--po-batch-size",
+        type=int,
+        default=1000,
+        help="POST_OFFICE BATCH_SIZE: emails send_queued_mail takes per round (its default: 100)",
+    )
+    parser.add_argument(
+        "--po-threads", type=int, default=5, help="POST_OFFICE THREADS_PER_PROCESS (default 5)"
+    )
+    parser.add_argument("--timeout", type=float, default=900, help="seconds a part may take")
+    args = parser.parse_args()
+    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    args.po_processes = [int(p) for p in args.po_processes.split(",")]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    n = args.emails
+    command = " ".join([COMMAND, *sys.argv[1:]])
+    print(f"command: {command}")
+    print(f"{n} personalised emails (text + HTML) into an aiosmtpd sink, end to end", flush=True)
+    figures: dict[str, dict] = {}
+    with Sink(record=True) as sink:
+        if "smtplib" in args.parts:
+            figures["smtplib"] = measure_smtplib(sink, n, args.timeout)
+        if "post-office" in args.parts:
+            runs = measure_post_office(sink, n, args.timeout, args)
+            if runs:
+                figures["post-office"] = max(runs, key=lambda f: f["rate"])
+        if "campaign" in args.parts:
+            campaign = measure_campaign(sink, n, args.timeout)
+            if campaign:
+                figures["campaign"] = campaign
+    smtp = figures.get("smtplib", {}).get("rate")
+    print("\nfigures (emails/s end to end; ratio to smtplib of this run):")
+    for figure in figures.values():
+        ratio = f"{figure['rate'] / smtp:.2f}x smtplib" if smtp else "no smtplib figure"
+        print(f"  {figure['name']:34} {figure['rate']:8,.0f}/s   {ratio}")
+    if "campaign" not in figures:
+        print(f"  {'campaign':34} {'—':>8}     not built yet (issue 17)")
+    reference = figures.get("post-office", {}).get("rate")
+    print("goals (issue 17):")
+    campaign_rate = figures.get("campaign", {}).get("rate")
+    for label, base, factor in (
+        ("≥ 1.5x django-post-office", reference, 1.5),
+        ("≥ 0.85x smtplib of the same run", smtp, 0.85),
+    ):
+        target = f"{base * factor:,.0f}/s" if base else "?"
+        now = f"{campaign_rate:,.0f}/s" if campaign_rate else "not measured (campaign not built)"
+        print(f"  {label}: target {target}; campaign {now}")
+    print(f"command: {command}")
+
+
+if __name__ == "__main__":
+    main()
