@@ -30,7 +30,7 @@ import math
 import re
 from typing import Any
 
-from django.db.models import Exists, F, Func, OuterRef, Q, TextField
+from django.db.models import Exists, F, Func, JSONField, OuterRef, Q, TextField, Value
 from django.db.models.fields.json import DataContains, HasKey, KeyTextTransform, KeyTransform
 from django.db.models.lookups import Contains, Exact
 from django.utils import timezone
@@ -127,7 +127,9 @@ def _check_condition(path: str, node: dict[str, Any]) -> None:
             raise _RuleError(_join(path, key), "This key is required.")
     field, op, value = node["field"], node["op"], node["value"]
     field_path, op_path, value_path = (_join(path, k) for k in ("field", "op", "value"))
-    if not isinstance(field, str) or NUL in field:
+    if isinstance(field, str) and NUL in field:
+        raise _RuleError(field_path, "NUL characters are not allowed.")
+    if not isinstance(field, str):
         raise _RuleError(field_path, f"Unknown field. Fields: {', '.join(FIELDS)}.")
     base, _, key = field.partition(".")
     if base in ("attributes", "event"):
@@ -141,8 +143,10 @@ def _check_condition(path: str, node: dict[str, Any]) -> None:
             )
     elif key or base not in OPS_BY_FIELD:
         raise _RuleError(field_path, f"Unknown field {field!r}. Fields: {', '.join(FIELDS)}.")
+    if isinstance(op, str) and NUL in op:
+        raise _RuleError(op_path, "NUL characters are not allowed.")
     if not isinstance(op, str) or op not in OPS:
-        shown = repr(op) if isinstance(op, str) and NUL not in op else "this"
+        shown = repr(op[:40]) if isinstance(op, str) else "this"
         raise _RuleError(op_path, f"Unknown operator {shown}. Operators: {', '.join(OPS)}.")
     allowed = OPS_BY_FIELD[base]
     if op not in allowed:
@@ -282,6 +286,9 @@ def _attribute(key: str, op: str, value: Any) -> Q:
     element = KeyTransform(key, "attributes")
 
     def lookup(name: str, rhs: Any) -> Q:
+        # The right-hand side as jsonb: a lookup built outside a queryset cannot convert a plain
+        # value itself (its left-hand side has no field yet).
+        rhs = [_json(v) for v in rhs] if isinstance(rhs, list) else _json(rhs)
         return Q(element.get_lookup(name)(element, rhs))
 
     if op in ("eq", "in"):
@@ -293,7 +300,11 @@ def _attribute(key: str, op: str, value: Any) -> Q:
     # contains: an array holding the value (jsonb @>), or a string holding the substring.
     is_string = Q(Exact(_JsonbTypeof(element), "string"))
     substring = Q(Contains(KeyTextTransform(key, "attributes"), value))
-    return present & (Q(DataContains(element, value)) | (is_string & substring))
+    return present & (Q(DataContains(element, _json(value))) | (is_string & substring))
+
+
+def _json(value: Any) -> Value:
+    return Value(value, output_field=JSONField())
 
 
 def audience_filter() -> Q:
