@@ -65,9 +65,12 @@ class SegmentAdmin(ModelAdmin):
 
     @admin.display(description="users in the segment now")
     def audience_count(self, obj: Segment) -> str:
-        if obj.pk is None:
+        if obj._state.adding:  # the id is set before the row exists (a default)
             return "—"
-        return f"{selectors.segment_count(rules=obj.rules):,}"
+        try:
+            return f"{selectors.segment_count(rules=obj.rules):,}"
+        except DRFValidationError:  # rules stored before a stricter validator
+            return "invalid rules: fix them to count"
 
     def save_model(self, request, obj, form, change):
         data = {name: form.cleaned_data[name] for name in ("name", "description", "rules")}
