@@ -31,7 +31,16 @@ import re
 from typing import Any
 
 from django.db.models import Exists, F, Func, JSONField, OuterRef, Q, TextField, Value
-from django.db.models.fields.json import DataContains, HasKey, KeyTextTransform, KeyTransform
+from django.db.models.fields.json import (
+    DataContains,
+    HasKey,
+    KeyTextTransform,
+    KeyTransform,
+    KeyTransformExact,
+    KeyTransformGt,
+    KeyTransformIn,
+    KeyTransformLt,
+)
 from django.db.models.lookups import Contains, Exact
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -217,6 +226,14 @@ def _parse_moment(value: Any) -> dt.datetime | None:
         return None
 
 
+KEY_LOOKUPS = {
+    "exact": KeyTransformExact,
+    "in": KeyTransformIn,
+    "gt": KeyTransformGt,
+    "lt": KeyTransformLt,
+}
+
+
 class _JsonbTypeof(Func):
     function = "jsonb_typeof"
     output_field = TextField()
@@ -289,7 +306,7 @@ def _attribute(key: str, op: str, value: Any) -> Q:
         # The right-hand side as jsonb: a lookup built outside a queryset cannot convert a plain
         # value itself (its left-hand side has no field yet).
         rhs = [_json(v) for v in rhs] if isinstance(rhs, list) else _json(rhs)
-        return Q(element.get_lookup(name)(element, rhs))
+        return Q(KEY_LOOKUPS[name](element, rhs))
 
     if op in ("eq", "in"):
         return present & lookup("exact" if op == "eq" else "in", value)
