@@ -30,6 +30,7 @@ class SegmentViewSet(viewsets.GenericViewSet):
     permission_classes = [ScopeOrStaff(*MANAGE)]
     pagination_class = Pagination
     serializer_class = s.SegmentSerializer
+    lookup_url_kwarg = "segment_id"
     lookup_value_regex = UUID
 
     def get_queryset(self):
@@ -37,7 +38,7 @@ class SegmentViewSet(viewsets.GenericViewSet):
 
     def get_object(self) -> Segment:
         try:
-            return selectors.segment_get(segment_id=self.kwargs["pk"])
+            return selectors.segment_get(segment_id=self.kwargs["segment_id"])
         except Segment.DoesNotExist:
             raise Http404 from None
 
@@ -54,11 +55,11 @@ class SegmentViewSet(viewsets.GenericViewSet):
         return Response(self.get_serializer(segment).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(operation_id="segments_get")
-    def retrieve(self, request, pk=None):
+    def retrieve(self, request, segment_id=None):
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(operation_id="segments_update")
-    def partial_update(self, request, pk=None):
+    def partial_update(self, request, segment_id=None):
         segment = self.get_object()
         serializer = self.get_serializer(segment, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
@@ -66,7 +67,7 @@ class SegmentViewSet(viewsets.GenericViewSet):
         return Response(self.get_serializer(segment).data)
 
     @extend_schema(operation_id="segments_delete", request=None, responses={204: None})
-    def destroy(self, request, pk=None):
+    def destroy(self, request, segment_id=None):
         services.segment_delete(segment=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -74,6 +75,6 @@ class SegmentViewSet(viewsets.GenericViewSet):
         operation_id="segments_preview", request=None, responses=s.SegmentPreviewSerializer
     )
     @action(detail=True, methods=["get"])
-    def preview(self, request, pk=None):
+    def preview(self, request, segment_id=None):
         preview = selectors.segment_preview(rules=self.get_object().rules)
         return Response(s.SegmentPreviewSerializer(preview).data)
