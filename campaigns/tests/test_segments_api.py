@@ -63,6 +63,13 @@ def test_create_read_list_change_delete(manager):
     )
     assert changed.status_code == 200, changed.content
     assert Segment.objects.get(id=segment_id).rules == english
+    refused = manager.patch(
+        f"/api/v1/segments/{segment_id}",
+        {"rules": {"not": {"field": "locale", "op": "gt", "value": "x"}}},
+        format="json",
+    )
+    assert refused.status_code == 400 and list(refused.json()["fields"]) == ["rules.not.op"]
+    assert Segment.objects.get(id=segment_id).rules == english
 
     assert manager.delete(f"/api/v1/segments/{segment_id}").status_code == 204
     assert manager.get(f"/api/v1/segments/{segment_id}").json()["code"] == "not_found"
