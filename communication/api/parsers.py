@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 
 from django.conf import settings
-from rest_framework import parsers
+from rest_framework import exceptions, parsers
 
 from communication.api.input import multi_nul_fields, nul_error, nul_fields
 
@@ -19,7 +19,12 @@ from communication.api.input import multi_nul_fields, nul_error, nul_fields
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         raw = stream.read() if stream is not None else b""
-        data = super().parse(io.BytesIO(raw), media_type, parser_context)
+        try:
+            data = super().parse(io.BytesIO(raw), media_type, parser_context)
+        except RecursionError:
+            # Python's decoder recurses once per nesting level: ``[[[[…`` a few thousand deep
+            # exhausts the stack, which is the client's fault (400), not ours (500).
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
         # In JSON a NUL can only be written as the escape \u0000 (a raw control character is not
         # JSON): a UTF-8 body without one needs no walk, which a large send would pay for.
         encoding = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET

@@ -28,6 +28,7 @@ from django_celery_beat.models import (
     SolarSchedule,
 )
 
+from campaigns import services as campaigns
 from communication.models import User
 from conftest import STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium, wait_for
 from messaging import services as messaging
@@ -115,6 +116,17 @@ def seed() -> None:
         user=alice, conversation_id=conversation.id, content="My invoice is wrong."
     )
     messaging.message_edit(user=alice, message_id=message.id, content="My March invoice is wrong.")
+
+    campaigns.segment_create(
+        actor="staff:console-admin",
+        name="French speakers who opened lately",
+        rules={
+            "all": [
+                {"field": "locale", "op": "in", "value": ["fr", "fr-CA"]},
+                {"field": "event.opened", "op": "within_days", "value": 30},
+            ]
+        },
+    )
 
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")
     CrontabSchedule.objects.create(minute="0", hour="3")

@@ -1,0 +1,7 @@
+from campaigns.api import views
+from communication.api.routers import OptionalSlashRouter
+
+router = OptionalSlashRouter()
+router.register("segments", views.SegmentViewSet, basename="segment")
+
+urlpatterns = router.urls
