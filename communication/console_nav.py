@@ -78,6 +78,14 @@ NAVIGATION = [
         ],
     },
     {
+        "title": "Campaigns",
+        "items": [
+            _item(
+                "Segments", "group_work", "campaigns_segment_changelist", "campaigns.view_segment"
+            ),
+        ],
+    },
+    {
         "title": "Notifications",
         "items": [
             {

@@ -30,6 +30,11 @@ def test_write_rules_see_errors_and_the_count(live_asgi):
     with chromium() as browser:
         staff = StaffBrowser(browser, live_asgi.url, "seg-admin")
         page = staff.page
+        # The sidebar leads to the segments (Campaigns → Segments).
+        staff.goto("/admin/")
+        with page.expect_navigation():
+            page.locator('a[href="/admin/campaigns/segment/"]', has_text="Segments").first.click()
+        assert page.url.endswith("/admin/campaigns/segment/"), page.url
         staff.goto("/admin/campaigns/segment/add/")
         page.fill("#id_name", "French speakers")
         page.fill("#id_rules", json.dumps(bad))
