@@ -24,9 +24,10 @@ def cpu_seconds(root_pid: int) -> float:
     return total
 
 
-def cpu_of_commands(names: tuple[str, ...]) -> float:
+def cpu_of_commands(names: tuple[str, ...], *, children: bool = False) -> float:
     """User + system CPU seconds of every process whose command is one of ``names`` (the
-    database and Redis servers, local or embedded)."""
+    database and Redis servers, local or embedded); with ``children``, their ended children's
+    too (a PostgreSQL connection that closed counts in the postmaster's)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
@@ -38,7 +39,7 @@ def cpu_of_commands(names: tuple[str, ...]) -> float:
             continue
         if head.split("(", 1)[1] in names:
             fields = tail.split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += sum(int(f) for f in fields[11 : 15 if children else 13]) / tick
     return total
 
 

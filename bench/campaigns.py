@@ -46,7 +46,7 @@ from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from _proc import cpu_seconds, machine_busy  # bench/_proc.py
+from _proc import cpu_of_commands, cpu_seconds, machine_busy  # bench/_proc.py
 from _smtp_sink import Sink  # bench/_smtp_sink.py
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,20 +91,8 @@ def raw_message(address: str, name: str, token: str) -> bytes:
 
 def database_cpu() -> float:
     """CPU seconds of the machine's PostgreSQL server processes, the connections that ended
-    included (their time is in the postmaster's children's counters)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            head, tail = (entry / "stat").read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        if head.split("(", 1)[1] == "postgres":
-            fields = tail.split()
-            total += sum(int(f) for f in fields[11:15]) / tick
-    return total
+    included."""
+    return cpu_of_commands(("postgres",), children=True)
 
 
 def recipients(n: int, run: str) -> list[tuple[str, str, str]]:
