@@ -40,6 +40,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from communication.errors import json_error
+from communication.processes import pid_alive
 from communication.ratelimit import client_ip
 
 logger = logging.getLogger(__name__)
@@ -113,23 +114,13 @@ class _ScrapeCollectors:
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def forget_dead_processes(path: Path) -> None:
     """Drops the live gauges (open sockets …) of processes that are gone: ``serve`` does it for
     its children as they exit, this for the ones it does not see (Celery's pool processes,
     uvicorn's workers, a server not started by ``serve``)."""
     for entry in os.scandir(path):
         found = _LIVE_GAUGE_FILE.match(entry.name)
-        if found and not _alive(int(found.group(1))):
+        if found and not pid_alive(int(found.group(1))):
             multiprocess.mark_process_dead(int(found.group(1)), str(path))
 
 

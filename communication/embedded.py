@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from communication.processes import pid_alive
+
 DB_NAME = "communication"
 PG_SYSTEM_USER = "embedded_postgres"
 # sun_path is 108 bytes including the NUL; PostgreSQL appends "/.s.PGSQL.5432".
@@ -64,21 +66,6 @@ def _locked():
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); it is not a live user.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
 
 
 def _socket_dir(preferred: Path, name: str) -> Path:
@@ -179,7 +166,7 @@ class EmbeddedPostgres:
         if len(lines) < 8 or lines[7].strip() != "ready":
             return None
         pid = int(lines[0])
-        return pid if _pid_alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def start(self) -> None:
         if not self.running_pid():
@@ -285,7 +272,7 @@ class EmbeddedRedis:
             pid = int(self.pidfile.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _pid_alive(pid) and self.socket.exists() else None
+        return pid if pid_alive(pid) and self.socket.exists() else None
 
     def start(self) -> None:
         if self.running_pid():
@@ -329,9 +316,9 @@ class EmbeddedRedis:
             return
         os.kill(pid, signal.SIGTERM)  # redis saves its snapshot on SIGTERM, then exits
         deadline = time.monotonic() + 15
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             # Redis refuses to exit when its snapshot cannot be written (its folder was removed,
             # the disk is full). It holds only what may be lost: stop it anyway.
             os.kill(pid, signal.SIGKILL)
@@ -361,7 +348,7 @@ def acquire(*, register_exit: bool = True) -> EmbeddedUrls:
     pg = EmbeddedPostgres(root) if want_pg else None
     redis = EmbeddedRedis(root) if want_redis else None
     with _locked():
-        users = {p for p in _read_users() if _pid_alive(p)}
+        users = {p for p in _read_users() if pid_alive(p)}
         try:
             if pg:
                 pg.start()
@@ -410,7 +397,7 @@ def release() -> None:
         return
     root = _state_dir()
     with _locked():
-        users = {p for p in _read_users() if _pid_alive(p) and p != os.getpid()}
+        users = {p for p in _read_users() if pid_alive(p) and p != os.getpid()}
         _write_users(users)
         if not users:
             EmbeddedRedis(root).stop()

@@ -6,6 +6,7 @@ are loaded.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -43,3 +44,19 @@ def worker_argv(
         "--without-mingle",
         "--without-gossip",
     ]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie, dead but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0).
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
