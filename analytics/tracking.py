@@ -4,7 +4,7 @@ A tracking token is ``django.core.signing`` output (its own salts, compressed, t
 the delivery id and, for a click, the URL: nobody can make one for another delivery or another
 URL, and it stops being honoured ``TRACKING_TOKEN_MAX_AGE_DAYS`` after it was made (at render
 time, i.e. the send). Callers treat it as opaque. Notifications builds the links with
-:func:`open_url` and :func:`click_url` when it renders an email; the views in
+:class:`Links` when it renders an email; the views in
 ``analytics.views`` read them back with :func:`read_token` and record with
 :func:`engagement_record`.
 
@@ -104,24 +104,6 @@ class Links:
         """The tracked link to ``url``. Raises ValueError for a URL that cannot be a
         destination (:func:`click_allowed`): the caller leaves that link as it is."""
         return f"{self.base}/t/c/{self.click_token(url)}"
-
-
-def open_token(delivery_id: uuid.UUID | str) -> str:
-    return Links(delivery_id).open_token()
-
-
-def click_token(delivery_id: uuid.UUID | str, url: str) -> str:
-    return Links(delivery_id).click_token(url)
-
-
-def open_url(delivery_id: uuid.UUID | str) -> str:
-    """The open pixel's absolute URL for ``delivery_id``."""
-    return Links(delivery_id).open_url()
-
-
-def click_url(delivery_id: uuid.UUID | str, url: str) -> str:
-    """The tracked link to ``url`` for ``delivery_id`` (see :meth:`Links.click_url`)."""
-    return Links(delivery_id).click_url(url)
 
 
 def read_token(token: str, kind: str) -> TrackingToken | None:
