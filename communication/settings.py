@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "unfold.contrib.filters",
     "unfold.contrib.forms",
     "unfold.contrib.inlines",
+    "unfold.contrib.import_export",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -106,6 +107,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served by us: the docs work offline
     "django_celery_beat",
+    "import_export",  # CSV upload of static lists, with per-row errors
     "channels",
     "csp",
     "axes",
@@ -545,6 +547,9 @@ PROVIDER_BREAKER_THRESHOLD = env.int("PROVIDER_BREAKER_THRESHOLD", default=5)
 PROVIDER_BREAKER_RESET_SECONDS = env.int("PROVIDER_BREAKER_RESET_SECONDS", default=30)
 IDEMPOTENCY_TTL_HOURS = 24
 NOTIFICATIONS_MAX_RECIPIENTS = 1000
+# POST /api/v1/notifications/bulk: recipients per request, and per fan-out transaction.
+BULK_MAX_RECIPIENTS = 10_000
+BULK_FANOUT_BATCH = env.int("BULK_FANOUT_BATCH", default=500)
 SMS_DEFAULT_REGION = env.str("SMS_DEFAULT_REGION", default="")
 
 # --------------------------------------------------------------------------------- staff console
@@ -571,6 +576,21 @@ UNFOLD = {
 # The console is the only thing staff log in to: after login, its home page.
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/admin/"
+
+# ------------------------------------------------------------------------------------ campaigns
+
+# Scheduling a campaign whose audience (counted then) is larger than this needs another staff
+# member's approval.
+CAMPAIGN_APPROVAL_THRESHOLD = env.int("CAMPAIGN_APPROVAL_THRESHOLD", default=1000)
+# Recipients written per fan-out transaction; pause, resume and cancel act between batches.
+CAMPAIGN_BATCH_SIZE = env.int("CAMPAIGN_BATCH_SIZE", default=500)
+# The reputation guardrail: a campaign pauses itself when the hard-bounce or complaint rate of
+# its last CAMPAIGN_GUARDRAIL_WINDOW deliveries passes these (once CAMPAIGN_GUARDRAIL_MIN have an
+# outcome); below the 5 % / 0.1 % at which Amazon SES reviews an account.
+CAMPAIGN_GUARDRAIL_WINDOW = 1000
+CAMPAIGN_GUARDRAIL_MIN = 200
+CAMPAIGN_GUARDRAIL_BOUNCE_RATE = env.float("CAMPAIGN_GUARDRAIL_BOUNCE_RATE", default=0.04)
+CAMPAIGN_GUARDRAIL_COMPLAINT_RATE = env.float("CAMPAIGN_GUARDRAIL_COMPLAINT_RATE", default=0.0008)
 
 # ------------------------------------------------------------------------------------ analytics
 

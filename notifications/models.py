@@ -167,11 +167,28 @@ class NotificationRequest(models.Model):
         blank=True,
         related_name="resends",
     )
+    # scheduled_local: the zone of a recipient who has none (a campaign's default zone).
+    local_timezone = models.CharField(max_length=64, blank=True)
+    # A bulk request (POST /notifications/bulk): its recipients wait in BulkRecipient until the
+    # bulk worker fans them out; ``accepted`` and ``rejected`` are the answer the caller got.
+    bulk = models.BooleanField(default=False)
+    accepted = models.PositiveIntegerField(default=0)
+    rejected = models.JSONField(default=list, blank=True)
+    # A campaign's send (one request per run and step): the ids events carry. No foreign keys:
+    # campaigns builds on notifications, not the other way round.
+    campaign_id = models.UUIDField(null=True, blank=True)
+    step_id = models.UUIDField(null=True, blank=True)
+    run_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
         indexes = [
             models.Index(fields=["caller", "-created_at"], name="request_caller_recent"),
+            models.Index(
+                fields=["campaign_id", "run_id", "step_id"],
+                name="request_campaign",
+                condition=Q(campaign_id__isnull=False),
+            ),
             # Support staff look a request up by the caller's idempotency key.
             models.Index(
                 fields=["idempotency_key"],
@@ -182,6 +199,30 @@ class NotificationRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.caller} {self.template_key or 'inline'} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class BulkRecipient(models.Model):
+    """A bulk request's recipient not yet fanned out: written (set-based) before the 202, turned
+    into its Notification and Deliveries by the bulk worker and deleted in the same transaction.
+    ``data`` is the recipient's own, merged over the request's."""
+
+    id = models.BigAutoField(primary_key=True)
+    request = models.ForeignKey(
+        NotificationRequest, on_delete=models.CASCADE, related_name="pending_recipients"
+    )
+    position = models.PositiveIntegerField(help_text="index in the request's recipients")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    spec = models.JSONField(help_text="as the caller named it: user_id, email or phone")
+    email = models.EmailField(max_length=320, blank=True)
+    phone = models.CharField(max_length=20, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["request", "position"], name="bulk_recipient_unique")
+        ]
 
 
 class Notification(models.Model):

@@ -29,6 +29,11 @@ class Recipient:
     user: User | None = None
     email: str = ""
     phone: str = ""
+    # The recipient's own variables, merged over the request's (bulk sends, campaigns).
+    data: dict[str, Any] = field(default_factory=dict)
+    # When set, the time its deliveries are due, overriding the request's schedule (a campaign's
+    # local time or send window, computed by the campaign).
+    scheduled_for: dt.datetime | None = None
 
     @property
     def key(self) -> str:

@@ -131,7 +131,7 @@ def _message_for(delivery: Delivery, batch: _Batch) -> Message:
         template_key=template_key,
         content=request.content,
         data=rendering.recipient_context(
-            request.data, user=user, email=notification.email, phone=notification.phone
+            notification.data, user=user, email=notification.email, phone=notification.phone
         ),
         locale=notification.locale,
         timezone=user.timezone if user else "",

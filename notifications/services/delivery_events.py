@@ -3,7 +3,7 @@ outcomes, sweeps, cancels, provider webhooks, unsubscribes) goes through :func:`
 so every event of a delivery carries the same dimensions.
 
 It reads only what the caller loaded with the delivery (its notification and the notification's
-request): no query here. Campaigns add their ids in :func:`delivery_dimensions`.
+request): no query here. A campaign's request carries the campaign, step and run ids.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def delivery_dimensions(delivery: Delivery) -> dict[str, Any]:
         "template": request.template_key,
         "template_version": delivery.template_version,
         "variant": delivery.variant or "",
-        # campaign_id, step_id, run_id: null until campaigns send (they extend this function).
+        "campaign_id": request.campaign_id,
+        "step_id": request.step_id,
+        "run_id": request.run_id,
     }
 
 

@@ -243,12 +243,18 @@ def _load_facts(category: Category, recipients: list[resolution.Recipient]) -> r
     return facts
 
 
-def _scheduled_for(payload: dict[str, Any], recipient: resolution.Recipient) -> dt.datetime | None:
-    at: dt.datetime | None = payload.get("scheduled_at")
+def _scheduled_for(
+    request: NotificationRequest, recipient: resolution.Recipient
+) -> dt.datetime | None:
+    if recipient.scheduled_for is not None:
+        return recipient.scheduled_for
+    at = request.scheduled_at
     if at is None:
         return None
-    if payload.get("scheduled_local"):
-        tz = recipient.user.timezone if recipient.user is not None else ""
+    if request.scheduled_local:
+        tz = (recipient.user.timezone if recipient.user is not None else "") or (
+            request.local_timezone
+        )
         return resolution.local_to_utc(at.replace(tzinfo=None), tz)
     return at if timezone.is_aware(at) else at.replace(tzinfo=dt.UTC)
 
@@ -268,19 +274,65 @@ def _send(
             fields={"category": ["Unknown category."]},
         )
     recipients = _resolve_recipients(payload["recipients"])
-    facts = _load_facts(category, recipients)
     requested = payload.get("channels") or "auto"
-    family = payload.get("template") or ""
-    content = payload.get("content") or {}
-    data = payload.get("data") or {}
-    priority = payload.get("priority") or "normal"
+    request = NotificationRequest(
+        caller=caller,
+        idempotency_key=idempotency_key,
+        category=category,
+        template_key=payload.get("template") or "",
+        content=payload.get("content") or {},
+        data=payload.get("data") or {},
+        locale=payload.get("locale") or "",
+        priority=payload.get("priority") or "normal",
+        channels=requested if isinstance(requested, list) else [requested],
+        scheduled_at=payload.get("scheduled_at"),
+        scheduled_local=bool(payload.get("scheduled_local")),
+        resent_from=resent_from,
+    )
+    written = recipients_write(request, recipients)
+    return request_body(request, written.notifications, written.deliveries)
+
+
+@dataclass
+class Written:
+    """What :func:`recipients_write` wrote, and the recipients it refused (``strict=False``):
+    ``(index in recipients, code, detail)``."""
+
+    notifications: list[Notification]
+    deliveries: list[Delivery]
+    refused: list[tuple[int, str, str]]
+
+
+def recipients_write(
+    request: NotificationRequest,
+    recipients: Sequence[resolution.Recipient],
+    *,
+    insert_request: bool = True,
+    strict: bool = True,
+) -> Written:
+    """The one writer of notifications and deliveries: single sends, bulk sends and campaigns.
+
+    Loads the rules' facts (preferences, consent, suppression, quiet hours, devices) for
+    ``recipients`` in a few queries, decides each (recipient, channel), renders in-app items, and
+    writes the request (unless ``insert_request``: a bulk or campaign request written earlier),
+    the notifications, deliveries and their events in one statement; deliveries ready to go are
+    enqueued once the caller's transaction commits. A recipient whose data fails the template's
+    variable schema raises (``strict``) or is left out and reported in ``Written.refused``.
+    """
+    category = request.category
+    facts = _load_facts(category, list(recipients))
+    channels_asked = request.channels or ["auto"]
+    requested: list[str] | str = "auto" if channels_asked == ["auto"] else channels_asked
+    family = request.template_key
+    content = request.content or {}
+    priority = request.priority
     now = timezone.now()
 
     every_channel = sorted(
         {c for r in recipients for c in resolution.channels_for(r, requested, facts)}
     )
     templates = rendering.template_keys(family, every_channel) if family else {}
-    if family and not templates:
+    if family and not templates and strict:
         raise APIError(
             f"No template {family!r} for {', '.join(every_channel) or 'any channel'}.",
             code="unknown_template",
@@ -289,26 +341,25 @@ def _send(
 
     variable_schemas = rendering.schemas(templates) if templates else []
 
-    request = NotificationRequest(
-        caller=caller,
-        idempotency_key=idempotency_key,
-        category=category,
-        template_key=family,
-        content=content,
-        data=data,
-        locale=payload.get("locale") or "",
-        priority=priority,
-        channels=requested if isinstance(requested, list) else [requested],
-        scheduled_at=payload.get("scheduled_at"),
-        scheduled_local=bool(payload.get("scheduled_local")),
-        resent_from=resent_from,
-    )
     notifications: list[Notification] = []
     deliveries: list[Delivery] = []
     realtime_items: list[Notification] = []
-    for recipient in recipients:
+    refused: list[tuple[int, str, str]] = []
+    for index, recipient in enumerate(recipients):
+        data = {**(request.data or {}), **recipient.data} if recipient.data else request.data
+        context = rendering.recipient_context(
+            data, user=recipient.user, email=recipient.email, phone=recipient.phone
+        )
+        if variable_schemas:
+            try:
+                rendering.validate_data(variable_schemas, context)
+            except APIError as exc:
+                if strict:
+                    raise
+                refused.append((index, exc.code or "invalid_data", str(exc.detail)))
+                continue
         channels = resolution.channels_for(recipient, requested, facts)
-        when = _scheduled_for(payload, recipient)
+        when = _scheduled_for(request, recipient)
         notification = Notification(
             request=request,
             user=recipient.user,
@@ -316,31 +367,13 @@ def _send(
             email=recipient.email,
             phone=recipient.phone,
             category=category,
-            locale=payload.get("locale") or (recipient.user.locale if recipient.user else ""),
+            locale=request.locale or (recipient.user.locale if recipient.user else ""),
             data=data,
         )
-        decisions = []
-        for channel in channels:
-            decision = resolution.decide(
-                recipient, channel, facts=facts, priority=priority, now=now, scheduled_for=when
-            )
-            if (
-                family
-                and channel not in templates
-                and decision.status not in ("skipped", "suppressed")
-            ):
-                decision = resolution.Decision(
-                    channel,
-                    "skipped",
-                    address=decision.address,
-                    reason=f"template {family!r} has no {channel} version",
-                )
-            decisions.append(decision)
-        context = rendering.recipient_context(
-            data, user=recipient.user, email=recipient.email, phone=recipient.phone
-        )
-        if variable_schemas:
-            rendering.validate_data(variable_schemas, context)
+        decisions = [
+            _decide(recipient, channel, facts, priority, now, when, family, templates)
+            for channel in channels
+        ]
         inbox = next(
             (
                 d
@@ -374,6 +407,17 @@ def _send(
             notification.inbox_at = now
             realtime_items.append(notification)
 
+    _insert([request] if insert_request else [], notifications, deliveries, realtime_items)
+    return Written(notifications, deliveries, refused)
+
+
+def _insert(
+    requests: list[NotificationRequest],
+    notifications: list[Notification],
+    deliveries: list[Delivery],
+    realtime_items: list[Notification],
+) -> None:
+    """Writes the rows and their events in one statement; enqueues once the caller commits."""
     event_rows = events.build_many(
         [
             delivery_event(d, d.status, data={"reason": d.reason} if d.reason else {})
@@ -382,13 +426,35 @@ def _send(
     )
     # One statement is atomic on its own: a transaction only when in-app events join it.
     with transaction.atomic(savepoint=False) if realtime_items else nullcontext():
-        rows.insert_all([[request], notifications, deliveries, event_rows])
+        rows.insert_all([requests, notifications, deliveries, event_rows])
         notifications_publish_created(realtime_items)
     metrics.deliveries_count((d.channel, "", d.status) for d in deliveries)
-    to_enqueue = [(str(d.id), priority) for d in deliveries if d.status == "queued"]
+    to_enqueue = [(str(d.id), d.priority) for d in deliveries if d.status == "queued"]
     if to_enqueue:
         transaction.on_commit(lambda: enqueue_many(to_enqueue))
-    return request_body(request, notifications, deliveries)
+
+
+def _decide(
+    recipient: resolution.Recipient,
+    channel: str,
+    facts: resolution.Facts,
+    priority: str,
+    now: dt.datetime,
+    when: dt.datetime | None,
+    family: str,
+    templates: dict[str, str],
+) -> resolution.Decision:
+    decision = resolution.decide(
+        recipient, channel, facts=facts, priority=priority, now=now, scheduled_for=when
+    )
+    if family and channel not in templates and decision.status not in ("skipped", "suppressed"):
+        return resolution.Decision(
+            channel,
+            "skipped",
+            address=decision.address,
+            reason=f"template {family!r} has no {channel} version",
+        )
+    return decision
 
 
 def _fill_inbox(

@@ -1,4 +1,4 @@
-"""Writes of campaigns: segments so far."""
+"""Segments: saved audiences over users."""
 
 from __future__ import annotations
 
