@@ -50,6 +50,8 @@ FANOUT_WAIT_SECONDS = 0.5
 FANOUT_STALL_SECONDS = 30
 
 State = CampaignRecipient.State
+# Statuses of a delivery not yet handed to a provider.
+WAITING_DELIVERIES = ("scheduled", "queued", "sending")
 S = Campaign.Status
 
 # condition {"previous": …}: the previous step's events that make it true, and whether true
@@ -396,8 +398,10 @@ def fanout_finished(run_id: Any) -> None:
 def runs_advance(run: CampaignRun, steps: list[CampaignStep]) -> bool:
     """Writes the next step's rows of ``run`` where the previous step has nothing pending (an
     INSERT … SELECT that a repeat makes a no-op), and completes the run when no step has
-    anything pending any more. Returns whether it completed. One aggregate query, plus one
-    insert per step that becomes due."""
+    anything pending any more and none of its deliveries waits (scheduled, queued, sending): a
+    run is running, and its campaign can be paused by the guardrail, until its last message is
+    handed over. Returns whether it completed. Two queries, plus one insert per step that
+    becomes due."""
     counts: dict[tuple[Any, str], int] = {}
     for step_id, state, n in (
         CampaignRecipient.objects.filter(run=run)
@@ -414,6 +418,10 @@ def runs_advance(run: CampaignRun, steps: list[CampaignStep]) -> bool:
             if step_materialise(run, previous, step):
                 return False
     if steps and counts.get((steps[-1].id, "pending")):
+        return False
+    if Delivery.objects.filter(
+        notification__request__run_id=run.id, status__in=WAITING_DELIVERIES
+    ).exists():
         return False
     done = CampaignRun.objects.filter(id=run.id, status=CampaignRun.Status.RUNNING).update(
         status=CampaignRun.Status.COMPLETED, completed_at=timezone.now()

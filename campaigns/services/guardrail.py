@@ -23,7 +23,7 @@ WITH recent AS (
     JOIN notifications_notification n ON n.id = d.notification_id
     JOIN notifications_notificationrequest r ON r.id = n.request_id
     WHERE r.campaign_id = %s AND d.status IN ('sent', 'delivered', 'failed')
-    ORDER BY d.updated_at DESC LIMIT %s
+    ORDER BY d.updated_at DESC, d.id DESC LIMIT %s
 )
 SELECT
     (SELECT count(*) FROM recent),

@@ -182,6 +182,10 @@ def test_a_sequence_sends_step_two_only_to_those_who_did_not_open_step_one():
     _drain(run, three, now=start + 2 * factories.DAY + dt.timedelta(minutes=2))
     assert _rows(run, three) == {"seq2": "skipped", "seq3": "queued", "seq4": "skipped"}
     run.refresh_from_db()
+    assert run.status == "running", "until its deliveries are handed over"
+    Delivery.objects.filter(notification__request__run_id=run.id).update(status="sent")
+    runs.campaigns_due()
+    run.refresh_from_db()
     campaign.refresh_from_db()
     assert run.status == "completed" and campaign.status == "completed"
     assert [u.external_id for u in people if u.external_id == "seq3"] == ["seq3"]
