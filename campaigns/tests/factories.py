@@ -56,7 +56,7 @@ def campaign(
     fields.setdefault("channels", ["email"])
     made = Campaign.objects.create(segment=segment, static_list=static, status=status, **fields)
     for position, step in enumerate(
-        steps or [{"content": {"subject": "Hello {{ name }}", "body": "Hi."}}], start=1
+        steps or [{"content": {"subject": "Hello", "body": "Hi."}}], start=1
     ):
         step.setdefault("content", {"subject": f"Step {position}", "body": "Hi."})
         CampaignStep.objects.create(campaign=made, position=position, **step)
