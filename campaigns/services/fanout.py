@@ -295,12 +295,12 @@ def fanout_batch(run_id: Any, step_id: Any, *, now: dt.datetime | None = None) -
     if run.status != CampaignRun.Status.RUNNING or campaign.status != Campaign.Status.RUNNING:
         return Batch("stopped")
     existing = (
-        NotificationRequest.objects.filter(campaign_id=campaign.id, run_id=run.id, step_id=step.id)
-        .values_list("id", flat=True)
+        NotificationRequest.objects.select_related("category")
+        .filter(campaign_id=campaign.id, run_id=run.id, step_id=step.id)
         .first()
     )
     limit = FANOUT_BACKLOG_BATCHES * size
-    if existing is not None and _backlog(existing, limit + 1) > limit:
+    if existing is not None and _backlog(existing.id, limit + 1) > limit:
         return Batch("wait")
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -341,7 +341,7 @@ def fanout_batch(run_id: Any, step_id: Any, *, now: dt.datetime | None = None) -
             )
         written_count = 0
         if recipients:
-            request = _request_for(run, step, campaign)
+            request = existing or _request_for(run, step, campaign)
             written = recipients_write(request, recipients, insert_request=False, strict=False)
             refused = {index: f"{code}: {detail}" for index, code, detail in written.refused}
             notifications = iter(written.notifications)

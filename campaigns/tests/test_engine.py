@@ -299,3 +299,41 @@ def test_cancel_cancels_pending_rows_and_queued_deliveries():
     ) == {"cancelled"}
     run.refresh_from_db()
     assert run.status == "cancelled"
+
+
+def test_backpressure_waits_while_two_batches_of_deliveries_are_queued():
+    factories.users("bp", 12)
+    campaign = factories.campaign(segment=factories.segment_of("bp"))
+    run = runs.run_start(campaign, timezone.now())
+    assert run is not None
+    step = campaign.steps.get()
+    outcomes = [fanout.fanout_batch(run.id, step.id).outcome for _ in range(3)]
+    # 9 deliveries queued, none handed over (nobody consumes here): more than 2 batches of 3.
+    assert outcomes == ["more", "more", "more"]
+    assert fanout.fanout_batch(run.id, step.id).outcome == "wait"
+    assert _ledger_pending(run) == 3
+    Delivery.objects.filter(notification__request__run_id=run.id).update(status="sent")
+    assert fanout.fanout_batch(run.id, step.id).outcome == "more"
+    assert _ledger_pending(run) == 0
+
+
+def _ledger_pending(run) -> int:
+    return CampaignRecipient.objects.filter(run=run, state=State.PENDING).count()
+
+
+def test_a_batch_costs_the_same_queries_whatever_its_size(settings):
+    factories.users("qc", 40)
+    campaign = factories.campaign(segment=factories.segment_of("qc"))
+    run = runs.run_start(campaign, timezone.now())
+    assert run is not None
+    step = campaign.steps.get()
+    fanout.fanout_batch(run.id, step.id)  # the first batch also creates the run's request
+    Delivery.objects.update(status="sent")
+    counts = []
+    for size in (3, 30):
+        settings.CAMPAIGN_BATCH_SIZE = size
+        with CaptureQueriesContext(connection) as ctx:
+            assert fanout.fanout_batch(run.id, step.id).queued == size
+        counts.append(len(ctx.captured_queries))
+        Delivery.objects.update(status="sent")
+    assert counts[0] == counts[1] == 14, counts
