@@ -15,11 +15,15 @@ from notifications.models import Delivery
 # Statuses a delivery waits in; every other one is done.
 WAITING = ("scheduled", "queued", "sending")
 RATE_WINDOW = dt.timedelta(seconds=60)
+# A delivery handed over after more than one attempt may have reached its recipient twice (a
+# worker died after the provider's answer, and the lease's sweep sent it again).
+POSSIBLY_TWICE = ("sent", "delivered", "ambiguous")
 
 
 def campaign_progress(campaign: Campaign, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """``{"total", "by_status", "percent", "per_second", "eta_seconds"}`` plus ``by_state``
-    (ledger rows), ``steps`` (per step: ledger states and delivery statuses) and ``variants``
+    (ledger rows), ``possibly_duplicated`` (handed over after more than one attempt: maybe
+    twice), ``steps`` (per step: ledger states and delivery statuses) and ``variants``
     (per step and variant: delivery statuses). ``total`` is the deliveries written plus the
     ledger rows still pending (each one at least a delivery to come)."""
     now = now or timezone.now()
@@ -27,14 +31,20 @@ def campaign_progress(campaign: Campaign, *, now: dt.datetime | None = None) -> 
     by_status = {status: 0 for status in Delivery.Status.values}
     steps: dict[str, dict[str, Any]] = {}
     variants: dict[tuple[str, str], dict[str, int]] = {}
-    recent = 0
-    for step_id, variant, status, n, moved in (
+    recent = retried = 0
+    for step_id, variant, status, n, moved, again in (
         Delivery.objects.filter(notification__request__campaign_id=campaign.id)
         .values_list("notification__request__step_id", "variant", "status")
-        .annotate(n=Count("id"), moved=Count("id", filter=Q(updated_at__gte=since)))
-        .values_list("notification__request__step_id", "variant", "status", "n", "moved")
+        .annotate(
+            n=Count("id"),
+            moved=Count("id", filter=Q(updated_at__gte=since)),
+            again=Count("id", filter=Q(attempts__gt=1)),
+        )
+        .values_list("notification__request__step_id", "variant", "status", "n", "moved", "again")
         .order_by()
     ):
+        if status in POSSIBLY_TWICE:
+            retried += again
         by_status[status] = by_status.get(status, 0) + n
         step = steps.setdefault(str(step_id), {"by_state": {}, "by_status": {}})
         step["by_status"][status] = step["by_status"].get(status, 0) + n
@@ -67,6 +77,7 @@ def campaign_progress(campaign: Campaign, *, now: dt.datetime | None = None) -> 
         if per_second and left
         else (0 if not left else None),
         "by_state": by_state,
+        "possibly_duplicated": retried,
         "steps": steps,
         "variants": [
             {"step_id": step_id, "variant": variant, "by_status": counts}

@@ -26,7 +26,7 @@ from campaigns.services.fanout import (
 from campaigns.services.guardrail import guardrail_check
 from campaigns.services.status import campaign_transition
 from communication.celery import queue
-from communication.exceptions import ConflictError
+from communication.exceptions import APIError, ConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,15 @@ def campaign_arm(campaign: Campaign) -> None:
     if not campaign.cron:
         campaign_disarm(campaign)
         return
-    minute, hour, day_of_month, month_of_year, day_of_week = campaign.cron.split()
+    fields_of_cron = campaign.cron.split()
+    if len(fields_of_cron) != 5 or not croniter.is_valid(campaign.cron):
+        raise APIError(
+            f"Invalid cron expression {campaign.cron!r} (five fields: minute hour day month "
+            "weekday).",
+            code="invalid_cron",
+            fields={"cron": ["Invalid cron expression."]},
+        )
+    minute, hour, day_of_month, month_of_year, day_of_week = fields_of_cron
     crontab, _ = CrontabSchedule.objects.get_or_create(
         minute=minute,
         hour=hour,

@@ -20,6 +20,7 @@ from django.utils import timezone
 from werkzeug import Response
 
 from campaigns.models import Campaign, CampaignRecipient
+from campaigns.progress import campaign_progress
 from campaigns.services import fanout, runs
 from campaigns.services.status import campaign_transition
 from campaigns.tests import factories
@@ -190,6 +191,9 @@ def test_a_worker_killed_mid_campaign_sends_each_once_or_flags_it(engine, httpse
         # Twice only for a delivery whose lease expired mid-send: flagged by its attempts.
         assert calls == 1 or (calls == 2 and delivery.attempts >= 2), (address, calls)
         assert delivery.status == "sent"
+    twice = sum(1 for calls in served.values() if calls == 2)
+    flagged = campaign_progress(campaign)["possibly_duplicated"]
+    assert flagged == sum(1 for d in deliveries.values() if d.attempts >= 2) >= twice
 
 
 def test_a_transactional_send_overtakes_a_running_campaign(engine, httpserver):

@@ -16,6 +16,7 @@ from campaigns.models import CampaignRecipient, CampaignRun
 from campaigns.services import runs
 from campaigns.tests import factories
 from communication.celery import queue
+from communication.exceptions import APIError
 
 
 @pytest.mark.django_db
@@ -63,7 +64,7 @@ def test_the_slot_is_the_latest_fire_time_in_the_campaigns_zone():
         assert runs.cron_slot(campaign, now=now) == dt.datetime(2031, 1, 15, 8, tzinfo=dt.UTC)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_ticks_of_one_slot_at_once_create_one_run(settings):
     settings.CELERY_QUEUE_PREFIX = "engine-nobody-"
     factories.users("rec", 20)
@@ -101,3 +102,12 @@ def test_two_ticks_of_one_slot_at_once_create_one_run(settings):
     later = runs.recurring_slot(campaign.id, now=now + dt.timedelta(minutes=5))
     assert later is not None and later.slot == run.slot + dt.timedelta(minutes=5)
     assert CampaignRecipient.objects.filter(run=later).count() == 20
+
+
+@pytest.mark.django_db
+def test_an_invalid_cron_expression_is_refused():
+    campaign = factories.campaign(cron="61 9 * *", timezone="UTC")
+    with pytest.raises(APIError) as caught:
+        runs.campaign_arm(campaign)
+    assert caught.value.code == "invalid_cron"
+    assert not PeriodicTask.objects.filter(name=f"campaign:{campaign.id}").exists()
