@@ -9,7 +9,9 @@ SCHEDULES: dict[str, tuple[str, float, str]] = {
     "messaging-presence-sweep": ("messaging.tasks.presence_sweep", 15.0, "default"),
     "deliveries-sweep": ("notifications.tasks.sweep", 5.0, "default"),
     "idempotency-prune": ("notifications.tasks.prune_idempotency_keys", 3600.0, "default"),
-    "campaigns-due": ("campaigns.tasks.due", 5.0, "default"),
+    # On the bulk worker: starting a run writes its whole first step, not for the worker that
+    # carries transactional traffic.
+    "campaigns-due": ("campaigns.tasks.due", 5.0, "bulk"),
     "analytics-rollup": ("analytics.tasks.rollup", 60.0, "default"),
     "analytics-partitions": ("analytics.tasks.maintain_partitions", 86400.0, "default"),
 }

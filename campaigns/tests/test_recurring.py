@@ -12,11 +12,13 @@ import pytest
 from django.db import connection
 from django_celery_beat.models import PeriodicTask
 
+from campaigns import tasks
 from campaigns.models import CampaignRecipient, CampaignRun
 from campaigns.services import runs
 from campaigns.tests import factories
 from communication.celery import queue
 from communication.exceptions import APIError
+from communication.schedules import SCHEDULES
 
 
 @pytest.mark.django_db
@@ -111,3 +113,15 @@ def test_an_invalid_cron_expression_is_refused():
         runs.campaign_arm(campaign)
     assert caught.value.code == "invalid_cron"
     assert not PeriodicTask.objects.filter(name=f"campaign:{campaign.id}").exists()
+
+
+@pytest.mark.django_db
+def test_the_beat_runs_due_on_the_bulk_queue_and_the_slot_task_takes_only_the_campaign(settings):
+    settings.CELERY_QUEUE_PREFIX = "engine-nobody-"
+    assert SCHEDULES["campaigns-due"] == (tasks.due.name, 5.0, "bulk")
+    factories.users("tick", 2)
+    campaign = factories.campaign(segment=factories.segment_of("tick"), cron="* * * * *")
+    run_id = tasks.recurring_slot(str(campaign.id))  # as beat calls it: kwargs only
+    run = CampaignRun.objects.get(id=run_id)
+    assert run.total == 2 and run.slot.second == 0
+    assert dt.timedelta(0) <= run.created_at - run.slot < dt.timedelta(minutes=1, seconds=5)
