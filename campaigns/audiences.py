@@ -8,7 +8,7 @@ from campaigns.models import Campaign, StaticListMember
 
 def audience_count(campaign: Campaign) -> int:
     """How many recipients the campaign's segment or static list holds now (0 without one)."""
-    if campaign.segment_id is not None:
+    if campaign.segment is not None:
         return selectors.segment_count(rules=campaign.segment.rules)
     if campaign.static_list_id is not None:
         return StaticListMember.objects.filter(static_list_id=campaign.static_list_id).count()
