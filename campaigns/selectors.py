@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 
 from campaigns.models import Campaign, CampaignRecipient, CampaignRun, Segment
 from campaigns.segments import audience_filter, compile_rules
 from communication.models import User
+from notifications.models import Delivery
 
 PREVIEW_SAMPLE = 20
 # A recurring campaign may have a run an hour for years: a campaign shows its latest.
@@ -85,3 +86,39 @@ def campaign_recipients(
     if state:
         rows = rows.filter(state=state)
     return rows.order_by("id")
+
+
+# The delivery statuses a results row counts in its "waiting" column (not handed over yet).
+WAITING = ("scheduled", "queued", "sending")
+
+
+def campaign_results(*, campaign: Campaign) -> list[dict[str, Any]]:
+    """The campaign's deliveries per step and variant, by status (one query): rows of
+    ``{"position", "template", "variant", "total", "waiting", "<status>": n …}`` ordered by
+    step and variant."""
+    steps = {s.id: s for s in campaign.steps.all()}
+    rows = (
+        Delivery.objects.filter(notification__request__campaign_id=campaign.id)
+        .values("notification__request__step_id", "variant", "status")
+        .annotate(n=Count("id"))
+    )
+    out: dict[tuple[Any, str], dict[str, Any]] = {}
+    for row in rows:
+        step = steps.get(row["notification__request__step_id"])
+        key = (step.position if step else None, row["variant"])
+        entry = out.setdefault(
+            key,
+            {
+                "position": key[0],
+                "template": step.template_key if step else "",
+                "variant": row["variant"],
+                "total": 0,
+                "waiting": 0,
+                **dict.fromkeys(Delivery.Status.values, 0),
+            },
+        )
+        entry[row["status"]] += row["n"]
+        entry["total"] += row["n"]
+        if row["status"] in WAITING:
+            entry["waiting"] += row["n"]
+    return [out[k] for k in sorted(out, key=lambda k: (k[0] or 0, k[1]))]

@@ -10,6 +10,7 @@ from campaigns.services.campaigns import (
     campaign_schedule,
     campaign_test_send,
     campaign_update,
+    campaign_validate,
 )
 from campaigns.services.segments import segment_create, segment_delete, segment_update
 
@@ -22,6 +23,7 @@ __all__ = [
     "campaign_schedule",
     "campaign_test_send",
     "campaign_update",
+    "campaign_validate",
     "segment_create",
     "segment_delete",
     "segment_update",

@@ -354,11 +354,9 @@ def _steps_write(campaign: Campaign, steps: list[dict[str, Any]]) -> None:
 # ----------------------------------------------------------------------------------- the verbs
 
 
-@transaction.atomic
-def campaign_create(
+def campaign_validate(
     *,
-    actor: Actor,
-    name: str,
+    name: Any,
     category: Any,
     channels: Any = None,
     segment: Any = None,
@@ -371,29 +369,39 @@ def campaign_create(
     timezone: Any = None,
     window_start: Any = None,
     window_end: Any = None,
-) -> Campaign:
-    """A draft campaign with its steps. Raises a 400 ``validation_error`` naming the field
-    (``steps[1].condition.op``) for anything invalid: an unknown category, channel, segment or
-    list, a template family without a template for the channels, a malformed schedule."""
+) -> dict[str, Any]:
+    """A whole draft checked without writing anything (the console checks its form and steps
+    with it before saving): the cleaned fields, ``steps`` included. Raises a 400
+    ``validation_error`` naming the field (``steps[1].condition.op``) for anything invalid: an
+    unknown category, channel, segment or list, a template family without a template for the
+    channels, a malformed schedule."""
     channels = _clean_channels(channels)
     cleaned_steps = _clean_steps(steps)
     segment, static_list = _clean_audience(segment, static_list)
     window = _clean_window(window_start, window_end)
-    campaign = Campaign(
-        name=_clean_name(name),
-        category=_clean_category(category),
-        channels=channels,
-        segment=segment,
-        static_list=static_list,
-        data=_clean_data(data),
-        window_start=window[0],
-        window_end=window[1],
-        created_by=actor_of(actor),
+    fields = {
+        "name": _clean_name(name),
+        "category": _clean_category(category),
+        "channels": channels,
+        "segment": segment,
+        "static_list": static_list,
+        "data": _clean_data(data),
+        "window_start": window[0],
+        "window_end": window[1],
         **_clean_schedule(send_at=send_at, local_time=local_time, cron=cron, timezone=timezone),
-    )
+    }
     _check_templates(cleaned_steps, channels)
-    campaign.save()
-    _steps_write(campaign, cleaned_steps)
+    return {**fields, "steps": cleaned_steps}
+
+
+@transaction.atomic
+def campaign_create(*, actor: Actor, **fields: Any) -> Campaign:
+    """A draft campaign with its steps (the fields of :func:`campaign_validate`, which checks
+    them and raises what it raises)."""
+    cleaned = campaign_validate(**fields)
+    steps = cleaned.pop("steps")
+    campaign = Campaign.objects.create(created_by=actor_of(actor), **cleaned)
+    _steps_write(campaign, steps)
     logger.info(
         "campaign created", extra={"campaign": str(campaign.id), "actor": campaign.created_by}
     )
