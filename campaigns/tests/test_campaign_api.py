@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -393,3 +395,17 @@ def test_who_may_call(make_service_token, make_user_token, newsletter, segment):
     )
     assert created.status_code == 201, created.content
     assert created.json()["created_by"] == "user:ops"
+
+
+def test_the_list_costs_the_same_queries_whatever_its_length(manager, newsletter, segment):
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert manager.get("/api/v1/campaigns?limit=50").status_code == 200
+        return len(queries)
+
+    _create(manager, segment)
+    one = count()
+    for i in range(4):
+        campaign_id = _create(manager, segment, name=f"More {i}")["id"]
+        CampaignRun.objects.create(campaign_id=campaign_id, slot=timezone.now())
+    assert count() == one
