@@ -521,6 +521,11 @@ def _render_step(campaign: Campaign, step: CampaignStep, user: User | None):
         keys = template_keys(step.template_key, channels)
     else:
         keys = {channel: "" for channel in channels}
+    if not keys:
+        return (
+            [],
+            f"The family {step.template_key!r} has no active template for {', '.join(channels)}.",
+        )
     out: list[dict[str, Any]] = []
     for channel, key in keys.items():
         locale = getattr(user, "locale", "") or ""

@@ -101,8 +101,11 @@ class CampaignViewSet(viewsets.GenericViewSet):
         except Campaign.DoesNotExist:
             raise Http404 from None
 
-    def _detail(self, campaign: Campaign, status_code: int = status.HTTP_200_OK) -> Response:
-        campaign = selectors.campaign_get(campaign_id=campaign.pk)
+    def _detail(
+        self, campaign: Campaign, status_code: int = status.HTTP_200_OK, *, fresh: bool = False
+    ) -> Response:
+        if not fresh:  # a verb changed it: its steps and runs are read again
+            campaign = selectors.campaign_get(campaign_id=campaign.pk)
         context = {"progress": campaign_progress(campaign)}
         return Response(s.CampaignSerializer(campaign, context=context).data, status=status_code)
 
@@ -124,7 +127,7 @@ class CampaignViewSet(viewsets.GenericViewSet):
 
     @extend_schema(operation_id="campaigns_get")
     def retrieve(self, request, campaign_id=None):
-        return self._detail(self.get_object())
+        return self._detail(self.get_object(), fresh=True)
 
     @extend_schema(operation_id="campaigns_update", request=s.CampaignInSerializer)
     def partial_update(self, request, campaign_id=None):
