@@ -82,3 +82,7 @@ class SegmentAdmin(ModelAdmin):
         obj.pk, obj.created_by = created.pk, created.created_by
         obj.created_at, obj.updated_at = created.created_at, created.updated_at
         obj._state.adding = False
+
+
+# Campaigns (their own module: the page, its views and buttons).
+from campaigns import admin_campaigns  # noqa: E402, F401

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
 
-from campaigns.models import Segment
+from campaigns.models import Campaign, CampaignRecipient, CampaignRun, Segment
 from campaigns.segments import audience_filter, compile_rules
 from communication.models import User
+from notifications.models import Delivery
 
 PREVIEW_SAMPLE = 20
+# A recurring campaign may have a run an hour for years: a campaign shows its latest.
+RUNS_SHOWN = 50
 SAMPLE_FIELDS = ("external_id", "locale", "timezone", "organization", "roles", "created_at")
 
 
@@ -49,3 +52,73 @@ def segment_preview(*, rules: Any, size: int = PREVIEW_SAMPLE) -> dict[str, Any]
         for row in users.order_by("external_id").values(*SAMPLE_FIELDS)[:size]
     ]
     return {"count": users.count(), "sample": sample}
+
+
+def campaign_list() -> QuerySet[Campaign]:
+    """Campaigns, newest first, with their steps and latest runs (three queries a page)."""
+    return Campaign.objects.order_by("-created_at", "-id").prefetch_related(
+        "steps",
+        Prefetch(
+            "runs",
+            queryset=CampaignRun.objects.filter(
+                id__in=Subquery(
+                    CampaignRun.objects.filter(campaign_id=OuterRef("campaign_id"))
+                    .order_by("-slot")
+                    .values("id")[:RUNS_SHOWN]
+                )
+            ).order_by("-slot"),
+            to_attr="latest_runs",
+        ),
+    )
+
+
+def campaign_get(*, campaign_id: Any) -> Campaign:
+    """The campaign ``campaign_id`` with its steps and latest runs; raises
+    ``Campaign.DoesNotExist``."""
+    return campaign_list().get(id=campaign_id)
+
+
+def campaign_recipients(
+    *, campaign: Campaign, state: str | None = None
+) -> QuerySet[CampaignRecipient]:
+    """The ledger rows of ``campaign`` (every run), oldest first, optionally in one ``state``."""
+    rows = CampaignRecipient.objects.filter(run__campaign=campaign).select_related("step", "user")
+    if state:
+        rows = rows.filter(state=state)
+    return rows.order_by("id")
+
+
+# The delivery statuses a results row counts in its "waiting" column (not handed over yet).
+WAITING = ("scheduled", "queued", "sending")
+
+
+def campaign_results(*, campaign: Campaign) -> list[dict[str, Any]]:
+    """The campaign's deliveries per step and variant, by status (one query): rows of
+    ``{"position", "template", "variant", "total", "waiting", "<status>": n …}`` ordered by
+    step and variant."""
+    steps = {s.id: s for s in campaign.steps.all()}
+    rows = (
+        Delivery.objects.filter(notification__request__campaign_id=campaign.id)
+        .values("notification__request__step_id", "variant", "status")
+        .annotate(n=Count("id"))
+    )
+    out: dict[tuple[Any, str], dict[str, Any]] = {}
+    for row in rows:
+        step = steps.get(row["notification__request__step_id"])
+        key = (step.position if step else None, row["variant"])
+        entry = out.setdefault(
+            key,
+            {
+                "position": key[0],
+                "template": step.template_key if step else "",
+                "variant": row["variant"],
+                "total": 0,
+                "waiting": 0,
+                **dict.fromkeys(Delivery.Status.values, 0),
+            },
+        )
+        entry[row["status"]] += row["n"]
+        entry["total"] += row["n"]
+        if row["status"] in WAITING:
+            entry["waiting"] += row["n"]
+    return [out[k] for k in sorted(out, key=lambda k: (k[0] or 0, k[1]))]

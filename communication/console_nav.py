@@ -81,6 +81,9 @@ NAVIGATION = [
         "title": "Campaigns",
         "items": [
             _item(
+                "Campaigns", "campaign", "campaigns_campaign_changelist", "campaigns.view_campaign"
+            ),
+            _item(
                 "Segments", "group_work", "campaigns_segment_changelist", "campaigns.view_segment"
             ),
         ],

@@ -117,7 +117,7 @@ def seed() -> None:
     )
     messaging.message_edit(user=alice, message_id=message.id, content="My March invoice is wrong.")
 
-    campaigns.segment_create(
+    segment = campaigns.segment_create(
         actor="staff:console-admin",
         name="French speakers who opened lately",
         rules={
@@ -126,6 +126,22 @@ def seed() -> None:
                 {"field": "event.opened", "op": "within_days", "value": 30},
             ]
         },
+    )
+
+    campaigns.campaign_create(
+        actor="staff:console-admin",
+        name="Spring news",
+        category="marketing",
+        channels=["email"],
+        segment=segment,
+        steps=[
+            {"content": {"subject": "Spring", "body": "Hello {{ name|default('you') }}"}},
+            {
+                "content": {"subject": "Reminder", "body": "Still spring"},
+                "delay": 86400,
+                "condition": {"previous": "not_opened"},
+            },
+        ],
     )
 
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")

@@ -39,6 +39,7 @@ SHARED = {
     "key": "a template: shared by the services with templates:* scopes",
     "version_id": "a template version: shared by the services with templates:* scopes",
     "segment_id": "a segment: shared by the services with campaigns:manage (and staff)",
+    "campaign_id": "a campaign: shared by the services with campaigns:manage (and staff)",
     "token": "the unsubscribe link: the token is signed, the page names no account",
     "action": "a verb (submit, approve, reject), not an id",
     "user_id": "a user's directory entry (services with users:read) or a participant of a "
