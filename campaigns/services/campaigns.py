@@ -28,7 +28,7 @@ from rest_framework.exceptions import ValidationError as DRFValidationError
 from campaigns import audiences
 from campaigns import segments as segment_rules
 from campaigns.models import Campaign, CampaignRun, CampaignStep, Segment, StaticList
-from campaigns.services import runs
+from campaigns.services import fanout, runs
 from campaigns.services.status import FINAL, campaign_transition
 from communication.exceptions import APIError, ConflictError
 from communication.models import Category
@@ -553,7 +553,7 @@ def campaign_pause(*, campaign: Campaign, actor: Actor) -> Campaign:
     campaign = campaign_transition(
         campaign, S.PAUSED, pause_reason=f"paused by {actor_of(actor)}"[:255]
     )
-    runs.campaign_stop_sending(campaign, cancel=False)
+    fanout.campaign_stop_sending(campaign, cancel=False)
     return campaign
 
 
@@ -570,7 +570,7 @@ def campaign_resume(*, campaign: Campaign, actor: Actor) -> Campaign:
         campaign=campaign, status=CampaignRun.Status.RUNNING
     ).exists()
     campaign = campaign_transition(campaign, S.RUNNING if running else S.SCHEDULED, pause_reason="")
-    runs.fanout_kick(campaign)
+    fanout.fanout_kick(campaign)
     logger.info("campaign resumed", extra={"campaign": str(campaign.id), "actor": actor_of(actor)})
     return campaign
 
@@ -585,10 +585,7 @@ def campaign_cancel(*, campaign: Campaign, actor: Actor) -> Campaign:
             f"A {campaign.status} campaign cannot be cancelled.", code="invalid_transition"
         )
     campaign = campaign_transition(campaign, S.CANCELLED)
-    runs.campaign_stop_sending(campaign, cancel=True)
-    CampaignRun.objects.filter(campaign=campaign, status=CampaignRun.Status.RUNNING).update(
-        status=CampaignRun.Status.CANCELLED, completed_at=tz.now()
-    )
+    fanout.campaign_stop_sending(campaign, cancel=True)
     runs.campaign_disarm(campaign)
     logger.info(
         "campaign cancelled", extra={"campaign": str(campaign.id), "actor": actor_of(actor)}
