@@ -82,3 +82,6 @@ class SegmentAdmin(ModelAdmin):
         obj.pk, obj.created_by = created.pk, created.created_by
         obj.created_at, obj.updated_at = created.created_at, created.updated_at
         obj._state.adding = False
+
+
+from campaigns import admin_lists  # noqa: E402, F401  (static lists and their CSV import)
