@@ -4,7 +4,7 @@ user's token). Views check input and call ``services`` / ``selectors``; nothing 
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -15,6 +15,8 @@ from campaigns.models import Segment
 from communication.api import query
 from communication.api.routers import UUID
 from communication.auth.permissions import ScopeOrStaff
+from communication.exceptions import APIError
+from notifications.categories import category_get
 
 MANAGE = ("campaigns:manage",)
 
@@ -72,9 +74,26 @@ class SegmentViewSet(viewsets.GenericViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
-        operation_id="segments_preview", request=None, responses=s.SegmentPreviewSerializer
+        operation_id="segments_preview",
+        request=None,
+        responses=s.SegmentPreviewSerializer,
+        parameters=[
+            OpenApiParameter(
+                "category",
+                str,
+                description="The category consent and preference rules are about (a key).",
+            )
+        ],
     )
     @action(detail=True, methods=["get"])
     def preview(self, request, segment_id=None):
-        preview = selectors.segment_preview(rules=self.get_object().rules)
+        segment = self.get_object()
+        category = request.query_params.get("category") or None
+        if category is not None and category_get(category) is None:
+            raise APIError(
+                f"No category {category[:64]!r}.",
+                code="unknown_category",
+                fields={"category": ["Unknown category."]},
+            )
+        preview = selectors.segment_preview(rules=segment.rules, category=category)
         return Response(s.SegmentPreviewSerializer(preview).data)
