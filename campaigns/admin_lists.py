@@ -27,6 +27,8 @@ from campaigns.imports import StaticListMemberResource, check_upload
 from campaigns.models import StaticList, StaticListMember
 from campaigns.services import lists
 
+PREVIEW_ROWS = 1000
+
 
 class MemberImportForm(ImportForm):
     static_list = forms.ModelChoiceField(
@@ -161,6 +163,14 @@ class StaticListMemberAdmin(ImportMixin, ModelAdmin):
         response = super().import_action(request, **kwargs)
         context = getattr(response, "context_data", None) or {}
         result = context.get("result")
+        if result is not None:
+            context["refused_rows"] = len(result.invalid_rows)
+            # A page of 100,000 rows helps no one: the first ones of each kind are shown (the
+            # totals are the whole file's; the confirmed import reads the file again).
+            if len(result.rows) > PREVIEW_ROWS or len(result.invalid_rows) > PREVIEW_ROWS:
+                context["preview_cut"] = PREVIEW_ROWS
+                result.rows = result.rows[:PREVIEW_ROWS]
+                result.invalid_rows = result.invalid_rows[:PREVIEW_ROWS]
         if (
             result is not None
             and "confirm_form" not in context
@@ -170,7 +180,6 @@ class StaticListMemberAdmin(ImportMixin, ModelAdmin):
             + result.totals[RowResult.IMPORT_TYPE_UPDATE]
         ):
             context["confirm_form"] = self.create_confirm_form(request, import_form=context["form"])
-            context["refused_rows"] = len(result.invalid_rows)
         return response
 
     def add_success_message(self, result, request):

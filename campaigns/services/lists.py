@@ -4,7 +4,7 @@ A member is a user (by ``user_id``, the identity's external id) or an address: a
 (lower-cased) or a phone number (E.164, normalised as single sends normalise it). Its ``key`` is
 the user's external id or that normalised address: one member per key in a list, and the key the
 campaign ledger uses. Rows are checked all together (one query for the users they name) and
-written with set-based inserts; a row that names a member already in the list replaces its data.
+written with set-based inserts (``COPY``, then one ``INSERT … SELECT``); a row that names a member already in the list replaces its data.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 MAX_ROWS = 100_000  # rows an upload may hold
 MAX_FILE_BYTES = 10 * 1024 * 1024
-INSERT_BATCH = 1000
+WRITE_BATCH = 10_000  # rows of an import written at once
 ADDRESS_FIELDS = ("user_id", "email", "phone")
 MAX_DATA_BYTES = 16 * 1024  # a member's data, as JSON
 
@@ -145,8 +145,12 @@ def _clean_row(row: Mapping[str, Any], users: Mapping[str, Any]) -> Member | Row
         return Member(key=email, email=email, data=data)
     try:
         phone = normalize_e164(value[:64])
-    except DjangoValidationError as exc:
-        return RowError("phone", "bad_phone", exc.messages[0])
+    except DjangoValidationError:
+        return RowError(
+            "phone",
+            "bad_phone",
+            f"{value[:64]!r} is not a phone number in international form (like +33612345678).",
+        )
     return Member(key=phone, phone=phone, data=data)
 
 
@@ -172,38 +176,57 @@ def _rows(sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 
 def members_insert(*, static_list: StaticList, members: Iterable[Member]) -> int:
-    """Writes ``members`` in batches of ``INSERT_BATCH`` rows (one INSERT … ON CONFLICT each):
-    new keys are added, keys already in the list take the new address and data. Returns how many
-    rows were written."""
+    """Writes ``members`` (distinct keys, as ``members_clean`` leaves them): new keys are added,
+    keys already in the list take the new address and data. Returns how many were written."""
+    return members_write(
+        StaticListMember(
+            static_list=static_list,
+            key=member.key,
+            user_id=member.user_pk,
+            email=member.email,
+            phone=member.phone,
+            data=member.data,
+        )
+        for member in members
+    )
+
+
+def members_write(rows: Iterable[StaticListMember]) -> int:
+    """The one writer of members: unsaved rows with distinct keys (checked by ``members_clean``),
+    copied into a temporary table (``COPY``) and upserted on (list, key) with one
+    ``INSERT … SELECT … ON CONFLICT`` — two statements whatever their number."""
+    table = StaticListMember._meta.db_table
     written = 0
-    batch: list[StaticListMember] = []
-
-    def flush() -> None:
-        nonlocal written
-        StaticListMember.objects.bulk_create(
-            batch,
-            update_conflicts=True,
-            unique_fields=["static_list", "key"],
-            update_fields=["user", "email", "phone", "data"],
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Created once per connection; emptied first, since a caller's transaction (a test's)
+        # may never commit to clear it.
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS static_member_in (static_list_id uuid, "
+            "key varchar(320), user_id uuid, email varchar(320), phone varchar(20), data jsonb) "
+            "ON COMMIT DELETE ROWS; TRUNCATE static_member_in"
         )
-        written += len(batch)
-        batch.clear()
-
-    for member in members:
-        batch.append(
-            StaticListMember(
-                static_list=static_list,
-                key=member.key,
-                user_id=member.user_pk,
-                email=member.email,
-                phone=member.phone,
-                data=member.data,
+        with cursor.copy(
+            "COPY static_member_in (static_list_id, key, user_id, email, phone, data) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(
+                    (
+                        row.static_list_id,
+                        row.key,
+                        row.user_id,
+                        row.email,
+                        row.phone,
+                        json.dumps(row.data, ensure_ascii=False),
+                    )
+                )
+                written += 1
+        if written:
+            cursor.execute(
+                f"INSERT INTO {table} (static_list_id, key, user_id, email, phone, data) "  # noqa: S608
+                "SELECT static_list_id, key, user_id, email, phone, data FROM static_member_in "
+                "ON CONFLICT (static_list_id, key) DO UPDATE SET user_id = EXCLUDED.user_id, "
+                "email = EXCLUDED.email, phone = EXCLUDED.phone, data = EXCLUDED.data"
             )
-        )
-        if len(batch) >= INSERT_BATCH:
-            flush()
-    if batch:
-        flush()
     return written
 
 
