@@ -3,6 +3,8 @@ user's token). Views check input and call ``services`` / ``selectors``; nothing 
 
 from __future__ import annotations
 
+import re
+
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -19,6 +21,7 @@ from communication.exceptions import APIError
 from notifications.categories import category_get
 
 MANAGE = ("campaigns:manage",)
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
 
 
 class Pagination(query.StrictLimitOffsetPagination):
@@ -89,7 +92,10 @@ class SegmentViewSet(viewsets.GenericViewSet):
     def preview(self, request, segment_id=None):
         segment = self.get_object()
         category = request.query_params.get("category") or None
-        if category is not None and category_get(category) is None:
+        # A key is a slug: anything else (NUL included, which PostgreSQL refuses) is unknown.
+        if category is not None and (
+            not _SLUG.fullmatch(category) or category_get(category) is None
+        ):
             raise APIError(
                 f"No category {category[:64]!r}.",
                 code="unknown_category",

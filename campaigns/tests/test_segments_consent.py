@@ -204,8 +204,10 @@ def test_api_names_unknown_new_fields_and_previews_with_a_category(manager, peop
     preview = f"/api/v1/segments/{created.json()['id']}/preview"
     without = manager.get(preview)
     assert without.status_code == 400 and list(without.json()["fields"]) == ["field"]
-    unknown = manager.get(preview + "?category=nope")
-    assert unknown.status_code == 400 and unknown.json()["code"] == "unknown_category"
+    for bad in ("nope", "x" * 100):
+        unknown = manager.get(preview + "?category=" + bad)
+        assert unknown.status_code == 400 and unknown.json()["code"] == "unknown_category"
+    assert manager.get(preview + "?category=a%00b").status_code == 400  # never a 500
     answered = manager.get(preview + "?category=news")
     assert answered.status_code == 200, answered.content
     assert answered.json()["count"] == 2
