@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import tablib
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -179,3 +180,22 @@ def test_import_resource_reports_rows_and_upserts(static_list, users):
 
 def test_headers_rule_is_shared():
     assert imports.check_headers(["user_id", "plan"]) is None
+
+
+def test_admin_import_refuses_a_huge_file_whole(admin_client, static_list):
+    huge = SimpleUploadedFile(
+        "huge.csv", b"email\n" + b"a@example.com\n" * (lists.MAX_FILE_BYTES // 14 + 10)
+    )
+    response = admin_client.post(
+        "/admin/campaigns/staticlistmember/import/",
+        {"static_list": str(static_list.pk), "import_file": huge, "format": "0"},
+    )
+    assert response.status_code == 200
+    assert "larger than 10 MB" in response.content.decode()
+    assert not StaticListMember.objects.exists()
+
+
+def test_admin_import_needs_the_permission_to_add_members(client, static_list):
+    staff = User.objects.create_user("viewer", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/admin/campaigns/staticlistmember/import/").status_code == 403
