@@ -101,6 +101,20 @@ class Event(models.Model):
                 condition=models.Q(type="failed"),
                 name="event_failures",
             ),
+            # Segment and step conditions on a user's history ("opened in 30 days", "clicked
+            # step 1"): one probe per user, the campaign and step read from the index.
+            models.Index(
+                fields=["user_id", "type", "occurred_at"],
+                include=["campaign_id", "step_id"],
+                condition=models.Q(user_id__isnull=False),
+                name="event_user_type_time",
+            ),
+            # The users who did something with a step, for conditions read the other way round.
+            models.Index(
+                fields=["step_id", "type", "user_id"],
+                condition=models.Q(step_id__isnull=False),
+                name="event_step_type_user",
+            ),
         ]
 
     def __str__(self) -> str:

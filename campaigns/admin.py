@@ -84,5 +84,5 @@ class SegmentAdmin(ModelAdmin):
         obj._state.adding = False
 
 
-# Campaigns (their own module: the page, its views and buttons).
-from campaigns import admin_campaigns  # noqa: E402, F401
+# Campaigns, and static lists with their CSV import: modules of their own (pages, views, buttons).
+from campaigns import admin_campaigns, admin_lists  # noqa: E402, F401

@@ -13,8 +13,21 @@ A rule is ``{"all": [rule, …]}``, ``{"any": [rule, …]}``, ``{"not": rule}`` 
 ``attributes.<key>``   ``eq`` / ``in`` (string, number or boolean), ``contains`` (an array
                        holding the value, or a string holding the substring), ``gt`` / ``lt``
                        (numbers), ``exists`` (the key is present)
-``event.<type>``       ``within_days``: an analytics event of that type in the last N days
+``event.<type>``       ``within_days``: an analytics event of that type in the last N days;
+                       optional ``"campaign"`` and/or ``"step"`` (UUIDs) narrow it to the
+                       events of that campaign or step (``clicked`` step 1)
+``consent``            ``eq`` (true / false): the latest consent record for the category (or
+                       for every category), on any channel, grants it
+``consent.<channel>``  ``eq`` (true / false): the consent a send on that channel checks: the
+                       latest record for the category or every category, and that channel or
+                       every channel, grants it
+``preferences.         ``eq`` (true / false): the user receives the category on that channel
+<channel>``            (no preference row: yes; a mandatory category: always yes)
 =====================  =========================================================================
+
+``consent`` and ``preferences`` are about a category: they compile only with one
+(``compile_rules(rules, category=key)``, a campaign's category; a segment's preview takes
+``?category=``) and are refused without one, naming the rule.
 
 Every condition is false, never SQL ``NULL``, for a user lacking the attribute, so that ``not``
 of a condition holds for exactly the users the condition does not match.
@@ -30,7 +43,18 @@ import math
 import re
 from typing import Any
 
-from django.db.models import Exists, F, Func, JSONField, OuterRef, Q, TextField, Value
+from django.db.models import (
+    BooleanField,
+    Exists,
+    F,
+    Func,
+    JSONField,
+    OuterRef,
+    Q,
+    Subquery,
+    TextField,
+    Value,
+)
 from django.db.models.fields.json import (
     DataContains,
     HasKey,
@@ -41,12 +65,15 @@ from django.db.models.fields.json import (
     KeyTransformIn,
     KeyTransformLt,
 )
+from django.db.models.functions import Coalesce
 from django.db.models.lookups import Contains, Exact
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import ValidationError
 
 from analytics.models import Event
+from communication.models import Category
+from notifications.models import Channel, Consent, NotificationPreference
 
 MAX_DEPTH = 10
 MAX_RULES = 100
@@ -55,7 +82,16 @@ MAX_STRING = 1000
 MAX_DAYS = 3650
 
 STRING_FIELDS = ("locale", "timezone", "organization")
-FIELDS = (*STRING_FIELDS, "roles", "created_at", "attributes.<key>", "event.<type>")
+FIELDS = (
+    *STRING_FIELDS,
+    "roles",
+    "created_at",
+    "attributes.<key>",
+    "event.<type>",
+    "consent",
+    "consent.<channel>",
+    "preferences.<channel>",
+)
 OPS = ("eq", "in", "contains", "gt", "lt", "exists", "within_days")
 OPS_BY_FIELD: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(STRING_FIELDS, ("eq", "in", "contains", "exists")),
@@ -63,10 +99,16 @@ OPS_BY_FIELD: dict[str, tuple[str, ...]] = {
     "created_at": ("gt", "lt", "within_days"),
     "attributes": ("eq", "in", "contains", "gt", "lt", "exists"),
     "event": ("within_days",),
+    "consent": ("eq",),
+    "preferences": ("eq",),
 }
+CATEGORY_FIELDS = ("consent", "preferences")  # they need the campaign's category
+CHANNELS = tuple(Channel.values)
+EVENT_QUALIFIERS = ("campaign", "step")
 # No "__" (the ORM's separator), though keys are only ever passed to expressions, never parsed.
 ATTRIBUTE_KEY = re.compile(r"(?!.*__)[A-Za-z_][A-Za-z0-9_-]{0,63}")
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+UUID = re.compile(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 NUL = "\x00"
 
 
@@ -93,7 +135,10 @@ def validate(rules: Any) -> None:
         raise ValidationError({exc.path or "non_field_errors": [exc.message]}) from None
 
 
-def _check(rules: Any) -> None:
+def _check(rules: Any) -> list[str]:
+    """Raises ``_RuleError`` at the first fault; returns the paths of the conditions that need a
+    category."""
+    needs_category: list[str] = []
     count = 0
     stack: list[tuple[str, Any, int]] = [("", rules, 1)]
     while stack:
@@ -107,6 +152,8 @@ def _check(rules: Any) -> None:
             raise _RuleError(path, "A rule must be an object.")
         if "field" in node or "op" in node:
             _check_condition(path, node)
+            if str(node["field"]).partition(".")[0] in CATEGORY_FIELDS:
+                needs_category.append(path)
             continue
         if len(node) != 1 or next(iter(node)) not in ("all", "any", "not"):
             raise _RuleError(
@@ -125,10 +172,14 @@ def _check(rules: Any) -> None:
         # Reversed, so that the first faulty rule of a list is the one reported.
         for i in reversed(range(len(child))):
             stack.append((f"{_join(path, key)}[{i}]", child[i], depth + 1))
+    return needs_category
 
 
 def _check_condition(path: str, node: dict[str, Any]) -> None:
-    extra = sorted(set(node) - {"field", "op", "value"})
+    keys = {"field", "op", "value"}
+    if isinstance(node.get("field"), str) and node["field"].startswith("event."):
+        keys.update(EVENT_QUALIFIERS)
+    extra = sorted(set(node) - keys, key=str)
     if extra:
         raise _RuleError(_join(path, str(extra[0]).replace(NUL, "\\u0000")), "Unknown key.")
     for key in ("field", "op", "value"):
@@ -150,6 +201,13 @@ def _check_condition(path: str, node: dict[str, Any]) -> None:
                 if base == "attributes"
                 else "Event types are lower-case letters, digits and '_' (at most 40).",
             )
+    elif base == "preferences" or (base == "consent" and key):
+        if key not in CHANNELS:
+            raise _RuleError(
+                field_path,
+                f"Unknown field {field[:60]!r}: {base}.<channel> with a channel of "
+                f"{', '.join(CHANNELS)}.",
+            )
     elif key or base not in OPS_BY_FIELD:
         raise _RuleError(field_path, f"Unknown field {field!r}. Fields: {', '.join(FIELDS)}.")
     if isinstance(op, str) and NUL in op:
@@ -163,6 +221,11 @@ def _check_condition(path: str, node: dict[str, Any]) -> None:
     message = _value_error(base, op, value)
     if message:
         raise _RuleError(value_path, message)
+    for qualifier in EVENT_QUALIFIERS:
+        if qualifier in node and not (
+            isinstance(node[qualifier], str) and UUID.fullmatch(node[qualifier])
+        ):
+            raise _RuleError(_join(path, qualifier), f"Must be the {qualifier}'s id (a UUID).")
 
 
 def _is_number(value: Any) -> bool:
@@ -183,6 +246,8 @@ def _value_error(base: str, op: str, value: Any) -> str | None:
     if isinstance(value, str) and NUL in value:
         return "NUL characters are not allowed."
     if op == "exists":
+        return None if isinstance(value, bool) else "Must be true or false."
+    if base in CATEGORY_FIELDS:
         return None if isinstance(value, bool) else "Must be true or false."
     if op == "within_days":
         ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_DAYS
@@ -239,39 +304,59 @@ class _JsonbTypeof(Func):
     output_field = TextField()
 
 
-def compile_rules(rules: Any, *, now: dt.datetime | None = None) -> Q:
+def compile_rules(rules: Any, *, category: str | None = None, now: dt.datetime | None = None) -> Q:
     """The ``Q`` over ``communication.User`` that ``rules`` (validated here) stands for.
 
-    ``now`` anchors ``within_days`` (default: the current time).
+    ``category`` (a category's key) is what ``consent`` and ``preferences`` are about; rules
+    using them without one are refused (``ValidationError`` naming the rule). ``now`` anchors
+    ``within_days`` (default: the current time).
     """
-    validate(rules)
-    return _compile(rules, now or timezone.now())
+    try:
+        needs_category = _check(rules)
+    except _RuleError as exc:
+        raise ValidationError({exc.path or "non_field_errors": [exc.message]}) from None
+    if needs_category and not category:
+        path = _join(needs_category[0], "field")
+        raise ValidationError(
+            {path: ["Consent and preferences are per category: give the campaign's category."]}
+        )
+    return _compile(rules, now or timezone.now(), category or "")
 
 
-def _compile(node: dict[str, Any], now: dt.datetime) -> Q:
+def _compile(node: dict[str, Any], now: dt.datetime, category: str) -> Q:
     # Depth is bounded by validate() (MAX_DEPTH), so recursion is safe here.
     if "all" in node:
         q = Q()
         for child in node["all"]:
-            q &= _compile(child, now)
+            q &= _compile(child, now, category)
         return q
     if "any" in node:
         q = Q()
         for child in node["any"]:
-            q |= _compile(child, now)
+            q |= _compile(child, now, category)
         return q
     if "not" in node:
-        return ~_compile(node["not"], now)
-    return _condition(node["field"], node["op"], node["value"], now)
+        return ~_compile(node["not"], now, category)
+    return _condition(node, now, category)
 
 
-def _condition(field: str, op: str, value: Any, now: dt.datetime) -> Q:
+def _condition(node: dict[str, Any], now: dt.datetime, category: str) -> Q:
+    field, op, value = node["field"], node["op"], node["value"]
     base, _, key = field.partition(".")
     if base == "event":
         since = now - dt.timedelta(days=value)
+        qualifiers = {f"{name}_id": node[name] for name in EVENT_QUALIFIERS if name in node}
         return Q(
-            Exists(Event.objects.filter(user_id=OuterRef("pk"), type=key, occurred_at__gte=since))
+            Exists(
+                Event.objects.filter(
+                    user_id=OuterRef("pk"), type=key, occurred_at__gte=since, **qualifiers
+                )
+            )
         )
+    if base == "consent":
+        return _consent(category, key, value)
+    if base == "preferences":
+        return _preference(category, key, value)
     if base == "created_at":
         if op == "within_days":
             return Q(created_at__gte=now - dt.timedelta(days=value))
@@ -318,6 +403,33 @@ def _attribute(key: str, op: str, value: Any) -> Q:
     is_string = Q(Exact(_JsonbTypeof(element), "string"))
     substring = Q(Contains(KeyTextTransform(key, "attributes"), value))
     return present & (Q(DataContains(element, _json(value))) | (is_string & substring))
+
+
+def _consent(category: str, channel: str, granted: bool) -> Q:
+    # As single sends decide (``notifications.resolution``): the latest record whose scope
+    # covers the category (or every category) and the channel (or every channel) wins; none
+    # is no consent. Coalesce keeps the condition true or false, never NULL, under a ``not``.
+    records = Consent.objects.filter(
+        Q(category__isnull=True) | Q(category_id=category), user_id=OuterRef("pk")
+    )
+    if channel:
+        records = records.filter(channel__in=("", channel))
+    latest = Subquery(records.order_by("-created_at", "-id").values("granted")[:1])
+    return Q(Exact(Coalesce(latest, Value(False), output_field=BooleanField()), granted))
+
+
+def _preference(category: str, channel: str, enabled: bool) -> Q:
+    # As ``resolution.channels_for``: no row is the default (on), and a mandatory category
+    # cannot be turned off.
+    chosen = Subquery(
+        NotificationPreference.objects.filter(
+            user_id=OuterRef("pk"), category_id=category, channel=channel
+        ).values("enabled")[:1]
+    )
+    on = Q(Exact(Coalesce(chosen, Value(True), output_field=BooleanField()), True)) | Q(
+        Exists(Category.objects.filter(key=category, mandatory=True))
+    )
+    return on if enabled else ~on
 
 
 def _json(value: Any) -> Value:

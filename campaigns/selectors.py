@@ -26,20 +26,23 @@ def segment_get(*, segment_id: Any) -> Segment:
     return Segment.objects.get(id=segment_id)
 
 
-def segment_users(*, rules: Any) -> QuerySet[User]:
-    """The users ``rules`` selects, as one query: active users with an identity only."""
-    return User.objects.filter(audience_filter()).filter(compile_rules(rules))
+def segment_users(*, rules: Any, category: str | None = None) -> QuerySet[User]:
+    """The users ``rules`` selects, as one query: active users with an identity only.
+    ``category`` (a key) is what consent and preference rules are about."""
+    return User.objects.filter(audience_filter()).filter(compile_rules(rules, category=category))
 
 
-def segment_count(*, rules: Any) -> int:
+def segment_count(*, rules: Any, category: str | None = None) -> int:
     """How many users ``rules`` selects (one SQL statement)."""
-    return segment_users(rules=rules).count()
+    return segment_users(rules=rules, category=category).count()
 
 
-def segment_preview(*, rules: Any, size: int = PREVIEW_SAMPLE) -> dict[str, Any]:
+def segment_preview(
+    *, rules: Any, category: str | None = None, size: int = PREVIEW_SAMPLE
+) -> dict[str, Any]:
     """``{"count", "sample"}``: the size of the segment and its first ``size`` users by
     ``user_id`` (two SQL statements, whatever the segment's size)."""
-    users = segment_users(rules=rules)
+    users = segment_users(rules=rules, category=category)
     sample = [
         {
             "user_id": row["external_id"],

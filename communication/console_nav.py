@@ -86,6 +86,12 @@ NAVIGATION = [
             _item(
                 "Segments", "group_work", "campaigns_segment_changelist", "campaigns.view_segment"
             ),
+            _item(
+                "Static lists",
+                "list_alt",
+                "campaigns_staticlist_changelist",
+                "campaigns.view_staticlist",
+            ),
         ],
     },
     {

@@ -16,7 +16,9 @@ RULES_SCHEMA = {
     "description": (
         'A rule: {"all": [rule, …]}, {"any": [rule, …]}, {"not": rule} or '
         '{"field": …, "op": …, "value": …}. Fields: locale, timezone, organization, roles, '
-        "created_at, attributes.<key>, event.<type>; operators: eq, in, contains, gt, lt, "
+        'created_at, attributes.<key>, event.<type> (optional "campaign" / "step" ids), '
+        "consent, consent.<channel>, preferences.<channel> (need a category); operators: eq, in, "
+        "contains, gt, lt, "
         f"exists, within_days. At most {segments.MAX_RULES} rules, nested at most "
         f"{segments.MAX_DEPTH} deep."
     ),

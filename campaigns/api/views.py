@@ -3,6 +3,8 @@ user's token). Views check input and call ``services`` / ``selectors``; nothing 
 
 from __future__ import annotations
 
+import re
+
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -17,8 +19,11 @@ from campaigns.progress import campaign_progress
 from communication.api import query
 from communication.api.routers import UUID
 from communication.auth.permissions import ScopeOrStaff
+from communication.exceptions import APIError
+from notifications.categories import category_get
 
 MANAGE = ("campaigns:manage",)
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,64}")
 
 
 class Pagination(query.StrictLimitOffsetPagination):
@@ -74,11 +79,31 @@ class SegmentViewSet(viewsets.GenericViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
-        operation_id="segments_preview", request=None, responses=s.SegmentPreviewSerializer
+        operation_id="segments_preview",
+        request=None,
+        responses=s.SegmentPreviewSerializer,
+        parameters=[
+            OpenApiParameter(
+                "category",
+                str,
+                description="The category consent and preference rules are about (a key).",
+            )
+        ],
     )
     @action(detail=True, methods=["get"])
     def preview(self, request, segment_id=None):
-        preview = selectors.segment_preview(rules=self.get_object().rules)
+        segment = self.get_object()
+        category = request.query_params.get("category") or None
+        # A key is a slug: anything else (NUL included, which PostgreSQL refuses) is unknown.
+        if category is not None and (
+            not _SLUG.fullmatch(category) or category_get(category) is None
+        ):
+            raise APIError(
+                f"No category {category[:64]!r}.",
+                code="unknown_category",
+                fields={"category": ["Unknown category."]},
+            )
+        preview = selectors.segment_preview(rules=segment.rules, category=category)
         return Response(s.SegmentPreviewSerializer(preview).data)
 
 
