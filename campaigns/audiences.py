@@ -28,7 +28,9 @@ def audience_query(campaign: Campaign) -> QuerySet[Any] | None:
     campaign without an audience."""
     if campaign.segment_id is not None:
         assert campaign.segment is not None
-        return segment_users(rules=campaign.segment.rules).values("external_id", "id")
+        return segment_users(rules=campaign.segment.rules, category=campaign.category_id).values(
+            "external_id", "id"
+        )
     if campaign.static_list_id is not None:
         return StaticListMember.objects.filter(static_list_id=campaign.static_list_id).values(
             "key", "user_id", "email", "phone", "data"

@@ -222,7 +222,7 @@ def _previous_step(step: CampaignStep) -> CampaignStep | None:
 
 
 def _excluded(
-    run: CampaignRun, step: CampaignStep, rows: list[CampaignRecipient]
+    run: CampaignRun, step: CampaignStep, rows: list[CampaignRecipient], category: str
 ) -> dict[int, str]:
     """The rows the step's condition leaves out, with why (one or two queries)."""
     condition = step.condition or {}
@@ -254,7 +254,7 @@ def _excluded(
         }
     matching = set(
         User.objects.filter(id__in=[r.user_id for r in rows if r.user_id])
-        .filter(compile_rules(condition))
+        .filter(compile_rules(condition, category=category))
         .values_list("id", flat=True)
     )
     return {r.id: "condition not met" for r in rows if r.user_id not in matching}
@@ -318,7 +318,7 @@ def fanout_batch(run_id: Any, step_id: Any, *, now: dt.datetime | None = None) -
         )
         if not rows:
             return Batch("done")
-        excluded = _excluded(run, step, rows)
+        excluded = _excluded(run, step, rows, campaign.category_id)
         updates: list[tuple[int, str, str, Any, dt.datetime | None]] = [
             (r.id, State.SKIPPED, reason, None, None)
             for r in rows

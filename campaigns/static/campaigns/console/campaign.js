@@ -86,6 +86,9 @@
       }
       hint.textContent = "Counting…";
       var url = template.replace("00000000-0000-0000-0000-000000000000", select.value);
+      // Consent and preference rules count for the campaign's category, as chosen in the form.
+      var category = select.form && select.form.querySelector("[name=category]");
+      if (category && category.value) url += "?category=" + encodeURIComponent(category.value);
       fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (response) {
           return response.ok ? response.json() : null;
@@ -100,6 +103,8 @@
         });
     }
     select.addEventListener("change", update);
+    var categorySelect = select.form && select.form.querySelector("[name=category]");
+    if (categorySelect) categorySelect.addEventListener("change", update);
     update();
   }
 
