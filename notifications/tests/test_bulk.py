@@ -50,13 +50,17 @@ def test_bulk_answers_202_with_per_row_rejections(sender, alice):
             "alice",
             {"email": "c@example.com", "data": [1]},
             {"email": "d@example.com", "data": {"big": "x" * (bulk.ROW_DATA_MAX_BYTES + 1)}},
+            {"email": "e@example.com", "data": {"n": {"deep": "x" * bulk.ROW_DATA_MAX_BYTES}}},
+            # Short in characters, over the limit as JSON text (each one is \u00e9).
+            {"email": "f@example.com", "data": {"u": "é" * (bulk.ROW_DATA_MAX_BYTES // 5)}},
+            {"email": "g@example.com", "data": {"u": "é" * 100, "n": 10**20, "f": 1.5}},
         ],
     )
     assert response.status_code == 202, response.content
     body = response.json()
     assert set(body) == {"batch_id", "status_url", "accepted", "rejected"}
     assert body["status_url"] == f"/api/v1/notifications/batches/{body['batch_id']}"
-    assert body["accepted"] == 3
+    assert body["accepted"] == 4
     assert [(r["index"], r["code"]) for r in body["rejected"]] == [
         (3, "invalid_email"),
         (4, "invalid_phone"),
@@ -66,16 +70,19 @@ def test_bulk_answers_202_with_per_row_rejections(sender, alice):
         (8, "invalid_recipient"),
         (9, "invalid_data"),
         (10, "data_too_large"),
+        (11, "data_too_large"),
+        (12, "data_too_large"),
     ]
     assert all(r["detail"] for r in body["rejected"])
     # Committed with the 202: the batch and one row per accepted recipient.
     request = NotificationRequest.objects.get(id=body["batch_id"])
-    assert request.bulk and request.accepted == 3 and len(request.rejected) == 8
+    assert request.bulk and request.accepted == 4 and len(request.rejected) == 10
     rows = list(BulkRecipient.objects.filter(request=request).order_by("position"))
     assert [(r.position, r.user_id, r.email, r.phone) for r in rows] == [
         (0, alice.pk, "", ""),
         (1, None, "bob@example.com", ""),
         (2, None, "", "+33612345678"),
+        (13, None, "g@example.com", ""),
     ]
     assert rows[0].data == {"name": "Alice"} and rows[2].data == {}
 
