@@ -339,13 +339,42 @@ def bulk_fan_out(request_id: str | uuid.UUID, *, batch: int | None = None) -> di
                 )
                 for r in chunk
             ]
-            written = recipients_write(request, recipients, insert_request=False, strict=False)
-            counts["written"] += len(written.notifications)
-            if written.refused:
-                counts["refused"] += len(written.refused)
-                _record_refused(request, chunk, written.refused)
+            written, refused = _write(request, recipients)
+            counts["written"] += written
+            if refused:
+                counts["refused"] += len(refused)
+                _record_refused(request, chunk, refused)
     cache.delete(key)
     return counts
+
+
+def _write(
+    request: NotificationRequest, recipients: list[resolution.Recipient]
+) -> tuple[int, list[tuple[int, str, str]]]:
+    """Writes a chunk: (notifications written, refused recipients). A recipient whose message
+    cannot be rendered (an in-app item of inline content missing a variable) fails the writer
+    for the whole chunk: then each is written alone, and those that fail are refused. A
+    server-side error (5xx: rendering busy) is raised, and the chunk is retried."""
+    try:
+        with transaction.atomic():
+            written = recipients_write(request, recipients, insert_request=False, strict=False)
+        return len(written.notifications), written.refused
+    except APIError as exc:
+        if exc.status_code >= 500:
+            raise
+    count, refused = 0, []
+    for index, recipient in enumerate(recipients):
+        try:
+            with transaction.atomic():
+                one = recipients_write(request, [recipient], insert_request=False, strict=False)
+        except APIError as exc:
+            if exc.status_code >= 500:
+                raise
+            refused.append((index, exc.code or "invalid_data", str(exc.detail)))
+            continue
+        count += len(one.notifications)
+        refused.extend((index, code, detail) for _, code, detail in one.refused)
+    return count, refused
 
 
 def _record_refused(
