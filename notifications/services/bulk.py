@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,8 @@ from notifications import rendering, resolution
 from notifications.categories import category_get
 from notifications.models import BulkRecipient, Delivery, IdempotencyKey, NotificationRequest
 from notifications.services.send import _idempotency_claim, recipients_write
+
+logger = logging.getLogger(__name__)
 
 # Published by name: tasks import the services.
 BULK_FAN_OUT = "notifications.tasks.bulk_fan_out"
@@ -220,8 +223,9 @@ def _accept(
         if accepted:
             _insert(request, accepted)
             request_id = str(request.id)
-            cache.set(_RUNNING_KEY.format(request_id), 1, _RUNNING_SECONDS)
-            transaction.on_commit(lambda: fan_out_enqueue(request_id))
+            # The rows are what matters: a broker or cache down now leaves them to the sweep.
+            _mark_running(request_id)
+            transaction.on_commit(lambda: fan_out_enqueue(request_id), robust=True)
         else:
             rows.insert_all([[request]])
     return batch_body(request)
@@ -292,6 +296,13 @@ def _resolve(external_id: str) -> User | tuple[str, str]:
 # ------------------------------------------------------------------------------- fan-out
 
 
+def _mark_running(request_id: str) -> None:
+    try:
+        cache.set(_RUNNING_KEY.format(request_id), 1, _RUNNING_SECONDS)
+    except Exception:
+        logger.warning("cache unavailable: bulk fan-out %s not marked running", request_id)
+
+
 def fan_out_enqueue(request_id: str) -> None:
     app.send_task(BULK_FAN_OUT, (request_id,), queue=queue("bulk"), ignore_result=True)
 
@@ -308,7 +319,7 @@ def bulk_fan_out(request_id: str | uuid.UUID, *, batch: int | None = None) -> di
     counts = {"written": 0, "refused": 0, "dropped": 0}
     key = _RUNNING_KEY.format(request_id)
     while True:
-        cache.set(key, 1, _RUNNING_SECONDS)
+        _mark_running(str(request_id))
         with transaction.atomic():
             request = (
                 NotificationRequest.objects.select_related("category")
@@ -344,7 +355,10 @@ def bulk_fan_out(request_id: str | uuid.UUID, *, batch: int | None = None) -> di
             if refused:
                 counts["refused"] += len(refused)
                 _record_refused(request, chunk, refused)
-    cache.delete(key)
+    try:
+        cache.delete(key)
+    except Exception:
+        logger.warning("cache unavailable: bulk fan-out %s left marked running", request_id)
     return counts
 
 
