@@ -33,10 +33,12 @@ Asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
@@ -363,6 +365,173 @@ def measure_campaign(sink: Sink, n: int, timeout: float) -> dict | None:
     return None
 
 
+# -------------------------------------------------------------------------------- bulk API
+
+BULK_GOAL = 20_000  # recipients accepted per second (issue 17)
+
+
+def measure_bulk_api(requests: int = 10, size: int = 10_000, concurrency: int = 2) -> dict:
+    """``POST /api/v1/notifications/bulk``: ``requests`` requests of ``size`` personalised
+    recipients (each with its name and token as data) against the real server
+    (``communication.server``, ``WEB_CONCURRENCY`` = ``concurrency``) on DATABASE_URL's
+    database, ``concurrency`` requests at a time; recipients accepted per second from the first
+    request sent to the last 202. The fan-out is not part of it: the server's queue prefix is
+    the bench's own and no worker takes it; the bench's batches are deleted at the end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "communication.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from communication.auth import tokens
+    from communication.processes import server_argv
+
+    call_command("migrate", interactive=False, verbosity=0)
+    caller = f"bench-bulk-{uuid.uuid4().hex[:6]}"
+    token = tokens.issue_service_token(caller, ["notifications:send"], ttl=3600)
+    prefix = f"{caller}-"
+    with socket_port() as port:
+        pass
+    env = dict(
+        os.environ,
+        CELERY_QUEUE_PREFIX=prefix,
+        CACHE_KEY_PREFIX=prefix,
+        LOG_LEVEL="WARNING",
+        RATE_LIMITS="off",  # the bench measures the accept path, not its limits
+        WEB_CONCURRENCY=str(concurrency),
+    )
+    server = subprocess.Popen(server_argv(port, host="127.0.0.1"), cwd=ROOT, env=env)
+    try:
+        wait_live(port)
+        for _ in range(concurrency):  # warm-up: every server process, its connections
+            bulk_post(port, token, bulk_body(1000))
+        bodies = [bulk_body(size) for _ in range(requests)]
+        print(
+            f"bulk API: {requests} requests of {size} recipients, {concurrency} at a time, "
+            f"{concurrency} server process(es); request body {len(bodies[0]) / 1e6:.1f} MB",
+            flush=True,
+        )
+        server_cpu, db_cpu, busy = cpu_seconds(server.pid), database_cpu(), machine_busy()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            answers = list(pool.map(lambda b: bulk_post(port, token, b), bodies))
+        elapsed = time.perf_counter() - started
+        server_cpu = cpu_seconds(server.pid) - server_cpu
+        db_cpu = database_cpu() - db_cpu
+        now = machine_busy()
+        load = (now[0] - busy[0]) / (now[1] - busy[1]) if now[1] > busy[1] else 0.0
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        bulk_cleanup(caller, prefix)
+    failed = [status for status, _, _ in answers if status != 202]
+    accepted = sum(n for _, n, _ in answers)
+    rate = accepted / elapsed if elapsed else 0.0
+    latencies = sorted(seconds for _, _, seconds in answers)
+    print(
+        f"bulk API: {accepted}/{requests * size} recipients accepted in {elapsed:.2f} s = "
+        f"{rate:,.0f} recipients/s (goal {BULK_GOAL:,}/s: {rate / BULK_GOAL:.2f}x); "
+        f"{len(failed)} failed requests; per request {latencies[0]:.2f}-{latencies[-1]:.2f} s; "
+        f"CPU per 10,000 recipients: server {server_cpu / accepted * 1e4:.2f} s, "
+        f"PostgreSQL {db_cpu / accepted * 1e4:.2f} s; machine CPU busy {load:.0%}"
+        if accepted
+        else f"bulk API: nothing accepted ({failed})",
+        flush=True,
+    )
+    return {"name": "bulk API", "rate": rate, "count": accepted, "seconds": elapsed}
+
+
+def bulk_body(n: int) -> bytes:
+    """A bulk request of ``n`` recipients of :func:`recipients`, their name and token as data."""
+    content = {
+        "subject": SUBJECT.replace("{name}", "{{ name }}"),
+        "text": TEXT.replace("{name}", "{{ name }}").replace("{token}", "{{ token }}"),
+        "html": HTML.replace("{name}", "{{ name }}").replace("{token}", "{{ token }}"),
+    }
+    return json.dumps(
+        {
+            "category": "alerts",
+            "channels": ["email"],
+            "content": content,
+            "recipients": [
+                {"email": address, "data": {"name": name, "token": token}}
+                for address, name, token in recipients(n, uuid.uuid4().hex[:8])
+            ],
+        }
+    ).encode()
+
+
+def bulk_post(port: int, token: str, payload: bytes) -> tuple[int, int, float]:
+    """(status, recipients accepted, seconds) of one bulk request."""
+    import http.client
+
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    try:
+        conn.request(
+            "POST",
+            "/api/v1/notifications/bulk",
+            payload,
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        answer = conn.getresponse()
+        data = answer.read()
+    finally:
+        conn.close()
+    accepted = json.loads(data).get("accepted", 0) if answer.status == 202 else 0
+    return answer.status, accepted, time.perf_counter() - started
+
+
+def wait_live(port: int, timeout: float = 60) -> None:
+    import http.client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/health/live")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server did not start")
+        time.sleep(0.2)
+
+
+def bulk_cleanup(caller: str, prefix: str) -> None:
+    """Deletes the bench's batches and the fan-out tasks nobody took."""
+    import redis
+    from django.conf import settings
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM notifications_bulkrecipient WHERE request_id IN "
+            "(SELECT id FROM notifications_notificationrequest WHERE caller = %s)",
+            [caller],
+        )
+        cursor.execute("DELETE FROM notifications_notificationrequest WHERE caller = %s", [caller])
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(
+        *(f"{prefix}{q}" for q in ("realtime", "transactional", "bulk", "default"))
+    )
+
+
+@contextlib.contextmanager
+def socket_port():
+    """A port free now (the server binds it right after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -371,8 +540,13 @@ def parse_args():
     parser.add_argument("--emails", type=int, default=20000)
     parser.add_argument(
         "--parts",
-        default="smtplib,post-office,campaign",
-        help="comma-separated: smtplib, post-office, campaign (default: all three)",
+        default="smtplib,post-office,campaign,bulk",
+        help="comma-separated: smtplib, post-office, campaign, bulk (the bulk API; default: all)",
+    )
+    parser.add_argument("--bulk-requests", type=int, default=10)
+    parser.add_argument("--bulk-size", type=int, default=10_000)
+    parser.add_argument(
+        "--bulk-concurrency", type=int, default=2, help="requests at once = server processes"
     )
     parser.add_argument(
         "--po-processes",
@@ -430,6 +604,12 @@ def main() -> None:
         target = f"{base * factor:,.0f}/s" if base else "?"
         now = f"{campaign_rate:,.0f}/s" if campaign_rate else "not measured (campaign not built)"
         print(f"  {label}: target {target}; campaign {now}")
+    if "bulk" in args.parts:
+        bulk = measure_bulk_api(args.bulk_requests, args.bulk_size, args.bulk_concurrency)
+        print(
+            f"  bulk API (issue 17): ≥ {BULK_GOAL:,} recipients accepted/s; "
+            f"measured {bulk['rate']:,.0f}/s ({bulk['rate'] / BULK_GOAL:.2f}x the goal)"
+        )
     print(f"command: {command}")
 
 

@@ -4,6 +4,7 @@ from celery import shared_task
 
 from notifications import services
 from notifications.enqueue import DELIVER_MANY
+from notifications.services import bulk
 
 
 @shared_task(name=DELIVER_MANY, ignore_result=True, acks_late=True)
@@ -13,9 +14,15 @@ def deliver_many(delivery_ids: list[str]) -> dict:
 
 @shared_task(ignore_result=True)
 def sweep() -> dict:
-    return services.deliveries_sweep()
+    # Bulk requests left half fanned out (a worker died) go back on the bulk queue.
+    return {**services.deliveries_sweep(), "bulk_resumed": bulk.bulk_resume_stalled()}
 
 
 @shared_task(ignore_result=True)
 def prune_idempotency_keys() -> int:
     return services.idempotency_prune()
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def bulk_fan_out(request_id: str) -> dict:
+    return bulk.bulk_fan_out(request_id)

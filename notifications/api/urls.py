@@ -1,9 +1,11 @@
 from django.urls import re_path
 
 from communication.api.routers import OptionalSlashRouter
-from notifications.api import devices, views
+from notifications.api import bulk, devices, views
 
 router = OptionalSlashRouter()
+router.register("notifications/bulk", bulk.BulkViewSet, basename="notifications-bulk")
+router.register("notifications/batches", bulk.BatchViewSet, basename="notifications-batch")
 router.register("notifications/schedule", views.ScheduleViewSet, basename="notifications-schedule")
 router.register("notifications/requests", views.RequestViewSet, basename="notifications-request")
 router.register("notifications", views.SendViewSet, basename="notifications-send")

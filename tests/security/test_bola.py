@@ -33,6 +33,7 @@ OWNED = {
     "device_id": "user",
     "notification_id": "user",
     "request_id": "service",
+    "batch_id": "service",
 }
 # Ids that name what belongs to no user or service, and what guards them instead.
 SHARED = {
@@ -144,6 +145,12 @@ def world(make_service_token) -> dict[str, Any]:
         format="json",
     )
     assert sent.status_code == 202, sent.content
+    batch = billing.post(
+        "/api/v1/notifications/bulk",
+        {"recipients": [{"user_id": "bob"}], "content": {"title": "Hello", "body": "Hello"}},
+        format="json",
+    )
+    assert batch.status_code == 202, batch.content
     return {
         "ids": {
             "conversation_id": conversation_id,
@@ -152,6 +159,7 @@ def world(make_service_token) -> dict[str, Any]:
             "device_id": str(device.json()["id"]),
             "notification_id": sent.json()["notifications"][0]["id"],
             "request_id": sent.json()["request_id"],
+            "batch_id": batch.json()["batch_id"],
             # With bob's conversation: one of its members.
             "user_id": "carol",
         },
