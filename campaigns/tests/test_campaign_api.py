@@ -411,9 +411,10 @@ def test_the_list_costs_the_same_queries_whatever_its_length(manager, newsletter
     assert count() == one
 
 
-def test_a_campaign_reads_in_four_queries(manager, newsletter, segment):
+def test_a_campaign_reads_in_five_queries(manager, newsletter, segment):
     campaign_id = _create(manager, segment)["id"]
     with CaptureQueriesContext(connection) as queries:
         assert manager.get(f"/api/v1/campaigns/{campaign_id}").status_code == 200
-    # The campaign, its steps, its latest runs, its deliveries by status.
-    assert len(queries) == 4, "\n".join(q["sql"] for q in queries)
+    # The campaign, its steps, its latest runs, its progress (deliveries by status, the
+    # recipients ledger by state).
+    assert len(queries) == 5, "\n".join(q["sql"] for q in queries)

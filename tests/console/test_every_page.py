@@ -29,6 +29,7 @@ from django_celery_beat.models import (
 )
 
 from campaigns import services as campaigns
+from campaigns.services import lists
 from communication.models import User
 from conftest import STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium, wait_for
 from messaging import services as messaging
@@ -143,6 +144,9 @@ def seed() -> None:
             },
         ],
     )
+
+    members = lists.static_list_create(actor="staff:console-admin", name="VIP customers")
+    lists.members_add(static_list=members, rows=[{"email": "vip@example.com", "first_name": "Ada"}])
 
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")
     CrontabSchedule.objects.create(minute="0", hour="3")
