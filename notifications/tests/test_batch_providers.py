@@ -18,10 +18,12 @@ from conftest import wait_for
 from notifications import services
 from notifications.models import Delivery, NotificationRequest
 from notifications.providers._merge import merge
-from notifications.providers.base import Message
+from notifications.providers.base import Message, TransientProviderError
+from notifications.providers.smtp import SmtpEmailProvider
 from notifications.resolution import Recipient
 from notifications.services.send import recipients_write
 from notifications.tests.fakes import sendgrid_messages
+from notifications.tests.test_providers_email import a_message, smtp_server  # noqa: F401 - a fixture
 from notifications.tests.test_webhooks import SENDGRID_PUBLIC, sendgrid_event, sendgrid_post
 from notifications.unsubscribe import url_for
 
@@ -268,3 +270,21 @@ def test_merge_carries_only_what_differs_in_variables():
     assert "Ann" not in merged.template["subject"] + merged.template["text"]
     first, second, third = merged.substitutions
     assert first is not None and second is not None and third is None
+
+
+def test_smtp_keeps_one_connection_across_messages_and_opens_another_after_a_failure(
+    smtp_server,  # noqa: F811 - the fixture imported above
+):
+    provider = SmtpEmailProvider("smtp", {"URL": f"smtp://u:p@127.0.0.1:{smtp_server.port}"})
+    for n in range(3):
+        provider.send(a_message(to=f"r{n}@example.com"))
+    assert len(smtp_server.envelopes) == 3
+    assert len(smtp_server.logins) == 1, "one connection (one login) for the three"
+
+    smtp_server.data_reply = "451 4.3.0 try again"
+    with pytest.raises(TransientProviderError):
+        provider.send(a_message())
+    smtp_server.data_reply = None
+    provider.send(a_message(to="after@example.com"))
+    assert len(smtp_server.logins) == 2, "the failed session was closed, a new one opened"
+    assert smtp_server.envelopes[-1].rcpt_tos == ["after@example.com"]
