@@ -403,7 +403,7 @@ class Service:
         prefix = os.environ["CELERY_QUEUE_PREFIX"]
         self.env = {**os.environ, "LOG_LEVEL": "WARNING", "RATE_LIMITS": "off", **env}
         self.procs = []
-        self.log = open(Path(tempfile.gettempdir()) / f"{prefix}workers.log", "ab")  # noqa: SIM115
+        self.log = open(Path(tempfile.gettempdir()) / f"{prefix}workers.log", "ab")
         for name, queues, concurrency in (
             ("tx", ("realtime", "transactional", "default"), 2),
             ("bulk", ("bulk",), bulk_concurrency),
