@@ -517,7 +517,8 @@ def measure_campaign(sink: Sink, n: int, timeout: float, bulk_concurrency: int =
             started,
             stats,
             busy,
-            f"; launch (recipients written) {launched:.2f} s; sink CPU per email "
+            f"; launch (recipients written) {launched:.2f} s, the last handed over "
+            f"{(stats['last'] or started) - started - launched:.2f} s after; sink CPU per email "
             f"{sink_cpu / n * 1000:.2f} ms",
         )
         print(f"  {check(sink, people)}", flush=True)
@@ -725,7 +726,8 @@ def measure_batch_provider(
             stats,
             busy,
             f"; {stats['calls']} calls (largest {stats['largest']} personalizations); launch "
-            f"{launched:.2f} s; bulk worker peak RSS {peak:.0f} MB",
+            f"(recipients written) {launched:.2f} s, the last handed over "
+            f"{stats['last'] - started - launched:.2f} s after; bulk worker peak RSS {peak:.0f} MB",
         )
         print(
             "  personalisation checked: each recipient got one message with their own token"
