@@ -150,9 +150,7 @@ def _message_for(delivery: Delivery, batch: _Batch) -> Message:
         if html and notification.category is not None and notification.category.tracking_allowed:
             html = rendering.track_links(html, delivery_id=delivery.id)
     text = rendered.get("text") or rendered.get("body", "")
-    variables = []
-    if delivery.priority == "low" and delivery.channel == "email":
-        variables = _variables(context, text, html)
+    variables = _variables(context, text, html) if _batchable(delivery) else []
     return Message(
         channel=delivery.channel,
         to=delivery.address,
