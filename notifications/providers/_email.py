@@ -45,11 +45,14 @@ DEFAULT_TIMEOUT = 15.0
 
 
 def email_message(
-    message: Message, *, connection: BaseEmailBackend | None = None
+    message: Message,
+    *,
+    connection: BaseEmailBackend | None = None,
+    email_class: type[EmailMultiAlternatives] = EmailMultiAlternatives,
 ) -> EmailMultiAlternatives:
     """The Django message for ``message``: text and HTML parts, our headers, anymail's extras."""
     body = message.text
-    email = EmailMultiAlternatives(
+    email = email_class(
         subject=message.subject,
         body=body or message.html,
         from_email=message.from_email or settings.DEFAULT_FROM_EMAIL,
