@@ -127,7 +127,9 @@ def test_a_bulk_batch_is_one_call_whose_substitutions_give_each_recipient_its_ow
         )
         assert clicked is not None and str(clicked.delivery_id) == str(delivery.id)
         assert want["open"] in got["html"]
-        assert got["headers"]["List-Unsubscribe"] == want["unsubscribe"]
+        # Its own unsubscribe link (the signed payload; the signature carries the second).
+        unsubscribe = got["headers"]["List-Unsubscribe"]
+        assert unsubscribe.rsplit(":", 2)[0] == want["unsubscribe"].rsplit(":", 2)[0]
         # Webhooks find the delivery by the per-recipient id SendGrid echoes back.
         assert got["custom_args"]["delivery_id"] == str(delivery.id)
         assert got["custom_args"]["anymail_id"] == delivery.provider_message_id
