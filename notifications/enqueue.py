@@ -4,7 +4,9 @@ committed within ``DELIVERY_ENQUEUE_LINGER_MS``.
 A broker message per request cost the web process more than the rest of the request, and gave
 the worker batches of one (a claim, a breaker check and a flush for every delivery). Here the
 commit hook only appends ids to this process's buffer; a thread publishes the buffer once it is
-``DELIVERY_ENQUEUE_LINGER_MS`` old or holds ``DELIVERY_BATCH_SIZE`` ids of one queue.
+``DELIVERY_ENQUEUE_LINGER_MS`` old or holds a task's worth of ids of one queue
+(``DELIVERY_BATCH_SIZE``; ``BULK_DELIVERY_BATCH_SIZE`` on the bulk queue, so that a campaign's
+task fills a provider's batch call).
 
 What the buffer holds when the process dies is not lost: those deliveries are committed as
 ``queued``, and the sweep enqueues a queued delivery nobody picked up (DESIGN.md, "The delivery
@@ -26,6 +28,10 @@ from communication.celery import app, queue
 logger = logging.getLogger(__name__)
 
 DELIVERY_BATCH_SIZE = 50
+# A bulk task is as large as the largest provider batch call (SendGrid's personalizations): the
+# worker renders it, sends it in one call, records it in one flush. Its lease guard
+# (``DELIVERY_LEASE_SECONDS / 2``) puts back what a slow relay has not reached by then.
+BULK_DELIVERY_BATCH_SIZE = 1000
 
 # Published by name: the task's module imports the services, which import this module.
 DELIVER_MANY = "notifications.tasks.deliver_many"
@@ -38,13 +44,19 @@ QUEUE_BY_PRIORITY = {
 }
 
 
+def batch_size(name: str) -> int:
+    """How many delivery ids one task of the broker queue ``name`` carries."""
+    return BULK_DELIVERY_BATCH_SIZE if name == queue("bulk") else DELIVERY_BATCH_SIZE
+
+
 def publish(by_queue: dict[str, list[str]], countdown: float = 0) -> None:
-    """One ``deliver_many`` task per broker queue and per ``DELIVERY_BATCH_SIZE`` ids, now."""
+    """One ``deliver_many`` task per broker queue and per :func:`batch_size` ids, now."""
     for name, ids in by_queue.items():
-        for start in range(0, len(ids), DELIVERY_BATCH_SIZE):
+        size = batch_size(name)
+        for start in range(0, len(ids), size):
             app.send_task(
                 DELIVER_MANY,
-                (ids[start : start + DELIVERY_BATCH_SIZE],),
+                (ids[start : start + size],),
                 queue=name,
                 countdown=countdown or None,
                 ignore_result=True,
@@ -83,7 +95,7 @@ class _Buffer:
                 if self.pending:
                     linger = settings.DELIVERY_ENQUEUE_LINGER_MS / 1000
                     left = self.oldest + linger - time.monotonic()
-                    full = any(len(ids) >= DELIVERY_BATCH_SIZE for ids in self.pending.values())
+                    full = any(len(ids) >= batch_size(q) for q, ids in self.pending.items())
                     if left <= 0 or full:
                         taken, self.pending = self.pending, {}
                         return taken

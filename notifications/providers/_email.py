@@ -8,6 +8,7 @@ with its own documentation at hand.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from typing import Any
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
 
+from notifications.providers import _merge
 from notifications.providers._http import retry_after
 from notifications.providers.base import (
     AmbiguousProviderError,
@@ -43,11 +45,14 @@ DEFAULT_TIMEOUT = 15.0
 
 
 def email_message(
-    message: Message, *, connection: BaseEmailBackend | None = None
+    message: Message,
+    *,
+    connection: BaseEmailBackend | None = None,
+    email_class: type[EmailMultiAlternatives] = EmailMultiAlternatives,
 ) -> EmailMultiAlternatives:
     """The Django message for ``message``: text and HTML parts, our headers, anymail's extras."""
     body = message.text
-    email = EmailMultiAlternatives(
+    email = email_class(
         subject=message.subject,
         body=body or message.html,
         from_email=message.from_email or settings.DEFAULT_FROM_EMAIL,
@@ -82,6 +87,8 @@ class AnymailEmailProvider(Provider):
     backend_class: type
     docs_url = ""
     required_options = ("API_KEY",)
+    # The vendor's cap on one recipient's substitutions, in bytes (0: none).
+    substitutions_max_bytes = 0
 
     def __init__(self, alias: str, options: dict[str, Any]) -> None:
         super().__init__(alias, options)
@@ -136,6 +143,65 @@ class AnymailEmailProvider(Provider):
             provider_message_id=str(message_id),
             raw={"status": sorted(status.status or [])},
         )
+
+    def send_batch(self, messages: list[Message]) -> list[SendResult | None]:
+        """One anymail batch send (``merge_data``, ``merge_metadata``, ``merge_headers``: one
+        message per ``to`` address) of the messages that fit one tagged copy
+        (``notifications.providers._merge``); each recipient carries its substitutions, its
+        delivery id as metadata (webhooks find the delivery by it and by the message id) and its
+        own headers (List-Unsubscribe). A message that does not fit, or whose address is already
+        in the call, is answered None (sent alone). Vendors whose substitutions anymail passes
+        through as they are (SendGrid's legacy ``substitutions``) set ``batch_size``.
+        """
+        answers: list[SendResult | None] = [None] * len(messages)
+        if len(messages) < 2:
+            return answers
+        merged = _merge.merge(messages, max_bytes=self.substitutions_max_bytes)
+        carried: dict[str, int] = {}
+        for n, (message, values) in enumerate(zip(messages, merged.substitutions, strict=True)):
+            if values is not None and message.to.lower() not in carried:
+                carried[message.to.lower()] = n
+        if len(carried) < 2:
+            return answers
+        reference = messages[next(iter(carried.values()))]
+        email = email_message(
+            dataclasses.replace(
+                reference,
+                to="",
+                headers={},
+                delivery_id="",
+                subject=merged.template["subject"],
+                text=merged.template["text"],
+                html=merged.template["html"],
+            )
+        )
+        batch = [messages[n] for n in carried.values()]
+        email.to = [m.to for m in batch]
+        email.merge_data = {  # type: ignore[attr-defined]  # anymail's extras
+            m.to: merged.substitutions[n] for n, m in zip(carried.values(), batch, strict=True)
+        }
+        email.merge_metadata = {  # type: ignore[attr-defined]
+            m.to: {"delivery_id": m.delivery_id} for m in batch
+        }
+        email.merge_headers = {m.to: dict(m.headers) for m in batch}  # type: ignore[attr-defined]
+        try:
+            self._backend().send_messages([email])
+        except AnymailError as exc:
+            raise self.error_for(exc) from exc
+        status = email.anymail_status  # type: ignore[attr-defined]  # set by anymail's backend
+        found = {address.lower(): s for address, s in (status.recipients or {}).items()}
+        for key, n in carried.items():
+            recipient = found.get(key)
+            message_id = recipient.message_id if recipient is not None else None
+            if recipient is None or not message_id:
+                raise AmbiguousProviderError(
+                    f"{self.alias} accepted the batch without an id for each recipient",
+                    code="malformed",
+                )
+            answers[n] = SendResult(
+                provider_message_id=str(message_id), raw={"status": [recipient.status]}
+            )
+        return answers
 
     def error_for(self, exc: AnymailError) -> ProviderError:
         """Maps what anymail raised to a ProviderError; vendor modules override and call this."""

@@ -37,6 +37,10 @@ class Message:
     delivery_id: str = ""
     category: str = ""
     tags: list[str] = field(default_factory=list)
+    # The recipient's own values as they may appear in the text (its variables, HTML-escaped
+    # too, and its tracking and unsubscribe URLs): where two recipients' texts may differ for a
+    # batch call to carry them as substitutions (``providers._merge``).
+    variables: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -104,6 +108,8 @@ class Provider:
     idempotent = False
     # OPTIONS without which the provider cannot send (credentials, sender).
     required_options: tuple[str, ...] = ()
+    # How many messages one call of :meth:`send_batch` takes; 0: the vendor has no batch call.
+    batch_size = 0
 
     def __init__(self, alias: str, options: dict[str, Any]) -> None:
         self.alias = alias
@@ -124,6 +130,19 @@ class Provider:
     def send(self, message: Message) -> SendResult:
         """Sends one message. Raises a ProviderError subclass; never returns on failure."""
         raise NotImplementedError
+
+    def send_batch(self, messages: list[Message]) -> list[SendResult | None]:
+        """Sends up to ``batch_size`` messages in one vendor call; overridden by providers whose
+        ``batch_size`` is set.
+
+        Answers, in order, each message's :class:`SendResult`, or None for a message the call
+        did not carry (its content does not fit the call's shared copy): the pipeline sends that
+        one alone through :meth:`send`, as any single delivery. Raises a ProviderError when the
+        call as a whole failed: the pipeline treats a transient one as each message's own
+        failure (retry, failover), and sends each message alone after a permanent one (one
+        refused address must not fail the others).
+        """
+        return [None] * len(messages)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.alias}>"

@@ -18,6 +18,11 @@ from notifications.providers.base import ProviderError, TransientProviderError
 class MailgunEmailProvider(AnymailEmailProvider):
     name = "mailgun"
     backend_class = EmailBackend
+    # No batch call (``batch_size`` 0): Mailgun answers one message id for a batch send, and
+    # its webhooks are matched to a delivery by that id alone; a batch would need matching on
+    # (id, recipient) first. Its ``%recipient.key%`` tags would also need anymail's
+    # ``merge_data`` keys rewritten.
+    batch_size = 0
 
     def backend_options(self) -> dict[str, Any]:
         options = super().backend_options()

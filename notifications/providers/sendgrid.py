@@ -2,7 +2,8 @@
 
 The message id is the ``anymail_id`` anymail generates and sends as a custom arg: SendGrid echoes it
 in every event-webhook record, which is how ``/webhooks/anymail/sendgrid/tracking/`` finds the
-delivery again.
+delivery again. A batch call (``send_batch``) sends one personalization per recipient, each with its
+own ``anymail_id``, ``delivery_id``, headers and ``substitutions``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from notifications.providers.base import ProviderError, RateLimitedError
 class SendGridEmailProvider(AnymailEmailProvider):
     name = "sendgrid"
     backend_class = EmailBackend
+    # https://www.twilio.com/docs/sendgrid/api-reference/mail-send/mail-send#limitations — at
+    # most 1,000 personalizations a request, 10,000 bytes of substitutions each. anymail gives
+    # each personalization its own ``anymail_id`` custom arg: one message id per recipient.
+    batch_size = 1000
+    substitutions_max_bytes = 10_000
 
     def error_for(self, exc: AnymailError) -> ProviderError:
         """SendGrid's answers, as anymail raises them.

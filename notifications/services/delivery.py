@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import html as html_module
+import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from markupsafe import escape
 
 from analytics import events
 from communication import rows
@@ -23,7 +26,7 @@ from notifications import push, rendering, unsubscribe
 from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, Notification, NotificationRequest
 from notifications.providers import ratelimit, registry
-from notifications.providers.base import Message, ProviderError, SendResult
+from notifications.providers.base import Message, Provider, ProviderError, SendResult
 from notifications.providers.registry import provider_breaker
 from notifications.services.delivery_events import delivery_event
 from notifications.services.outcomes import (
@@ -126,13 +129,14 @@ def _message_for(delivery: Delivery, batch: _Batch) -> Message:
         template_key = batch.template_key(family, delivery.channel)
         if not template_key:
             raise ProviderError(f"template {family!r} has no {delivery.channel} version")
+    context = rendering.recipient_context(
+        notification.data, user=user, email=notification.email, phone=notification.phone
+    )
     rendered = rendering.render(
         channel=delivery.channel,
         template_key=template_key,
         content=request.content,
-        data=rendering.recipient_context(
-            notification.data, user=user, email=notification.email, phone=notification.phone
-        ),
+        data=context,
         locale=notification.locale,
         timezone=user.timezone if user else "",
         recipient=user.external_id if user else None,
@@ -145,11 +149,13 @@ def _message_for(delivery: Delivery, batch: _Batch) -> Message:
         headers = unsubscribe.headers_for(delivery)
         if html and notification.category is not None and notification.category.tracking_allowed:
             html = rendering.track_links(html, delivery_id=delivery.id)
+    text = rendered.get("text") or rendered.get("body", "")
+    variables = _variables(context, text, html) if _batchable(delivery) else []
     return Message(
         channel=delivery.channel,
         to=delivery.address,
         subject=rendered.get("subject", ""),
-        text=rendered.get("text") or rendered.get("body", ""),
+        text=text,
         html=html,
         title=rendered.get("title", ""),
         data=rendered.get("data") or {},
@@ -160,7 +166,39 @@ def _message_for(delivery: Delivery, batch: _Batch) -> Message:
         delivery_id=str(delivery.id),
         category=notification.category_id,
         tags=[notification.category_id],
+        variables=variables,
     )
+
+
+def _variables(context: dict[str, Any], text: str, html: str) -> list[str]:
+    """What may differ between two recipients' renders of one template (``Message.variables``):
+    the context's values, as text and HTML-escaped, and the delivery's own URLs."""
+    found: set[str] = set()
+    stack: list[Any] = [context]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif value is not None and value != "":
+            # As Jinja escapes it, and as lxml writes it back after tracking the links.
+            found.update(
+                (str(value), str(escape(str(value))), html_module.escape(str(value), False))
+            )
+    found.update(_own_urls().findall(text))
+    found.update(_own_urls().findall(html))
+    return sorted(found, key=len, reverse=True)
+
+
+@functools.cache
+def _own_urls_for(base: str) -> re.Pattern[str]:
+    return re.compile(re.escape(base) + r"/[^\s\"'<>]+")
+
+
+def _own_urls() -> re.Pattern[str]:
+    """Our tracking and unsubscribe URLs (each delivery has its own)."""
+    return _own_urls_for(settings.PUBLIC_BASE_URL.rstrip("/"))
 
 
 class _Batch:
@@ -247,6 +285,13 @@ def deliveries_attempt(delivery_ids: Sequence[uuid.UUID | str]) -> dict[str, str
     failed) while the others go on; successes are recorded together. Returns
     ``{delivery id: outcome}``.
 
+    Bulk deliveries (priority ``low``) whose provider has a batch call (``Provider.batch_size``)
+    are rendered first, grouped by request, template version, variant, locale and provider, and
+    each group goes out in calls of ``batch_size`` (:func:`_attempt_group`); every other
+    delivery, and each one a batch call does not carry, takes the single path. Transactional
+    deliveries stay one call each: a batch call shares one fate and the slowest recipient's
+    latency.
+
     A delivery the batch has not reached when half its lease has passed (slow providers) is put
     back in the queue rather than sent late: past its lease the sweep may hand it to another
     worker.
@@ -255,21 +300,50 @@ def deliveries_attempt(delivery_ids: Sequence[uuid.UUID | str]) -> dict[str, str
     deliveries = deliveries_claim(delivery_ids)
     claimed_at = time.monotonic()
     batch = _Batch()
+    groups: dict[tuple[object, ...], list[tuple[Delivery, Message]]] = {}
+
+    def late() -> bool:
+        return bool(time.monotonic() - claimed_at > settings.DELIVERY_LEASE_SECONDS / 2)
+
     try:
         for delivery in deliveries:
-            if time.monotonic() - claimed_at > settings.DELIVERY_LEASE_SECONDS / 2:
+            if late():
                 batch.flush()
                 outcomes[str(delivery.id)] = delivery_requeue(delivery, 0, "delayed")
-                continue
-            outcomes[str(delivery.id)] = _attempt(delivery, batch)
+            elif _batchable(delivery):
+                prepared = _prepare(delivery, batch)
+                if isinstance(prepared, str):
+                    outcomes[str(delivery.id)] = prepared
+                    continue
+                key = (
+                    delivery.notification.request_id,
+                    delivery.channel,
+                    delivery.template_version,
+                    delivery.variant,
+                    delivery.notification.locale,
+                    delivery.provider_index,
+                )
+                groups.setdefault(key, []).append((delivery, prepared))
+            else:
+                outcomes[str(delivery.id)] = _attempt(delivery, batch)
+        for members in groups.values():
+            outcomes.update(_attempt_group(members, batch, late))
     finally:
         batch.flush()
     return outcomes
 
 
-def _attempt(delivery: Delivery, batch: _Batch) -> str:
+def _batchable(delivery: Delivery) -> bool:
+    if delivery.priority != "low" or delivery.channel == "push":
+        return False
+    chain = registry.chain(delivery.channel)
+    return delivery.provider_index < len(chain) and chain[delivery.provider_index].batch_size > 1
+
+
+def _prepare(delivery: Delivery, batch: _Batch) -> Message | str:
+    """The delivery's message, or the outcome when it cannot be rendered."""
     try:
-        message = _message_for(delivery, batch)
+        return _message_for(delivery, batch)
     except RenderBusyError:
         # This process's render threads are taken (by a render that overran): not the
         # delivery's fault, so it waits its turn rather than failing.
@@ -281,8 +355,10 @@ def _attempt(delivery: Delivery, batch: _Batch) -> str:
         delivery_fail(delivery, reason, error=f"render: {detail}")
         return "failed"
 
-    if delivery.channel == "push":
-        return _push_attempt(delivery, message, batch)
+
+def _pick(delivery: Delivery, batch: _Batch) -> tuple[Provider, int, list[Provider]] | str:
+    """The provider to call for ``delivery`` (its chain's, from its ``provider_index``, skipping
+    open circuits), or the outcome when none can be called now."""
     chain = registry.chain(delivery.channel)
     index = delivery.provider_index
     # Skip providers whose circuit is open; if all are open, wait for the first to half-open.
@@ -304,7 +380,22 @@ def _attempt(delivery: Delivery, batch: _Batch) -> str:
             delivery, "providers_exhausted", error=delivery.error or "every provider failed"
         )
         return "failed"
-    provider = chain[index]
+    return chain[index], index, chain
+
+
+def _attempt(delivery: Delivery, batch: _Batch, message: Message | None = None) -> str:
+    if message is None:
+        prepared = _prepare(delivery, batch)
+        if isinstance(prepared, str):
+            return prepared
+        message = prepared
+
+    if delivery.channel == "push":
+        return _push_attempt(delivery, message, batch)
+    picked = _pick(delivery, batch)
+    if isinstance(picked, str):
+        return picked
+    provider, index, chain = picked
 
     wait = ratelimit.acquire(provider)
     if wait > 0:
@@ -326,6 +417,70 @@ def _attempt(delivery: Delivery, batch: _Batch) -> str:
     else:
         batch.add_sent(delivery, provider.alias, index, result, latency)
     return "sent"
+
+
+def _attempt_group(
+    members: list[tuple[Delivery, Message]], batch: _Batch, late: Callable[[], bool]
+) -> dict[str, str]:
+    """Sends rendered deliveries of one request, version and provider in batch calls
+    (``Provider.send_batch``), ``batch_size`` at a time. Each answer is recorded as the single
+    path records it (one Acceptance each, or ``delivery_provider_error`` with the call's error
+    for each delivery); a delivery the call did not carry, every delivery after a permanent
+    refusal of the whole call, and a group of one go through :func:`_attempt` alone.
+    """
+    outcomes: dict[str, str] = {}
+    picked = _pick(members[0][0], batch) if len(members) > 1 else ""
+    if isinstance(picked, str) or picked[0].batch_size < 2:
+        # One delivery, or the breaker moved the group to a provider without a batch call.
+        for delivery, message in members:
+            outcomes[str(delivery.id)] = _attempt(delivery, batch, message)
+        return outcomes
+    provider, index, chain = picked
+    size = provider.batch_size
+    for start in range(0, len(members), size):
+        chunk = members[start : start + size]
+        if late():
+            batch.flush()
+            for delivery, _ in chunk:
+                outcomes[str(delivery.id)] = delivery_requeue(delivery, 0, "delayed")
+            continue
+        wait = ratelimit.acquire(provider)
+        if wait > 0:
+            for delivery, _ in chunk:
+                outcomes[str(delivery.id)] = delivery_requeue(
+                    delivery, wait, "delayed", provider_index=index
+                )
+            continue
+        started = time.perf_counter()
+        try:
+            answers: list[SendResult | None] = provider.send_batch([m for _, m in chunk])
+        except ProviderError as exc:
+            latency = (time.perf_counter() - started) * 1000
+            if exc.permanent:
+                answers = [None] * len(chunk)
+            else:
+                batch.record_failure(provider.alias)
+                for delivery, _ in chunk:
+                    outcomes[str(delivery.id)] = delivery_provider_error(
+                        delivery, provider, index, exc, latency, chain
+                    )
+                continue
+        latency = (time.perf_counter() - started) * 1000
+        alone = []
+        for (delivery, message), answer in zip(chunk, answers, strict=True):
+            if answer is None:
+                alone.append((delivery, message))
+                continue
+            batch.record_success(provider.alias)
+            # Held for one flush after the call (not every FLUSH_EVERY): the call is the unit.
+            batch.sent.append(
+                Acceptance(delivery, provider.alias, index, answer, latency, timezone.now(), {})
+            )
+            outcomes[str(delivery.id)] = "sent"
+        batch.flush()
+        for delivery, message in alone:
+            outcomes[str(delivery.id)] = _attempt(delivery, batch, message)
+    return outcomes
 
 
 def _segments(message: Message, result: SendResult) -> int:

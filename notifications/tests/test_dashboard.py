@@ -270,10 +270,11 @@ def own_queues(settings):
 
 
 def test_broker_queue_lengths(staff_client, own_queues):
-    enqueue.publish({celery.queue("bulk"): [str(uuid.uuid4()) for _ in range(120)]})
+    size = enqueue.BULK_DELIVERY_BATCH_SIZE
+    enqueue.publish({celery.queue("bulk"): [str(uuid.uuid4()) for _ in range(2 * size + 1)]})
     enqueue.publish({celery.queue("realtime"): [str(uuid.uuid4())]})
     queues = rows(panel(page(staff_client), "notifications.backlog"))
-    # 120 ids are three tasks of DELIVERY_BATCH_SIZE.
+    # Twice BULK_DELIVERY_BATCH_SIZE and one ids are three tasks on the bulk queue.
     assert queues == [["realtime", "1"], ["transactional", "0"], ["bulk", "3"], ["default", "0"]]
 
 
