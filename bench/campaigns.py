@@ -368,7 +368,7 @@ def campaign_prepare(people: list[tuple[str, str, str]]) -> Any:
         lists.members_add(
             static_list=members,
             rows=[
-                {"email": a, "name": name, "token": token}
+                {"email": a, "data": {"name": name, "token": token}}
                 for a, name, token in people[start : start + lists.MAX_ROWS]
             ],
         )

@@ -146,7 +146,9 @@ def seed() -> None:
     )
 
     members = lists.static_list_create(actor="staff:console-admin", name="VIP customers")
-    lists.members_add(static_list=members, rows=[{"email": "vip@example.com", "first_name": "Ada"}])
+    lists.members_add(
+        static_list=members, rows=[{"email": "vip@example.com", "data": {"first_name": "Ada"}}]
+    )
 
     every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period="minutes")
     CrontabSchedule.objects.create(minute="0", hour="3")
