@@ -30,6 +30,7 @@ from unfold.widgets import UnfoldAdminCheckboxSelectMultipleWidget, UnfoldAdminT
 from campaigns import console, selectors, services
 from campaigns.audiences import audience_count
 from campaigns.models import Campaign, CampaignStep
+from campaigns.services import campaigns as life
 from campaigns.services.campaigns import approval_refusal
 from communication.models import User
 from notifications.models import Channel, Delivery
@@ -37,20 +38,8 @@ from notifications.rendering import recipient_context, render, template_keys
 from templates_app import services as template_services
 
 S = Campaign.Status
-DRAFT_FIELDS = (
-    "name",
-    "category",
-    "channels",
-    "segment",
-    "static_list",
-    "data",
-    "send_at",
-    "local_time",
-    "cron",
-    "timezone",
-    "window_start",
-    "window_end",
-)
+# The form's fields: what a draft's edit may change (the service's list), steps aside (inline).
+FORM_FIELDS = tuple(f for f in life.DRAFT_FIELDS if f != "steps")
 STEP_FIELDS = ("position", "template_key", "content", "delay", "send_at", "condition")
 # What each button did, for the message shown after it.
 DONE = {
@@ -111,7 +100,7 @@ class CampaignForm(forms.ModelForm):
 
     class Meta:
         model = Campaign
-        fields = DRAFT_FIELDS
+        fields = FORM_FIELDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -295,7 +284,7 @@ class CampaignAdmin(ModelAdmin):
         readonly = list(super().get_readonly_fields(request, obj))
         if obj is not None and obj.status != S.DRAFT:
             # Past draft only the name changes (as through the API).
-            readonly += [f for f in DRAFT_FIELDS if f != "name"]
+            readonly += [f for f in FORM_FIELDS if f != "name"]
         return readonly
 
     def has_delete_permission(self, request, obj=None):

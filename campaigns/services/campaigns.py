@@ -53,23 +53,21 @@ CRON_LOOKAHEAD = 200
 # The size of a campaign's ``data`` once serialised.
 MAX_DATA_BYTES = 64 * 1024
 CONDITIONS_PREVIOUS = ("opened", "clicked", "not_opened", "not_clicked")
-# What a draft's edit may change; once scheduled only the name.
-DRAFT_FIELDS = frozenset(
-    {
-        "name",
-        "category",
-        "channels",
-        "segment",
-        "static_list",
-        "data",
-        "steps",
-        "send_at",
-        "local_time",
-        "cron",
-        "timezone",
-        "window_start",
-        "window_end",
-    }
+# What a draft's edit may change (in the console form's order); once scheduled only the name.
+DRAFT_FIELDS = (
+    "name",
+    "category",
+    "channels",
+    "segment",
+    "static_list",
+    "data",
+    "steps",
+    "send_at",
+    "local_time",
+    "cron",
+    "timezone",
+    "window_start",
+    "window_end",
 )
 _UNSET: Any = object()
 
@@ -412,7 +410,7 @@ def campaign_create(*, actor: Actor, **fields: Any) -> Campaign:
 def campaign_update(*, campaign: Campaign, actor: Actor, **changes: Any) -> Campaign:
     """Changes a draft (any of ``DRAFT_FIELDS``; ``steps`` replaces them all), or the name of a
     campaign past draft: anything else is a 409 ``campaign_not_draft``."""
-    unknown = set(changes) - DRAFT_FIELDS
+    unknown = set(changes) - set(DRAFT_FIELDS)
     if unknown:
         raise TypeError(f"campaign_update() got unexpected fields {sorted(unknown)}")
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)

@@ -32,8 +32,8 @@ from communication.exceptions import APIError, NotFoundError, PayloadTooLargeErr
 from communication.models import User
 from notifications import rendering, resolution
 from notifications.categories import category_get
-from notifications.models import BulkRecipient, Delivery, IdempotencyKey, NotificationRequest
-from notifications.services.send import _idempotency_claim, recipients_write
+from notifications.models import BulkRecipient, Delivery, NotificationRequest
+from notifications.services.send import idempotent, recipients_write
 
 logger = logging.getLogger(__name__)
 
@@ -114,20 +114,13 @@ def bulk_send(
             default=str,
         ).encode()
     ).hexdigest()
-    claimed = _idempotency_claim(caller, idempotency_key, digest)
-    if claimed is not None:
-        assert claimed.status_code is not None and claimed.response is not None
-        return BulkOutcome(claimed.status_code, claimed.response, replay=True)
-    try:
-        with transaction.atomic():
-            body = _accept(caller, payload, rows_in, rejected, idempotency_key)
-            IdempotencyKey.objects.filter(caller=caller, key=idempotency_key).update(
-                in_flight=False, status_code=202, response=body
-            )
-    except BaseException:
-        IdempotencyKey.objects.filter(caller=caller, key=idempotency_key, in_flight=True).delete()
-        raise
-    return BulkOutcome(202, body)
+    status_code, body, replay = idempotent(
+        caller=caller,
+        key=idempotency_key,
+        request_hash=digest,
+        call=lambda: _accept(caller, payload, rows_in, rejected, idempotency_key),
+    )
+    return BulkOutcome(status_code, body, replay=replay)
 
 
 def _accept(

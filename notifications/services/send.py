@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -130,27 +130,42 @@ def notification_send(
             202,
             _send(caller=caller, payload=payload, idempotency_key="", resent_from=resent_from),
         )
-    claimed = _idempotency_claim(caller, idempotency_key, _request_hash(payload))
+    status_code, body, replay = idempotent(
+        caller=caller,
+        key=idempotency_key,
+        request_hash=_request_hash(payload),
+        call=lambda: _send(
+            caller=caller,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            resent_from=resent_from,
+        ),
+    )
+    return SendOutcome(status_code, body, replay=replay)
+
+
+def idempotent(
+    *, caller: str, key: str, request_hash: str, call: Callable[[], Any]
+) -> tuple[int, Any, bool]:
+    """Runs ``call`` once per ``(caller, key)``: ``(202, its answer, False)`` the first time
+    (the answer stored with the claim, in ``call``'s transaction), ``(status, stored answer,
+    True)`` for a replay. A different body is a 422, a replay while the first runs a 409."""
+    claimed = _idempotency_claim(caller, key, request_hash)
     if claimed is not None:
         # A claim no longer in flight holds the answer it gave (written with ``in_flight``).
         assert claimed.status_code is not None, "a finished idempotency claim without status"
         assert claimed.response is not None, "a finished idempotency claim without answer"
-        return SendOutcome(claimed.status_code, claimed.response, replay=True)
+        return claimed.status_code, claimed.response, True
     try:
         with transaction.atomic():
-            body = _send(
-                caller=caller,
-                payload=payload,
-                idempotency_key=idempotency_key,
-                resent_from=resent_from,
-            )
-            IdempotencyKey.objects.filter(caller=caller, key=idempotency_key).update(
+            body = call()
+            IdempotencyKey.objects.filter(caller=caller, key=key).update(
                 in_flight=False, status_code=202, response=body
             )
     except BaseException:
-        IdempotencyKey.objects.filter(caller=caller, key=idempotency_key, in_flight=True).delete()
+        IdempotencyKey.objects.filter(caller=caller, key=key, in_flight=True).delete()
         raise
-    return SendOutcome(202, body)
+    return 202, body, False
 
 
 def _resolve_recipients(specs: Sequence[dict[str, Any]]) -> list[resolution.Recipient]:
