@@ -207,8 +207,12 @@ class BulkRecipient(models.Model):
     ``data`` is the recipient's own, merged over the request's."""
 
     id = models.BigAutoField(primary_key=True)
+    # No index of its own: the unique (request, position) serves every look-up by request.
     request = models.ForeignKey(
-        NotificationRequest, on_delete=models.CASCADE, related_name="pending_recipients"
+        NotificationRequest,
+        on_delete=models.CASCADE,
+        related_name="pending_recipients",
+        db_index=False,
     )
     position = models.PositiveIntegerField(help_text="index in the request's recipients")
     user = models.ForeignKey(

@@ -67,7 +67,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='bulkrecipient',
             name='request',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='pending_recipients', to='notifications.notificationrequest'),
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='pending_recipients', to='notifications.notificationrequest'),
         ),
         migrations.AddField(
             model_name='bulkrecipient',
