@@ -739,7 +739,7 @@ def measure_batch_provider(
             stats,
             busy,
             f"; {stats['calls']} calls (largest {stats['largest']} personalizations); launch "
-            f"(recipients written) {launched:.2f} s, the last handed over "
+            f"(run started, its ledger written) {launched:.2f} s, the last handed over "
             f"{stats['last'] - started - launched:.2f} s after; bulk worker peak RSS {peak:.0f} MB",
         )
         print(
