@@ -179,6 +179,9 @@ class NotificationRequest(models.Model):
     campaign_id = models.UUIDField(null=True, blank=True)
     step_id = models.UUIDField(null=True, blank=True)
     run_id = models.UUIDField(null=True, blank=True)
+    # Set while its campaign is paused: workers claim none of its deliveries (they stay queued)
+    # until it is released (``requests_hold`` / ``requests_release``).
+    held_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:

@@ -38,7 +38,7 @@ from communication.exceptions import ConflictError
 from communication.models import User
 from notifications.models import Delivery, NotificationRequest
 from notifications.resolution import Recipient
-from notifications.services.requests import request_cancel
+from notifications.services.requests import request_cancel, requests_hold, requests_release
 from notifications.services.send import recipients_write
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,10 @@ def fanout_enqueue(run_id: Any, step_id: Any, *, countdown: float | None = None)
 
 
 def fanout_kick(campaign: Campaign) -> None:
-    """Enqueues the fan-out of every step of ``campaign``'s running runs that has due pending
-    rows (resume calls it)."""
+    """Resume: releases the campaign's held requests (their queued deliveries are enqueued
+    again) and enqueues the fan-out of every step of its running runs that has due pending
+    rows."""
+    requests_release(NotificationRequest.objects.filter(campaign_id=campaign.id))
     now = timezone.now()
     for run_id, step_id in (
         CampaignRecipient.objects.filter(
@@ -447,10 +449,12 @@ def campaign_settle(campaign: Campaign) -> bool:
 
 
 def campaign_stop_sending(campaign: Campaign, *, cancel: bool) -> None:
-    """Pause: nothing to do (each batch reads the status, the next one stops). Cancel: pending
-    rows become cancelled, runs cancelled, and what of its requests has not gone out yet is
-    cancelled through the requests' own cancel."""
+    """Pause: the campaign's requests are held — workers claim none of their deliveries
+    (those already claimed, at most one task's batch, finish) — and the fan-out's next batch
+    reads the status and stops. Cancel: pending rows become cancelled, runs cancelled, and what
+    of its requests has not gone out yet is cancelled through the requests' own cancel."""
     if not cancel:
+        requests_hold(NotificationRequest.objects.filter(campaign_id=campaign.id))
         return
     with transaction.atomic():
         CampaignRecipient.objects.filter(run__campaign=campaign, state=State.PENDING).update(

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection
 
 from campaigns.models import Campaign
+from campaigns.services.fanout import campaign_stop_sending
 from campaigns.services.status import campaign_transition
 from communication.exceptions import ConflictError
 
@@ -69,6 +70,7 @@ def guardrail_check(campaign: Campaign) -> bool:
         campaign_transition(campaign, Campaign.Status.PAUSED, pause_reason=reason)
     except ConflictError:
         return False
+    campaign_stop_sending(campaign, cancel=False)
     logger.warning(
         "campaign paused by the guardrail", extra={"campaign": str(campaign.id), "reason": reason}
     )

@@ -65,6 +65,11 @@ class Migration(migrations.Migration):
             index=models.Index(condition=models.Q(('campaign_id__isnull', False)), fields=['campaign_id', 'run_id', 'step_id'], name='request_campaign'),
         ),
         migrations.AddField(
+            model_name='notificationrequest',
+            name='held_at',
+            field=models.DateTimeField(blank=True, null=True),
+        ),
+        migrations.AddField(
             model_name='bulkrecipient',
             name='request',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='pending_recipients', to='notifications.notificationrequest'),

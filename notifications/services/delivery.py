@@ -41,7 +41,8 @@ from templates_app.errors import RenderBusyError, RenderLimitError
 
 
 def deliveries_claim(delivery_ids: Iterable[uuid.UUID | str]) -> list[Delivery]:
-    """Takes the due, queued deliveries among ``delivery_ids`` for this worker, in one
+    """Takes the due, queued deliveries among ``delivery_ids`` (but those of a held request: a
+    paused campaign's) for this worker, in one
     conditional ``UPDATE … RETURNING`` (status and lease): a second copy of the task finds nothing
     to claim. Rows another transaction holds at this instant are skipped, not waited for (no lock
     cycles between workers claiming overlapping batches; the sweep re-enqueues one left queued).
@@ -99,10 +100,15 @@ def _claim_statement() -> str:
     )
     return f"""
         WITH due AS (
-            SELECT id FROM notifications_delivery
-            WHERE id = ANY(%s) AND status = 'queued'
-              AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
-            ORDER BY id FOR UPDATE SKIP LOCKED
+            SELECT d.id FROM notifications_delivery AS d
+            WHERE d.id = ANY(%s) AND d.status = 'queued'
+              AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= %s)
+              AND NOT EXISTS (
+                SELECT 1 FROM notifications_notification AS hn
+                JOIN notifications_notificationrequest AS hr ON hr.id = hn.request_id
+                WHERE hn.id = d.notification_id AND hr.held_at IS NOT NULL
+              )
+            ORDER BY d.id FOR UPDATE OF d SKIP LOCKED
         ), claimed AS (
             UPDATE notifications_delivery AS d
             SET status = 'sending', attempts = d.attempts + 1, sending_at = %s, updated_at = %s,

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from analytics import events
 from communication.exceptions import APIError, ConflictError, NotFoundError
+from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, NotificationRequest
 from notifications.services.delivery_events import delivery_event
 from notifications.services.send import RequestBody, request_body
@@ -62,6 +63,30 @@ def notification_cancel(*, notification_id: uuid.UUID | str, actor: str) -> int:
     """Cancels what of one notification (one recipient of a request) has not gone out yet, as
     :func:`deliveries_cancel` does; the request's other recipients are left alone."""
     return _cancel(Delivery.objects.filter(notification_id=notification_id), actor=actor)
+
+
+def requests_hold(requests: QuerySet[NotificationRequest]) -> int:
+    """Holds ``requests`` (a paused campaign's): workers claim none of their deliveries, which
+    stay queued or scheduled; those already claimed finish. Returns how many were held."""
+    return requests.filter(held_at__isnull=True).update(held_at=timezone.now())
+
+
+def requests_release(requests: QuerySet[NotificationRequest]) -> int:
+    """Releases held ``requests`` and enqueues their queued deliveries once the caller commits
+    (the sweep leaves a held request's deliveries alone). Returns how many were released."""
+    held = list(requests.filter(held_at__isnull=False).values_list("id", flat=True))
+    if not held:
+        return 0
+    NotificationRequest.objects.filter(id__in=held).update(held_at=None)
+    waiting = [
+        (str(delivery_id), priority)
+        for delivery_id, priority in Delivery.objects.filter(
+            notification__request_id__in=held, status="queued"
+        ).values_list("id", "priority")
+    ]
+    if waiting:
+        transaction.on_commit(lambda: enqueue_many(waiting))
+    return len(held)
 
 
 def _cancel(deliveries: QuerySet[Delivery], *, actor: str = "") -> int:

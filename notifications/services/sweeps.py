@@ -46,6 +46,8 @@ def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(status="queued", updated_at__lt=stale)
             .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lt=stale))
+            # A held request's deliveries wait for its release, which enqueues them.
+            .filter(notification__request__held_at__isnull=True)
             .values_list("id", "priority")[:batch]
         )
         if lost:
