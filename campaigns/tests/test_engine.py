@@ -24,6 +24,7 @@ from campaigns.services.status import campaign_transition
 from campaigns.tests import factories
 from communication.models import User
 from notifications.models import Delivery, NotificationRequest
+from notifications.services.delivery import deliveries_attempt
 from notifications.services.delivery_events import delivery_event
 
 pytestmark = pytest.mark.django_db
@@ -299,6 +300,27 @@ def test_cancel_cancels_pending_rows_and_queued_deliveries():
     ) == {"cancelled"}
     run.refresh_from_db()
     assert run.status == "cancelled"
+
+
+def test_a_paused_campaigns_written_deliveries_wait_until_it_resumes():
+    factories.users("hold", 3)
+    campaign = factories.campaign(segment=factories.segment_of("hold"))
+    run = runs.run_start(campaign, timezone.now())
+    assert run is not None
+    step = campaign.steps.get()
+    assert fanout.fanout_batch(run.id, step.id).queued == 3
+    ids = list(
+        Delivery.objects.filter(notification__request__run_id=run.id).values_list("id", flat=True)
+    )
+    campaign_transition(campaign, "paused")
+    fanout.campaign_stop_sending(campaign, cancel=False)
+    # A worker given the ids (its task was already queued) claims none of them.
+    assert set(deliveries_attempt(ids).values()) == {"not_claimed"}
+    assert set(Delivery.objects.filter(id__in=ids).values_list("status", flat=True)) == {"queued"}
+
+    campaign_transition(campaign, "running")
+    fanout.fanout_kick(campaign)
+    assert set(deliveries_attempt(ids).values()) == {"sent"}
 
 
 def test_backpressure_waits_while_two_batches_of_deliveries_are_queued():

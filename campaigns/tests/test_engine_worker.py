@@ -153,12 +153,13 @@ def test_pause_stops_within_one_batch_and_resume_serves_each_recipient_once(engi
 
     campaign_transition(Campaign.objects.get(id=campaign.id), "paused")
     fanout.campaign_stop_sending(campaign, cancel=False)
+    # Held from here: no worker claims another of its deliveries. Read in this order, a
+    # delivery handed over meanwhile is counted twice, never missed.
+    in_flight = _sending(campaign)
     sent_at_pause = len(provider.order())
-    # What workers had claimed goes out; what was written but not claimed waits, held.
     wait_for(lambda: _sending(campaign) == 0, 30, what="the claimed deliveries to go")
     held = _waiting(campaign)
-    assert held > 0, "the written deliveries wait while paused"
-    assert len(provider.order()) <= sent_at_pause + 20, "at most the batch in flight"
+    assert len(provider.order()) <= sent_at_pause + in_flight, "only what was claimed went"
     paused = _ledger(campaign)
     assert paused["pending"] > 0, "the fan-out stopped"
     assert len(provider.order()) + held == paused["queued"] < 200
