@@ -187,7 +187,7 @@ class CampaignStep(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.campaign_id} step {self.position}"
+        return f"Step {self.position}"
 
 
 class CampaignRun(models.Model):
