@@ -14,6 +14,7 @@ from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.middleware import csrf
 
+from communication import audit
 from communication.logging import request_id_var
 
 logger = logging.getLogger("communication.access")
@@ -40,6 +41,7 @@ class RequestIdMiddleware:
         incoming = request.headers.get("X-Request-Id", "")
         rid = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = rid
+        request._audit_token = audit.bind_request(request)
         return rid, request_id_var.set(rid), time.perf_counter()
 
     def _end(self, request, response, rid, token, started):
@@ -57,6 +59,7 @@ class RequestIdMiddleware:
             },
         )
         request_id_var.reset(token)
+        audit.unbind_request(request._audit_token)
         return response
 
     def __call__(self, request):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import ClassVar, Self
 
+import pgtrigger
 import phonenumbers
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.contrib.postgres.fields import ArrayField
@@ -164,3 +165,72 @@ class WalFlush(models.Model):
 
     slot = models.SmallIntegerField(primary_key=True)
     flushes = models.BigIntegerField(default=0)
+
+
+class AuditEntry(models.Model):
+    """One thing someone did: append-only, chained for tamper evidence by ``communication.audit``.
+
+    ``changes`` names the fields that changed, with before/after values only where they are not
+    personal (never secrets, tokens, message bodies, addresses or names). The table refuses UPDATE
+    and DELETE (a trigger); the retention path lifts that for itself alone, leaving an anchor.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(db_default=Now())
+    # "user:<user_id>", "service:<client_id>", "staff:<username>" or "system": no foreign key, so
+    # the entry outlives the account and an erasure leaves it intact.
+    actor = models.CharField(max_length=300)
+    action = models.CharField(max_length=64)  # "<noun>.<verb>": "template.approve", "erasure.run"
+    object_type = models.CharField(max_length=64)  # "<app_label>.<model>" or a noun
+    object_id = models.CharField(max_length=255, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["actor", "-id"], name="audit_actor"),
+            models.Index(fields=["object_type", "object_id", "-id"], name="audit_object"),
+            models.Index(fields=["action", "-id"], name="audit_action"),
+            models.Index(fields=["at"], name="audit_at"),
+        ]
+        triggers = [
+            pgtrigger.Protect(
+                name="audit_append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type}:{self.object_id} by {self.actor}"
+
+
+class ErasureRequest(models.Model):
+    """A right-to-erasure request and what it erased.
+
+    The subject is kept only as a keyed hash (``SUPPRESSION_HASH_KEY``) of the identifier the
+    caller gave, so this record cannot say whom it was about to anyone without the key.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    subject_kind = models.CharField(max_length=8)  # user_id, email, phone
+    subject_hash = models.CharField(max_length=64)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    erased = models.JSONField(default=dict, blank=True)  # {"<app>.<kind>": n}
+    already_erased = models.BooleanField(default=False)
+    requested_by = models.CharField(max_length=300)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["subject_hash", "-created_at"], name="erasure_subject")]
+
+    def __str__(self) -> str:
+        return f"erasure {self.id} ({self.status})"

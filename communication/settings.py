@@ -111,6 +111,7 @@ INSTALLED_APPS = [
     "channels",
     "csp",
     "axes",
+    "pgtrigger",  # the audit table refuses UPDATE and DELETE in the database
     *PROJECT_APPS,
 ]
 
@@ -617,3 +618,28 @@ try:
         ipaddress.ip_network(_network.strip(), strict=False)
 except ValueError as _exc:
     raise environ.ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {_exc}") from _exc
+
+# ----------------------------------------------------------------------------------- compliance
+
+# Days each kind of personal data is kept; 0 keeps it forever. communication.compliance's
+# registry maps every model holding personal data to one of these kinds.
+RETENTION_DAYS = {
+    kind: env.int(f"RETENTION_{kind.upper()}_DAYS", default=default)
+    for kind, default in {
+        "notifications": 365,
+        "deliveries": 365,
+        "events": ANALYTICS_EVENT_RETENTION_DAYS,
+        "messages": 0,
+        "attachments": 0,
+        "outbox": 30,
+        "provider_payloads": 90,
+        "realtime": REALTIME_EVENT_RETENTION_DAYS,
+        "audit": 730,
+    }.items()
+}
+# The key of the suppression list's keyed hashes: an erased address survives only as
+# HMAC-SHA256(key, address), so it is still never mailed. Never rotate it with other keys: an
+# erased address cannot be hashed again under a new one.
+SUPPRESSION_HASH_KEY = env.str("SUPPRESSION_HASH_KEY", default="") or SECRET_KEY
+# An erasure that finds more rows than this runs on the worker and answers 202 with a status URL.
+ERASURE_SYNC_MAX_ROWS = env.int("ERASURE_SYNC_MAX_ROWS", default=5000)
