@@ -9,7 +9,11 @@ class AnalyticsConfig(AppConfig):
         from django.conf import settings  # noqa: PLC0415
 
         # The metrics registry (and its system check) exists before the apps register into it.
-        from analytics import metrics, pricing  # noqa: F401, PLC0415
+        from analytics import (  # noqa: F401, PLC0415
+            compliance,
+            metrics,
+            pricing,
+        )
 
         # A malformed price list stops the start, rather than every cost silently missing.
         pricing.validate(settings.PROVIDER_PRICES)

@@ -13,6 +13,7 @@ class CommunicationConfig(AppConfig):
 
         # Registers the OpenAPI extension; the module imports DRF, which needs the settings.
         from communication.auth import schema  # noqa: F401, PLC0415
+        from communication.compliance import declarations  # noqa: F401, PLC0415
 
         # The console's home page shows the apps' panels (communication.console), not unfold's
         # list of apps. unfold's own ready() made the site, earlier in INSTALLED_APPS.

@@ -9,7 +9,11 @@ class MessagingConfig(AppConfig):
     def ready(self):
         # Here, not at the top: both import models, which cannot load before the registry.
         from communication import realtime  # noqa: PLC0415
-        from messaging import consumers, metrics  # noqa: PLC0415
+        from messaging import (  # noqa: PLC0415
+            compliance,  # noqa: F401
+            consumers,
+            metrics,
+        )
 
         realtime.handlers.update(consumers.HANDLERS)
         # The socket count first: a later hook that raises closes the socket, and the disconnect

@@ -9,7 +9,12 @@ class NotificationsConfig(AppConfig):
         # Imported once the app registry is ready: the services import the models. The console
         # module registers the dashboard's panels, the metrics module its scrape-time collector.
         from communication import realtime  # noqa: PLC0415
-        from notifications import console, metrics, services  # noqa: F401, PLC0415
+        from notifications import (  # noqa: F401, PLC0415
+            compliance,
+            console,
+            metrics,
+            services,
+        )
 
         # The gateway's first message carries the unread count.
         realtime.ready_hooks.append(lambda user: {"unread": services.unread_count(user)})

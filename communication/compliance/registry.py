@@ -41,7 +41,11 @@ class PersonalData:
     ``RETENTION_DAYS`` kind whose clock runs from ``age_field``; expired rows are treated as
     ``expire`` says (the erase mode by default). ``files`` are storage-name fields whose files go
     with the row. ``eraser`` erases what is not rows (Redis keys, caches) and returns a count.
-    ``export`` lists the fields a person's export shows (None: not exported).
+    ``expirer`` replaces row-by-row expiry for kinds with their own path (partitions dropped,
+    the audit trail's anchored removal): it takes the cutoff and returns a count. ``export``
+    lists the fields a person's export shows (None: not exported). Erasure runs entries by
+    ``order`` (then registration): rows found through another table's personal fields go
+    before that table is anonymised.
     """
 
     name: str
@@ -53,8 +57,11 @@ class PersonalData:
     age_field: str = "created_at"
     expire: Erase | None = None
     files: tuple[str, ...] = ()
+    storage: Callable[[], Any] | None = None  # the Django storage ``files`` live in
     export: tuple[str, ...] | None = None
     eraser: Callable[[Subject], int] | None = None
+    expirer: Callable[[Any], int] | None = None
+    order: int = 100
 
     @property
     def model_class(self) -> type[models.Model]:
@@ -78,7 +85,8 @@ def register(*entries: PersonalData) -> None:
 
 
 def entries() -> list[PersonalData]:
-    return list(_registry.values())
+    """Every declaration, in erasure order."""
+    return sorted(_registry.values(), key=lambda entry: entry.order)
 
 
 def get(name: str) -> PersonalData:
