@@ -3,9 +3,9 @@
 ``analytics_event`` is partitioned by range of ``occurred_at``, one partition per UTC month
 named ``analytics_event_pYYYYMM`` (migration 0003 creates the first ones), plus
 ``analytics_event_default``, which takes any row no partition covers so that an insert never
-fails. The daily beat task (``partitions_maintain``):
+fails.
 
-- creates the partitions from the current month to ``ANALYTICS_PARTITIONS_AHEAD`` months ahead.
+- The daily beat task (``partitions_maintain``) creates the partitions from the current month to ``ANALYTICS_PARTITIONS_AHEAD`` months ahead.
   A month whose rows already sit in the default partition (the beat was down when it began)
   gets them moved, in one transaction: the table is created on its own with a CHECK constraint
   matching its bounds, the rows are moved out of the default partition into it, and it is
@@ -13,7 +13,8 @@ fails. The daily beat task (``partitions_maintain``):
   ATTACH takes an ACCESS EXCLUSIVE lock on the default partition (normally empty, so held for
   milliseconds) and a SHARE UPDATE EXCLUSIVE one on the parent: inserts into the other
   partitions go on meanwhile.
-- detaches, then drops, the partitions wholly older than ``ANALYTICS_EVENT_RETENTION_DAYS``
+- The compliance retention run (``partitions_retire``, the events' ``expirer``) detaches, then
+  drops, the partitions wholly older than ``RETENTION_DAYS["events"]``
   (DETACH … CONCURRENTLY is not allowed beside a default partition, so a plain DETACH, which is
   instant once it holds its lock), deletes the default partition's rows and the first
   engagements older than the oldest month kept, and the rollups older than
@@ -149,13 +150,18 @@ def _lit(at: dt.datetime) -> str:
 
 
 def partitions_retire(*, now: dt.datetime | None = None) -> MaintenanceResult:
-    """Detaches and drops the partitions wholly older than ANALYTICS_EVENT_RETENTION_DAYS, with
-    the default partition's rows and the first engagements before the oldest month kept, and
-    deletes the rollups older than ANALYTICS_ROLLUP_RETENTION_DAYS."""
+    """Detaches and drops the partitions wholly older than RETENTION_DAYS["events"], with the
+    default partition's rows and the first engagements before the oldest month kept, and
+    deletes the rollups older than ANALYTICS_ROLLUP_RETENTION_DAYS.
+
+    Called by the compliance retention run (the events' ``expirer``), the one path that
+    removes events."""
     now = now or timezone.now()
     result = MaintenanceResult()
     # Everything before the cutoff's month goes: that month still holds rows to keep.
     keep_from = rollups.events_kept_from(now)
+    if keep_from is None:
+        keep_from = dt.datetime.min.replace(tzinfo=dt.UTC)
     for name, month in sorted(partitions_list().items(), key=lambda item: item[1]):
         if _bound(next_month(month)) > keep_from:
             continue
@@ -175,8 +181,6 @@ def partitions_retire(*, now: dt.datetime | None = None) -> MaintenanceResult:
 
 
 def partitions_maintain(*, now: dt.datetime | None = None) -> dict[str, Any]:
-    """The daily task: partitions ahead, then retention."""
-    ensured = partitions_ensure(now=now)
-    retired = partitions_retire(now=now)
-    ensured.dropped, ensured.rollups_deleted = retired.dropped, retired.rollups_deleted
-    return ensured.as_dict()
+    """The daily task: partitions ahead. Retiring them is the compliance retention run's (the
+    events' ``expirer`` calls ``partitions_retire``): one path removes events."""
+    return partitions_ensure(now=now).as_dict()

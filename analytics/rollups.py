@@ -240,10 +240,14 @@ def rollup_run(*, wait: bool = False) -> RunResult:
         return result
 
 
-def events_kept_from(now: dt.datetime | None = None) -> dt.datetime:
+def events_kept_from(now: dt.datetime | None = None) -> dt.datetime | None:
     """The oldest moment whose events the retention still keeps: the start of the UTC month
-    that holds ``now - ANALYTICS_EVENT_RETENTION_DAYS`` (partitions go by whole months)."""
-    cutoff = (now or timezone.now()) - dt.timedelta(days=settings.ANALYTICS_EVENT_RETENTION_DAYS)
+    that holds ``now - RETENTION_DAYS["events"]`` (partitions go by whole months); None when
+    events are kept forever (0 days)."""
+    days = settings.RETENTION_DAYS["events"]
+    if days <= 0:
+        return None
+    cutoff = (now or timezone.now()) - dt.timedelta(days=days)
     return _day_floor(cutoff).replace(day=1)
 
 
@@ -254,7 +258,8 @@ def rollup_rebuild(start: dt.datetime, end: dt.datetime) -> RunResult:
 
     The range starts no earlier than the events the retention keeps: rebuilding a bucket whose
     events are gone would erase its rollups, which outlive them."""
-    lo = max(_hour_floor(start), events_kept_from())
+    kept_from = events_kept_from()
+    lo = _hour_floor(start) if kept_from is None else max(_hour_floor(start), kept_from)
     hi = _hour_floor(end) + (HOUR if _hour_floor(end) < end else dt.timedelta(0))
     with transaction.atomic(), connection.cursor() as cursor:
         _lock(cursor, wait=True)

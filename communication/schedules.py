@@ -5,7 +5,8 @@ Each entry: name -> (task, every seconds, queue). Apps add their sweeps here as 
 
 SCHEDULES: dict[str, tuple[str, float, str]] = {
     "heartbeat-roundtrip": ("communication.tasks.heartbeat_roundtrip", 30.0, "default"),
-    "realtime-events-prune": ("communication.tasks.prune_realtime_events", 3600.0, "default"),
+    # Personal data past its retention, the realtime event log included (compliance.retention).
+    "compliance-retention": ("communication.tasks.retention_run", 3600.0, "default"),
     "messaging-presence-sweep": ("messaging.tasks.presence_sweep", 15.0, "default"),
     "deliveries-sweep": ("notifications.tasks.sweep", 5.0, "default"),
     "idempotency-prune": ("notifications.tasks.prune_idempotency_keys", 3600.0, "default"),

@@ -268,8 +268,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Worker and beat write a heartbeat to Redis this often; /health/ready reports its age.
 HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
 HEARTBEAT_STALE_AFTER = env.int("HEARTBEAT_STALE_AFTER", default=60)
-# Websocket events kept for replay on reconnect.
-REALTIME_EVENT_RETENTION_DAYS = env.int("REALTIME_EVENT_RETENTION_DAYS", default=7)
+# Websocket events are kept for replay on reconnect for RETENTION_DAYS["realtime"] (below).
 
 # ------------------------------------------------------------------------------------------ DRF
 
@@ -596,10 +595,10 @@ CAMPAIGN_GUARDRAIL_COMPLAINT_RATE = env.float("CAMPAIGN_GUARDRAIL_COMPLAINT_RATE
 # ------------------------------------------------------------------------------------ analytics
 
 # The event table is partitioned by month of occurred_at (analytics.partitions): a beat task keeps
-# ANALYTICS_PARTITIONS_AHEAD months ready and detaches (then drops) the partitions wholly older
-# than ANALYTICS_EVENT_RETENTION_DAYS; rollups are kept for ANALYTICS_ROLLUP_RETENTION_DAYS.
+# ANALYTICS_PARTITIONS_AHEAD months ready; the retention run detaches (then drops) the partitions
+# wholly older than RETENTION_DAYS["events"] (below); rollups are kept for
+# ANALYTICS_ROLLUP_RETENTION_DAYS.
 ANALYTICS_PARTITIONS_AHEAD = env.int("ANALYTICS_PARTITIONS_AHEAD", default=3)
-ANALYTICS_EVENT_RETENTION_DAYS = env.int("ANALYTICS_EVENT_RETENTION_DAYS", default=400)
 ANALYTICS_ROLLUP_RETENTION_DAYS = env.int("ANALYTICS_ROLLUP_RETENTION_DAYS", default=800)
 # Open pixels and click links stop being recorded this long after the send.
 TRACKING_TOKEN_MAX_AGE_DAYS = env.int("TRACKING_TOKEN_MAX_AGE_DAYS", default=90)
@@ -622,18 +621,20 @@ except ValueError as _exc:
 # ----------------------------------------------------------------------------------- compliance
 
 # Days each kind of personal data is kept; 0 keeps it forever. communication.compliance's
-# registry maps every model holding personal data to one of these kinds.
+# registry maps every model holding personal data to one of these kinds; the retention run
+# (communication.compliance.retention, hourly) removes what is older. The events' and the
+# realtime log's older settings are still read when the new name is not set.
 RETENTION_DAYS = {
     kind: env.int(f"RETENTION_{kind.upper()}_DAYS", default=default)
     for kind, default in {
         "notifications": 365,
         "deliveries": 365,
-        "events": ANALYTICS_EVENT_RETENTION_DAYS,
+        "events": env.int("ANALYTICS_EVENT_RETENTION_DAYS", default=400),
         "messages": 0,
         "attachments": 0,
         "outbox": 30,
         "provider_payloads": 90,
-        "realtime": REALTIME_EVENT_RETENTION_DAYS,
+        "realtime": env.int("REALTIME_EVENT_RETENTION_DAYS", default=7),
         "audit": 730,
     }.items()
 }

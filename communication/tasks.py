@@ -1,11 +1,7 @@
-import datetime as dt
-
 from celery import shared_task
-from django.conf import settings
-from django.utils import timezone
 
 from communication import heartbeat
-from communication.models import RealtimeEvent
+from communication.compliance import retention
 
 
 @shared_task(ignore_result=True)
@@ -15,8 +11,7 @@ def heartbeat_roundtrip():
 
 
 @shared_task(ignore_result=True)
-def prune_realtime_events():
-    """Forgets websocket events older than REALTIME_EVENT_RETENTION_DAYS (a client resuming from
-    before that gets ``resync_required``)."""
-    cutoff = timezone.now() - dt.timedelta(days=settings.REALTIME_EVENT_RETENTION_DAYS)
-    return RealtimeEvent.objects.filter(created_at__lt=cutoff).delete()[0]
+def retention_run():
+    """Removes the personal data past its RETENTION_<KIND>_DAYS (the realtime event log, whose
+    clients resuming from before it get ``resync_required``, included)."""
+    return retention.retention_run()

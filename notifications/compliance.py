@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Q
+import datetime as dt
+
+from django.db.models import Exists, OuterRef, Q
 
 from communication.compliance.registry import Erase, PersonalData, Subject, register
 
@@ -62,6 +64,33 @@ def _delivery_events(subject: Subject) -> Q:
     from notifications.models import Delivery  # noqa: PLC0415
 
     return Q(delivery_id__in=Delivery.objects.filter(_deliveries(subject)).values("id"))
+
+
+def _settled() -> tuple[str, ...]:
+    # What retention may remove: a final state, or sent (only a receipt may still come, and
+    # many channels never send one). Scheduled, queued, sending and ambiguous ones stay.
+    from notifications.models import Delivery  # noqa: PLC0415
+
+    return (*Delivery.FINAL, Delivery.Status.SENT)
+
+
+def _expire_deliveries(cutoff: dt.datetime) -> int:
+    from communication.compliance import registry, retention  # noqa: PLC0415
+
+    entry = registry.get("notifications.deliveries")
+    rows = retention.expired_rows(entry, cutoff).filter(status__in=_settled())
+    return retention.expire_rows(entry, rows)
+
+
+def _expire_notifications(cutoff: dt.datetime) -> int:
+    # A notification goes only once none of its deliveries is still to be sent.
+    from communication.compliance import registry, retention  # noqa: PLC0415
+    from notifications.models import Delivery  # noqa: PLC0415
+
+    entry = registry.get("notifications.notifications")
+    pending = Delivery.objects.filter(notification=OuterRef("pk")).exclude(status__in=_settled())
+    rows = retention.expired_rows(entry, cutoff).exclude(Exists(pending))
+    return retention.expire_rows(entry, rows)
 
 
 register(
@@ -135,6 +164,7 @@ register(
         fields={"address": "", "error": "", "device_results": {}, "reason": ""},
         retention="deliveries",
         expire=Erase.DELETE,
+        expirer=_expire_deliveries,
         export=("channel", "status", "provider", "sent_at", "delivered_at", "created_at"),
         order=60,
     ),
@@ -155,6 +185,7 @@ register(
         },
         retention="notifications",
         expire=Erase.DELETE,
+        expirer=_expire_notifications,
         export=("category_id", "title", "body", "action_url", "read_at", "created_at"),
         order=70,
     ),

@@ -110,7 +110,7 @@ def test_rows_waiting_in_the_default_partition_move_into_their_new_month(setting
 
 
 def test_partitions_wholly_past_retention_are_detached_and_dropped(settings):
-    settings.ANALYTICS_EVENT_RETENTION_DAYS = 400
+    settings.RETENTION_DAYS = {**settings.RETENTION_DAYS, "events": 400}
     settings.ANALYTICS_ROLLUP_RETENTION_DAYS = 800
     settings.ANALYTICS_PARTITIONS_AHEAD = 1
     now = FUTURE

@@ -198,7 +198,7 @@ def test_running_again_or_rebuilding_the_range_changes_nothing():
 
 
 def test_a_rebuild_leaves_the_rollups_of_months_whose_events_are_gone(db, settings):
-    settings.ANALYTICS_EVENT_RETENTION_DAYS = 40
+    settings.RETENTION_DAYS = {**settings.RETENTION_DAYS, "events": 40}
     old = (NOW - dt.timedelta(days=200)).replace(minute=0, second=0, microsecond=0)
     Rollup.objects.create(
         granularity="hour",

@@ -40,11 +40,31 @@ def _identity_cache(subject: Subject) -> int:
     return len(found)
 
 
+def _audit_expire(before) -> int:
+    # The trail's own anchored removal (the only path past its append-only trigger).
+    from communication import audit  # noqa: PLC0415
+
+    expire = getattr(audit, "audit_expire", None)
+    if expire is None:  # until the audit chain lands (branch h-audit)
+        return 0
+    return int(expire(before))
+
+
 def _erased_username(pk) -> str:
     return f"erased-{pk}"
 
 
 register(
+    # Not a person's data to erase (entries name no one beyond an id), but kept only so long.
+    PersonalData(
+        name="communication.audit",
+        model="communication.AuditEntry",
+        rows=None,
+        erase=Erase.DELETE,
+        retention="audit",
+        age_field="at",
+        expirer=_audit_expire,
+    ),
     PersonalData(
         name="communication.realtime_events",
         model="communication.RealtimeEvent",
