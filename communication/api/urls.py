@@ -1,3 +1,6 @@
+from django.urls import re_path
+
+from communication.api.compliance import ComplianceExportView, ComplianceReportView
 from communication.api.routers import OptionalSlashRouter
 from communication.api.views import MeViewSet, UserViewSet
 
@@ -5,4 +8,12 @@ router = OptionalSlashRouter()
 router.register("me", MeViewSet, basename="me")
 router.register("users", UserViewSet, basename="user")
 
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    re_path(
+        r"^compliance/export/(?P<user_id>[^/]+)/?$",
+        ComplianceExportView.as_view(),
+        name="compliance-export",
+    ),
+    re_path(r"^compliance/report/?$", ComplianceReportView.as_view(), name="compliance-report"),
+]
