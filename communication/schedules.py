@@ -6,6 +6,9 @@ Each entry: name -> (task, every seconds, queue). Apps add their sweeps here as 
 SCHEDULES: dict[str, tuple[str, float, str]] = {
     "heartbeat-roundtrip": ("communication.tasks.heartbeat_roundtrip", 30.0, "default"),
     "realtime-events-prune": ("communication.tasks.prune_realtime_events", 3600.0, "default"),
+    "audit-chain": ("communication.tasks.audit_chain", 10.0, "default"),
+    # The whole chain recomputed once a day; the console's header shows the outcome.
+    "audit-verify": ("communication.tasks.audit_verify", 86400.0, "default"),
     "messaging-presence-sweep": ("messaging.tasks.presence_sweep", 15.0, "default"),
     "deliveries-sweep": ("notifications.tasks.sweep", 5.0, "default"),
     "idempotency-prune": ("notifications.tasks.prune_idempotency_keys", 3600.0, "default"),

@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from communication import heartbeat
+from communication import audit, heartbeat
 from communication.models import RealtimeEvent
 
 
@@ -20,3 +20,15 @@ def prune_realtime_events():
     before that gets ``resync_required``)."""
     cutoff = timezone.now() - dt.timedelta(days=settings.REALTIME_EVENT_RETENTION_DAYS)
     return RealtimeEvent.objects.filter(created_at__lt=cutoff).delete()[0]
+
+
+@shared_task(ignore_result=True)
+def audit_chain() -> int:
+    """Seals the audit entries committed since the last run (``communication.audit``)."""
+    return audit.audit_chain()
+
+
+@shared_task(ignore_result=True)
+def audit_verify() -> bool:
+    """Recomputes the whole audit chain; a break is logged as an error and shown in the console."""
+    return audit.audit_verify().ok
