@@ -1,6 +1,8 @@
-"""People and the console's own housekeeping: users, staff groups, categories, login attempts
-(django-axes) and the beat schedules (django-celery-beat), the last three re-registered on unfold's
-``ModelAdmin`` so that every page of the console has its layout."""
+"""People and the console's own housekeeping: users, staff groups, categories, the audit trail,
+login attempts (django-axes) and the beat schedules (django-celery-beat), the last three
+re-registered on unfold's ``ModelAdmin`` so that every page of the console has its layout."""
+
+import json
 
 from axes import admin as axes_admin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
@@ -8,6 +10,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
+from django.utils.html import format_html
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import (
     ClockedSchedule,
@@ -17,11 +20,15 @@ from django_celery_beat.models import (
     SolarSchedule,
 )
 from unfold.admin import ModelAdmin, TabularInline
+from unfold.contrib.filters.admin import RangeDateTimeFilter, TextFilter
+from unfold.decorators import display
 from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
+from unfold.paginator import InfinitePaginator
 from unfold.widgets import UnfoldAdminSelectWidget, UnfoldAdminTextInputWidget
 
+from communication import audit
 from communication.admin_tools import ExactSearchMixin
-from communication.models import Category, User
+from communication.models import AuditEntry, Category, User
 
 admin.site.unregister(Group)
 for _model in (
@@ -99,6 +106,101 @@ class CategoryAdmin(ModelAdmin):
 @admin.register(Group)
 class GroupAdmin(BaseGroupAdmin, ModelAdmin):
     pass
+
+
+# ---------------------------------------------------------------------------------- audit trail
+
+
+class _ExactFilter(TextFilter):
+    """A text box matched exactly, on one of the table's indexes (a contains-match would scan)."""
+
+    field = ""
+
+    def queryset(self, request, queryset):
+        value = (self.value() or "").strip()
+        return queryset.filter(**{self.field: value}) if value else queryset
+
+
+class ActorFilter(_ExactFilter):
+    title = "actor (user:…, service:…, staff:…)"
+    parameter_name = field = "actor"
+
+
+class ActionFilter(_ExactFilter):
+    title = "action (template.approve, …)"
+    parameter_name = field = "action"
+
+
+class ObjectTypeFilter(_ExactFilter):
+    title = "object type (app.model)"
+    parameter_name = field = "object_type"
+
+
+class ObjectIdFilter(_ExactFilter):
+    title = "object id"
+    parameter_name = field = "object_id"
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ModelAdmin):
+    """The audit trail, newest first: read only, even for superusers (the table refuses changes
+    anyway). The header shows the chain's watermark and its last verification."""
+
+    list_display = ("id", "at", "actor", "action", "object", "summary", "ip")
+    list_display_links = ("id",)
+    list_filter = (
+        ActorFilter,
+        ActionFilter,
+        ObjectTypeFilter,
+        ObjectIdFilter,
+        ("at", RangeDateTimeFilter),
+    )
+    list_filter_submit = True
+    ordering = ("-id",)
+    sortable_by = ()
+    paginator = InfinitePaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    list_before_template = "admin/communication/auditentry/chain_status.html"
+    fields = (
+        "id",
+        "at",
+        "actor",
+        "action",
+        "object_type",
+        "object_id",
+        "changes_view",
+        "ip",
+        "request_id",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        context = {"title": "Audit trail", "chain": audit.audit_status(), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    @display(description="object")
+    def object(self, obj: AuditEntry) -> str:
+        return f"{obj.object_type} {obj.object_id}".strip()
+
+    @display(description="changes")
+    def summary(self, obj: AuditEntry) -> str:
+        names = ", ".join(sorted(obj.changes)) if isinstance(obj.changes, dict) else ""
+        return names[:80] + ("…" if len(names) > 80 else "")
+
+    @display(description="changes")
+    def changes_view(self, obj: AuditEntry) -> str:
+        text = json.dumps(obj.changes, indent=2, sort_keys=True, ensure_ascii=False)
+        return format_html('<pre class="whitespace-pre-wrap">{}</pre>', text)
 
 
 # ------------------------------------------------------------------------------ login attempts

@@ -205,6 +205,59 @@ class AuditEntry(models.Model):
         return f"{self.action} {self.object_type}:{self.object_id} by {self.actor}"
 
 
+class AuditSeal(models.Model):
+    """One link of the audit chain: the entry ``entry_id`` sealed at position ``seq``.
+
+    ``hash`` covers the entry's content, ``seq`` and ``prev_hash`` (the hash of link ``seq - 1``,
+    or of the anchor the chain resumes from after retention). The chain is kept in its own table
+    so that writers insert entries without waiting on one another: the chainer appends links in
+    id order as entries become visible, and an entry whose transaction commits late is sealed at
+    a later position. Insert-only, as the entries are.
+    """
+
+    seq = models.BigIntegerField(primary_key=True)
+    # No foreign key: an entry deleted behind the trigger's back must leave its link dangling for
+    # verify_audit to report, not take the link with it.
+    entry_id = models.BigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    prev_hash = models.CharField(max_length=64)
+    sealed_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        triggers = [
+            pgtrigger.Protect(
+                name="audit_seal_append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} entry {self.entry_id}"
+
+
+class AuditAnchor(models.Model):
+    """Where the chain resumes after retention removed its oldest links: the last removed link's
+    ``seq`` and ``hash``, signed with ``SECRET_KEY`` so that a forged anchor fails verification.
+    Insert-only."""
+
+    id = models.BigAutoField(primary_key=True)
+    seq = models.BigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    signature = models.CharField(max_length=64)
+    removed = models.BigIntegerField()  # entries removed by the expiry that left this anchor
+    before = models.DateTimeField()  # the expiry's cut-off
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        triggers = [
+            pgtrigger.Protect(
+                name="audit_anchor_append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"anchor at #{self.seq}"
+
+
 class ErasureRequest(models.Model):
     """A right-to-erasure request and what it erased.
 

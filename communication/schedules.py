@@ -7,6 +7,9 @@ SCHEDULES: dict[str, tuple[str, float, str]] = {
     "heartbeat-roundtrip": ("communication.tasks.heartbeat_roundtrip", 30.0, "default"),
     # Personal data past its retention, the realtime event log included (compliance.retention).
     "compliance-retention": ("communication.tasks.retention_run", 3600.0, "default"),
+    "audit-chain": ("communication.tasks.audit_chain", 10.0, "default"),
+    # The whole chain recomputed once a day; the console's header shows the outcome.
+    "audit-verify": ("communication.tasks.audit_verify", 86400.0, "default"),
     "messaging-presence-sweep": ("messaging.tasks.presence_sweep", 15.0, "default"),
     "deliveries-sweep": ("notifications.tasks.sweep", 5.0, "default"),
     "idempotency-prune": ("notifications.tasks.prune_idempotency_keys", 3600.0, "default"),

@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from communication import heartbeat
+from communication import audit, heartbeat
 from communication.compliance import retention
 
 
@@ -15,3 +15,15 @@ def retention_run():
     """Removes the personal data past its RETENTION_<KIND>_DAYS (the realtime event log, whose
     clients resuming from before it get ``resync_required``, included)."""
     return retention.retention_run()
+
+
+@shared_task(ignore_result=True)
+def audit_chain() -> int:
+    """Seals the audit entries committed since the last run (``communication.audit``)."""
+    return audit.audit_chain()
+
+
+@shared_task(ignore_result=True)
+def audit_verify() -> bool:
+    """Recomputes the whole audit chain; a break is logged as an error and shown in the console."""
+    return audit.audit_verify().ok

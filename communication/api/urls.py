@@ -1,5 +1,6 @@
 from django.urls import re_path
 
+from communication.api.audit import AuditViewSet
 from communication.api.compliance import ComplianceExportView, ComplianceReportView
 from communication.api.routers import OptionalSlashRouter
 from communication.api.views import MeViewSet, UserViewSet
@@ -7,6 +8,7 @@ from communication.api.views import MeViewSet, UserViewSet
 router = OptionalSlashRouter()
 router.register("me", MeViewSet, basename="me")
 router.register("users", UserViewSet, basename="user")
+router.register("compliance/audit", AuditViewSet, basename="compliance-audit")
 
 urlpatterns = [
     *router.urls,

@@ -44,10 +44,7 @@ def _audit_expire(before) -> int:
     # The trail's own anchored removal (the only path past its append-only trigger).
     from communication import audit  # noqa: PLC0415
 
-    expire = getattr(audit, "audit_expire", None)
-    if expire is None:  # until the audit chain lands (branch h-audit)
-        return 0
-    return int(expire(before))
+    return audit.audit_expire(before)
 
 
 def _erased_username(pk) -> str:

@@ -72,9 +72,4 @@ def _retention_status(
 
 
 def _audit_status() -> dict[str, Any]:
-    status = getattr(audit, "audit_status", None)
-    if status is None:  # until the audit chain lands (branch h-audit)
-        return {"available": False}
-    value = status()
-    body = dict(value) if isinstance(value, dict) else dataclasses.asdict(value)
-    return {"available": True, **body}
+    return dataclasses.asdict(audit.audit_status())

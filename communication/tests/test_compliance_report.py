@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from communication import audit
 from communication.compliance import retention
 from communication.models import ErasureRequest, User
 from notifications.models import OutboxMessage
@@ -80,7 +81,16 @@ def test_the_report_counts_erasures_and_exports(reader):
     assert report["erasures"]["count"] == 1
     assert dt.datetime.fromisoformat(report["erasures"]["last_at"]) == finished
     assert report["exports"]["count"] == 1
-    assert "available" in report["audit"]
+
+
+def test_the_report_shows_the_audit_chains_watermark(reader):
+    audit.audit_record("thing.happen", "x")
+    last = audit.audit_record("thing.happen", "x")
+    assert _report(reader)["audit"]["unsealed"] == 2
+    audit.audit_chain()
+    chain = _report(reader)["audit"]
+    assert (chain["watermark_entry_id"], chain["unsealed"]) == (last.id, 0)
+    assert chain["last_chained_at"] is not None
 
 
 def test_the_scope_is_required(make_service_token):

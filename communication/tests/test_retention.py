@@ -14,6 +14,7 @@ from django_celery_beat.models import PeriodicTask
 
 from analytics import events
 from analytics.models import Event
+from communication import audit
 from communication.compliance import retention
 from communication.models import AuditEntry, Category, RealtimeEvent, User
 from messaging import attachments
@@ -196,3 +197,16 @@ def test_the_beat_runs_it_hourly_on_the_default_queue():
     assert (task.task, task.interval.every) == ("communication.tasks.retention_run", 3600)
     assert task.queue.endswith("default")
     assert not PeriodicTask.objects.filter(task__contains="prune_realtime_events").exists()
+
+
+def test_the_audit_trail_expires_through_its_anchored_path(settings):
+    settings.RETENTION_DAYS = {**settings.RETENTION_DAYS, "audit": DAYS}
+    old = AuditEntry.objects.create(at=EXPIRED, actor="system", action="old.thing", object_type="x")
+    new = AuditEntry.objects.create(at=KEPT, actor="system", action="new.thing", object_type="x")
+    counts = retention.retention_run(now=NOW)
+    assert counts["audit"] == 1
+    assert not AuditEntry.objects.filter(id=old.id).exists()
+    assert AuditEntry.objects.filter(id=new.id).exists()
+    # What is left still verifies, the run's own entry included.
+    audit.audit_chain()
+    assert audit.audit_verify().ok
