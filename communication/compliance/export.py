@@ -9,7 +9,7 @@ download links made for the person themselves.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -49,9 +49,10 @@ def export_subject(user: User) -> Subject:
     )
 
 
-def export_open(user: User) -> AsyncIterator[str]:
+def export_open(user: User) -> Iterator[str]:
     """Records the export (one ``compliance.export`` audit entry) and returns its document as
-    an async iterator of JSON text chunks (what a streamed response consumes)."""
+    an iterator of JSON text chunks, read as they are written (what a streamed response
+    consumes: the server's WSGI bridge sends each chunk as it comes)."""
     audit_record(ACTION, "communication.user", user.external_id or user.pk)
     return _document(user, export_subject(user))
 
@@ -89,7 +90,7 @@ def _dump(value: Any) -> str:
     return json.dumps(value, cls=DjangoJSONEncoder, ensure_ascii=False)
 
 
-async def _document(user: User, subject: Subject) -> AsyncIterator[str]:
+def _document(user: User, subject: Subject) -> Iterator[str]:
     out = [
         "{",
         f'"user_id": {_dump(user.external_id)}, ',
@@ -105,7 +106,7 @@ async def _document(user: User, subject: Subject) -> AsyncIterator[str]:
             assert entry.export is not None
             rows = entry.queryset(subject).order_by("pk").values(*entry.export)
             first = True
-            async for row in rows.aiterator(chunk_size=CHUNK_ROWS):
+            for row in rows.iterator(chunk_size=CHUNK_ROWS):
                 text = ("" if first else ", ") + _dump(row if extra is None else row | extra(row))
                 out.append(text)
                 size += len(text)

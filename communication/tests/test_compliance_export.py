@@ -7,7 +7,6 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.core.files.base import ContentFile
 from rest_framework.test import APIClient
 
@@ -83,11 +82,7 @@ def dana():
 
 
 def _chunks(response) -> list[bytes]:
-    # An async iterator, as the ASGI server consumes it.
-    async def collect():
-        return [chunk async for chunk in response.streaming_content]
-
-    return async_to_sync(collect)()
+    return list(response.streaming_content)
 
 
 def _read(response) -> dict:
