@@ -13,12 +13,24 @@ def _storage():
     return attachments.storage()
 
 
+def _expire_edits(cutoff) -> int:
+    # An edit's earlier text goes with the message it belongs to, whenever it was edited.
+    from communication.compliance import registry, retention  # noqa: PLC0415
+    from messaging.models import MessageEdit  # noqa: PLC0415
+
+    entry = registry.get("messaging.edits")
+    return retention.expire_rows(entry, MessageEdit.objects.filter(message__sent_at__lt=cutoff))
+
+
 register(
     PersonalData(
         name="messaging.edits",
         model="messaging.MessageEdit",
         rows=lambda s: Q(message__sender__in=s.users) | Q(edited_by__in=s.users),
         erase=Erase.DELETE,
+        retention="messages",
+        age_field="edited_at",
+        expirer=_expire_edits,
         order=40,
     ),
     PersonalData(

@@ -93,6 +93,21 @@ def _expire_notifications(cutoff: dt.datetime) -> int:
     return retention.expire_rows(entry, rows)
 
 
+def _expire_requests(cutoff: dt.datetime) -> int:
+    # A request's content goes once nothing points at it any more: its notifications expired
+    # (a run before) and no bulk recipient waits to be fanned out.
+    from communication.compliance import registry, retention  # noqa: PLC0415
+    from notifications.models import BulkRecipient, Notification  # noqa: PLC0415
+
+    entry = registry.get("notifications.requests")
+    rows = (
+        retention.expired_rows(entry, cutoff)
+        .exclude(Exists(Notification.objects.filter(request=OuterRef("pk"))))
+        .exclude(Exists(BulkRecipient.objects.filter(request=OuterRef("pk"))))
+    )
+    return retention.expire_rows(entry, rows)
+
+
 register(
     # The analytics events of the subject's deliveries, those to a bare address included: found
     # through the deliveries, hence before those lose their addresses.
@@ -146,6 +161,9 @@ register(
         rows=_single_requests,
         erase=Erase.ANONYMISE,
         fields={"content": {}, "data": {}},
+        retention="notifications",
+        expire=Erase.DELETE,
+        expirer=_expire_requests,
         order=50,
     ),
     PersonalData(

@@ -18,8 +18,9 @@ from communication import audit
 from communication.compliance import retention
 from communication.models import AuditEntry, Category, RealtimeEvent, User
 from messaging import attachments
-from messaging.models import Attachment, Conversation, Message
+from messaging.models import Attachment, Conversation, Message, MessageEdit
 from notifications.models import (
+    BulkRecipient,
     Delivery,
     Notification,
     NotificationRequest,
@@ -101,6 +102,12 @@ def test_rows_past_their_retention_go_and_those_just_inside_it_stay(
     new, new_delivery = _notification(request, alice, KEPT, "delivered")
     # Still to be sent: neither the notification nor its delivery may go, however old.
     old_queued, old_queued_delivery = _notification(request, alice, EXPIRED, "queued")
+    # A request goes once nothing points at it: not while a bulk recipient waits.
+    spent, waiting = (
+        _aged(NotificationRequest.objects.create(caller="service:test", category_id="ret"), at)
+        for at in (EXPIRED, EXPIRED)
+    )
+    BulkRecipient.objects.create(request=waiting, position=0, spec={"email": "b@example.com"})
     outbox = [
         _aged(OutboxMessage.objects.create(channel="email", to="a@example.com"), at)
         for at in (EXPIRED, KEPT)
@@ -122,6 +129,11 @@ def test_rows_past_their_retention_go_and_those_just_inside_it_stay(
         )
         for text, at in (("old secret", EXPIRED), ("new secret", KEPT))
     )
+    # An edit's earlier text goes with its message, however recent the edit.
+    old_edit, new_edit = (
+        MessageEdit.objects.create(message=message, previous_content="draft", edited_by=alice)
+        for message in (old_message, new_message)
+    )
     old_file, new_file = _attachment(alice, EXPIRED, "old"), _attachment(alice, KEPT, "new")
     store = attachments.storage()
     assert store.exists(old_file.file) and store.exists(new_file.file)
@@ -129,7 +141,12 @@ def test_rows_past_their_retention_go_and_those_just_inside_it_stay(
     with django_capture_on_commit_callbacks(execute=True):
         counts = retention.retention_run(now=NOW)
 
-    assert counts == {kind: 1 for kind in ROW_KINDS}
+    # The notifications kind counts the spent request, the messages kind the old edit.
+    assert counts == {kind: 1 for kind in ROW_KINDS} | {"notifications": 2, "messages": 2}
+    assert set(NotificationRequest.objects.values_list("id", flat=True)) == {request.id, waiting.id}
+    assert not NotificationRequest.objects.filter(id=spent.id).exists()
+    assert not MessageEdit.objects.filter(id=old_edit.id).exists()
+    assert list(MessageEdit.objects.values_list("id", flat=True)) == [new_edit.id]
     assert set(Notification.objects.values_list("id", flat=True)) == {new.id, old_queued.id}
     assert not Notification.objects.filter(id=old_done.id).exists()
     assert set(Delivery.objects.values_list("id", flat=True)) == {
