@@ -180,6 +180,8 @@ CHAIN_MAX_PER_RUN = 50_000
 # Where the last full verification's outcome is kept for the console's header.
 VERIFIED_CACHE_KEY = "audit:last-verify"
 LATE_CACHE_KEY = "audit:oldest-open-transaction"
+# audit_status counts the entries awaiting a link up to this many (a backlog, not a census).
+UNSEALED_COUNT_CAP = 10_000
 LATE_MARGIN = dt.timedelta(minutes=15)
 LATE_FALLBACK = dt.timedelta(days=1)
 _ANCHOR_SALT = "communication.audit.anchor"
@@ -228,6 +230,23 @@ def _append_only_lifted(*uris: str) -> Iterator[None]:
             cursor.execute("SELECT set_config('pgtrigger.ignore', '{}', true)")
 
 
+def _remembered(key: str) -> Any:
+    """A hint kept in the cache, or None when it is gone or the cache is unreachable: the chain
+    and its verification never depend on Redis, only the hints do."""
+    try:
+        return cache.get(key)
+    except Exception:  # a cache outage must not stop the chainer or verify_audit
+        log.warning("audit: cache unavailable for %s", key, exc_info=True)
+        return None
+
+
+def _remember(key: str, value: Any) -> None:
+    try:
+        cache.set(key, value, timeout=None)
+    except Exception:  # as above: the hint is lost, nothing else
+        log.warning("audit: cache unavailable for %s", key, exc_info=True)
+
+
 def _columns() -> list[str]:
     return [field.attname for field in AuditEntry._meta.concrete_fields]
 
@@ -243,7 +262,7 @@ def _late_since(*, remember: bool) -> dt.datetime:
     the previous run (kept in the cache) or now. ``LATE_MARGIN`` covers sessions that
     ``pg_stat_activity`` does not show; ``LATE_FALLBACK`` a cache that lost the value."""
     now = timezone.now()
-    previous = cache.get(LATE_CACHE_KEY) or now - LATE_FALLBACK
+    previous = _remembered(LATE_CACHE_KEY) or now - LATE_FALLBACK
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT min(xact_start) FROM pg_stat_activity "
@@ -251,7 +270,7 @@ def _late_since(*, remember: bool) -> dt.datetime:
         )
         oldest_open = cursor.fetchone()[0] or now
     if remember:  # for the next run, once this one's links are committed
-        transaction.on_commit(lambda: cache.set(LATE_CACHE_KEY, oldest_open, timeout=None))
+        transaction.on_commit(lambda: _remember(LATE_CACHE_KEY, oldest_open))
     return min(previous, oldest_open, now - LATE_MARGIN)
 
 
@@ -394,7 +413,7 @@ def audit_verify(*, batch: int = 2000) -> AuditVerification:
         reason=broken[1] if broken else "",
         verified_at=timezone.now(),
     )
-    cache.set(VERIFIED_CACHE_KEY, result, timeout=None)
+    _remember(VERIFIED_CACHE_KEY, result)
     if not result.ok:
         log.error("audit chain broken", extra={"entry_id": result.first_broken_id})
     return result
@@ -403,7 +422,8 @@ def audit_verify(*, batch: int = 2000) -> AuditVerification:
 @dataclass(frozen=True)
 class AuditStatus:
     """The chain at a glance, cheap enough for every report and page: the last link, how many
-    entries wait for one, when the chainer last sealed, and the last full verification."""
+    entries wait for one (up to ``UNSEALED_COUNT_CAP``), when the chainer last sealed, and the
+    last full verification (None when none is remembered)."""
 
     watermark_seq: int
     watermark_entry_id: int | None
@@ -419,10 +439,10 @@ def audit_status() -> AuditStatus:
     return AuditStatus(
         watermark_seq=last.seq if last else (anchor.seq if anchor else 0),
         watermark_entry_id=last.entry_id if last else None,
-        unsealed=_unsealed(last.entry_id if last else 0).count(),
+        unsealed=_unsealed(last.entry_id if last else 0)[:UNSEALED_COUNT_CAP].count(),
         last_chained_at=last.sealed_at if last else None,
         anchor_seq=anchor.seq if anchor else None,
-        last_verification=cache.get(VERIFIED_CACHE_KEY),
+        last_verification=_remembered(VERIFIED_CACHE_KEY),
     )
 
 
