@@ -146,7 +146,7 @@ class AuditEntryAdmin(ModelAdmin):
     """The audit trail, newest first: read only, even for superusers (the table refuses changes
     anyway). The header shows the chain's watermark and its last verification."""
 
-    list_display = ("id", "at", "actor", "action", "object", "summary", "ip")
+    list_display = ("id", "at", "actor", "action", "object", "summary", "address")
     list_display_links = ("id",)
     list_filter = (
         ActorFilter,
@@ -185,12 +185,21 @@ class AuditEntryAdmin(ModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
-        context = {"title": "Audit trail", "chain": audit.audit_status(), **(extra_context or {})}
+        context = {
+            "title": "Audit trail",
+            "chain": audit.audit_status(),
+            "cap": audit.UNSEALED_COUNT_CAP,
+            **(extra_context or {}),
+        }
         return super().changelist_view(request, context)
 
     @display(description="object")
     def object(self, obj: AuditEntry) -> str:
         return f"{obj.object_type} {obj.object_id}".strip()
+
+    @display(description="IP")
+    def address(self, obj: AuditEntry) -> str:
+        return obj.ip or "—"
 
     @display(description="changes")
     def summary(self, obj: AuditEntry) -> str:

@@ -189,7 +189,7 @@ def two_chainers_at_once() -> list[int]:
     return sorted(counts)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_twenty_writers_hold_their_transactions_open_together_and_the_chain_holds():
     """Twenty writers each insert an entry and then wait, transaction open, until all twenty
     have inserted: had one insert waited on another's lock, the barrier would time out. Half
@@ -406,4 +406,3 @@ def test_bad_filters_are_a_400_with_a_code(compliance_client, params):
     response = compliance_client.get("/api/v1/compliance/audit", params)
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "validation_error"
-
