@@ -67,6 +67,10 @@ def test_the_list_is_newest_first_filtered_and_never_counts_the_table(console):
     since = (timezone.now() - dt.timedelta(days=1)).strftime("%Y-%m-%d")
     recent = shown(console.get(LIST, {"at_from_0": since, "at_from_1": "00:00"}))
     assert recent == [rows["webhook"].pk, rows["approve"].pk]
+    older = shown(console.get(LIST, {"at_to_0": since, "at_to_1": "00:00"}))
+    assert older == [rows["old"].pk]
+    refused = console.get(LIST, {"at_from_0": "not a day", "at_from_1": "00:00"})
+    assert refused.status_code == 302 and refused["Location"].endswith("?e=1")
 
 
 @pytest.mark.django_db
