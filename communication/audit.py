@@ -192,14 +192,15 @@ _APPEND_ONLY = (
 
 
 def _canonical(row: Mapping[str, Any]) -> bytes:
-    """An entry as the chain sees it: every column, keys sorted, times in UTC."""
+    """An entry as the chain sees it: every column, keys sorted, times in UTC. A NULL column is
+    left out, so that a nullable column added later leaves the existing links valid."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, dt.datetime):
             return value.astimezone(dt.UTC).isoformat()
         return value
 
-    content = {name: plain(value) for name, value in row.items()}
+    content = {name: plain(value) for name, value in row.items() if value is not None}
     return json.dumps(
         content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
     ).encode()

@@ -109,6 +109,17 @@ def test_a_changed_value_in_changes_is_reported():
 
 
 @pytest.mark.django_db
+def test_a_value_cleared_to_null_is_reported():
+    with audit.audit_actor("staff:ann", ip="10.0.0.9"):
+        entries = record(3)
+    audit.audit_chain()
+    edit_behind_the_triggers(
+        "UPDATE communication_auditentry SET ip = NULL WHERE id = %s", [entries[1].id]
+    )
+    assert audit.audit_verify().first_broken_id == entries[1].id
+
+
+@pytest.mark.django_db
 def test_a_deleted_entry_is_reported_at_its_id():
     entries = record(10)
     audit.audit_chain()
