@@ -455,8 +455,8 @@ def audit_expire(before: dt.datetime, *, batch: int = 5000) -> int:
 
     The only path past the tables' append-only triggers. Each batch, in its own short
     transaction: seals what is pending, finds the longest run of links from the chain's start
-    whose entries are all older than ``before`` (an entry sealed late keeps the links after it
-    until it expires too), records an ``audit.expire`` entry, removes those links and entries,
+    whose entries are all older than ``before`` and whose links recompute (an entry sealed late
+    keeps the links after it until it expires too; a broken link stays), records an ``audit.expire`` entry, removes those links and entries,
     and leaves a signed ``AuditAnchor`` at the last removed link so the rest still verifies.
     """
     removed = 0
@@ -476,19 +476,27 @@ def _expire_batch(before: dt.datetime, batch: int) -> int:
         links = list(
             AuditSeal.objects.filter(seq__gt=start)
             .order_by("seq")
-            .values("seq", "hash", "entry_id")[:batch]
+            .values("seq", "hash", "prev_hash", "entry_id")[:batch]
         )
-        ages = dict(
-            AuditEntry.objects.filter(id__in=[link["entry_id"] for link in links]).values_list(
-                "id", "at"
-            )
-        )
+        rows = {
+            row["id"]: row
+            for row in AuditEntry.objects.filter(
+                id__in=[link["entry_id"] for link in links]
+            ).values(*_columns())
+        }
+        # Each removed link is checked first: an anchor must never vouch for a broken link,
+        # which stays for verify_audit to report.
         cut = []
+        prev = anchor.hash if anchor else GENESIS
         for link in links:
-            at = ages.get(link["entry_id"])
-            if at is None or at >= before:
+            row = rows.get(link["entry_id"])
+            if row is None or row["at"] >= before:
+                break
+            if link["prev_hash"] != prev or _link_hash(link["seq"], prev, row) != link["hash"]:
+                log.error("audit expiry stopped at a broken link", extra={"seq": link["seq"]})
                 break
             cut.append(link)
+            prev = link["hash"]
         if not cut:
             return 0
         last = cut[-1]

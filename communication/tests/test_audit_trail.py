@@ -303,6 +303,18 @@ def test_an_entry_newer_than_the_cut_keeps_the_links_after_it():
 
 
 @pytest.mark.django_db
+def test_expiry_never_anchors_past_a_broken_link():
+    old = _entries_at(800, 6, "old.thing")
+    audit.audit_chain()
+    edit_behind_the_triggers(
+        "UPDATE communication_auditentry SET actor = 'x' WHERE id = %s", [old[3].id]
+    )
+    assert audit.audit_expire(timezone.now() - dt.timedelta(days=730)) == 3
+    status, output = verify_command()
+    assert status == 1 and f"entry {old[3].id}" in output
+
+
+@pytest.mark.django_db
 def test_a_forged_anchor_fails_verification(settings):
     _entries_at(800, 6, "old.thing")
     _entries_at(1, 3, "recent.thing")
