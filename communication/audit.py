@@ -180,6 +180,8 @@ CHAIN_MAX_PER_RUN = 50_000
 # Where the last full verification's outcome is kept for the console's header.
 VERIFIED_CACHE_KEY = "audit:last-verify"
 LATE_CACHE_KEY = "audit:oldest-open-transaction"
+# audit_status counts the entries awaiting a link up to this many (a backlog, not a census).
+UNSEALED_COUNT_CAP = 10_000
 LATE_MARGIN = dt.timedelta(minutes=15)
 LATE_FALLBACK = dt.timedelta(days=1)
 _ANCHOR_SALT = "communication.audit.anchor"
@@ -190,14 +192,15 @@ _APPEND_ONLY = (
 
 
 def _canonical(row: Mapping[str, Any]) -> bytes:
-    """An entry as the chain sees it: every column, keys sorted, times in UTC."""
+    """An entry as the chain sees it: every column, keys sorted, times in UTC. A NULL column is
+    left out, so that a nullable column added later leaves the existing links valid."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, dt.datetime):
             return value.astimezone(dt.UTC).isoformat()
         return value
 
-    content = {name: plain(value) for name, value in row.items()}
+    content = {name: plain(value) for name, value in row.items() if value is not None}
     return json.dumps(
         content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
     ).encode()
@@ -228,6 +231,23 @@ def _append_only_lifted(*uris: str) -> Iterator[None]:
             cursor.execute("SELECT set_config('pgtrigger.ignore', '{}', true)")
 
 
+def _remembered(key: str) -> Any:
+    """A hint kept in the cache, or None when it is gone or the cache is unreachable: the chain
+    and its verification never depend on Redis, only the hints do."""
+    try:
+        return cache.get(key)
+    except Exception:  # a cache outage must not stop the chainer or verify_audit
+        log.warning("audit: cache unavailable for %s", key, exc_info=True)
+        return None
+
+
+def _remember(key: str, value: Any) -> None:
+    try:
+        cache.set(key, value, timeout=None)
+    except Exception:  # as above: the hint is lost, nothing else
+        log.warning("audit: cache unavailable for %s", key, exc_info=True)
+
+
 def _columns() -> list[str]:
     return [field.attname for field in AuditEntry._meta.concrete_fields]
 
@@ -243,7 +263,7 @@ def _late_since(*, remember: bool) -> dt.datetime:
     the previous run (kept in the cache) or now. ``LATE_MARGIN`` covers sessions that
     ``pg_stat_activity`` does not show; ``LATE_FALLBACK`` a cache that lost the value."""
     now = timezone.now()
-    previous = cache.get(LATE_CACHE_KEY) or now - LATE_FALLBACK
+    previous = _remembered(LATE_CACHE_KEY) or now - LATE_FALLBACK
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT min(xact_start) FROM pg_stat_activity "
@@ -251,7 +271,7 @@ def _late_since(*, remember: bool) -> dt.datetime:
         )
         oldest_open = cursor.fetchone()[0] or now
     if remember:  # for the next run, once this one's links are committed
-        transaction.on_commit(lambda: cache.set(LATE_CACHE_KEY, oldest_open, timeout=None))
+        transaction.on_commit(lambda: _remember(LATE_CACHE_KEY, oldest_open))
     return min(previous, oldest_open, now - LATE_MARGIN)
 
 
@@ -394,7 +414,7 @@ def audit_verify(*, batch: int = 2000) -> AuditVerification:
         reason=broken[1] if broken else "",
         verified_at=timezone.now(),
     )
-    cache.set(VERIFIED_CACHE_KEY, result, timeout=None)
+    _remember(VERIFIED_CACHE_KEY, result)
     if not result.ok:
         log.error("audit chain broken", extra={"entry_id": result.first_broken_id})
     return result
@@ -403,7 +423,8 @@ def audit_verify(*, batch: int = 2000) -> AuditVerification:
 @dataclass(frozen=True)
 class AuditStatus:
     """The chain at a glance, cheap enough for every report and page: the last link, how many
-    entries wait for one, when the chainer last sealed, and the last full verification."""
+    entries wait for one (up to ``UNSEALED_COUNT_CAP``), when the chainer last sealed, and the
+    last full verification (None when none is remembered)."""
 
     watermark_seq: int
     watermark_entry_id: int | None
@@ -419,10 +440,10 @@ def audit_status() -> AuditStatus:
     return AuditStatus(
         watermark_seq=last.seq if last else (anchor.seq if anchor else 0),
         watermark_entry_id=last.entry_id if last else None,
-        unsealed=_unsealed(last.entry_id if last else 0).count(),
+        unsealed=_unsealed(last.entry_id if last else 0)[:UNSEALED_COUNT_CAP].count(),
         last_chained_at=last.sealed_at if last else None,
         anchor_seq=anchor.seq if anchor else None,
-        last_verification=cache.get(VERIFIED_CACHE_KEY),
+        last_verification=_remembered(VERIFIED_CACHE_KEY),
     )
 
 
@@ -434,8 +455,8 @@ def audit_expire(before: dt.datetime, *, batch: int = 5000) -> int:
 
     The only path past the tables' append-only triggers. Each batch, in its own short
     transaction: seals what is pending, finds the longest run of links from the chain's start
-    whose entries are all older than ``before`` (an entry sealed late keeps the links after it
-    until it expires too), records an ``audit.expire`` entry, removes those links and entries,
+    whose entries are all older than ``before`` and whose links recompute (an entry sealed late
+    keeps the links after it until it expires too; a broken link stays), records an ``audit.expire`` entry, removes those links and entries,
     and leaves a signed ``AuditAnchor`` at the last removed link so the rest still verifies.
     """
     removed = 0
@@ -455,19 +476,27 @@ def _expire_batch(before: dt.datetime, batch: int) -> int:
         links = list(
             AuditSeal.objects.filter(seq__gt=start)
             .order_by("seq")
-            .values("seq", "hash", "entry_id")[:batch]
+            .values("seq", "hash", "prev_hash", "entry_id")[:batch]
         )
-        ages = dict(
-            AuditEntry.objects.filter(id__in=[link["entry_id"] for link in links]).values_list(
-                "id", "at"
-            )
-        )
+        rows = {
+            row["id"]: row
+            for row in AuditEntry.objects.filter(
+                id__in=[link["entry_id"] for link in links]
+            ).values(*_columns())
+        }
+        # Each removed link is checked first: an anchor must never vouch for a broken link,
+        # which stays for verify_audit to report.
         cut = []
+        prev = anchor.hash if anchor else GENESIS
         for link in links:
-            at = ages.get(link["entry_id"])
-            if at is None or at >= before:
+            row = rows.get(link["entry_id"])
+            if row is None or row["at"] >= before:
+                break
+            if link["prev_hash"] != prev or _link_hash(link["seq"], prev, row) != link["hash"]:
+                log.error("audit expiry stopped at a broken link", extra={"seq": link["seq"]})
                 break
             cut.append(link)
+            prev = link["hash"]
         if not cut:
             return 0
         last = cut[-1]

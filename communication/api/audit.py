@@ -13,8 +13,14 @@ from communication.api import query
 from communication.auth.permissions import HasScope
 from communication.models import AuditEntry
 
-# The text filters and the longest value each column holds: a longer one cannot match.
+# The text filters, matched exactly, and the longest value each column holds.
 TEXT_FILTERS = {"actor": 300, "object_type": 64, "object_id": 255, "action": 64}
+FILTER_HELP = {
+    "actor": "user:<user id>, service:<client id>, staff:<username> or system.",
+    "object_type": "<app>.<model> or a noun, e.g. templates_app.template.",
+    "object_id": "The object's id (with object_type).",
+    "action": "<noun>.<verb>, e.g. template.approve.",
+}
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):
@@ -50,7 +56,7 @@ class AuditViewSet(viewsets.GenericViewSet):
     @extend_schema(
         responses=AuditEntrySerializer(many=True),
         parameters=[
-            *(OpenApiParameter(name, str, description="Exact value.") for name in TEXT_FILTERS),
+            *(OpenApiParameter(name, str, description=text) for name, text in FILTER_HELP.items()),
             OpenApiParameter("since", OpenApiTypes.DATETIME, description="At or after."),
             OpenApiParameter("until", OpenApiTypes.DATETIME, description="Before."),
         ],

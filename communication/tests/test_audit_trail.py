@@ -109,6 +109,17 @@ def test_a_changed_value_in_changes_is_reported():
 
 
 @pytest.mark.django_db
+def test_a_value_cleared_to_null_is_reported():
+    with audit.audit_actor("staff:ann", ip="10.0.0.9"):
+        entries = record(3)
+    audit.audit_chain()
+    edit_behind_the_triggers(
+        "UPDATE communication_auditentry SET ip = NULL WHERE id = %s", [entries[1].id]
+    )
+    assert audit.audit_verify().first_broken_id == entries[1].id
+
+
+@pytest.mark.django_db
 def test_a_deleted_entry_is_reported_at_its_id():
     entries = record(10)
     audit.audit_chain()
@@ -189,13 +200,15 @@ def two_chainers_at_once() -> list[int]:
     return sorted(counts)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_twenty_writers_hold_their_transactions_open_together_and_the_chain_holds():
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_twenty_writers_hold_their_transactions_open_together_and_the_chain_holds(monkeypatch):
     """Twenty writers each insert an entry and then wait, transaction open, until all twenty
     have inserted: had one insert waited on another's lock, the barrier would time out. Half
     commit, the chainer runs past their ids, then the other half (some with lower ids) commit:
     they are sealed later in the chain, by one of two chainers running at once, and the chain
     still verifies."""
+    # No margin: the late half is found because the chainer saw their transactions open.
+    monkeypatch.setattr(audit, "LATE_MARGIN", dt.timedelta(0))
     writers = 20
     inserted = threading.Barrier(writers + 1, timeout=15)
     first_half = threading.Barrier(writers // 2 + 1, timeout=15)
@@ -287,6 +300,18 @@ def test_an_entry_newer_than_the_cut_keeps_the_links_after_it():
     assert AuditEntry.objects.filter(id__in=[keep[0].id, *(e.id for e in after)]).count() == 3
     audit.audit_chain()
     assert audit.audit_verify().ok
+
+
+@pytest.mark.django_db
+def test_expiry_never_anchors_past_a_broken_link():
+    old = _entries_at(800, 6, "old.thing")
+    audit.audit_chain()
+    edit_behind_the_triggers(
+        "UPDATE communication_auditentry SET actor = 'x' WHERE id = %s", [old[3].id]
+    )
+    assert audit.audit_expire(timezone.now() - dt.timedelta(days=730)) == 3
+    status, output = verify_command()
+    assert status == 1 and f"entry {old[3].id}" in output
 
 
 @pytest.mark.django_db
@@ -406,4 +431,3 @@ def test_bad_filters_are_a_400_with_a_code(compliance_client, params):
     response = compliance_client.get("/api/v1/compliance/audit", params)
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "validation_error"
-

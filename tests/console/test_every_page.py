@@ -30,6 +30,7 @@ from django_celery_beat.models import (
 
 from campaigns import services as campaigns
 from campaigns.services import lists
+from communication import audit
 from communication.models import User
 from conftest import STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium, wait_for
 from messaging import services as messaging
@@ -76,6 +77,7 @@ def seed() -> None:
         roles=["support_agent"],
     )
     Group.objects.create(name="Support staff")
+    audit.audit_record("group.create", "auth.group", "Support staff")
 
     outcome = notifications.notification_send(
         caller="console-test",
