@@ -204,6 +204,12 @@ NAVIGATION = [
                 "communication.view_category",
             ),
             _item(
+                "Audit trail",
+                "policy",
+                "communication_auditentry_changelist",
+                "communication.view_auditentry",
+            ),
+            _item(
                 "Login attempts",
                 "lock",
                 "axes_accessattempt_changelist",

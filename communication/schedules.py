@@ -19,3 +19,9 @@ SCHEDULES: dict[str, tuple[str, float, str]] = {
     "analytics-rollup": ("analytics.tasks.rollup", 60.0, "default"),
     "analytics-partitions": ("analytics.tasks.maintain_partitions", 86400.0, "default"),
 }
+
+# Entries an earlier release wrote whose task is gone: setup_schedules deletes them, or beat
+# would keep sending a task no worker knows.
+RETIRED: tuple[str, ...] = (
+    "realtime-events-prune",  # replaced by compliance-retention
+)

@@ -10,7 +10,7 @@ from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from analytics import events
 from analytics.models import Event
@@ -209,6 +209,13 @@ def test_a_run_while_another_holds_the_lock_does_nothing(settings):
 
 
 def test_the_beat_runs_it_hourly_on_the_default_queue():
+    # A deployment that ran the earlier release still has the old prune's entry.
+    interval = IntervalSchedule.objects.create(every=3600, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="realtime-events-prune",
+        task="communication.tasks.prune_realtime_events",
+        interval=interval,
+    )
     call_command("setup_schedules", verbosity=0)
     task = PeriodicTask.objects.get(name="compliance-retention")
     assert (task.task, task.interval.every) == ("communication.tasks.retention_run", 3600)

@@ -7,7 +7,7 @@ from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from communication.celery import queue as celery_queue
-from communication.schedules import SCHEDULES
+from communication.schedules import RETIRED, SCHEDULES
 
 
 class Command(BaseCommand):
@@ -29,4 +29,5 @@ class Command(BaseCommand):
                     "kwargs": json.dumps({}),
                 },
             )
-        self.stdout.write(f"{len(SCHEDULES)} schedule(s) written")
+        retired, _ = PeriodicTask.objects.filter(name__in=RETIRED).delete()
+        self.stdout.write(f"{len(SCHEDULES)} schedule(s) written, {retired} retired")
