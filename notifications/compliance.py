@@ -58,6 +58,45 @@ def _bulk_recipients(subject: Subject) -> Q:
     return q
 
 
+def _suppressions(subject: Subject) -> Q:
+    # Only rows that still show an address: an erased one keeps its hash and nothing else.
+    return Q(channel="email", address__in=subject.emails) | Q(
+        channel="sms", address__in=subject.phones
+    )
+
+
+def _suppress_erased(subject: Subject) -> int:
+    """Suppresses each of the subject's addresses by hash alone (reason ``erased``), so that an
+    erased person is never mailed or texted again at them; an address already suppressed keeps
+    its entry. Returns how many were added."""
+    from django.db import connection  # noqa: PLC0415
+
+    from notifications.models import Suppression, suppression_hash  # noqa: PLC0415
+
+    pairs = [("email", e) for e in subject.emails] + [("sms", p) for p in subject.phones]
+    if not pairs:
+        return 0
+    rows = [(channel, suppression_hash(address)) for channel, address in pairs]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO notifications_suppression "
+            "(channel, address, address_hash, reason, detail, created_at) "
+            "SELECT c, '', h, %s, '', now() FROM unnest(%s::text[], %s::text[]) AS t(c, h) "
+            "ON CONFLICT (channel, address_hash) DO NOTHING",
+            [Suppression.Reason.ERASED, [c for c, _ in rows], [h for _, h in rows]],
+        )
+        return cursor.rowcount
+
+
+def _idempotency_keys(subject: Subject) -> Q:
+    # A stored answer repeats the recipients as the caller named them. Kept a day: a scan of
+    # that day's keys, by the identifiers as JSON strings.
+    q = Q(pk__in=[])
+    for value in (*subject.user_ids, *subject.emails, *subject.phones):
+        q |= Q(response__icontains=f'"{value}"')
+    return q
+
+
 def _delivery_events(subject: Subject) -> Q:
     from notifications.models import Delivery  # noqa: PLC0415
 
@@ -157,6 +196,31 @@ register(
         expire=Erase.DELETE,
         export=("category_id", "title", "body", "action_url", "read_at", "created_at"),
         order=70,
+    ),
+    PersonalData(
+        name="notifications.idempotency_keys",
+        model="notifications.IdempotencyKey",
+        rows=_idempotency_keys,
+        erase=Erase.DELETE,
+        order=50,
+    ),
+    # The suppression list keeps the keyed hash of an erased address, never the address.
+    PersonalData(
+        name="notifications.suppressions",
+        model="notifications.Suppression",
+        rows=_suppressions,
+        erase=Erase.ANONYMISE,
+        fields={"address": "", "detail": ""},
+        export=("channel", "reason", "created_at"),
+        order=80,
+    ),
+    PersonalData(
+        name="notifications.erased_addresses",
+        model="notifications.Suppression",
+        rows=None,
+        erase=Erase.ANONYMISE,
+        eraser=_suppress_erased,
+        order=81,
     ),
     # Provider webhook de-duplication keys: no subject, only a retention clock.
     PersonalData(
