@@ -257,9 +257,9 @@ def _load_facts(category: Category, recipients: list[resolution.Recipient]) -> r
                 [sorted({h for _, h in hashed})],
             )
             for channel, address_hash, reason in cursor.fetchall():
-                address = hashed.get((channel, address_hash))
-                if address is not None:
-                    facts.suppressed[(channel, address)] = reason
+                found = hashed.get((channel, address_hash))
+                if found is not None:
+                    facts.suppressed[(channel, found)] = reason
     return facts
 
 
