@@ -56,6 +56,14 @@ def _offline_requests(subject: Subject) -> Q:
     return Q(notifications__in=_offline_notification_ids(subject)) & ~Q(content={})
 
 
+def _offline_realtime(subject: Subject) -> Q:
+    # The recipients' websocket logs repeat those notifications' title and body.
+    if not subject.users:
+        return Q(pk__in=[])
+    ids = [str(pk) for pk in _offline_notification_ids(subject).values_list("id", flat=True)]
+    return Q(type="notification.created", data__id__in=ids)
+
+
 def _presence_keys(subject: Subject) -> int:
     """The subject's Redis presence: their sockets' sorted set, their entry in the online
     index and their offline-notification bursts. Returns how many keys or entries went."""
@@ -88,6 +96,13 @@ register(
         rows=_offline_requests,
         erase=Erase.ANONYMISE,
         fields={"content": {}},
+        order=30,
+    ),
+    PersonalData(
+        name="messaging.offline_realtime",
+        model="communication.RealtimeEvent",
+        rows=_offline_realtime,
+        erase=Erase.DELETE,
         order=30,
     ),
     PersonalData(

@@ -8,8 +8,10 @@ from rest_framework.test import APIClient
 from campaigns.models import Campaign, CampaignRecipient, CampaignRun, CampaignStep
 from communication.auth import tokens
 from communication.compliance import erasure
-from communication.models import ErasureRequest, User
+from communication.models import ErasureRequest, RealtimeEvent, User
 from conftest import wait_for
+from messaging import services as messaging_services
+from messaging.models import Participant
 from notifications import services as notification_services
 from notifications.models import Delivery, Notification, Suppression, suppression_hash
 
@@ -166,3 +168,26 @@ def test_a_large_erasure_runs_on_the_worker(celery_worker, manager, settings):
     assert body["erased"]["communication.profile"] == 1 and body["already_erased"] is False
     assert body["subject"] is None  # the record keeps the identifier's hash alone
     assert not User.objects.filter(external_id="big").exists()
+
+
+@pytest.mark.django_db
+def test_the_offline_notifications_others_got_lose_the_persons_words():
+    alice = User.objects.create(username="al", external_id="al", name="Alicename")
+    bob = User.objects.create(username="bo", external_id="bo", name="Bob")
+    conversation, _ = messaging_services.conversation_create(
+        user=alice, type="direct", participants=["bo"]
+    )
+    messaging_services.message_send(
+        user=alice, conversation_id=conversation.id, content="secret words"
+    )
+    participant = Participant.objects.get(conversation=conversation, user=bob)
+    assert messaging_services.participant_notify_offline(participant.id) == "sent"
+    notification = Notification.objects.get(user=bob)
+    assert "Alicename" in notification.title and "secret words" in notification.body
+    assert RealtimeEvent.objects.filter(user=bob, type="notification.created").exists()
+    done = erasure.erase("user_id", "al", requested_by="test")
+    assert done.erased["messaging.offline_notifications"] == 1
+    notification.refresh_from_db()
+    assert (notification.title, notification.body) == ("", "")
+    assert notification.data["conversation_id"] == str(conversation.id)
+    assert not RealtimeEvent.objects.filter(user=bob, type="notification.created").exists()
