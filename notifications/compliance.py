@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from communication.compliance.registry import Erase, PersonalData, Subject, register
 
@@ -38,15 +39,25 @@ def _outbox(subject: Subject) -> Q:
 
 
 def _single_requests(subject: Subject) -> Q:
-    # A request's content and variables belong to its recipient only when it had one: a bulk
-    # request's shared variables stay (its per-recipient rows are BulkRecipient).
-    return Q(bulk=False, notifications__in=_notification_ids(subject))
+    # A request's content and variables belong to its recipient only when it had one: those of a
+    # request to several people are theirs too (and their deliveries still render from them); a
+    # bulk request's per-recipient rows are BulkRecipient.
+    from django.db.models import Count  # noqa: PLC0415
+
+    from notifications.models import Notification, NotificationRequest  # noqa: PLC0415
+
+    mine = Notification.objects.filter(_notifications(subject)).values("request_id")
+    single = (
+        NotificationRequest.objects.filter(pk__in=mine, bulk=False)
+        .annotate(recipients=Count("notifications"))
+        .filter(recipients=1)
+        .values("pk")
+    )
+    return Q(pk__in=single) & (~Q(content={}) | ~Q(data={}))
 
 
-def _notification_ids(subject: Subject):
-    from notifications.models import Notification  # noqa: PLC0415
-
-    return Notification.objects.filter(_notifications(subject)).values("id")
+def _pending_deliveries(subject: Subject) -> Q:
+    return _deliveries(subject) & Q(status__in=["scheduled", "queued"])
 
 
 def _bulk_recipients(subject: Subject) -> Q:
@@ -164,6 +175,16 @@ register(
         rows=_bulk_recipients,
         erase=Erase.DELETE,
         order=50,
+    ),
+    # What has not gone yet never goes: to an address about to be blanked, from content about
+    # to be blanked.
+    PersonalData(
+        name="notifications.pending_deliveries",
+        model="notifications.Delivery",
+        rows=_pending_deliveries,
+        erase=Erase.ANONYMISE,
+        fields={"status": "cancelled", "cancelled_at": Now()},
+        order=55,
     ),
     PersonalData(
         name="notifications.deliveries",

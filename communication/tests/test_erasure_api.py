@@ -191,3 +191,29 @@ def test_the_offline_notifications_others_got_lose_the_persons_words():
     assert (notification.title, notification.body) == ("", "")
     assert notification.data["conversation_id"] == str(conversation.id)
     assert not RealtimeEvent.objects.filter(user=bob, type="notification.created").exists()
+
+
+@pytest.mark.django_db
+def test_what_has_not_gone_yet_never_goes_and_shared_content_stays(manager):
+    response = manager.post(
+        "/api/v1/notifications",
+        {
+            "recipients": [{"email": "later@example.com"}, {"email": "other@example.com"}],
+            "category": "alerts",
+            "channels": ["email"],
+            "content": {"subject": "Soon", "body": "Hello {{ x }}."},
+            "data": {"x": "shared"},
+            "scheduled_at": "2099-01-01T00:00:00Z",
+        },
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    done = erasure.erase("email", "later@example.com", requested_by="test")
+    assert done.erased["notifications.pending_deliveries"] == 1
+    mine = Delivery.objects.get(notification__email="", address="")
+    assert mine.status == "cancelled" and mine.cancelled_at
+    theirs = Delivery.objects.get(address="other@example.com")
+    assert theirs.status == "scheduled"
+    # The request was to two people: its content is the other recipient's too, and stays.
+    assert done.erased["notifications.requests"] == 0
+    assert theirs.notification.request.data == {"x": "shared"}
