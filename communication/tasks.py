@@ -27,3 +27,12 @@ def audit_chain() -> int:
 def audit_verify() -> bool:
     """Recomputes the whole audit chain; a break is logged as an error and shown in the console."""
     return audit.audit_verify().ok
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def erasure_run_task(request_id: str, normalised: str):
+    """A right-to-erasure request too large to run within its HTTP request (see
+    ``communication.compliance.erasure``); running it twice finds it finished."""
+    from communication.compliance.erasure import erasure_run  # noqa: PLC0415
+
+    erasure_run(request_id, normalised)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from django.db.models import Q
 
-from communication.compliance.registry import Erase, PersonalData, register
+from communication.compliance.registry import Erase, PersonalData, Subject, register
+
+# The offline-message notifications another participant received quote the subject's name (the
+# title) and words (the body): messaging sends them as this caller.
+OFFLINE_CALLER = "messaging"
 
 
 def _storage():
@@ -22,7 +26,102 @@ def _expire_edits(cutoff) -> int:
     return retention.expire_rows(entry, MessageEdit.objects.filter(message__sent_at__lt=cutoff))
 
 
+def _spoken_in(subject: Subject):
+    from messaging.models import Message  # noqa: PLC0415
+
+    return (
+        Message.objects.filter(sender__in=subject.users)
+        .values_list("conversation_id", flat=True)
+        .distinct()
+    )
+
+
+def _offline_notifications(subject: Subject) -> Q:
+    # Found through the conversations the subject wrote in (the notification names the last
+    # message only); other people's notifications there lose their title and body too.
+    if not subject.users:
+        return Q(pk__in=[])
+    conversations = [str(c) for c in _spoken_in(subject)]
+    return Q(request__caller=OFFLINE_CALLER, data__conversation_id__in=conversations) & (
+        ~Q(title="") | ~Q(body="")
+    )
+
+
+def _offline_notification_ids(subject: Subject):
+    from notifications.models import Notification  # noqa: PLC0415
+
+    return Notification.objects.filter(_offline_notifications(subject)).values("id")
+
+
+def _offline_outbox(subject: Subject) -> Q:
+    if not subject.users:
+        return Q(pk__in=[])
+    return Q(delivery__notification__in=_offline_notification_ids(subject))
+
+
+def _offline_requests(subject: Subject) -> Q:
+    if not subject.users:
+        return Q(pk__in=[])
+    return Q(notifications__in=_offline_notification_ids(subject)) & ~Q(content={})
+
+
+def _offline_realtime(subject: Subject) -> Q:
+    # The recipients' websocket logs repeat those notifications' title and body.
+    if not subject.users:
+        return Q(pk__in=[])
+    ids = [str(pk) for pk in _offline_notification_ids(subject).values_list("id", flat=True)]
+    return Q(type="notification.created", data__id__in=ids)
+
+
+def _presence_keys(subject: Subject) -> int:
+    """The subject's Redis presence: their sockets' sorted set, their entry in the online
+    index and their offline-notification bursts. Returns how many keys or entries went."""
+    from messaging import presence  # noqa: PLC0415
+
+    if not subject.users:
+        return 0
+    client = presence.client()
+    prefix = presence._prefix()
+    removed = 0
+    for pk in subject.users:
+        keys = [presence._user_key(pk)]
+        keys += list(client.scan_iter(match=f"{prefix}:notify:{pk}:*", count=500))
+        removed += client.delete(*keys)
+        removed += client.zrem(presence._users_key(), str(pk))
+    return removed
+
+
 register(
+    PersonalData(
+        name="messaging.offline_outbox",
+        model="notifications.OutboxMessage",
+        rows=_offline_outbox,
+        erase=Erase.DELETE,
+        order=30,
+    ),
+    PersonalData(
+        name="messaging.offline_requests",
+        model="notifications.NotificationRequest",
+        rows=_offline_requests,
+        erase=Erase.ANONYMISE,
+        fields={"content": {}},
+        order=30,
+    ),
+    PersonalData(
+        name="messaging.offline_realtime",
+        model="communication.RealtimeEvent",
+        rows=_offline_realtime,
+        erase=Erase.DELETE,
+        order=30,
+    ),
+    PersonalData(
+        name="messaging.offline_notifications",
+        model="notifications.Notification",
+        rows=_offline_notifications,
+        erase=Erase.ANONYMISE,
+        fields={"title": "", "body": ""},
+        order=35,
+    ),
     PersonalData(
         name="messaging.edits",
         model="messaging.MessageEdit",
@@ -47,9 +146,11 @@ register(
     PersonalData(
         name="messaging.messages",
         model="messaging.Message",
-        rows=lambda s: Q(sender__in=s.users),
+        # Not yet tombstoned, or tombstoned with content left: a second erasure finds nothing.
+        rows=lambda s: Q(sender__in=s.users) & (Q(deleted_at__isnull=True) | ~Q(content="")),
         # The row stays as "message deleted" so that replies and threads keep their place.
         erase=Erase.TOMBSTONE,
+        tombstone_field="deleted_at",
         fields={"content": "", "html": "", "metadata": {}},
         retention="messages",
         age_field="sent_at",
@@ -61,5 +162,12 @@ register(
         model="messaging.UserPresence",
         rows=lambda s: Q(user__in=s.users),
         erase=Erase.DELETE,
+    ),
+    PersonalData(
+        name="messaging.presence_keys",
+        model="messaging.UserPresence",
+        rows=None,
+        erase=Erase.DELETE,
+        eraser=_presence_keys,
     ),
 )

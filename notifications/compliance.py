@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Now
 
 from communication.compliance.registry import Erase, PersonalData, Subject, register
 
@@ -40,15 +41,25 @@ def _outbox(subject: Subject) -> Q:
 
 
 def _single_requests(subject: Subject) -> Q:
-    # A request's content and variables belong to its recipient only when it had one: a bulk
-    # request's shared variables stay (its per-recipient rows are BulkRecipient).
-    return Q(bulk=False, notifications__in=_notification_ids(subject))
+    # A request's content and variables belong to its recipient only when it had one: those of a
+    # request to several people are theirs too (and their deliveries still render from them); a
+    # bulk request's per-recipient rows are BulkRecipient.
+    from django.db.models import Count  # noqa: PLC0415
+
+    from notifications.models import Notification, NotificationRequest  # noqa: PLC0415
+
+    mine = Notification.objects.filter(_notifications(subject)).values("request_id")
+    single = (
+        NotificationRequest.objects.filter(pk__in=mine, bulk=False)
+        .annotate(recipients=Count("notifications"))
+        .filter(recipients=1)
+        .values("pk")
+    )
+    return Q(pk__in=single) & (~Q(content={}) | ~Q(data={}))
 
 
-def _notification_ids(subject: Subject):
-    from notifications.models import Notification  # noqa: PLC0415
-
-    return Notification.objects.filter(_notifications(subject)).values("id")
+def _pending_deliveries(subject: Subject) -> Q:
+    return _deliveries(subject) & Q(status__in=["scheduled", "queued"])
 
 
 def _bulk_recipients(subject: Subject) -> Q:
@@ -57,6 +68,45 @@ def _bulk_recipients(subject: Subject) -> Q:
         q |= Q(email__in=subject.emails)
     if subject.phones:
         q |= Q(phone__in=subject.phones)
+    return q
+
+
+def _suppressions(subject: Subject) -> Q:
+    # Only rows that still show an address: an erased one keeps its hash and nothing else.
+    return Q(channel="email", address__in=subject.emails) | Q(
+        channel="sms", address__in=subject.phones
+    )
+
+
+def _suppress_erased(subject: Subject) -> int:
+    """Suppresses each of the subject's addresses by hash alone (reason ``erased``), so that an
+    erased person is never mailed or texted again at them; an address already suppressed keeps
+    its entry. Returns how many were added."""
+    from django.db import connection  # noqa: PLC0415
+
+    from notifications.models import Suppression, suppression_hash  # noqa: PLC0415
+
+    pairs = [("email", e) for e in subject.emails] + [("sms", p) for p in subject.phones]
+    if not pairs:
+        return 0
+    rows = [(channel, suppression_hash(address)) for channel, address in pairs]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO notifications_suppression "
+            "(channel, address, address_hash, reason, detail, created_at) "
+            "SELECT c, '', h, %s, '', now() FROM unnest(%s::text[], %s::text[]) AS t(c, h) "
+            "ON CONFLICT (channel, address_hash) DO NOTHING",
+            [Suppression.Reason.ERASED, [c for c, _ in rows], [h for _, h in rows]],
+        )
+        return cursor.rowcount
+
+
+def _idempotency_keys(subject: Subject) -> Q:
+    # A stored answer repeats the recipients as the caller named them. Kept a day: a scan of
+    # that day's keys, by the identifiers as JSON strings.
+    q = Q(pk__in=[])
+    for value in (*subject.user_ids, *subject.emails, *subject.phones):
+        q |= Q(response__icontains=f'"{value}"')
     return q
 
 
@@ -173,6 +223,16 @@ register(
         erase=Erase.DELETE,
         order=50,
     ),
+    # What has not gone yet never goes: to an address about to be blanked, from content about
+    # to be blanked.
+    PersonalData(
+        name="notifications.pending_deliveries",
+        model="notifications.Delivery",
+        rows=_pending_deliveries,
+        erase=Erase.ANONYMISE,
+        fields={"status": "cancelled", "cancelled_at": Now()},
+        order=55,
+    ),
     PersonalData(
         name="notifications.deliveries",
         model="notifications.Delivery",
@@ -206,6 +266,31 @@ register(
         expirer=_expire_notifications,
         export=("category_id", "title", "body", "action_url", "read_at", "created_at"),
         order=70,
+    ),
+    PersonalData(
+        name="notifications.idempotency_keys",
+        model="notifications.IdempotencyKey",
+        rows=_idempotency_keys,
+        erase=Erase.DELETE,
+        order=50,
+    ),
+    # The suppression list keeps the keyed hash of an erased address, never the address.
+    PersonalData(
+        name="notifications.suppressions",
+        model="notifications.Suppression",
+        rows=_suppressions,
+        erase=Erase.ANONYMISE,
+        fields={"address": "", "detail": ""},
+        export=("channel", "reason", "created_at"),
+        order=80,
+    ),
+    PersonalData(
+        name="notifications.erased_addresses",
+        model="notifications.Suppression",
+        rows=None,
+        erase=Erase.ANONYMISE,
+        eraser=_suppress_erased,
+        order=81,
     ),
     # Provider webhook de-duplication keys: no subject, only a retention clock.
     PersonalData(

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from communication.compliance.keyed import keyed_hash
 from communication.ids import uuid7
 
 
@@ -100,27 +101,53 @@ class Consent(models.Model):
         return f"{self.user} {'granted' if self.granted else 'withdrew'} {what}{how}"
 
 
+def suppression_hash(address: str) -> str:
+    """The keyed hash a suppression is looked up by (``address`` normalised: lower-cased email,
+    E.164 number): it outlives the address, which an erasure blanks."""
+    return keyed_hash(address)
+
+
 class Suppression(models.Model):
+    """An address nothing is sent to, found by its keyed hash (``address_hash``). ``address`` is
+    kept for staff to read until the person's data is erased; then it is blank and the hash alone
+    keeps the address suppressed."""
+
     class Reason(models.TextChoices):
         HARD_BOUNCE = "hard_bounce"
         COMPLAINT = "complaint"
         UNSUBSCRIBE = "unsubscribe"
         MANUAL = "manual"
         INVALID = "invalid"
+        ERASED = "erased"
+
+    ERASED_LABEL = "[erased]"
 
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    address = models.CharField(max_length=320, help_text="email (lower-cased) or E.164 number")
+    address = models.CharField(
+        max_length=320, blank=True, help_text="email (lower-cased) or E.164 number"
+    )
+    address_hash = models.CharField(max_length=64, editable=False)
     reason = models.CharField(max_length=16, choices=Reason.choices)
     detail = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["channel", "address"], name="suppression_unique")
+            models.UniqueConstraint(fields=["channel", "address_hash"], name="suppression_unique")
         ]
 
     def __str__(self) -> str:
-        return f"{self.channel}:{self.address} ({self.reason})"
+        return f"{self.channel}:{self.shown_address} ({self.reason})"
+
+    @property
+    def shown_address(self) -> str:
+        return self.address or self.ERASED_LABEL
+
+    def save(self, *args, **kwargs) -> None:
+        # A row written with its address alone (the console's form, a fixture) is found by hash.
+        if self.address and not self.address_hash:
+            self.address_hash = suppression_hash(self.address)
+        super().save(*args, **kwargs)
 
 
 class IdempotencyKey(models.Model):

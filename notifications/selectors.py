@@ -23,6 +23,7 @@ from notifications.models import (
     NotificationRequest,
     OutboxMessage,
     Suppression,
+    suppression_hash,
 )
 from notifications.resolution import SENDABLE
 
@@ -338,13 +339,16 @@ def notification_timeline(notification_id: uuid.UUID | str) -> NotificationTimel
     ):
         origin = resend.notification.request.resent_from_id
         resends[origin].append(resend)  # type: ignore[index]  # filtered on it
-    pairs = {(d.channel, d.address) for d in deliveries if d.address}
+    pairs = {(d.channel, suppression_hash(d.address)): d.address for d in deliveries if d.address}
     suppressed = {}
     if pairs:
         either = Q(pk__in=[])
-        for channel, address in pairs:
-            either |= Q(channel=channel, address=address)
-        suppressed = {(s.channel, s.address): s for s in Suppression.objects.filter(either)}
+        for channel, address_hash in pairs:
+            either |= Q(channel=channel, address_hash=address_hash)
+        suppressed = {
+            (s.channel, pairs[(s.channel, s.address_hash)]): s
+            for s in Suppression.objects.filter(either)
+        }
     recipients = Notification.objects.filter(request_id=request.id).count()
     return NotificationTimeline(
         notification=notification,

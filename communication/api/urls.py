@@ -2,6 +2,7 @@ from django.urls import re_path
 
 from communication.api.audit import AuditViewSet
 from communication.api.compliance import ComplianceExportView, ComplianceReportView
+from communication.api.erasure import ErasureViewSet
 from communication.api.routers import OptionalSlashRouter
 from communication.api.views import MeViewSet, UserViewSet
 
@@ -9,6 +10,7 @@ router = OptionalSlashRouter()
 router.register("me", MeViewSet, basename="me")
 router.register("users", UserViewSet, basename="user")
 router.register("compliance/audit", AuditViewSet, basename="compliance-audit")
+router.register("compliance/erasure", ErasureViewSet, basename="compliance-erasure")
 
 urlpatterns = [
     *router.urls,

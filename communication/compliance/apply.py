@@ -9,6 +9,7 @@ a file its row still names.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -18,6 +19,8 @@ from django.db.models import F
 from django.db.models.functions import Coalesce, Now
 
 from communication.compliance.registry import Erase, PersonalData
+
+logger = logging.getLogger(__name__)
 
 BATCH = 1000
 LOCK_TIMEOUT = "2s"
@@ -47,9 +50,13 @@ def erase_queryset(
     if mode is not Erase.DELETE:
         if not entry.fields:
             return 0
+        marker = entry.tombstone_field
         if static and not computed:
             # Already anonymised rows are left alone: the sweep converges.
-            queryset = queryset.exclude(_all_equal(static))
+            done_already = _all_equal(static)
+            if mode is Erase.TOMBSTONE and marker:
+                done_already &= models.Q(**{f"{marker}__isnull": False})
+            queryset = queryset.exclude(done_already)
     files = (
         entry.files
         if mode is Erase.DELETE
@@ -71,7 +78,6 @@ def erase_queryset(
                 done += per_model.get(model._meta.label, 0)
             else:
                 done += _anonymise(model, pks, static, computed)
-                marker = getattr(entry, "tombstone_field", None)
                 if mode is Erase.TOMBSTONE and marker:
                     rows.update(**{marker: Coalesce(F(marker), Now())})
     return done
@@ -120,4 +126,9 @@ def _anonymise(
 
 def _delete_files(storage: Any, names: list[str]) -> None:
     for name in names:
-        storage.delete(name)
+        try:
+            storage.delete(name)
+        except OSError:
+            # The row is gone; a file that cannot be removed now is logged without its name,
+            # which may be the person's own file name.
+            logger.warning("a removed row's file could not be deleted")

@@ -47,6 +47,23 @@ def _audit_expire(before) -> int:
     return audit.audit_expire(before)
 
 
+def _rate_limit_buckets(subject: Subject) -> int:
+    """The subject's rate-limit buckets (keyed by the user's primary key, one per group)."""
+    if not subject.users:
+        return 0
+    import redis  # noqa: PLC0415
+    from django.conf import settings  # noqa: PLC0415
+
+    from communication import ratelimit  # noqa: PLC0415
+
+    keys = [ratelimit.key_for(group, str(pk)) for pk in subject.users for group in ratelimit.GROUPS]
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+    try:
+        return client.delete(*keys)
+    finally:
+        client.close()
+
+
 def _erased_username(pk) -> str:
     return f"erased-{pk}"
 
@@ -82,6 +99,13 @@ register(
         rows=None,
         erase=Erase.DELETE,
         eraser=_identity_cache,
+    ),
+    PersonalData(
+        name="communication.rate_limits",
+        model="communication.User",
+        rows=None,
+        erase=Erase.DELETE,
+        eraser=_rate_limit_buckets,
     ),
     # Last: the other apps find the subject's rows through the user while they erase.
     PersonalData(

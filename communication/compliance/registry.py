@@ -45,7 +45,8 @@ class PersonalData:
     the audit trail's anchored removal): it takes the cutoff and returns a count. ``export``
     lists the fields a person's export shows (None: not exported). Erasure runs entries by
     ``order`` (then registration): rows found through another table's personal fields go
-    before that table is anonymised.
+    before that table is anonymised. A TOMBSTONE entry names its model's deleted marker in
+    ``tombstone_field``.
     """
 
     name: str
@@ -62,6 +63,13 @@ class PersonalData:
     eraser: Callable[[Subject], int] | None = None
     expirer: Callable[[Any], int] | None = None
     order: int = 100
+    # TOMBSTONE: the model's datetime field that marks the row as erased (set to now unless
+    # already set), e.g. Message.deleted_at.
+    tombstone_field: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.erase is Erase.TOMBSTONE and self.rows is not None and not self.tombstone_field:
+            raise ValueError(f"{self.name}: a TOMBSTONE entry names its tombstone_field")
 
     @property
     def model_class(self) -> type[models.Model]:

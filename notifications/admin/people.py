@@ -24,6 +24,7 @@ from notifications.models import (
     NotificationPreference,
     QuietHours,
     Suppression,
+    suppression_hash,
 )
 
 
@@ -155,7 +156,7 @@ class SuppressionAdmin(ConsoleAdmin):
     address) and remove one when the address works again; both through the services."""
 
     form = SuppressionForm
-    list_display = ("address", "channel", "reason", "detail_short", "added")
+    list_display = ("shown_address", "channel", "reason", "detail_short", "added")
     list_filter = ("channel", "reason")
     search_fields = ("address",)  # shows the box; the search is get_search_results
     search_help_text = "Exact address (email or E.164 number)"
@@ -166,20 +167,22 @@ class SuppressionAdmin(ConsoleAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        # Every channel named: the unique (channel, address) index serves the lookup.
+        # Every channel named: the unique (channel, address_hash) index serves the lookup, and
+        # finds an erased address too (its hash stays).
         addresses = Q(pk__in=[])
         for channel in Channel.values:
             try:
-                addresses |= Q(channel=channel, address=services.address_normalize(channel, term))
+                address = services.address_normalize(channel, term)
             except ValidationError:
                 continue
+            addresses |= Q(channel=channel, address_hash=suppression_hash(address))
         return queryset.filter(addresses), False
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"reason": Suppression.Reason.MANUAL, **super().get_changeform_initial_data(request)}
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return ("channel", "address", "reason", "detail", "created_at") if obj else ()
+        return ("channel", "shown_address", "reason", "detail", "created_at") if obj else ()
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -205,6 +208,10 @@ class SuppressionAdmin(ConsoleAdmin):
             ids=list(queryset.values_list("pk", flat=True)),
             actor=f"admin:{request.user.get_username()}",
         )
+
+    @display(description="address")
+    def shown_address(self, obj: Suppression) -> str:
+        return obj.shown_address
 
     @display(description="detail")
     def detail_short(self, obj: Suppression) -> str:

@@ -40,6 +40,7 @@ from notifications.models import (
     NotificationPreference,
     NotificationRequest,
     QuietHours,
+    suppression_hash,
 )
 from notifications.services.delivery_events import delivery_event
 from notifications.services.inbox import notifications_publish_created
@@ -246,15 +247,19 @@ def _load_facts(category: Category, recipients: list[resolution.Recipient]) -> r
             if address:
                 addresses.add((channel, address))
     if addresses:
-        # Written out: the ORM's compiler cost more than the query (one index probe per pair).
+        # By keyed hash: an erased address is suppressed by its hash alone. Written out: the ORM's
+        # compiler cost more than the query (the unique (channel, address_hash) index serves it).
+        hashed = {(channel, suppression_hash(address)): address for channel, address in addresses}
         with connection.cursor() as cursor:
-            pairs = " OR ".join(["(channel = %s AND address = %s)"] * len(addresses))
             cursor.execute(
-                f"SELECT channel, address, reason FROM notifications_suppression WHERE {pairs}",  # noqa: S608
-                [value for pair in sorted(addresses) for value in pair],
+                "SELECT channel, address_hash, reason FROM notifications_suppression "
+                "WHERE address_hash = ANY(%s)",
+                [sorted({h for _, h in hashed})],
             )
-            for channel, address, reason in cursor.fetchall():
-                facts.suppressed[(channel, address)] = reason
+            for channel, address_hash, reason in cursor.fetchall():
+                found = hashed.get((channel, address_hash))
+                if found is not None:
+                    facts.suppressed[(channel, found)] = reason
     return facts
 
 

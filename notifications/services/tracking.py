@@ -16,7 +16,13 @@ from analytics import events
 from analytics import tracking as engagement
 from communication.models import Category, normalize_e164
 from notifications import metrics
-from notifications.models import Delivery, NotificationPreference, ProviderEvent, Suppression
+from notifications.models import (
+    Delivery,
+    NotificationPreference,
+    ProviderEvent,
+    Suppression,
+    suppression_hash,
+)
 from notifications.services.delivery_events import delivery_event
 from notifications.tracking import TrackingEvent
 from notifications.unsubscribe import TokenPayload
@@ -28,7 +34,9 @@ def suppression_add(*, channel: str, address: str, reason: str, detail: str = ""
     """Adds ``address`` to the suppression list (idempotent; the first reason stays)."""
     address = address.strip().lower() if channel == "email" else address.strip()
     suppression, _ = Suppression.objects.get_or_create(
-        channel=channel, address=address, defaults={"reason": reason, "detail": detail[:2000]}
+        channel=channel,
+        address_hash=suppression_hash(address),
+        defaults={"address": address, "reason": reason, "detail": detail[:2000]},
     )
     return suppression
 

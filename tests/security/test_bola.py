@@ -43,6 +43,7 @@ SHARED = {
     "campaign_id": "a campaign: shared by the services with campaigns:manage (and staff)",
     "token": "the unsubscribe link: the token is signed, the page names no account",
     "action": "a verb (submit, approve, reject), not an id",
+    "erasure_id": "an erasure's status: shared by the services with compliance:manage",
     "user_id": "a user's directory entry (services with users:read) or a participant of a "
     "conversation (checked through the conversation's id)",
 }
