@@ -80,7 +80,10 @@ def static_list_update(*, static_list: StaticList, **changes: Any) -> StaticList
     unknown = set(changes) - {"name", "description"}
     if unknown:
         raise TypeError(f"static_list_update() got unexpected fields {sorted(unknown)}")
-    before = {name: getattr(static_list, name) for name in changes}
+    # As stored: the console's form has set the new values on ``static_list`` already.
+    before = (
+        StaticList.objects.filter(pk=static_list.pk).values(*changes).first() if changes else {}
+    ) or {}
     for name, value in changes.items():
         setattr(static_list, name, value)
     static_list.save(update_fields=[*changes, "updated_at"])

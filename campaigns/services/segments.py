@@ -34,7 +34,10 @@ def segment_update(*, segment: Segment, **changes: Any) -> Segment:
         raise TypeError(f"segment_update() got unexpected fields {sorted(unknown)}")
     if "rules" in changes:
         validate(changes["rules"])
-    before = {field: getattr(segment, field) for field in changes}
+    # As stored: the console's form has set the new values on ``segment`` already.
+    before = (
+        Segment.objects.filter(pk=segment.pk).values(*changes).first() if changes else {}
+    ) or {}
     for field, value in changes.items():
         setattr(segment, field, value)
     with transaction.atomic():

@@ -68,6 +68,28 @@ def test_a_change_in_the_console_is_recorded_for_the_staff_member(client, staff)
     assert EMAIL not in json.dumps(entry.changes) and "Renamed" not in json.dumps(entry.changes)
 
 
+def test_a_console_change_through_a_service_is_recorded_once_by_the_service(client, staff):
+    from campaigns.models import Segment  # noqa: PLC0415
+
+    client.force_login(staff)
+    segment = Segment.objects.create(
+        name="French", rules={"field": "locale", "op": "eq", "value": "fr"}
+    )
+    response = client.post(
+        f"/admin/campaigns/segment/{segment.pk}/change/",
+        {
+            "name": "Francophones",
+            "description": "",
+            "rules": json.dumps({"field": "locale", "op": "eq", "value": "fr"}),
+            "_save": "Save",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    (entry,) = AuditEntry.objects.filter(object_id=str(segment.pk))
+    assert (entry.action, entry.actor) == ("segment.update", "staff:ops-jane")
+    assert entry.changes == {"name": ["French", "Francophones"]}
+
+
 def test_a_bulk_delete_in_the_console_records_each_object(client, staff):
     client.force_login(staff)
     doomed = [Category.objects.create(key=f"doomed-{i}", name=f"Doomed {i}") for i in range(2)]
