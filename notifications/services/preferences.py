@@ -50,7 +50,7 @@ def preferences_set(*, user: User, changes: Sequence[PreferenceChange]) -> None:
             "communication.user",
             user.pk,
             changes={
-                f"{c['category']}.{c['channel']}": ["enabled" if c["enabled"] else "disabled"]
+                f"{c['category']}.{c['channel']}": "enabled" if c["enabled"] else "disabled"
                 for c in changes
             },
         )

@@ -78,7 +78,7 @@ def test_a_users_choices_and_devices_are_recorded(alice, as_user):
     ]
     preference, quiet, grant = entries[0], entries[1], entries[2]
     assert (preference.object_type, preference.object_id) == ("communication.user", str(alice.pk))
-    assert preference.changes == {"activity.push": ["disabled"]}
+    assert preference.changes == {"activity.push": "disabled"}
     assert quiet.changes == {
         "enabled": [None, True],
         "end": [None, "07:00:00"],
