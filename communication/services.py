@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from communication import identity
+from communication.audit import audit_record
 from communication.models import User, normalize_e164
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,11 @@ def profile_from_claims(claims: dict[str, Any]) -> dict[str, Any]:
                 try:
                     profile[field] = _clean(field, claims[name])
                 except ValidationError as exc:
+                    # The claim's name and the error's kind: its message quotes the value (a
+                    # phone number, an address), which logs never carry.
                     logger.warning(
-                        "ignoring unusable claim", extra={"claim": name, "error": exc.messages[0]}
+                        "ignoring unusable claim",
+                        extra={"claim": name, "error": exc.error_list[0].code or "invalid"},
                     )
                 break
     return profile
@@ -109,8 +113,15 @@ def user_update_local(*, external_id: str, staff: bool | None = None, **profile:
             cleaned[field] = _clean(field, value)
     user = user_sync(external_id=external_id, profile=cleaned)
     if staff is not None and user.is_staff != staff:
-        user.is_staff = staff
-        user.save(update_fields=["is_staff", "updated_at"])
+        with transaction.atomic():
+            user.is_staff = staff
+            user.save(update_fields=["is_staff", "updated_at"])
+            audit_record(
+                "user.staff_grant" if staff else "user.staff_revoke",
+                "communication.user",
+                user.pk,
+                changes={"is_staff": [not staff, staff]},
+            )
     return user
 
 

@@ -33,6 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from communication.audit import audit_record
 from communication.circuit import CircuitOpenError
 from communication.exceptions import APIError, NotFoundError
 from notifications.models import Delivery, Device
@@ -124,13 +125,20 @@ def device_register(
         with transaction.atomic():
             device = Device.objects.select_for_update().filter(**lookup).first()
             if device is not None:
+                # A refresh of an active device by its owner (each app start) is no change
+                # the trail keeps; a new owner or a device coming back is.
+                registers = device.user_id != user.pk or not device.active
                 for name, value in values.items():
                     setattr(device, name, value)
                 device.save()
+                if registers:
+                    _device_audit(device, "register")
                 return device, False
             try:
                 with transaction.atomic():
-                    return Device.objects.create(**values), True
+                    device = Device.objects.create(**values)
+                    _device_audit(device, "register")
+                    return device, True
             except IntegrityError:
                 continue  # inserted by a concurrent registration: update it instead
     raise APIError("The device could not be registered; retry.", code="conflict")
@@ -142,6 +150,17 @@ def device_delete(*, user, device_id) -> None:
     deleted, _ = Device.objects.filter(id=device_id, user=user).delete()
     if not deleted:
         raise NotFoundError("No such device.")
+    audit_record("device.remove", "notifications.device", device_id, changes={"user": str(user.pk)})
+
+
+def _device_audit(device: Device, verb: str) -> None:
+    """The trail names the device, its owner and platform; never its token or endpoint."""
+    audit_record(
+        f"device.{verb}",
+        "notifications.device",
+        device.pk,
+        changes={"user": str(device.user_id), "platform": device.platform},
+    )
 
 
 # ------------------------------------------------------------------------------------- content

@@ -30,6 +30,7 @@ from campaigns import segments as segment_rules
 from campaigns.models import Campaign, CampaignRun, CampaignStep, Segment, StaticList
 from campaigns.services import fanout, runs
 from campaigns.services.status import FINAL, campaign_transition
+from communication.audit import audit_record, field_changes
 from communication.exceptions import APIError, ConflictError
 from communication.models import Category
 from notifications.api.serializers import SendSerializer
@@ -400,6 +401,13 @@ def campaign_create(*, actor: Actor, **fields: Any) -> Campaign:
     steps = cleaned.pop("steps")
     campaign = Campaign.objects.create(created_by=actor_of(actor), **cleaned)
     _steps_write(campaign, steps)
+    audit_record(
+        "campaign.create",
+        "campaigns.campaign",
+        campaign.pk,
+        changes={"fields": sorted(cleaned), "steps": len(steps)},
+        actor=campaign.created_by,
+    )
     logger.info(
         "campaign created", extra={"campaign": str(campaign.id), "actor": campaign.created_by}
     )
@@ -414,6 +422,7 @@ def campaign_update(*, campaign: Campaign, actor: Actor, **changes: Any) -> Camp
     if unknown:
         raise TypeError(f"campaign_update() got unexpected fields {sorted(unknown)}")
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    before = _audited(campaign)
     if campaign.status != S.DRAFT and set(changes) - {"name"}:
         raise ConflictError(
             f"A {campaign.status} campaign's name only can change; "
@@ -454,7 +463,35 @@ def campaign_update(*, campaign: Campaign, actor: Actor, **changes: Any) -> Camp
     elif "channels" in changes:
         _check_templates(_stored_steps(campaign), list(campaign.channels))
     campaign.save()
+    summary = field_changes(before, _audited(campaign), personal=("data",))
+    if "steps" in changes:
+        summary["steps"] = "changed"
+    audit_record(
+        "campaign.update", "campaigns.campaign", campaign.pk, changes=summary, actor=actor_of(actor)
+    )
     return campaign
+
+
+# What an update's entry compares: the draft's fields as stored (``data`` by name only, since
+# it can carry anything a template renders).
+_AUDITED = (
+    "name",
+    "category_id",
+    "channels",
+    "segment_id",
+    "static_list_id",
+    "data",
+    "send_at",
+    "local_time",
+    "cron",
+    "timezone",
+    "window_start",
+    "window_end",
+)
+
+
+def _audited(campaign: Campaign) -> dict[str, Any]:
+    return {name: getattr(campaign, name) for name in _AUDITED}
 
 
 def _stored_steps(campaign: Campaign) -> list[dict[str, Any]]:
@@ -535,7 +572,9 @@ def campaign_approve(*, campaign: Campaign, actor: Actor) -> Campaign:
         )
     if approval_refusal(campaign=campaign, actor=actor):
         raise ApproverIsAuthorError()
-    campaign = campaign_transition(campaign, S.SCHEDULED, approved_by=actor_of(actor))
+    campaign = campaign_transition(
+        campaign, S.SCHEDULED, verb="approve", approved_by=actor_of(actor)
+    )
     runs.campaign_arm(campaign)
     return campaign
 
@@ -567,7 +606,9 @@ def campaign_resume(*, campaign: Campaign, actor: Actor) -> Campaign:
     running = CampaignRun.objects.filter(
         campaign=campaign, status=CampaignRun.Status.RUNNING
     ).exists()
-    campaign = campaign_transition(campaign, S.RUNNING if running else S.SCHEDULED, pause_reason="")
+    campaign = campaign_transition(
+        campaign, S.RUNNING if running else S.SCHEDULED, verb="resume", pause_reason=""
+    )
     fanout.fanout_kick(campaign)
     logger.info("campaign resumed", extra={"campaign": str(campaign.id), "actor": actor_of(actor)})
     return campaign
@@ -629,5 +670,15 @@ def campaign_test_send(*, campaign: Campaign, actor: Actor, to: Any) -> dict[str
         payload["template"] = step.template_key
     else:
         payload["content"] = dict(step.content)
-    outcome = notification_send(caller=actor_of(actor), payload=SendSerializer.validated(payload))
+    with transaction.atomic():
+        outcome = notification_send(
+            caller=actor_of(actor), payload=SendSerializer.validated(payload)
+        )
+        audit_record(
+            "campaign.test_send",
+            "campaigns.campaign",
+            campaign.pk,
+            changes={"to": kind, "request": str(outcome.body.get("request_id"))},
+            actor=actor_of(actor),
+        )
     return dict(outcome.body)

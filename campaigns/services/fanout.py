@@ -439,7 +439,11 @@ def campaign_settle(campaign: Campaign) -> bool:
     if campaign.runs.filter(status=CampaignRun.Status.RUNNING).exists():
         return False
     try:
-        campaign_transition(campaign, S.SCHEDULED if campaign.cron else S.COMPLETED)
+        campaign_transition(
+            campaign,
+            S.SCHEDULED if campaign.cron else S.COMPLETED,
+            verb="run_complete" if campaign.cron else None,
+        )
     except ConflictError:
         return False
     return True

@@ -20,6 +20,7 @@ from django.core.validators import validate_email
 from django.db import connection, transaction
 
 from campaigns.models import StaticList, StaticListMember
+from communication.audit import audit_record, field_changes
 from communication.models import User, normalize_e164
 from templates_app.services.common import Actor, actor_of
 
@@ -58,9 +59,13 @@ class AddResult:
     errors: list[tuple[int, RowError]] = field(default_factory=list)
 
 
+@transaction.atomic
 def static_list_create(*, actor: Actor, name: str, description: str = "") -> StaticList:
     static_list = StaticList.objects.create(
         name=name, description=description, created_by=actor_of(actor)
+    )
+    audit_record(
+        "static_list.create", "campaigns.staticlist", static_list.pk, actor=static_list.created_by
     )
     logger.info(
         "static list created",
@@ -69,18 +74,31 @@ def static_list_create(*, actor: Actor, name: str, description: str = "") -> Sta
     return static_list
 
 
+@transaction.atomic
 def static_list_update(*, static_list: StaticList, **changes: Any) -> StaticList:
     """Changes a list's ``name`` and/or ``description``."""
     unknown = set(changes) - {"name", "description"}
     if unknown:
         raise TypeError(f"static_list_update() got unexpected fields {sorted(unknown)}")
+    # As stored: the console's form has set the new values on ``static_list`` already.
+    before = (
+        StaticList.objects.filter(pk=static_list.pk).values(*changes).first() if changes else {}
+    ) or {}
     for name, value in changes.items():
         setattr(static_list, name, value)
     static_list.save(update_fields=[*changes, "updated_at"])
+    audit_record(
+        "static_list.update",
+        "campaigns.staticlist",
+        static_list.pk,
+        changes=field_changes(before, changes),
+    )
     return static_list
 
 
+@transaction.atomic
 def static_list_delete(*, static_list: StaticList) -> None:
+    audit_record("static_list.delete", "campaigns.staticlist", static_list.pk)
     static_list.delete()
 
 
@@ -194,9 +212,11 @@ def members_insert(*, static_list: StaticList, members: Iterable[Member]) -> int
 def members_write(rows: Iterable[StaticListMember]) -> int:
     """The one writer of members: unsaved rows with distinct keys (checked by ``members_clean``),
     copied into a temporary table (``COPY``) and upserted on (list, key) with one
-    ``INSERT … SELECT … ON CONFLICT`` — two statements whatever their number."""
+    ``INSERT … SELECT … ON CONFLICT`` — two statements whatever their number. The audit trail
+    gets one entry per list written to, with the count only (never the members' addresses)."""
     table = StaticListMember._meta.db_table
     written = 0
+    per_list: dict[Any, int] = {}
     with transaction.atomic(), connection.cursor() as cursor:
         # Created once per connection; emptied first, since a caller's transaction (a test's)
         # may never commit to clear it.
@@ -220,12 +240,20 @@ def members_write(rows: Iterable[StaticListMember]) -> int:
                     )
                 )
                 written += 1
+                per_list[row.static_list_id] = per_list.get(row.static_list_id, 0) + 1
         if written:
             cursor.execute(
                 f"INSERT INTO {table} (static_list_id, key, user_id, email, phone, data) "  # noqa: S608
                 "SELECT static_list_id, key, user_id, email, phone, data FROM static_member_in "
                 "ON CONFLICT (static_list_id, key) DO UPDATE SET user_id = EXCLUDED.user_id, "
                 "email = EXCLUDED.email, phone = EXCLUDED.phone, data = EXCLUDED.data"
+            )
+        for list_id, count in per_list.items():
+            audit_record(
+                "static_list.add_members",
+                "campaigns.staticlist",
+                list_id,
+                changes={"rows": count},
             )
     return written
 

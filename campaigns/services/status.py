@@ -8,6 +8,7 @@ from typing import Any
 from django.utils import timezone
 
 from campaigns.models import Campaign
+from communication.audit import audit_record, field_changes
 from communication.exceptions import ConflictError
 
 S = Campaign.Status
@@ -23,6 +24,17 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 }
 FINAL = (S.COMPLETED, S.CANCELLED)
 
+# The audit trail's verb for entering a status, unless the caller names its own (approve, resume).
+_VERBS: dict[str, str] = {
+    S.DRAFT: "unschedule",
+    S.PENDING_APPROVAL: "submit",
+    S.SCHEDULED: "schedule",
+    S.RUNNING: "start",
+    S.PAUSED: "pause",
+    S.COMPLETED: "complete",
+    S.CANCELLED: "cancel",
+}
+
 # The timestamp a status stamps when entered.
 _STAMPS: dict[str, str] = {
     S.SCHEDULED: "scheduled_at",
@@ -32,10 +44,13 @@ _STAMPS: dict[str, str] = {
 }
 
 
-def campaign_transition(campaign: Campaign, to: str, **fields: Any) -> Campaign:
+def campaign_transition(
+    campaign: Campaign, to: str, *, verb: str | None = None, **fields: Any
+) -> Campaign:
     """Moves ``campaign`` to ``to`` with a conditional UPDATE on the status it was read with, so
     two processes racing (a pause and the fan-out completing) cannot both win; ``fields`` are
-    saved with it. Raises a 409 ``invalid_transition`` for a move ``TRANSITIONS`` does not allow
+    saved with it, and the audit trail records ``campaign.<verb>`` (by default the status's
+    own verb) in the caller's transaction. Raises a 409 ``invalid_transition`` for a move ``TRANSITIONS`` does not allow
     or a campaign whose status changed meanwhile."""
     was = campaign.status
     if to not in TRANSITIONS.get(str(was), ()):
@@ -51,8 +66,15 @@ def campaign_transition(campaign: Campaign, to: str, **fields: Any) -> Campaign:
         raise ConflictError(
             "The campaign changed meanwhile; read it again.", code="invalid_transition"
         )
+    before = {"status": was, **{name: getattr(campaign, name) for name in fields}}
     campaign.status = to
     campaign.updated_at = now
     for name, value in fields.items():
         setattr(campaign, name, value)
+    audit_record(
+        f"campaign.{verb or _VERBS[to]}",
+        "campaigns.campaign",
+        campaign.pk,
+        changes=field_changes(before, {"status": to, **fields}),
+    )
     return campaign

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from communication import identity, realtime
+from communication.audit import actor_of, audit_record, field_changes
 from communication.exceptions import APIError, ServiceUnavailableError
 from communication.models import User
 from communication.services import user_resolve
@@ -94,10 +95,19 @@ def conversation_create(
         return _create(user, type, others, title, metadata), True
 
 
+@transaction.atomic
 def _rejoin_direct(conversation: Conversation, user: User) -> None:
-    Participant.objects.filter(conversation=conversation, user=user, left_at__isnull=False).update(
-        left_at=None, joined_at=timezone.now()
-    )
+    rejoined = Participant.objects.filter(
+        conversation=conversation, user=user, left_at__isnull=False
+    ).update(left_at=None, joined_at=timezone.now())
+    if rejoined:
+        audit_record(
+            "conversation.rejoin",
+            "messaging.conversation",
+            conversation.pk,
+            changes={"user": user.external_id},
+            actor=actor_of(user),
+        )
 
 
 def _create(
@@ -120,6 +130,19 @@ def _create(
     rows = [Participant(conversation=conversation, user=user, role=creator_role)]
     rows += [Participant(conversation=conversation, user=o, role=Role.MEMBER) for o in others]
     Participant.objects.bulk_create(rows)
+    # Members by their ids; the title and metadata by name only (free text).
+    audit_record(
+        "conversation.create",
+        "messaging.conversation",
+        conversation.pk,
+        changes={
+            "type": type_,
+            "participants": [row.user.external_id for row in rows],
+            **({"title": "changed"} if title else {}),
+            **({"metadata": "changed"} if metadata else {}),
+        },
+        actor=actor_of(user),
+    )
     payload = conversation_payload(conversation, rows)
     realtime.publish_events(
         "participant.added",
@@ -161,6 +184,13 @@ def conversation_update(
             fields.append("metadata")
         if fields:
             conversation.save(update_fields=fields + ["updated_at"])
+            audit_record(
+                "conversation.update",
+                "messaging.conversation",
+                conversation.pk,
+                changes=dict.fromkeys(fields, "changed"),
+                actor=actor_of(user),
+            )
             members = list(selectors.active_participants(conversation.id))
             publish_to_members(
                 members,
@@ -184,7 +214,16 @@ def conversation_mute(
 ) -> Participant:
     """Mutes offline notifications for the caller, until ``until`` (None: until unmuted)."""
     me = selectors.participant_get(user=user, conversation_id=conversation_id)
+    before = {"muted": me.muted, "muted_until": me.muted_until}
     me.muted = muted
     me.muted_until = until if muted else None
-    me.save(update_fields=["muted", "muted_until"])
+    with transaction.atomic():
+        me.save(update_fields=["muted", "muted_until"])
+        audit_record(
+            "conversation.mute" if muted else "conversation.unmute",
+            "messaging.participant",
+            me.pk,
+            changes=field_changes(before, {"muted": me.muted, "muted_until": me.muted_until}),
+            actor=actor_of(user),
+        )
     return me

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from communication import realtime
+from communication.audit import actor_of, audit_record
 from communication.exceptions import APIError, ConflictError
 from communication.models import User
 from messaging import conf, rendering
@@ -41,6 +42,7 @@ def message_edit(*, user: User, message_id: int, content: str) -> Message:
         message.html = "" if message.type == MessageType.ENCRYPTED else rendering.render(content)
         message.edited_at = timezone.now()
         message.save(update_fields=["content", "html", "edited_at"])
+        _audit(message, "edit", user)
         _publish_change(message, "message.updated")
     return message
 
@@ -69,8 +71,20 @@ def message_delete(*, user: User, message_id: int) -> Message:
         message.content = ""
         message.html = ""
         message.save(update_fields=["deleted_at", "content", "html"])
+        _audit(message, "delete", user)
         _publish_change(message, "message.deleted")
     return message
+
+
+def _audit(message: Message, verb: str, user: User) -> None:
+    """The trail names the message and its conversation; its text stays out (field names only)."""
+    audit_record(
+        f"message.{verb}",
+        "messaging.message",
+        message.pk,
+        changes={"conversation": str(message.conversation_id), "content": "changed"},
+        actor=actor_of(user),
+    )
 
 
 def _publish_change(message: Message, type_: str) -> None:

@@ -8,6 +8,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
+from communication.audit import actor_of, audit_record
 from communication.exceptions import APIError, ConflictError, NotFoundError
 from communication.models import User
 from messaging import selectors
@@ -60,6 +61,17 @@ def _add(
         participant = existing
     else:
         participant = Participant.objects.create(conversation=conversation, user=target, role=role)
+    audit_record(
+        "participant.add",
+        "messaging.participant",
+        participant.pk,
+        changes={
+            "conversation": str(conversation.pk),
+            "user": target.external_id,
+            "role": role,
+        },
+        actor=actor_of(actor),
+    )
     members = list(selectors.active_participants(conversation.id))
     publish_to_members(
         members,
@@ -117,6 +129,13 @@ def _remove(conversation: Conversation, row: Participant, *, actor: User) -> Non
     members = list(selectors.active_participants(conversation.id))
     row.left_at = timezone.now()
     row.save(update_fields=["left_at"])
+    audit_record(
+        "participant.leave" if row.user_id == actor.pk else "participant.remove",
+        "messaging.participant",
+        row.pk,
+        changes={"conversation": str(conversation.pk), "user": row.user.external_id},
+        actor=actor_of(actor),
+    )
     if conversation.assigned_agent_id == row.user_id:
         conversation.assigned_agent = None
         conversation.save(update_fields=["assigned_agent", "updated_at"])

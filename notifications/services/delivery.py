@@ -19,6 +19,7 @@ from markupsafe import escape
 
 from analytics import events
 from communication import rows
+from communication.audit import audit_record
 from communication.circuit import CircuitOpenError
 from communication.exceptions import APIError
 from communication.models import Category, User
@@ -545,6 +546,13 @@ def deliveries_resend_ambiguous(*, delivery_ids: Iterable[uuid.UUID | str], acto
     events.record_many(
         [delivery_event(d, "queued", resent_by=actor, was="ambiguous") for d in found]
     )
+    for d in found:
+        audit_record(
+            "delivery.resend_ambiguous",
+            "notifications.delivery",
+            d.pk,
+            changes={"status": ["ambiguous", "queued"]},
+        )
     to_enqueue = [(str(d.id), d.priority) for d in found]
     transaction.on_commit(lambda: enqueue_many(to_enqueue))
     return len(found)

@@ -12,6 +12,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from communication import realtime
+from communication.audit import audit_record
 from communication.models import User
 from notifications import selectors
 from notifications.models import Notification
@@ -93,6 +94,7 @@ def notification_dismiss(*, user: User, notification_id: uuid.UUID | str) -> Non
     if notification.read_at is None:
         notification.read_at = notification.dismissed_at
     notification.save(update_fields=["dismissed_at", "read_at"])
+    audit_record("notification.dismiss", "notifications.notification", notification.pk)
     realtime.publish_event(
         user.pk,
         "notification.dismissed",

@@ -9,6 +9,7 @@ from typing import Any, TypedDict
 from django.db import transaction
 
 from analytics import events
+from communication.audit import audit_record, field_changes
 from communication.exceptions import APIError
 from communication.models import Category, User
 from notifications.models import Consent, NotificationPreference, QuietHours
@@ -43,6 +44,16 @@ def preferences_set(*, user: User, changes: Sequence[PreferenceChange]) -> None:
             channel=change["channel"],
             defaults={"enabled": change["enabled"]},
         )
+    if changes:
+        audit_record(
+            "preference.update",
+            "communication.user",
+            user.pk,
+            changes={
+                f"{c['category']}.{c['channel']}": "enabled" if c["enabled"] else "disabled"
+                for c in changes
+            },
+        )
 
 
 @transaction.atomic
@@ -50,15 +61,29 @@ def quiet_hours_set(
     *, user: User, start: dt.time | None, end: dt.time | None, enabled: bool = True
 ) -> QuietHours | None:
     """Sets the user's quiet hours; no ``start`` or ``end`` removes them (returns None)."""
+    existing = QuietHours.objects.filter(user=user).first()
+    before = (
+        {"start": existing.start, "end": existing.end, "enabled": existing.enabled}
+        if existing
+        else {}
+    )
     if start is None or end is None:
         QuietHours.objects.filter(user=user).delete()
+        _quiet_audit(user, before, {})
         return None
-    quiet, _ = QuietHours.objects.update_or_create(
-        user=user, defaults={"start": start, "end": end, "enabled": enabled}
-    )
+    after = {"start": start, "end": end, "enabled": enabled}
+    quiet, _ = QuietHours.objects.update_or_create(user=user, defaults=after)
+    _quiet_audit(user, before, after)
     return quiet
 
 
+def _quiet_audit(user: User, before: dict[str, Any], after: dict[str, Any]) -> None:
+    changes = field_changes(before, after)
+    if changes:
+        audit_record("quiet_hours.update", "communication.user", user.pk, changes=changes)
+
+
+@transaction.atomic
 def consent_record(
     *,
     user: User,
@@ -83,6 +108,19 @@ def consent_record(
         granted=granted,
         source=source,
         evidence=evidence or {},
+    )
+    # The evidence (an IP, a user agent, a form's text) stays out of the trail: by name only.
+    audit_record(
+        "consent.grant" if granted else "consent.withdraw",
+        "notifications.consent",
+        consent.pk,
+        changes={
+            "user": str(user.pk),
+            "channel": channel or "*",
+            "category": category or "*",
+            "source": source,
+            **({"evidence": "changed"} if evidence else {}),
+        },
     )
     events.record(
         "consent_granted" if granted else "consent_withdrawn",

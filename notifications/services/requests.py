@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from analytics import events
+from communication.audit import audit_record
 from communication.exceptions import APIError, ConflictError, NotFoundError
 from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, NotificationRequest
@@ -42,10 +43,16 @@ CANCELLABLE = ("scheduled", "queued")
 def request_cancel(*, caller: str, request_id: uuid.UUID | str) -> NotificationRequest:
     """Cancels every delivery not yet handed to a provider."""
     request = request_get(caller=caller, request_id=request_id)
-    _cancel(Delivery.objects.filter(notification__request=request))
+    cancelled = _cancel(Delivery.objects.filter(notification__request=request))
     if request.cancelled_at is None:
         request.cancelled_at = timezone.now()
         request.save(update_fields=["cancelled_at"])
+        audit_record(
+            "notification_request.cancel",
+            "notifications.notificationrequest",
+            request.pk,
+            changes={"deliveries_cancelled": cancelled},
+        )
     return request
 
 
@@ -55,14 +62,16 @@ def deliveries_cancel(*, delivery_ids: Iterable[uuid.UUID | str], actor: str) ->
     provider, as a caller's cancel does; each gets a ``cancelled`` event naming ``actor``. Others
     (sending, sent, failed …) are left alone: a worker that claimed one first wins. Returns how
     many were cancelled."""
-    return _cancel(Delivery.objects.filter(id__in=list(delivery_ids)), actor=actor)
+    return _cancel(Delivery.objects.filter(id__in=list(delivery_ids)), actor=actor, audit=True)
 
 
 @transaction.atomic
 def notification_cancel(*, notification_id: uuid.UUID | str, actor: str) -> int:
     """Cancels what of one notification (one recipient of a request) has not gone out yet, as
     :func:`deliveries_cancel` does; the request's other recipients are left alone."""
-    return _cancel(Delivery.objects.filter(notification_id=notification_id), actor=actor)
+    return _cancel(
+        Delivery.objects.filter(notification_id=notification_id), actor=actor, audit=True
+    )
 
 
 def requests_hold(requests: QuerySet[NotificationRequest]) -> int:
@@ -89,9 +98,10 @@ def requests_release(requests: QuerySet[NotificationRequest]) -> int:
     return len(held)
 
 
-def _cancel(deliveries: QuerySet[Delivery], *, actor: str = "") -> int:
+def _cancel(deliveries: QuerySet[Delivery], *, actor: str = "", audit: bool = False) -> int:
     """The one cancel: locks the cancellable ones among ``deliveries`` (a worker's claim skips
-    locked rows, so it cannot take one mid-cancel), marks them cancelled, records the events."""
+    locked rows, so it cannot take one mid-cancel), marks them cancelled, records the events;
+    with ``audit`` (staff's cancels), an audit entry for each delivery."""
     now = timezone.now()
     found = list(
         deliveries.select_for_update(of=("self",))
@@ -106,6 +116,14 @@ def _cancel(deliveries: QuerySet[Delivery], *, actor: str = "") -> int:
     events.record_many(
         [delivery_event(d, "cancelled", data={"by": actor} if actor else {}) for d in found]
     )
+    if audit:
+        for d in found:
+            audit_record(
+                "delivery.cancel",
+                "notifications.delivery",
+                d.pk,
+                changes={"status": [d.status, "cancelled"]},
+            )
     return len(found)
 
 
@@ -126,6 +144,13 @@ def request_reschedule(
     )
     if not moved:
         raise ConflictError("Nothing of this request is still scheduled.", code="not_scheduled")
+    before = request.scheduled_at
     request.scheduled_at = scheduled_at
     request.save(update_fields=["scheduled_at"])
+    audit_record(
+        "notification_request.reschedule",
+        "notifications.notificationrequest",
+        request.pk,
+        changes={"scheduled_at": [str(before), str(scheduled_at)], "deliveries": moved},
+    )
     return request

@@ -15,6 +15,7 @@ from typing import Any
 from django.db import transaction
 
 from analytics import events
+from communication.audit import audit_record
 from communication.exceptions import ConflictError, NotFoundError
 from notifications.models import Delivery
 from notifications.services.delivery_events import delivery_event
@@ -76,6 +77,9 @@ def delivery_resend(*, delivery_id: uuid.UUID | str, actor: str) -> Delivery:
     )
     new_id = outcome.body["notifications"][0]["deliveries"][0]["id"]
     events.record(**delivery_event(original, "resent", data={"by": actor, "as": new_id}))
+    audit_record(
+        "delivery.resend", "notifications.delivery", original.pk, changes={"as": str(new_id)}
+    )
     return Delivery.objects.select_related("notification").get(id=new_id)
 
 

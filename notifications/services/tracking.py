@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from analytics import events
 from analytics import tracking as engagement
+from communication.audit import audit_record
 from communication.models import Category, normalize_e164
 from notifications import metrics
 from notifications.models import (
@@ -31,20 +32,36 @@ logger = logging.getLogger(__name__)
 
 
 def suppression_add(*, channel: str, address: str, reason: str, detail: str = "") -> Suppression:
-    """Adds ``address`` to the suppression list (idempotent; the first reason stays)."""
+    """Adds ``address`` to the suppression list (idempotent; the first reason stays). One added
+    by hand (reason ``manual``) is recorded in the audit trail, by id and channel only."""
     address = address.strip().lower() if channel == "email" else address.strip()
-    suppression, _ = Suppression.objects.get_or_create(
-        channel=channel,
-        address_hash=suppression_hash(address),
-        defaults={"address": address, "reason": reason, "detail": detail[:2000]},
-    )
+    lookup = {"channel": channel, "address_hash": suppression_hash(address)}
+    defaults = {"address": address, "reason": reason, "detail": detail[:2000]}
+    if reason != Suppression.Reason.MANUAL:
+        # Bounces and complaints, recorded as provider events already: no entry each.
+        return Suppression.objects.get_or_create(**lookup, defaults=defaults)[0]
+    with transaction.atomic():
+        suppression, created = Suppression.objects.get_or_create(**lookup, defaults=defaults)
+        if created:
+            audit_record(
+                "suppression.add",
+                "notifications.suppression",
+                suppression.pk,
+                changes={"channel": channel, "reason": reason, "address": "changed"},
+            )
     return suppression
 
 
+@transaction.atomic
 def suppressions_remove(*, ids: Iterable[int], actor: str) -> int:
     """Takes entries off the suppression list, at staff's request (the address works again):
     later sends to it go out. Returns how many were removed."""
-    removed, _ = Suppression.objects.filter(id__in=list(ids)).delete()
+    found = list(Suppression.objects.filter(id__in=list(ids)).values_list("id", "channel"))
+    removed, _ = Suppression.objects.filter(id__in=[pk for pk, _ in found]).delete()
+    for pk, channel in found:
+        audit_record(
+            "suppression.remove", "notifications.suppression", pk, changes={"channel": channel}
+        )
     logger.info("suppressions removed", extra={"actor": actor, "count": removed})
     return removed
 
@@ -188,6 +205,12 @@ def unsubscribe_apply(payload: TokenPayload, *, source: str) -> str:
             category=category,
             channel=channel,
             defaults={"enabled": False},
+        )
+        audit_record(
+            "preference.unsubscribe",
+            "communication.user",
+            payload["u"],
+            changes={f"{category.key}.{channel}": ["enabled", "disabled"], "source": source},
         )
         what = f"{category.name} messages by {channel}"
     else:

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from communication.audit import audit_record, field_changes
 from communication.exceptions import ConflictError
 from communication.models import Category
 from templates_app.models import Template, TemplateVariant, normalize_language
@@ -72,6 +73,13 @@ def template_create(
     try:
         with transaction.atomic():
             template.save(force_insert=True)
+            audit_record(
+                "template.create",
+                "templates_app.template",
+                template.pk,
+                changes={"key": key, "channel": channel, "category": template.category.key},
+                actor=template.created_by,
+            )
     except IntegrityError as exc:
         raise ConflictError(f"A template {key!r} exists already.", code="template_exists") from exc
     logger.info("template created", extra={"template": key, "actor": template.created_by})
@@ -89,6 +97,7 @@ def template_update(*, template: Template, actor: Actor, **changes: Any) -> Temp
         "These fields cannot be changed.",
         "This field cannot be changed.",
     )
+    before = {field: _value(template, field) for field in changes}
     for field, value in changes.items():
         if field == "category":
             setattr(template, field, _category(value))
@@ -97,13 +106,25 @@ def template_update(*, template: Template, actor: Actor, **changes: Any) -> Temp
         else:
             setattr(template, field, value)
     template.full_clean(validate_unique=False)
-    template.save()
+    with transaction.atomic():
+        template.save()
+        audit_record(
+            "template.update",
+            "templates_app.template",
+            template.pk,
+            changes=field_changes(before, {field: _value(template, field) for field in changes}),
+            actor=actor_of(actor),
+        )
     _invalidate(template.key)
     logger.info(
         "template updated",
         extra={"template": template.key, "actor": actor_of(actor), "fields": sorted(changes)},
     )
     return template
+
+
+def _value(template: Template, field: str) -> Any:
+    return template.category.key if field == "category" else getattr(template, field)
 
 
 def template_save(*, template: Template, actor: Actor) -> Template:

@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone as djtz
 
+from communication.audit import audit_record
 from communication.exceptions import APIError
 from templates_app import engine, errors, selectors
 from templates_app.models import (
@@ -154,6 +155,13 @@ def version_create(
             created_by=actor_of(actor),
             **cleaned,
         )
+        _audit(
+            version,
+            "template_version.create",
+            version.created_by,
+            language=language,
+            fields=sorted(cleaned),
+        )
     return version
 
 
@@ -176,7 +184,22 @@ def version_update(*, version: TemplateVersion, actor: Actor, **changes: Any) ->
         if note is not None:
             version.note = note
         version.save()
+        _audit(
+            version, "template_version.update", actor_of(actor), fields=sorted({*cleaned, *changes})
+        )
     return version
+
+
+def _audit(version: TemplateVersion, action: str, actor: str, **changes: Any) -> None:
+    """The trail's entry for a version: its template, number and what changed, never its
+    sources (field names only)."""
+    audit_record(
+        action,
+        "templates_app.templateversion",
+        version.pk,
+        changes={"template": str(version.template_id), "number": version.number, **changes},
+        actor=actor,
+    )
 
 
 def _transition(version_id: uuid.UUID, *, expect: str, to: str, action: str) -> TemplateVersion:
@@ -220,6 +243,12 @@ def version_submit(
         if note is not None:
             version.note = note
         version.save()
+        _audit(
+            version,
+            "template.submit",
+            version.submitted_by,
+            status=[VersionStatus.DRAFT, version.status],
+        )
     return version
 
 
@@ -274,6 +303,13 @@ def version_approve(*, version: TemplateVersion, actor: Actor, note: str = "") -
         if note:
             version.review_note = note
         version.save()
+        _audit(
+            version,
+            "template.approve",
+            who,
+            status=[VersionStatus.PENDING, version.status],
+            replaces=previous.number if previous else None,
+        )
         _invalidate(version.template.key)
     logger.info(
         "template version approved",
@@ -298,6 +334,12 @@ def version_reject(*, version: TemplateVersion, actor: Actor, note: str = "") ->
         version.rejected_at = djtz.now()
         version.review_note = note
         version.save()
+        _audit(
+            version,
+            "template.reject",
+            version.rejected_by,
+            status=[VersionStatus.PENDING, version.status],
+        )
     return version
 
 
@@ -312,6 +354,12 @@ def version_archive(*, version: TemplateVersion, actor: Actor) -> TemplateVersio
                 f"Version {version.number} is live; make another version live first."
             )
         version.save()
+        _audit(
+            version,
+            "template.archive",
+            actor_of(actor),
+            status=[VersionStatus.APPROVED, version.status],
+        )
     return version
 
 
@@ -346,6 +394,13 @@ def template_rollback(
             return version
         previous = _make_live(template, version)
         version.save(update_fields=["is_live", "live_since", "updated_at"])
+        _audit(
+            version,
+            "template.rollback",
+            who,
+            language=version.language,
+            replaces=previous.number if previous else None,
+        )
         _invalidate(template.key)
     logger.info(
         "template rolled back",

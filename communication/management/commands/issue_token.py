@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from communication import services
+from communication.audit import audit_actor
 from communication.auth import keys, tokens
 
 
@@ -54,16 +55,18 @@ class Command(BaseCommand):
         if opts["roles"] is not None:
             roles = [r.strip() for r in opts["roles"].split(",") if r.strip()]
         try:
-            user = services.user_update_local(
-                external_id=opts["user"],
-                email=opts["email"],
-                phone=opts["phone"],
-                name=opts["name"],
-                locale=opts["locale"],
-                timezone=opts["timezone"],
-                roles=roles,
-                staff=opts["staff"],
-            )
+            # A staff flag granted here is recorded in the audit trail as this command's act.
+            with audit_actor("command:issue_token"):
+                user = services.user_update_local(
+                    external_id=opts["user"],
+                    email=opts["email"],
+                    phone=opts["phone"],
+                    name=opts["name"],
+                    locale=opts["locale"],
+                    timezone=opts["timezone"],
+                    roles=roles,
+                    staff=opts["staff"],
+                )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         token = tokens.issue_user_token(user, ttl=opts["ttl"])
