@@ -11,6 +11,16 @@ from communication.compliance.registry import Erase, PersonalData, Subject, regi
 OFFLINE_CALLER = "messaging"
 
 
+def _download_link(row: dict, user_pk) -> dict:
+    # Made for the person themselves: the download checks that its user may see the file.
+    from django.conf import settings  # noqa: PLC0415
+
+    from messaging import attachments  # noqa: PLC0415
+
+    base = settings.PUBLIC_BASE_URL.rstrip("/")
+    return {"url": base + attachments.signed_url(row["id"], user_pk)}
+
+
 def _storage():
     from messaging import attachments  # noqa: PLC0415
 
@@ -141,6 +151,7 @@ register(
         storage=_storage,
         retention="attachments",
         export=("id", "content_type", "size", "original_name", "created_at"),
+        export_links=_download_link,
         order=40,
     ),
     PersonalData(

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from communication.api.routers import UUID
 from communication.auth.permissions import HasScope
 from communication.compliance import erasure
-from communication.exceptions import APIError, NotFoundError
+from communication.exceptions import APIError, NotFoundError, ServiceUnavailableError
 from communication.models import ErasureRequest
 
 ErasureBody = inline_serializer(
@@ -81,6 +81,12 @@ class ErasureViewSet(viewsets.ViewSet):
             )
         except erasure.SubjectError as exc:
             raise APIError(str(exc), exc.code, fields={kind: [str(exc)]}) from exc
+        except erasure.ErasureError as exc:
+            # Marked failed; what it erased stays erased, and the same call again finishes it.
+            raise ServiceUnavailableError(
+                "The erasure could not finish (a row was busy); send the same request again.",
+                "erasure_failed",
+            ) from exc
         if done.status == ErasureRequest.Status.DONE:
             return Response(result_body(done, normalised))
         url = request.build_absolute_uri(f"/api/v1/compliance/erasure/{done.pk}")

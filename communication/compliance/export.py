@@ -9,15 +9,14 @@ download links made for the person themselves.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from communication.audit import audit_record
-from communication.compliance import registry
+from communication.compliance import erasure, registry
 from communication.compliance.registry import PersonalData, Subject
 from communication.models import User
 
@@ -40,40 +39,12 @@ def export_user(user_id: str) -> User:
     return user
 
 
-def export_subject(user: User) -> Subject:
-    return Subject(
-        users=(user.pk,),
-        user_ids=(user.external_id,) if user.external_id else (),
-        emails=(user.email.lower(),) if user.email else (),
-        phones=(user.phone,) if user.phone else (),
-    )
-
-
 def export_open(user: User) -> Iterator[str]:
     """Records the export (one ``compliance.export`` audit entry) and returns its document as
     an iterator of JSON text chunks, read as they are written (what a streamed response
     consumes: the server's WSGI bridge sends each chunk as it comes)."""
     audit_record(ACTION, "communication.user", user.external_id or user.pk)
-    return _document(user, export_subject(user))
-
-
-def _attachment_links(user: User) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    from messaging import attachments  # noqa: PLC0415
-
-    base = settings.PUBLIC_BASE_URL.rstrip("/")
-
-    def links(row: dict[str, Any]) -> dict[str, Any]:
-        # Made for the person themselves: the download checks that its user may see the file.
-        return {"url": base + attachments.signed_url(row["id"], user.pk)}
-
-    return links
-
-
-# Extra values an exported row carries, by registry entry (links to files, which rows hold
-# only as storage names).
-LINKS: dict[str, Callable[[User], Callable[[dict[str, Any]], dict[str, Any]]]] = {
-    "messaging.attachments": _attachment_links,
-}
+    return _document(user, erasure.subject_resolve(user_id=user.external_id))
 
 
 def _apps() -> dict[str, list[PersonalData]]:
@@ -102,12 +73,14 @@ def _document(user: User, subject: Subject) -> Iterator[str]:
         for index, entry in enumerate(entries):
             kind = entry.name.split(".", 1)[1]
             out.append(f"{', ' if index else ''}{_dump(kind)}: [")
-            extra = LINKS[entry.name](user) if entry.name in LINKS else None
+            links = entry.export_links
             assert entry.export is not None
             rows = entry.queryset(subject).order_by("pk").values(*entry.export)
             first = True
             for row in rows.iterator(chunk_size=CHUNK_ROWS):
-                text = ("" if first else ", ") + _dump(row if extra is None else row | extra(row))
+                text = ("" if first else ", ") + _dump(
+                    row if links is None else row | links(row, user.pk)
+                )
                 out.append(text)
                 size += len(text)
                 first = False

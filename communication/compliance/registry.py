@@ -61,6 +61,9 @@ class PersonalData:
     storage: Callable[[], Any] | None = None  # the Django storage ``files`` live in
     export: tuple[str, ...] | None = None
     eraser: Callable[[Subject], int] | None = None
+    # Extra values an exported row carries (a download link for a file the row holds only as a
+    # storage name): a callable of the row (its ``export`` fields) and the person's user pk.
+    export_links: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
     expirer: Callable[[Any], int] | None = None
     order: int = 100
     # TOMBSTONE: the model's datetime field that marks the row as erased (set to now unless

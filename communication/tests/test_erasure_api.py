@@ -217,3 +217,36 @@ def test_what_has_not_gone_yet_never_goes_and_shared_content_stays(manager):
     # The request was to two people: its content is the other recipient's too, and stays.
     assert done.erased["notifications.requests"] == 0
     assert theirs.notification.request.data == {"x": "shared"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_busy_row_fails_the_erasure_with_503_and_the_same_request_then_finishes(manager):
+    import psycopg  # noqa: PLC0415
+    from django.db import connection  # noqa: PLC0415
+
+    delivery = send_to_email(manager, "busy@example.com")
+    params = connection.settings_dict
+    other = psycopg.connect(
+        dbname=params["NAME"],
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+    )
+    try:
+        # Another transaction holds the delivery's row: the batch waits its lock timeout, not
+        # for ever, and the caller is told to come back.
+        other.execute(
+            "SELECT 1 FROM notifications_delivery WHERE id = %s FOR UPDATE", [delivery["id"]]
+        )
+        response = manager.post(ERASURE, {"email": "busy@example.com"}, format="json")
+        assert response.status_code == 503, response.content
+        assert response.json()["code"] == "erasure_failed"
+        assert ErasureRequest.objects.get().status == ErasureRequest.Status.FAILED
+    finally:
+        other.rollback()
+        other.close()
+    response = manager.post(ERASURE, {"email": "busy@example.com"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["erased"]["notifications.deliveries"] == 1
+    assert Delivery.objects.get(id=delivery["id"]).address == ""
