@@ -139,7 +139,7 @@ class UserSequence(models.Model):
 class RealtimeEvent(models.Model):
     """A persisted websocket event, so a client that reconnects receives what it missed.
 
-    Kept for ``REALTIME_EVENT_RETENTION_DAYS``; older ones are pruned, and a client resuming from
+    Kept for ``RETENTION_REALTIME_DAYS`` (the retention run); a client resuming from
     before the oldest kept gets ``resync_required``.
     """
 
