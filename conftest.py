@@ -388,10 +388,19 @@ def process_env(**extra) -> dict:
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    _stop_all([proc], timeout)
+
+
+def _stop_all(procs: list[subprocess.Popen], timeout: float = 20) -> None:
+    """SIGTERM to each, then waits for each (a worker's warm shutdown takes a second or two: they
+    shut down side by side); one still running after ``timeout`` is killed."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
         try:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -454,8 +463,7 @@ def start_worker(django_db_setup, tmp_path_factory):
         return worker
 
     yield start
-    for worker in workers:
-        worker.stop()
+    _stop_all([worker.proc for worker in workers])
 
 
 class LiveServer:
@@ -516,5 +524,4 @@ def start_live_asgi(django_db_setup, tmp_path_factory):
         return server
 
     yield start
-    for server in servers:
-        server.stop()
+    _stop_all([server.proc for server in servers])

@@ -25,7 +25,7 @@ from campaigns.services import fanout, runs
 from campaigns.services.status import campaign_transition
 from campaigns.tests import factories
 from communication.processes import worker_argv
-from conftest import ROOT, _stop, process_env, wait_for
+from conftest import ROOT, _stop_all, process_env, wait_for
 from notifications.models import Delivery
 from notifications.services import deliveries_sweep
 from notifications.services.send import notification_send
@@ -115,8 +115,7 @@ def _engine_workers(django_db_setup, make_httpserver, tmp_path_factory):
     start.prefix = prefix  # type: ignore[attr-defined]
     start.cache_prefix = cache_prefix  # type: ignore[attr-defined]
     yield start
-    for _queues, proc in procs:
-        _stop(proc)
+    _stop_all([proc for _queues, proc in procs])
 
 
 @pytest.fixture
