@@ -17,6 +17,7 @@ import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -274,19 +275,25 @@ def test_issue_token_options_leave_unset_fields_alone(var_dir, servers_held):
     assert first.returncode == 0, first.stderr
     second = manage(var_dir, "issue_token", "--user", "kim", "--name", "Kim", env=env)
     assert second.returncode == 0, second.stderr
-    shown = manage(
-        var_dir,
-        "shell",
-        "-c",
-        "from communication.models import User; u = User.objects.get(external_id='kim');"
-        "print(u.email, u.phone, ','.join(u.roles), u.name, u.is_staff)",
-        env=env,
-    )
+    # Reading kim back and a refused update are independent: their processes run side by side.
+    with ThreadPoolExecutor(2) as pool:
+        showing = pool.submit(
+            manage,
+            var_dir,
+            "shell",
+            "-c",
+            "from communication.models import User; u = User.objects.get(external_id='kim');"
+            "print(u.email, u.phone, ','.join(u.roles), u.name, u.is_staff)",
+            env=env,
+        )
+        refusing = pool.submit(
+            manage, var_dir, "issue_token", "--user", "kim", "--phone", "12", env=env
+        )
+        shown, bad = showing.result(), refusing.result()
     assert (
         shown.stdout.strip().splitlines()[-1]
         == "kim@example.com +33612345678 admin,support_agent Kim True"
     )
-    bad = manage(var_dir, "issue_token", "--user", "kim", "--phone", "12", env=env)
     assert bad.returncode != 0 and "phone" in bad.stderr
 
 
