@@ -16,6 +16,7 @@ from one test to the next. HTTP rate limits are off (``RATE_LIMITS=off``) unless
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -234,6 +235,15 @@ def service_client(make_service_token):
 # ------------------------------------------------------------------------------- identity service
 
 
+@functools.lru_cache(maxsize=1)
+def _identity_provider_key():
+    """The stand-in identity service's first signing key: generated once per run (an RSA key
+    takes a noticeable part of a second), never the service's own development key."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 class IdentityProvider:
     """A stand-in identity service on a local HTTP server, signing with a key pair of its own."""
 
@@ -241,15 +251,13 @@ class IdentityProvider:
     AUDIENCE = "communication-tests"
 
     def __init__(self, httpserver):
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
         self.server = httpserver
         self.keys: list = []
         self.users: dict[str, dict] = {}
         self.jwks_hits = 0
         self.user_hits = 0
         self.down = False
-        self.rotate(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        self.rotate(_identity_provider_key())
         httpserver.expect_request("/.well-known/jwks.json").respond_with_handler(self._jwks)
         httpserver.expect_request("/oauth/token", method="POST").respond_with_json(
             {"access_token": "client-token", "token_type": "Bearer", "expires_in": 3600}
@@ -380,10 +388,19 @@ def process_env(**extra) -> dict:
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    _stop_all([proc], timeout)
+
+
+def _stop_all(procs: list[subprocess.Popen], timeout: float = 20) -> None:
+    """SIGTERM to each, then waits for each (a worker's warm shutdown takes a second or two: they
+    shut down side by side); one still running after ``timeout`` is killed."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
         try:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -446,8 +463,7 @@ def start_worker(django_db_setup, tmp_path_factory):
         return worker
 
     yield start
-    for worker in workers:
-        worker.stop()
+    _stop_all([worker.proc for worker in workers])
 
 
 class LiveServer:
@@ -508,5 +524,4 @@ def start_live_asgi(django_db_setup, tmp_path_factory):
         return server
 
     yield start
-    for server in servers:
-        server.stop()
+    _stop_all([server.proc for server in servers])

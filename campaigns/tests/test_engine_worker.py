@@ -1,7 +1,7 @@
 """The campaign engine with real Celery workers and a provider played by a local HTTP server
 (SendGrid's API): pause and resume within one batch, a worker killed mid-campaign, and a
-transactional send overtaking a running campaign (the bulk queue has a worker of its own, as
-``serve`` runs it)."""
+transactional send overtaking a running campaign. The bulk queue has a worker of its own, as
+``serve`` runs it; the module's tests share their workers (the killed one is replaced)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from campaigns.services import fanout, runs
 from campaigns.services.status import campaign_transition
 from campaigns.tests import factories
 from communication.processes import worker_argv
-from conftest import ROOT, _stop, process_env, wait_for
+from conftest import ROOT, _stop_all, process_env, wait_for
 from notifications.models import Delivery
 from notifications.services import deliveries_sweep
 from notifications.services.send import notification_send
@@ -34,6 +34,8 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 SENDGRID = "/sendgrid/v3/mail/send"
 QUEUES = ("realtime", "transactional", "bulk", "default")
+BULK = ("bulk",)
+REST = ("realtime", "transactional", "default")
 
 
 class FakeSendGrid:
@@ -63,13 +65,15 @@ class FakeSendGrid:
             return [a for call in self.calls for a in call]
 
 
-@pytest.fixture
-def engine(httpserver, settings, tmp_path):
-    """Starts workers on queues of this test's own (prefix), with the fake provider; the test
-    process shares their queue prefix and cache (the fan-out's markers)."""
+@pytest.fixture(scope="module")
+def _engine_workers(django_db_setup, make_httpserver, tmp_path_factory):
+    """The module's workers, on queues of its own (prefix), with the fake provider: started when
+    a test first asks for a queue set and shared by the tests after it (a worker starts in
+    seconds), stopped at the module's end. The test process shares their queue prefix and cache
+    (the fan-out's markers)."""
     prefix = f"eng-{uuid.uuid4().hex[:6]}-"
     cache_prefix = f"eng-{uuid.uuid4().hex[:8]}"
-    base = httpserver.url_for("/").rstrip("/")
+    base = make_httpserver.url_for("/").rstrip("/")
     env = {
         "EMAIL_PROVIDERS": "sendgrid",
         "SENDGRID_API_KEY": "SG.test",
@@ -80,16 +84,17 @@ def engine(httpserver, settings, tmp_path):
         "CACHE_KEY_PREFIX": cache_prefix,
         "CELERY_QUEUE_PREFIX": prefix,
     }
-    settings.CELERY_QUEUE_PREFIX = prefix
-    settings.CAMPAIGN_BATCH_SIZE = 20
-    settings.CACHES = {
-        **settings.CACHES,
-        "default": {**settings.CACHES["default"], "KEY_PREFIX": cache_prefix},
-    }
-    procs: list[subprocess.Popen] = []
+    logs = tmp_path_factory.mktemp("engine")
+    procs: list[tuple[tuple[str, ...], subprocess.Popen]] = []
 
     def start(queues=QUEUES, **extra) -> subprocess.Popen:
-        log = tmp_path / f"worker-{len(procs)}.log"
+        """A running worker on exactly ``queues`` (one already started, when alive and with no
+        ``extra`` environment), else a new one."""
+        queues = tuple(queues)
+        for started, proc in procs:
+            if started == queues and proc.poll() is None and not extra:
+                return proc
+        log = logs / f"worker-{len(procs)}.log"
         with open(log, "w") as fh:
             proc = subprocess.Popen(
                 worker_argv(
@@ -102,14 +107,35 @@ def engine(httpserver, settings, tmp_path):
                 stdout=fh,
                 stderr=subprocess.STDOUT,
             )
-        procs.append(proc)
+        procs.append((queues, proc))
         wait_for(lambda: "ready" in Path(log).read_text() or proc.poll() is not None, 60)
         assert proc.poll() is None, Path(log).read_text()[-3000:]
         return proc
 
+    start.prefix = prefix  # type: ignore[attr-defined]
+    start.cache_prefix = cache_prefix  # type: ignore[attr-defined]
     yield start
-    for proc in procs:
-        _stop(proc)
+    _stop_all([proc for _queues, proc in procs])
+
+
+@pytest.fixture
+def engine(_engine_workers, httpserver, settings):
+    """Starts (or reuses) the module's workers; this test's process shares their queue prefix
+    and cache."""
+    settings.CELERY_QUEUE_PREFIX = _engine_workers.prefix
+    settings.CAMPAIGN_BATCH_SIZE = 20
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": _engine_workers.cache_prefix},
+    }
+    yield _engine_workers
+    # The workers outlive the test: what they are still sending must reach this test's provider,
+    # never the next test's.
+    wait_for(
+        lambda: not Delivery.objects.filter(status="sending").exists(),
+        30,
+        what="the workers' sends to end",
+    )
 
 
 def _ledger(campaign) -> Counter:
@@ -143,9 +169,35 @@ def _settle(campaign, timeout=60) -> None:
     wait_for(done, timeout, interval=0.3, what="the campaign to complete")
 
 
+def test_a_transactional_send_overtakes_a_running_campaign(engine, httpserver):
+    provider = FakeSendGrid(httpserver)
+    engine(BULK)
+    engine(REST)
+    factories.users("big", 3000)
+    campaign = factories.campaign(segment=factories.segment_of("big"))
+    runs.run_start(campaign, timezone.now())
+    wait_for(lambda: len(provider.order()) >= 50, 60, what="the campaign to be under way")
+
+    notification_send(
+        caller="billing",
+        payload={
+            "recipients": [{"email": "receipt@example.com"}],
+            "category": "transactional",
+            "channels": ["email"],
+            "content": {"subject": "Receipt", "body": "Thanks."},
+        },
+    )
+    wait_for(lambda: "receipt@example.com" in provider.order(), 30, what="the transactional send")
+    before = provider.order().index("receipt@example.com")
+    assert before < 1500, f"{before} campaign messages went before it"
+    campaign_transition(Campaign.objects.get(id=campaign.id), "cancelled")
+    fanout.campaign_stop_sending(campaign, cancel=True)
+
+
 def test_pause_stops_within_one_batch_and_resume_serves_each_recipient_once(engine, httpserver):
     provider = FakeSendGrid(httpserver, delay=0.01)
-    engine()
+    engine(BULK)
+    engine(REST)
     factories.users("pz", 200)
     campaign = factories.campaign(segment=factories.segment_of("pz"))
     runs.run_start(campaign, timezone.now())
@@ -175,7 +227,8 @@ def test_pause_stops_within_one_batch_and_resume_serves_each_recipient_once(engi
 
 def test_a_worker_killed_mid_campaign_sends_each_once_or_flags_it(engine, httpserver):
     provider = FakeSendGrid(httpserver, delay=0.02)
-    victim = engine()
+    victim = engine(BULK)  # the one sending the campaign
+    engine(REST)
     factories.users("kill", 120)
     campaign = factories.campaign(segment=factories.segment_of("kill"))
     run = runs.run_start(campaign, timezone.now())
@@ -183,7 +236,7 @@ def test_a_worker_killed_mid_campaign_sends_each_once_or_flags_it(engine, httpse
     wait_for(lambda: len(provider.order()) >= 30, 60, what="the campaign to be under way")
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
-    engine()
+    engine(BULK)  # a new one: the victim is dead
     # The dead chain's marker would expire after FANOUT_STALL_SECONDS; expire it now.
     cache.delete(fanout._marker(run.id, campaign.steps.get().id))
     _settle(campaign, timeout=90)
@@ -202,28 +255,3 @@ def test_a_worker_killed_mid_campaign_sends_each_once_or_flags_it(engine, httpse
     twice = sum(1 for calls in served.values() if calls == 2)
     flagged = campaign_progress(campaign)["possibly_duplicated"]
     assert flagged == sum(1 for d in deliveries.values() if d.attempts >= 2) >= twice
-
-
-def test_a_transactional_send_overtakes_a_running_campaign(engine, httpserver):
-    provider = FakeSendGrid(httpserver)
-    engine(queues=("bulk",))
-    engine(queues=("realtime", "transactional", "default"))
-    factories.users("big", 3000)
-    campaign = factories.campaign(segment=factories.segment_of("big"))
-    runs.run_start(campaign, timezone.now())
-    wait_for(lambda: len(provider.order()) >= 50, 60, what="the campaign to be under way")
-
-    notification_send(
-        caller="billing",
-        payload={
-            "recipients": [{"email": "receipt@example.com"}],
-            "category": "transactional",
-            "channels": ["email"],
-            "content": {"subject": "Receipt", "body": "Thanks."},
-        },
-    )
-    wait_for(lambda: "receipt@example.com" in provider.order(), 30, what="the transactional send")
-    before = provider.order().index("receipt@example.com")
-    assert before < 1500, f"{before} campaign messages went before it"
-    campaign_transition(Campaign.objects.get(id=campaign.id), "cancelled")
-    fanout.campaign_stop_sending(campaign, cancel=True)

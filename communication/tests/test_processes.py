@@ -17,6 +17,7 @@ import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -226,7 +227,35 @@ def test_a_command_starts_the_servers_and_stops_them_when_done(var_dir):
     assert processes_using(var_dir) == []
 
 
-def test_issue_token_options_leave_unset_fields_alone(var_dir):
+@pytest.fixture
+def servers_held(var_dir) -> Iterator[None]:
+    """The embedded servers kept running by a process of their own for the test, so its commands
+    share them instead of each starting and stopping PostgreSQL (``test_a_command_starts_...``
+    checks that a lone command does); stopped when that process exits."""
+    holder = subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "-c", "import sys; sys.stdin.read()"],
+        cwd=ROOT,
+        env=clean_env(var_dir),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    users = var_dir / "embedded" / "users"
+
+    def holding() -> bool:
+        assert holder.poll() is None, "the process holding the servers exited"
+        return users.exists() and str(holder.pid) in users.read_text().split()
+
+    try:
+        wait_for(holding, 90, interval=0.2, what="the embedded servers")
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(60)
+
+
+def test_issue_token_options_leave_unset_fields_alone(var_dir, servers_held):
     env = clean_env(var_dir)
     manage(var_dir, "migrate", "--noinput", env=env)
     first = manage(
@@ -246,23 +275,29 @@ def test_issue_token_options_leave_unset_fields_alone(var_dir):
     assert first.returncode == 0, first.stderr
     second = manage(var_dir, "issue_token", "--user", "kim", "--name", "Kim", env=env)
     assert second.returncode == 0, second.stderr
-    shown = manage(
-        var_dir,
-        "shell",
-        "-c",
-        "from communication.models import User; u = User.objects.get(external_id='kim');"
-        "print(u.email, u.phone, ','.join(u.roles), u.name, u.is_staff)",
-        env=env,
-    )
+    # Reading kim back and a refused update are independent: their processes run side by side.
+    with ThreadPoolExecutor(2) as pool:
+        showing = pool.submit(
+            manage,
+            var_dir,
+            "shell",
+            "-c",
+            "from communication.models import User; u = User.objects.get(external_id='kim');"
+            "print(u.email, u.phone, ','.join(u.roles), u.name, u.is_staff)",
+            env=env,
+        )
+        refusing = pool.submit(
+            manage, var_dir, "issue_token", "--user", "kim", "--phone", "12", env=env
+        )
+        shown, bad = showing.result(), refusing.result()
     assert (
         shown.stdout.strip().splitlines()[-1]
         == "kim@example.com +33612345678 admin,support_agent Kim True"
     )
-    bad = manage(var_dir, "issue_token", "--user", "kim", "--phone", "12", env=env)
     assert bad.returncode != 0 and "phone" in bad.stderr
 
 
-def test_issue_token_refuses_when_an_identity_service_is_configured(var_dir):
+def test_issue_token_refuses_when_an_identity_service_is_configured(var_dir, servers_held):
     env = clean_env(var_dir, IDENTITY_JWKS_URL="https://identity.example/.well-known/jwks.json")
     result = manage(var_dir, "issue_token", "--user", "x", env=env)
     assert result.returncode != 0
