@@ -148,6 +148,8 @@ def test_the_console_shows_an_erased_suppression(admin_client):
     suppression = Suppression.objects.get()
     detail = admin_client.get(f"/admin/notifications/suppression/{suppression.pk}/change/")
     assert detail.status_code == 200 and "[erased]" in detail.content.decode()
+    # Shown once, as "[erased]": not also as the raw (blank) field with its help text.
+    assert "email (lower-cased) or E.164 number" not in detail.content.decode()
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

@@ -182,7 +182,14 @@ class SuppressionAdmin(ConsoleAdmin):
         return {"reason": Suppression.Reason.MANUAL, **super().get_changeform_initial_data(request)}
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return ("channel", "shown_address", "reason", "detail", "created_at") if obj else ()
+        return self.SHOWN if obj else ()
+
+    # An existing entry is shown, not edited: its address as shown_address ("[erased]" once
+    # only its hash is kept), never the raw field beside it.
+    SHOWN = ("channel", "shown_address", "reason", "detail", "created_at")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.SHOWN if obj else super().get_fields(request, obj)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
