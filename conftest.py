@@ -22,13 +22,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.test import APIClient
 
 from communication.processes import server_argv, worker_argv
@@ -525,3 +527,33 @@ def start_live_asgi(django_db_setup, tmp_path_factory):
 
     yield start
     _stop_all([server.proc for server in servers])
+
+
+@contextlib.contextmanager
+def held_open(sql: str, params=()) -> Iterator[None]:
+    """Runs ``sql`` in a transaction of another connection (a thread's) that stays open until
+    the block ends, then commits."""
+    ran, release = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                ran.set()
+                release.wait(120)
+        except BaseException as exc:
+            failed.append(exc)
+            ran.set()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert ran.wait(30) and not failed, failed
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+    assert not failed, failed

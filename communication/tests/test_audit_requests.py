@@ -7,15 +7,15 @@ import json
 import threading
 import urllib.request
 
-import psycopg
 import pytest
 from django.db import connection
 
 from communication.audit import audit_chain, audit_verify
 from communication.auth import tokens
 from communication.models import AuditEntry, AuditSeal, User
+from conftest import held_open
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 WRITERS = 20
 
@@ -38,19 +38,11 @@ def test_twenty_concurrent_requests_audit_without_waiting_and_the_chain_holds(li
 
     # Another transaction writes an entry and stays open the whole time: a lock taken by the
     # audit writer would hold every request behind it.
-    settings_dict = connection.settings_dict
-    held = psycopg.connect(
-        dbname=settings_dict["NAME"],
-        user=settings_dict["USER"],
-        password=settings_dict["PASSWORD"] or None,
-        host=settings_dict["HOST"] or None,
-        port=settings_dict["PORT"] or None,
-    )
-    try:
-        held.execute(
-            "INSERT INTO communication_auditentry (at, actor, action, object_type, object_id, "
-            "changes, request_id) VALUES (now(), 'system', 'held.open', 'test', '', '{}', '')"
-        )
+    with held_open(
+        "INSERT INTO communication_auditentry (at, actor, action, object_type, "
+        "object_id, changes, request_id) VALUES (now(), 'system', 'held.open', "
+        "'test', '', '{}', '')"
+    ):
         barrier = threading.Barrier(WRITERS)
         statuses: list[int] = []
         errors: list[BaseException] = []
@@ -61,6 +53,8 @@ def test_twenty_concurrent_requests_audit_without_waiting_and_the_chain_holds(li
                 statuses.append(_put_preferences(live_asgi.url, user_tokens[i], enabled=i % 2 == 0))
             except BaseException as exc:
                 errors.append(exc)
+            finally:
+                connection.close()
 
         threads = [threading.Thread(target=write, args=(i,)) for i in range(WRITERS)]
         for thread in threads:
@@ -76,9 +70,6 @@ def test_twenty_concurrent_requests_audit_without_waiting_and_the_chain_holds(li
         )
         # The chainer runs now: the held entry (a lower id) is not visible to it yet.
         assert audit_chain() == WRITERS
-    finally:
-        held.commit()
-        held.close()
 
     # Committed late, sealed later in the chain; everything verifies.
     assert audit_chain() == 1

@@ -13,6 +13,7 @@ import re
 import urllib.request
 import uuid
 
+import phonenumbers
 import pytest
 import redis
 from django.conf import settings
@@ -79,11 +80,19 @@ def pdf(text: str) -> bytes:
     return f"%PDF-1.4\n1 0 obj << /Title ({text}) >> endobj\ntrailer << >>\n%%EOF\n".encode()
 
 
+def _valid_phone() -> str:
+    # A random French mobile number that phonenumbers accepts (not every +336… range is valid).
+    while True:
+        candidate = f"+336{random.randint(10_000_000, 99_999_999)}"
+        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
+            return candidate
+
+
 def canaries(push_service: str) -> dict[str, str]:
     tag = uuid.uuid4().hex[:10]
     return {
         "email": f"canary.{tag}@example.com",
-        "phone": f"+336{random.randint(10_000_000, 99_999_999)}",
+        "phone": _valid_phone(),
         "name": f"Canaryname{tag}",
         "text": f"canarytext{tag}",
         "token": f"canarytoken{tag}",

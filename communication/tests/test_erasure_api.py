@@ -9,7 +9,7 @@ from campaigns.models import Campaign, CampaignRecipient, CampaignRun, CampaignS
 from communication.auth import tokens
 from communication.compliance import erasure
 from communication.models import ErasureRequest, RealtimeEvent, User
-from conftest import wait_for
+from conftest import held_open, wait_for
 from messaging import services as messaging_services
 from messaging.models import Participant
 from notifications import services as notification_services
@@ -221,33 +221,18 @@ def test_what_has_not_gone_yet_never_goes_and_shared_content_stays(manager):
     assert theirs.notification.request.data == {"x": "shared"}
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_busy_row_fails_the_erasure_with_503_and_the_same_request_then_finishes(manager):
-    import psycopg  # noqa: PLC0415
-    from django.db import connection  # noqa: PLC0415
-
     delivery = send_to_email(manager, "busy@example.com")
-    params = connection.settings_dict
-    other = psycopg.connect(
-        dbname=params["NAME"],
-        user=params["USER"],
-        password=params["PASSWORD"] or None,
-        host=params["HOST"] or None,
-        port=params["PORT"] or None,
-    )
-    try:
-        # Another transaction holds the delivery's row: the batch waits its lock timeout, not
-        # for ever, and the caller is told to come back.
-        other.execute(
-            "SELECT 1 FROM notifications_delivery WHERE id = %s FOR UPDATE", [delivery["id"]]
-        )
+    # Another transaction holds the delivery's row: the batch waits its lock timeout, not for
+    # ever, and the caller is told to come back.
+    with held_open(
+        "SELECT 1 FROM notifications_delivery WHERE id = %s FOR UPDATE", [delivery["id"]]
+    ):
         response = manager.post(ERASURE, {"email": "busy@example.com"}, format="json")
         assert response.status_code == 503, response.content
         assert response.json()["code"] == "erasure_failed"
         assert ErasureRequest.objects.get().status == ErasureRequest.Status.FAILED
-    finally:
-        other.rollback()
-        other.close()
     response = manager.post(ERASURE, {"email": "busy@example.com"}, format="json")
     assert response.status_code == 200, response.content
     assert response.json()["erased"]["notifications.deliveries"] == 1
