@@ -120,6 +120,22 @@ class StaffBrowser:
         self.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Refuses a transactional test without ``serialized_rollback``: its flush leaves neither the
+    seeded categories nor the content types as the next serialized test restores them, and every
+    live-server test after it then fails at setup, far from the cause."""
+    bare = [
+        item.nodeid
+        for item in items
+        for marker in item.iter_markers("django_db")
+        if marker.kwargs.get("transaction") and not marker.kwargs.get("serialized_rollback")
+    ]
+    if bare:
+        raise pytest.UsageError(
+            "transactional tests need serialized_rollback=True: " + ", ".join(sorted(set(bare)))
+        )
+
+
 def pytest_unconfigure(config):
     """Removes this run's Prometheus folder (the settings give each run its own,
     ``var/prometheus/pytest-<pid>``) and those of runs that died before removing theirs."""
