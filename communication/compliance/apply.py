@@ -31,7 +31,7 @@ def erase_queryset(
     queryset: models.QuerySet,
     *,
     mode: Erase | None = None,
-    batch: int = BATCH,
+    batch: int | None = None,
 ) -> int:
     """Applies ``mode`` (``entry.erase`` by default) to every row of ``queryset`` and returns
     how many rows it changed or removed.
@@ -44,6 +44,7 @@ def erase_queryset(
     anonymising, when the file field is among ``entry.fields``).
     """
     mode = mode or entry.erase
+    batch = batch or BATCH
     model = queryset.model
     static = {name: value for name, value in entry.fields.items() if not callable(value)}
     computed = {name: value for name, value in entry.fields.items() if callable(value)}

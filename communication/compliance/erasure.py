@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 KINDS = ("user_id", "email", "phone")
 # Longest identifier accepted, by kind (the columns that hold them).
 MAX_LENGTH = {"user_id": 255, "email": 320, "phone": 32}
-# Rows per statement: small enough that a batch's locks are brief, large enough to be quick.
-BATCH = 2000
 
 
 class SubjectError(ValueError):

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from campaigns.models import Campaign, CampaignRecipient, CampaignRun, CampaignStep
 from communication.auth import tokens
-from communication.compliance import erasure
+from communication.compliance import apply, erasure
 from communication.models import ErasureRequest, RealtimeEvent, User
 from conftest import held_open, wait_for
 from messaging import services as messaging_services
@@ -118,7 +118,7 @@ def test_a_phone_never_suppressed_is_suppressed_by_hash_alone(manager):
 
 @pytest.mark.django_db
 def test_rows_are_erased_in_batches_with_per_row_values(manager, monkeypatch):
-    monkeypatch.setattr(erasure, "BATCH", 2)
+    monkeypatch.setattr(apply, "BATCH", 2)
     for _ in range(5):
         send_to_email(manager, "many@example.com")
     campaign = Campaign.objects.create(name="c", category_id="alerts", channels=["email"])
