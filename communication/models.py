@@ -9,8 +9,11 @@ from django.contrib.auth.models import AbstractUser, UserManager
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.functions import Now
+
+from communication.fields import EncryptedJSONField
 
 
 def validate_e164(value: str) -> None:
@@ -150,12 +153,20 @@ class RealtimeEvent(models.Model):
     )
     seq = models.BigIntegerField()
     type = models.CharField(max_length=64)
+    # What a replay shows is ``{**sealed, **data}``: ``sealed`` (encrypted) holds the payload,
+    # ``data`` only what the statement that writes the event adds in SQL (a message's ids).
     data = models.JSONField(default=dict)
+    sealed = EncryptedJSONField(null=True, encoder=DjangoJSONEncoder)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "seq"], name="realtime_event_seq")]
         indexes = [models.Index(fields=["created_at"], name="realtime_event_created")]
+
+    @property
+    def payload(self) -> dict:
+        """The event's data as its live copy carried it."""
+        return {**(self.sealed or {}), **self.data}
 
 
 class WalFlush(models.Model):

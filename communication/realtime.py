@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
@@ -31,12 +30,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 
 from communication.auth.authentication import authenticate_token
 from communication.auth.tokens import ServicePrincipal
 from communication.exceptions import TokenError
+from communication.fields import EncryptedJSONField
 from communication.models import RealtimeEvent, UserSequence
 
 logger = logging.getLogger(__name__)
@@ -72,7 +71,8 @@ def publish(user_pk: Any, event: Mapping[str, Any]) -> None:
 
 def sequence_events_sql(*, source: str, type_sql: str, events: str = "events") -> str:
     """The one definition of how events take their ``seq``: two CTEs, to follow a ``WITH`` and
-    ``source``, a CTE (or table) with the columns ``user_id`` and ``data`` (jsonb), one row per
+    ``source``, a CTE (or table) with the columns ``user_id``, ``data`` (jsonb) and ``sealed``
+    (the encrypted payload: ``RealtimeEvent.sealed``'s ``get_db_prep_value``), one row per
     user. ``{events}_seq`` takes each user's next ``seq`` and ``{events}`` inserts the events
     of type ``type_sql`` (an SQL expression: a placeholder or a literal), returning
     ``(user_id, seq)``.
@@ -89,18 +89,26 @@ def sequence_events_sql(*, source: str, type_sql: str, events: str = "events") -
         f"SELECT user_id, 1 FROM {source} ORDER BY user_id ON CONFLICT (user_id) DO UPDATE "
         f"SET last_seq = {sequences}.last_seq + 1 RETURNING user_id, last_seq), "
         f"{events} AS (INSERT INTO {RealtimeEvent._meta.db_table} "
-        "(user_id, seq, type, data, created_at) "
-        f"SELECT s.user_id, s.last_seq, {type_sql}, d.data, now() "
+        "(user_id, seq, type, data, sealed, created_at) "
+        f"SELECT s.user_id, s.last_seq, {type_sql}, d.data, d.sealed, now() "
         f"FROM {events}_seq s JOIN {source} d USING (user_id) RETURNING user_id, seq)"
     )
 
 
+_SEALED = cast(EncryptedJSONField, RealtimeEvent._meta.get_field("sealed"))
+
 _PUBLISH = (  # values are parameters: no input reaches the text
-    "WITH d AS (SELECT user_id, data::jsonb AS data FROM unnest(%s::uuid[], %s::text[]) "  # noqa: S608
-    "AS d (user_id, data)), "
+    "WITH d AS (SELECT user_id, '{}'::jsonb AS data, sealed "  # noqa: S608
+    "FROM unnest(%s::uuid[], %s::bytea[]) AS d (user_id, sealed)), "
     + sequence_events_sql(source="d", type_sql="%s")
     + " SELECT user_id, seq FROM events"
 )
+
+
+def seal(payload: Mapping[str, Any]) -> bytes:
+    """``payload`` as ``RealtimeEvent.sealed`` stores it (encrypted), for a statement's
+    ``sealed`` column."""
+    return cast(bytes, _SEALED.encrypted(payload))
 
 
 def publish_event(user_pk, type_: str, data: dict) -> int:
@@ -122,17 +130,17 @@ def publish_events(type_: str, data_by_user: dict) -> dict:
         return {}
     keys = {str(pk): pk for pk in data_by_user}
     ordered = sorted(keys)
-    # One JSON text per distinct payload (a message's payload is usually the same for everyone).
-    encoded: dict[int, str] = {}
-    texts = []
+    # One encryption per distinct payload (a message's payload is usually the same for everyone).
+    encoded: dict[int, bytes] = {}
+    sealed = []
     for pk in ordered:
         data = data_by_user[keys[pk]]
-        text = encoded.get(id(data))
-        if text is None:
-            text = encoded[id(data)] = json.dumps(data, cls=DjangoJSONEncoder)
-        texts.append(text)
+        token = encoded.get(id(data))
+        if token is None:
+            token = encoded[id(data)] = seal(data)
+        sealed.append(token)
     with connection.cursor() as cursor:
-        cursor.execute(_PUBLISH, [ordered, texts, type_])
+        cursor.execute(_PUBLISH, [ordered, sealed, type_])
         seqs = {str(user_id): seq for user_id, seq in cursor.fetchall()}
     send_after_commit(
         [
@@ -224,12 +232,12 @@ def _missed(user, after_seq: int) -> list[dict] | None:
     rows = list(
         RealtimeEvent.objects.filter(user=user, seq__gt=after_seq)
         .order_by("seq")
-        .values("seq", "type", "data")[: REPLAY_LIMIT + 1]
+        .only("seq", "type", "data", "sealed")[: REPLAY_LIMIT + 1]
     )
     if len(rows) > REPLAY_LIMIT:
         return None
     expected_first = after_seq + 1
-    if rows and rows[0]["seq"] != expected_first:
+    if rows and rows[0].seq != expected_first:
         return None  # pruned
     if not rows:
         row = UserSequence.objects.filter(user=user).first()
@@ -238,7 +246,7 @@ def _missed(user, after_seq: int) -> list[dict] | None:
         # them before they reached the disk, or the database was restored).
         if latest != after_seq:
             return None
-    return [{"type": r["type"], "seq": r["seq"], "data": r["data"]} for r in rows]
+    return [{"type": r.type, "seq": r.seq, "data": r.payload} for r in rows]
 
 
 class OriginAllowListValidator:

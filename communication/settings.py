@@ -56,8 +56,9 @@ if not SECRET_KEY:
         _secret_file.chmod(0o600)
     SECRET_KEY = _secret_file.read_text().strip()
 
-# Keys of the encrypted model fields (communication.fields): urlsafe base64 of 32 bytes each; the
-# first encrypts, all decrypt. Unset outside development, an encrypted field refuses to work.
+# Keys of the encrypted model fields (communication.fields): `id:base64key` (32 bytes), newest
+# first; the first encrypts, all decrypt. Unset outside development, an encrypted field refuses
+# to work.
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 if not FIELD_ENCRYPTION_KEYS and DEVELOPMENT:
     _field_key_file = VAR_DIR / "field_encryption_key"
@@ -638,9 +639,15 @@ RETENTION_DAYS = {
         "audit": 730,
     }.items()
 }
-# The key of the suppression list's keyed hashes: an erased address survives only as
-# HMAC-SHA256(key, address), so it is still never mailed. Never rotate it with other keys: an
-# erased address cannot be hashed again under a new one.
-SUPPRESSION_HASH_KEY = env.str("SUPPRESSION_HASH_KEY", default="") or SECRET_KEY
+# The key of every keyed-hash lookup column (communication.compliance.keyed): suppressions,
+# device tokens, addresses beside their encrypted column; an erased address survives only as its
+# hash, so it is still never mailed. Never rotated with the encryption keys: an erased address
+# cannot be hashed again under a new one. SUPPRESSION_HASH_KEY is its former name.
+LOOKUP_HASH_KEY = (
+    env.str("LOOKUP_HASH_KEY", default="")
+    or env.str("SUPPRESSION_HASH_KEY", default="")
+    or SECRET_KEY
+)
+SUPPRESSION_HASH_KEY = LOOKUP_HASH_KEY
 # An erasure that finds more rows than this runs on the worker and answers 202 with a status URL.
 ERASURE_SYNC_MAX_ROWS = env.int("ERASURE_SYNC_MAX_ROWS", default=5000)

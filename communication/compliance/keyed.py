@@ -1,8 +1,9 @@
-"""The keyed hash that stands for an address or a person once their data is erased.
+"""The keyed hashes that stand for an address, a token or a person where the value itself is
+encrypted (``communication.fields``) or erased.
 
-HMAC-SHA256 under ``SUPPRESSION_HASH_KEY``, a key of its own that is never rotated with the
-others: an erased address cannot be hashed again under a new key, so its suppression would be
-lost.
+HMAC-SHA256 under ``LOOKUP_HASH_KEY``, a key of its own that is never rotated with the
+encryption keys: a hash must stay findable, and an erased address cannot be hashed again under a
+new key (its suppression would be lost).
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from django.conf import settings
 
 
 def keyed_hash(value: str) -> str:
-    """The hex HMAC-SHA256 of ``value`` (already normalised) under ``SUPPRESSION_HASH_KEY``."""
-    key = settings.SUPPRESSION_HASH_KEY.encode()
+    """The hex HMAC-SHA256 of ``value`` (already normalised) under ``LOOKUP_HASH_KEY``."""
+    key = settings.LOOKUP_HASH_KEY.encode()
     return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def lookup_hash(value: str) -> str:
+    """The hash an equality lookup compares: of ``value`` stripped and lower-cased, so an
+    address is found however its caller cased it (E.164 numbers and tokens are unchanged by
+    it; a lower-cased email is what ``keyed_hash`` callers already pass)."""
+    return keyed_hash(value.strip().lower())

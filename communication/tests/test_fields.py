@@ -10,19 +10,24 @@ from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.db import connection, models
 from django.test.utils import isolate_apps
 
+from communication.compliance.keyed import lookup_hash
+
 from communication.fields import (
     DecryptionError,
     EncryptedJSONField,
     EncryptedTextField,
-    key_id,
+    LookupHashField,
+    derived_key_id,
+    header,
 )
 
 pytestmark = pytest.mark.django_db
 
 
-def new_key() -> tuple[str, bytes]:
+def new_key(key_id: str = "") -> tuple[str, bytes]:
     raw = os.urandom(32)
-    return base64.urlsafe_b64encode(raw).decode(), raw
+    encoded = base64.urlsafe_b64encode(raw).decode()
+    return (f"{key_id}:{encoded}" if key_id else encoded), raw
 
 
 @pytest.fixture
@@ -32,6 +37,7 @@ def Sealed():  # noqa: N802 - a model class
         class Sealed(models.Model):
             note = EncryptedTextField(blank=True)
             profile = EncryptedJSONField(null=True)
+            note_hash = LookupHashField(of="note")
 
             class Meta:
                 app_label = "communication"
@@ -59,7 +65,7 @@ def test_values_read_back_as_written_and_stored_as_ciphertext(Sealed):  # noqa: 
     assert Sealed.objects.get(id=empty.id).profile is None
     raw = stored(Sealed, sealed.id)
     assert note.encode() not in raw and b"penicillin" not in raw
-    assert raw[:1] == b"\x01"  # the format's version
+    assert raw[:1] == b"\x02"  # the format's version
     # A fresh nonce per write: the same text twice is stored twice differently.
     again = Sealed.objects.create(note=note)
     assert stored(Sealed, again.id) != raw
@@ -69,21 +75,30 @@ def test_values_read_back_as_written_and_stored_as_ciphertext(Sealed):  # noqa: 
 
 
 def test_an_old_key_still_decrypts_after_rotation_and_the_new_one_encrypts(Sealed, settings):  # noqa: N803
-    old, old_raw = new_key()
-    new, new_raw = new_key()
+    old, old_raw = new_key()  # a bare key: its id is derived from it
+    new, _ = new_key("2026-12")
     settings.FIELD_ENCRYPTION_KEYS = [old]
     before = Sealed.objects.create(note="written under the old key")
 
     settings.FIELD_ENCRYPTION_KEYS = [new, old]
     after = Sealed.objects.create(note="written under the new key")
     assert Sealed.objects.get(id=before.id).note == "written under the old key"
-    assert stored(Sealed, before.id)[1:5] == key_id(old_raw)
-    assert stored(Sealed, after.id)[1:5] == key_id(new_raw)
+    assert stored(Sealed, before.id).startswith(header(derived_key_id(old_raw)))
+    assert stored(Sealed, after.id).startswith(header("2026-12"))
 
     settings.FIELD_ENCRYPTION_KEYS = [new]  # the old key removed
     assert Sealed.objects.get(id=after.id).note == "written under the new key"
     with pytest.raises(DecryptionError, match="no longer configured"):
         Sealed.objects.get(id=before.id)
+
+
+def test_the_lookup_hash_finds_a_row_by_its_encrypted_value(Sealed):  # noqa: N803
+    one = Sealed.objects.create(note="Ada@Example.org")
+    Sealed.objects.bulk_create([Sealed(note="bob@example.org"), Sealed(note="")])
+    found = Sealed.objects.get(note_hash=lookup_hash("ada@example.org "))
+    assert found.id == one.id
+    assert Sealed.objects.filter(note_hash=lookup_hash("bob@example.org")).count() == 1
+    assert Sealed.objects.filter(note_hash="").count() == 1  # a blank source, a blank hash
 
 
 @pytest.mark.parametrize("offset", [0, 3, 10, -1])  # version, key id, nonce, tag
@@ -111,6 +126,12 @@ def test_no_key_configured_is_a_configuration_error(Sealed, settings):  # noqa: 
     settings.FIELD_ENCRYPTION_KEYS = []
     with pytest.raises(ImproperlyConfigured):
         Sealed.objects.create(note="x")
-    settings.FIELD_ENCRYPTION_KEYS = [base64.urlsafe_b64encode(b"short").decode()]
-    with pytest.raises(ImproperlyConfigured):
-        Sealed.objects.create(note="x")
+    for bad in (
+        base64.urlsafe_b64encode(b"short").decode(),
+        "not base64!",
+        "bad id with spaces:" + new_key()[0],
+        new_key("same")[0] + "," + new_key("same")[0],
+    ):
+        settings.FIELD_ENCRYPTION_KEYS = bad.split(",")
+        with pytest.raises(ImproperlyConfigured):
+            Sealed.objects.create(note="x")

@@ -123,10 +123,10 @@ WITH conversation AS (
     FROM message, members WHERE p.id = members.id
         AND (members.user_id = %(sender)s OR members.user_id = ANY(%(online)s::uuid[]))
 ), recipients AS (
-    SELECT members.user_id, %(payload)s::jsonb || jsonb_build_object(
+    SELECT members.user_id, jsonb_build_object(
         'id', message.id, 'parent_id', message.parent_id,
         'attachments', coalesce(%(attachment_payloads)s::jsonb -> members.user_id::text, '[]')
-    ) AS data
+    ) AS data, %(sealed)s::bytea AS sealed
     FROM members, message
 ), {events}
 SELECT m.id, m.user_id, m.muted, m.muted_until, m.notification_level, e.seq,
@@ -239,7 +239,7 @@ class MessageWrite:
             "sent_at": self.message.sent_at,
             "attachments": self.attachment_ids,
             "system": system,
-            "payload": json.dumps(self.payload, cls=DjangoJSONEncoder),
+            "sealed": realtime.seal(self.payload),
             "attachment_payloads": "{}",
         }
         self.rows: list[Row] = []

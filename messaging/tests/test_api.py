@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 def events(user, type_):
-    return [e.data for e in RealtimeEvent.objects.filter(user=user, type=type_).order_by("seq")]
+    return [e.payload for e in RealtimeEvent.objects.filter(user=user, type=type_).order_by("seq")]
 
 
 def test_direct_conversation_is_unique_per_pair(as_user, alice, bob):

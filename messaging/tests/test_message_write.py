@@ -72,7 +72,7 @@ def shape(message_id: int) -> dict:
     (ids, conversation, time)."""
     m = Message.objects.get(id=message_id)
     events = {
-        e.user_id: e.data
+        e.user_id: e.payload
         for e in RealtimeEvent.objects.filter(type="message.created", data__id=message_id)
     }
     normalised = {}
@@ -161,7 +161,7 @@ def test_the_api_and_the_websocket_write_the_same_message(people, with_attachmen
         )
     # What the websocket sent live is what it persisted.
     persisted = {
-        e.user_id: (e.seq, e.data)
+        e.user_id: (e.seq, e.payload)
         for e in RealtimeEvent.objects.filter(type="message.created", data__id=ws_message.id)
     }
     assert {pk: (event["seq"], event["data"]) for pk, event in ws_events} == persisted
@@ -180,7 +180,7 @@ def test_a_system_message_goes_through_the_same_write(people):
     }
     assert set(events) == {alice.pk, bob.pk}  # carol had left when it was written
     for user_pk, event in events.items():
-        assert event.data == message_payload(system, user_pk, [])
+        assert event.payload == message_payload(system, user_pk, [])
         previous = RealtimeEvent.objects.filter(user_id=user_pk, seq=event.seq - 1)
         assert previous.exists()  # gap-free: the same sequence as every other event
 

@@ -151,7 +151,7 @@ def test_a_send_goes_through_without_presence(settings):
     )
     assert created and Message.objects.filter(pk=message.pk, content="still here").exists()
     event = RealtimeEvent.objects.get(user=bob, type="message.created")
-    assert event.data["id"] == message.pk
+    assert event.payload["id"] == message.pk
     bob_row = Participant.objects.get(conversation=conversation, user=bob)
     assert bob_row.last_delivered_message_id is None  # not known to be online
 
