@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
@@ -573,3 +574,34 @@ def held_open(sql: str, params=()) -> Iterator[None]:
         release.set()
         thread.join(30)
     assert not failed, failed
+
+
+def stored(model, field_name: str, pk) -> bytes | None:
+    """The raw column of an encrypted field (``communication.fields``), as the database holds it."""
+    field = model._meta.get_field(field_name)
+    table, column = model._meta.db_table, field.column
+    pk_column = model._meta.pk.column
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT "{column}" FROM "{table}" WHERE "{pk_column}" = %s',  # noqa: S608
+            [pk],
+        )
+        row = cursor.fetchone()
+    assert row is not None, f"no {model.__name__} {pk}"
+    return None if row[0] is None else bytes(row[0])
+
+
+def assert_encrypted(obj, field_name: str, plaintext: str | None = None) -> None:
+    """``obj``'s ``field_name`` is ciphertext in its column (the format's version byte, no
+    ``plaintext`` in it) and reads back through the ORM as the value written."""
+    from communication.fields import VERSION
+
+    model = type(obj)
+    raw = stored(model, field_name, obj.pk)
+    assert raw is not None and raw[:1] == VERSION, f"{model.__name__}.{field_name} not encrypted"
+    if plaintext:
+        assert plaintext.encode() not in raw
+        read = model._base_manager.values_list(field_name, flat=True).get(pk=obj.pk)
+        assert plaintext in (
+            read if isinstance(read, str) else json.dumps(read, ensure_ascii=False)
+        )
