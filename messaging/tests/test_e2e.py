@@ -14,7 +14,7 @@ from django.db import connection
 from websockets.sync.client import connect
 
 from communication.auth import tokens
-from communication.models import AuditEntry
+from communication.models import AuditEntry, User
 from messaging import services
 from messaging.models import Conversation, DeviceKey, Message, MessageType, Participant
 from messaging.tests.conftest import create_conversation, drain, make_user, of_type, recv_until
@@ -260,3 +260,25 @@ def test_device_keys_are_checked_capped_and_deleted(alice, as_user, settings):
         "device_key.delete",
         *["device_key.publish"] * 3,
     ]
+
+
+@pytest.mark.django_db
+def test_staff_pages_show_no_envelope(alice, bob, client):
+    conversation, _ = services.conversation_create(
+        user=alice, type="direct", participants=["bob"], encrypted=True
+    )
+    first, second = b64(b"first ciphertext" * 3), b64(b"second ciphertext" * 3)
+    message, _ = services.message_send(
+        user=alice, conversation_id=conversation.id, encrypted=envelope(ciphertext=first)
+    )
+    services.message_edit(user=alice, message_id=message.id, encrypted=envelope(ciphertext=second))
+    client.force_login(User.objects.create_superuser("ops", "ops@example.com", "pw"))
+    pages = [
+        f"/admin/messaging/conversation/{conversation.id}/change/",
+        f"/admin/messaging/message/{message.id}/change/",
+        f"/admin/messaging/messageedit/{message.edits.get().id}/change/",
+    ]
+    for url in pages:
+        html = client.get(url).content.decode()
+        assert "ncrypted" in html, url
+        assert first not in html and second not in html, url
