@@ -138,6 +138,9 @@ class AttachmentOutSerializer(serializers.Serializer):
 class WrappedKeySerializer(serializers.Serializer):
     device_id = serializers.CharField()
     wrapped_key = serializers.CharField(help_text="Base64.")
+    user_id = serializers.CharField(
+        required=False, help_text="The device's user, when the sender named it."
+    )
 
 
 class EnvelopeSerializer(serializers.Serializer):

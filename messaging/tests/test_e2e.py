@@ -78,8 +78,9 @@ def test_two_users_exchange_encrypted_messages_the_server_cannot_read(live_asgi,
     tag = uuid.uuid4().hex[:6]
     alice, bob, carol = (make_user(f"{n}-{tag}") for n in ("alice", "bob", "carol"))
     a, b = as_user(alice), as_user(bob)
-    phone, laptop = Device(alice.external_id, "phone"), Device(bob.external_id, "laptop")
-    publish(a, phone), publish(b, laptop)
+    # Both call their device "phone": the key entries tell them apart by user.
+    alice_phone, bob_phone = Device(alice.external_id, "phone"), Device(bob.external_id, "phone")
+    publish(a, alice_phone), publish(b, bob_phone)
     # Strangers see nobody's keys, whether the user exists or not.
     for who in (alice.external_id, "nobody"):
         refused = b.get(f"/api/v1/keys/users/{who}")
@@ -93,22 +94,22 @@ def test_two_users_exchange_encrypted_messages_the_server_cannot_read(live_asgi,
     )
     plain = create_conversation(a, participants=[bob.external_id])
     assert plain["id"] != conv["id"] and plain["encrypted"] is False
-    learn(a, phone, bob.external_id), learn(b, laptop, alice.external_id)
+    learn(a, alice_phone, bob.external_id), learn(b, bob_phone, alice.external_id)
     cid = conv["id"]
     said = {n: f"secret {n} {uuid.uuid4().hex}" for n in ("rest", "edited", "ws-bob", "ws-alice")}
 
     # alice → bob over the API, bob offline: notified, without a word of it.
     sent = a.post(
         f"/api/v1/conversations/{cid}/messages",
-        {"encrypted": phone.encrypt(cid, said["rest"]), "client_id": "m1"},
+        {"encrypted": alice_phone.encrypt(cid, said["rest"]), "client_id": "m1"},
         format="json",
     )
     assert sent.status_code == 201, sent.content
     body = sent.json()
     assert body["type"] == "encrypted" and body["content"] == "" and body["html"] == ""
-    assert phone.decrypt(cid, alice.external_id, body["encrypted"]) == said["rest"]
+    assert alice_phone.decrypt(cid, alice.external_id, body["encrypted"]) == said["rest"]
     listed = b.get(f"/api/v1/conversations/{cid}/messages").json()["results"]
-    assert laptop.decrypt(cid, alice.external_id, listed[-1]["encrypted"]) == said["rest"]
+    assert bob_phone.decrypt(cid, alice.external_id, listed[-1]["encrypted"]) == said["rest"]
     bobs = Participant.objects.get(conversation_id=cid, user=bob)
     assert services.participant_notify_offline(bobs.pk) == "sent"
     (note,) = [n for n in Notification.objects.filter(user=bob) if n.data["conversation_id"] == cid]
@@ -121,11 +122,13 @@ def test_two_users_exchange_encrypted_messages_the_server_cannot_read(live_asgi,
     text_edit = a.put(f"/api/v1/messages/{mid}", {"content": "plain words"}, format="json")
     assert text_edit.json()["code"] == "encryption_required"
     edited = a.put(
-        f"/api/v1/messages/{mid}", {"encrypted": phone.encrypt(cid, said["edited"])}, format="json"
+        f"/api/v1/messages/{mid}",
+        {"encrypted": alice_phone.encrypt(cid, said["edited"])},
+        format="json",
     )
     assert edited.status_code == 200, edited.content
     fetched = b.get(f"/api/v1/messages/{mid}").json()
-    assert laptop.decrypt(cid, alice.external_id, fetched["encrypted"]) == said["edited"]
+    assert bob_phone.decrypt(cid, alice.external_id, fetched["encrypted"]) == said["edited"]
 
     with socket(live_asgi.ws_url, alice) as wa, socket(live_asgi.ws_url, bob) as wb:
         drain(wa), drain(wb)
@@ -134,27 +137,27 @@ def test_two_users_exchange_encrypted_messages_the_server_cannot_read(live_asgi,
                 {
                     "type": "message.send",
                     "conversation_id": cid,
-                    "encrypted": laptop.encrypt(cid, said["ws-bob"]),
+                    "encrypted": bob_phone.encrypt(cid, said["ws-bob"]),
                     "client_id": "w1",
                 }
             )
         )
         got = recv_until(wa, created_for("w1"))["data"]
         assert got["content"] == "" and got["sender"] == bob.external_id
-        assert phone.decrypt(cid, bob.external_id, got["encrypted"]) == said["ws-bob"]
+        assert alice_phone.decrypt(cid, bob.external_id, got["encrypted"]) == said["ws-bob"]
         assert recv_until(wb, of_type("message.ack"))["replay"] is False
         wa.send(
             json.dumps(
                 {
                     "type": "message.send",
                     "conversation_id": cid,
-                    "encrypted": phone.encrypt(cid, said["ws-alice"]),
+                    "encrypted": alice_phone.encrypt(cid, said["ws-alice"]),
                     "client_id": "w2",
                 }
             )
         )
         back = recv_until(wb, created_for("w2"))["data"]
-        assert laptop.decrypt(cid, alice.external_id, back["encrypted"]) == said["ws-alice"]
+        assert bob_phone.decrypt(cid, alice.external_id, back["encrypted"]) == said["ws-alice"]
         # Plaintext over the socket is refused; the socket stays open.
         wa.send(
             json.dumps(
