@@ -32,7 +32,6 @@ KEY_BYTES = 32  # an X25519 or Ed25519 public key
 SIGNATURE_BYTES = 64
 MAX_WRAPPED_KEY_BYTES = 256
 MAX_KEYS = 100
-# A text of the longest allowed content is at most 4 UTF-8 bytes a character, plus the tag.
 GCM_TAG_BYTES = 16
 DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ENVELOPE_FIELDS = frozenset({"ciphertext", "nonce", "alg", "sender_device", "keys"})
@@ -86,6 +85,7 @@ def envelope_validated(envelope: object) -> dict[str, Any]:
         raise _invalid("encrypted", f"Unknown fields: {', '.join(sorted(map(str, unknown)))}.")
     if envelope.get("alg") != ALG:
         raise _invalid("encrypted.alg", f"Must be {ALG!r}.")
+    # The longest text a plain message may have, at 4 UTF-8 bytes a character, and its tag.
     limit = conf.get("MESSAGING_MAX_CONTENT_LENGTH") * 4 + GCM_TAG_BYTES
     keys = envelope.get("keys")
     if not isinstance(keys, list) or not keys or len(keys) > MAX_KEYS:
