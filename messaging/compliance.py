@@ -169,6 +169,15 @@ register(
         order=50,
     ),
     PersonalData(
+        # Public keys only (the private keys never leave the devices); they name the user's
+        # devices, so they go with the user.
+        name="messaging.device_keys",
+        model="messaging.DeviceKey",
+        rows=lambda s: Q(user__in=s.users),
+        erase=Erase.DELETE,
+        export=("device_id", "identity_key", "signed_prekey", "signing_key", "updated_at"),
+    ),
+    PersonalData(
         name="messaging.presence",
         model="messaging.UserPresence",
         rows=lambda s: Q(user__in=s.users),

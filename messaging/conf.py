@@ -18,6 +18,8 @@ DEFAULTS: dict[str, tuple[type, object]] = {
     "MESSAGING_PAGE_SIZE": (int, 50),
     "MESSAGING_MAX_PAGE_SIZE": (int, 200),
     "MESSAGING_MAX_PARTICIPANTS": (int, 500),
+    # End-to-end encryption: how many devices' public keys one user may publish.
+    "MESSAGING_MAX_DEVICE_KEYS": (int, 20),
     # Attachments: size limit, storage alias (settings.STORAGES), link lifetime, allow-list.
     "MESSAGING_ATTACHMENT_MAX_BYTES": (int, 10 * 1024 * 1024),
     "MESSAGING_ATTACHMENT_STORAGE": (str, "default"),

@@ -97,6 +97,7 @@ async def handle_message_send(consumer, content: dict) -> None:
     client_id = content.get("client_id", "")
     parent_id = content.get("parent_id")
     attachment_ids = content.get("attachments") or []
+    envelope = content.get("encrypted")  # end-to-end: checked by the send (services.e2e)
     problems = []
     if conversation_id is None:
         problems.append("'conversation_id' must be a conversation id")
@@ -115,7 +116,7 @@ async def handle_message_send(consumer, content: dict) -> None:
         return
     try:
         message, created = await _send(
-            consumer, conversation_id, body, client_id, parent_id, attachment_ids
+            consumer, conversation_id, body, client_id, parent_id, attachment_ids, envelope
         )
     except APIError as exc:
         await _api_error(consumer, exc, client_id=_safe(client_id))
@@ -134,7 +135,9 @@ async def handle_message_send(consumer, content: dict) -> None:
     await _typing_stop(consumer, conversation_id)
 
 
-async def _send(consumer, conversation_id: str, body: str, client_id, parent_id, attachment_ids):
+async def _send(
+    consumer, conversation_id: str, body: str, client_id, parent_id, attachment_ids, envelope=None
+):
     """The send on the event loop: one statement, then its events from here. With the
     conversation's members known from this socket's previous send or typing, their presence is
     looked up first and their delivered watermarks move in that same statement."""
@@ -155,6 +158,7 @@ async def _send(consumer, conversation_id: str, body: str, client_id, parent_id,
         client_id=client_id,
         parent_id=parent_id,
         attachment_ids=attachment_ids,
+        encrypted=envelope,
         known=known,
         online=online,
         publish=send_events,

@@ -53,8 +53,9 @@ class MessageType(models.TextChoices):
 class Conversation(models.Model):
     """A thread of messages between participants.
 
-    ``direct_key`` ("<lower user pk>:<higher user pk>") is set on direct conversations only; its
-    unique constraint is what makes a second create of the same pair return the first.
+    ``direct_key`` ("<lower user pk>:<higher user pk>", plus ":e2e" when encrypted) is set on
+    direct conversations only; its unique constraint is what makes a second create of the same
+    pair (and the same ``encrypted``) return the first.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -73,6 +74,9 @@ class Conversation(models.Model):
         help_text="Support conversations: the agent handling it (a participant with role agent).",
     )
     direct_key = models.CharField(max_length=80, null=True, blank=True, editable=False)
+    # End-to-end encrypted: messages are client-side ciphertext the server cannot read. Fixed at
+    # creation (a send checks it once per process and caches it).
+    encrypted = models.BooleanField(default=False, editable=False)
     archived = models.BooleanField(default=False)
     # Moved by every message. Not indexed (only a hard delete of messages, which happens with
     # their conversation, looks rows up by it), so that the update leaves that index alone.
@@ -325,3 +329,30 @@ class UserPresence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} last seen {self.last_seen_at}"
+
+
+class DeviceKey(models.Model):
+    """A user's device's public keys for end-to-end encrypted conversations (base64 text of the
+    raw key bytes; the server never holds a private key). One row per (user, client-chosen
+    ``device_id``)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="device_keys"
+    )
+    device_id = models.CharField(max_length=64)
+    identity_key = models.CharField(max_length=64, help_text="X25519 public key, base64.")
+    signed_prekey = models.CharField(max_length=64, help_text="X25519 public key, base64.")
+    prekey_signature = models.CharField(max_length=100, help_text="64 bytes, base64.")
+    signing_key = models.CharField(
+        max_length=64, blank=True, help_text="Ed25519 public key the signature verifies under."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "device_id"], name="device_key_once_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} of {self.user_id}"

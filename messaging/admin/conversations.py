@@ -167,6 +167,7 @@ class ConversationAdmin(ExactSearchMixin, ModelAdmin):
     readonly_fields = (
         "name",
         "type",
+        "encrypted",
         "assigned_agent",
         "created_by",
         "created_at",

@@ -17,7 +17,7 @@ from unfold.paginator import InfinitePaginator
 from communication.admin_tools import ExactSearchMixin, ReadOnlyMixin
 from messaging import selectors
 from messaging.admin.common import metadata_list, person
-from messaging.admin.transcript import attached
+from messaging.admin.transcript import ENCRYPTED_TEXT, attached
 from messaging.models import Attachment, Conversation, Message, MessageEdit, MessageType
 
 
@@ -41,16 +41,27 @@ def conversation_of(message: Message) -> Conversation:
     return conversation
 
 
+def previous_text(edit: MessageEdit) -> str:
+    """An edit's earlier text; an encrypted message's earlier envelope is ciphertext, not shown."""
+    if edit.message.type == MessageType.ENCRYPTED:
+        return ENCRYPTED_TEXT
+    return edit.previous_content
+
+
 class MessageEditInline(ReadOnlyMixin, TabularInline):
     model = MessageEdit
     extra = 0
     hide_title = True  # the row's own fields say what it is
-    fields = ("action", "previous_content", "by", "edited_at")
+    fields = ("action", "previous_text", "by", "edited_at")
     readonly_fields = fields
     verbose_name_plural = "edits and deletion"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[MessageEdit]:
-        return super().get_queryset(request).select_related("edited_by")
+        return super().get_queryset(request).select_related("edited_by", "message")
+
+    @admin.display(description="previous content")
+    def previous_text(self, obj: MessageEdit) -> str:
+        return previous_text(obj)
 
     @admin.display(description="by")
     def by(self, obj: MessageEdit) -> str:
@@ -172,8 +183,12 @@ class MessageEditAdmin(ExactSearchMixin, ReadOnlyMixin, ModelAdmin):
     paginator = InfinitePaginator
     show_full_result_count = False
     list_disable_select_all = True
-    fields = ("where", "action", "previous_content", "previous", "by", "edited_at")
+    fields = ("where", "action", "previous_text", "previous", "by", "edited_at")
     readonly_fields = fields
+
+    @admin.display(description="previous content")
+    def previous_text(self, obj: MessageEdit) -> str:
+        return previous_text(obj)
 
     @admin.display(description="by")
     def by(self, obj: MessageEdit) -> str:

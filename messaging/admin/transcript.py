@@ -103,6 +103,9 @@ def _message_id(raw: str | None) -> int | None:
     return value if 0 < value < 2**63 else None
 
 
+ENCRYPTED_TEXT = "(end-to-end encrypted)"
+
+
 def _line(message: Message, roles: dict, on_page: set[int], see_removed: bool) -> Line:
     edits: list[MessageEdit] = list(message.edits.all())
     line = Line(
@@ -130,10 +133,15 @@ def _line(message: Message, roles: dict, on_page: set[int], see_removed: bool) -
         line.deleted_at = message.deleted_at
         line.deleted_by = person(deletion.edited_by) if deletion else "someone"
         if see_removed and deletion is not None:
-            line.removed = deletion.previous_content
+            line.removed = ENCRYPTED_TEXT if line.encrypted else deletion.previous_content
     if see_removed:
         line.versions = [
-            Version(until=e.edited_at, by=person(e.edited_by), content=e.previous_content)
+            Version(
+                until=e.edited_at,
+                by=person(e.edited_by),
+                # An envelope: ciphertext, of no use to staff.
+                content=ENCRYPTED_TEXT if line.encrypted else e.previous_content,
+            )
             for e in edits
             if e.action == MessageEdit.Action.EDIT
         ]

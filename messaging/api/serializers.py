@@ -22,11 +22,23 @@ class ConversationCreateSerializer(serializers.Serializer):
     )
     title = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
     metadata = serializers.DictField(required=False, default=dict)
+    encrypted = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="End-to-end encrypted: messages are client-side envelopes. Fixed at creation.",
+    )
 
 
 class ConversationUpdateSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=255, required=False, allow_blank=True)
     metadata = serializers.DictField(required=False)
+
+    def validate(self, attrs):
+        if "encrypted" in self.initial_data:
+            raise serializers.ValidationError(
+                {"encrypted": ["Fixed when the conversation is created."]}
+            )
+        return attrs
 
 
 class MessageCreateSerializer(serializers.Serializer):
@@ -44,10 +56,23 @@ class MessageCreateSerializer(serializers.Serializer):
         choices=[MessageType.TEXT, MessageType.ENCRYPTED], required=False, default=MessageType.TEXT
     )
     metadata = serializers.DictField(required=False, default=dict)
+    # Checked by the send (messaging.services.e2e), which the websocket shares.
+    encrypted = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The envelope, in an end-to-end encrypted conversation (instead of content).",
+    )
 
 
 class MessageEditSerializer(serializers.Serializer):
-    content = serializers.CharField(trim_whitespace=False)
+    content = serializers.CharField(trim_whitespace=False, required=False, default="")
+    encrypted = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="A new envelope, for a message of an end-to-end encrypted conversation.",
+    )
 
 
 class MessageListQuerySerializer(serializers.Serializer):
@@ -110,6 +135,24 @@ class AttachmentOutSerializer(serializers.Serializer):
     thumbnail_url = serializers.CharField(allow_null=True)
 
 
+class WrappedKeySerializer(serializers.Serializer):
+    device_id = serializers.CharField()
+    wrapped_key = serializers.CharField(help_text="Base64.")
+    user_id = serializers.CharField(
+        required=False, help_text="The device's user, when the sender named it."
+    )
+
+
+class EnvelopeSerializer(serializers.Serializer):
+    """An end-to-end encrypted message as its sender's client made it (base64 fields)."""
+
+    alg = serializers.CharField()
+    ciphertext = serializers.CharField()
+    nonce = serializers.CharField()
+    sender_device = serializers.CharField()
+    keys = WrappedKeySerializer(many=True)
+
+
 class MessageOutSerializer(serializers.Serializer):
     """Renders ``services.message_payload``; a deleted message is a tombstone."""
 
@@ -123,6 +166,7 @@ class MessageOutSerializer(serializers.Serializer):
     parent_id = serializers.IntegerField(allow_null=True)
     attachments = AttachmentOutSerializer(many=True)
     metadata = serializers.DictField()
+    encrypted = EnvelopeSerializer(allow_null=True)
     sent_at = IsoDateTimeField(allow_null=True)
     edited_at = IsoDateTimeField(allow_null=True)
     deleted_at = IsoDateTimeField(allow_null=True)
@@ -152,6 +196,7 @@ class ConversationOutSerializer(serializers.Serializer):
     title = serializers.CharField(allow_blank=True)
     metadata = serializers.DictField()
     archived = serializers.BooleanField()
+    encrypted = serializers.BooleanField()
     created_by = serializers.CharField(allow_null=True)
     assigned_agent = serializers.CharField(allow_null=True)
     participants = ParticipantOutSerializer(many=True)
@@ -217,3 +262,37 @@ class MuteStateSerializer(serializers.Serializer):
     conversation_id = serializers.CharField()
     muted = serializers.BooleanField()
     until = IsoDateTimeField(source="muted_until", allow_null=True)
+
+
+# ------------------------------------------------------------------------------- device keys
+
+
+class SignedPrekeySerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="X25519 public key, base64 of 32 bytes.")
+    signature = serializers.CharField(help_text="Base64 of 64 bytes.")
+
+
+class DeviceKeyPublishSerializer(serializers.Serializer):
+    """Shapes for the schema; ``services.device_key_publish`` checks sizes and base64."""
+
+    identity_key = serializers.CharField(help_text="X25519 public key, base64 of 32 bytes.")
+    signed_prekey = serializers.JSONField(help_text="{key, signature}, base64.")
+    signing_key = serializers.CharField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Ed25519 public key (base64 of 32 bytes) the prekey's signature verifies under.",
+    )
+
+
+class DeviceKeyOutSerializer(serializers.Serializer):
+    device_id = serializers.CharField()
+    identity_key = serializers.CharField()
+    signed_prekey = SignedPrekeySerializer()
+    signing_key = serializers.CharField(allow_null=True)
+    updated_at = IsoDateTimeField(allow_null=True)
+
+
+class UserKeysOutSerializer(serializers.Serializer):
+    user_id = serializers.CharField()
+    devices = DeviceKeyOutSerializer(many=True)

@@ -71,6 +71,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
             participants=data["participants"],
             title=data["title"],
             metadata=data["metadata"],
+            encrypted=data["encrypted"],
         )
         return self._item(request, conversation.id, status=201 if created else 200)
 
@@ -140,6 +141,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
             attachment_ids=data["attachments"],
             metadata=data["metadata"],
             type=data["type"],
+            encrypted=data["encrypted"],
         )
         payload = services.message_payload(message, request.user.pk)
         return Response(s.MessageOutSerializer(payload).data, status=201 if created else 200)
@@ -234,7 +236,10 @@ class MessageViewSet(viewsets.ViewSet):
     def update(self, request, message_id):
         data = _valid(s.MessageEditSerializer, request.data)
         message = services.message_edit(
-            user=request.user, message_id=message_id, content=data["content"]
+            user=request.user,
+            message_id=message_id,
+            content=data["content"],
+            encrypted=data["encrypted"],
         )
         return self._body(request, message)
 
@@ -242,6 +247,53 @@ class MessageViewSet(viewsets.ViewSet):
     def destroy(self, request, message_id):
         services.message_delete(user=request.user, message_id=message_id)
         return Response(status=204)
+
+
+class DeviceKeyViewSet(viewsets.ViewSet):
+    """The caller's devices' public keys for end-to-end encrypted conversations."""
+
+    permission_classes = [IsUser]
+    lookup_url_kwarg = "device_id"
+    lookup_value_regex = "[^/]+"  # the service says what a device id may be
+
+    @extend_schema(
+        operation_id="device_keys_publish",
+        request=s.DeviceKeyPublishSerializer,
+        responses={201: s.DeviceKeyOutSerializer, 200: s.DeviceKeyOutSerializer},
+    )
+    def update(self, request, device_id):
+        data = _valid(s.DeviceKeyPublishSerializer, request.data)
+        row, created = services.device_key_publish(
+            user=request.user,
+            device_id=device_id,
+            identity_key=data["identity_key"],
+            signed_prekey=data["signed_prekey"],
+            signing_key=data["signing_key"],
+        )
+        body = s.DeviceKeyOutSerializer(services.device_key_payload(row)).data
+        return Response(body, status=201 if created else 200)
+
+    @extend_schema(operation_id="device_keys_delete", responses={204: None})
+    def destroy(self, request, device_id):
+        services.device_key_delete(user=request.user, device_id=device_id)
+        return Response(status=204)
+
+
+class UserKeysViewSet(viewsets.ViewSet):
+    """Another user's devices and public keys: for those who share a conversation with them."""
+
+    permission_classes = [IsUser]
+    lookup_url_kwarg = "user_id"
+    lookup_value_regex = "[^/]+"
+
+    @extend_schema(operation_id="user_keys_get", responses=s.UserKeysOutSerializer)
+    def retrieve(self, request, user_id):
+        target, rows = services.device_keys_of(user=request.user, external_id=user_id)
+        body = {
+            "user_id": target.external_id,
+            "devices": [services.device_key_payload(row) for row in rows],
+        }
+        return Response(s.UserKeysOutSerializer(body).data)
 
 
 class AttachmentViewSet(viewsets.ViewSet):

@@ -15,6 +15,12 @@ from messaging.services.conversations import (
     conversation_mute,
     conversation_update,
 )
+from messaging.services.e2e import (
+    device_key_delete,
+    device_key_payload,
+    device_key_publish,
+    device_keys_of,
+)
 from messaging.services.edits import message_delete, message_edit
 from messaging.services.offline import (
     participant_notify_offline,
@@ -51,6 +57,10 @@ __all__ = [
     "conversation_mute",
     "conversation_payload",
     "conversation_update",
+    "device_key_delete",
+    "device_key_payload",
+    "device_key_publish",
+    "device_keys_of",
     "message_delete",
     "message_edit",
     "message_payload",

@@ -41,8 +41,12 @@ def resolve(external_id: str) -> User:
         ) from None
 
 
-def direct_key(a: User, b: User) -> str:
-    return ":".join(sorted([str(a.pk), str(b.pk)]))
+def direct_key(a: User, b: User, encrypted: bool = False) -> str:
+    """The pair's key; an encrypted direct conversation is a second one beside the plain one
+    (the pair may have both: the plain one keeps its history readable by the server, search and
+    previews, which the encrypted one gives up)."""
+    pair = ":".join(sorted([str(a.pk), str(b.pk)]))
+    return f"{pair}:e2e" if encrypted else pair
 
 
 def conversation_create(
@@ -52,11 +56,14 @@ def conversation_create(
     participants: list[str],
     title: str = "",
     metadata: dict[str, Any] | None = None,
+    encrypted: bool = False,
 ) -> tuple[Conversation, bool]:
     """Creates a conversation; returns it and whether it is new.
 
-    A direct conversation exists once per pair of users: a second create (by either of them)
-    returns the first, and the caller rejoins it if they had left.
+    A direct conversation exists once per pair of users and ``encrypted``: a second create (by
+    either of them) returns the first, and the caller rejoins it if they had left.
+    ``encrypted`` (end-to-end: messages are envelopes, ``messaging.services.e2e``) is fixed
+    here for the conversation's life.
     """
     others: list[User] = []
     for external_id in dict.fromkeys(participants):
@@ -71,7 +78,7 @@ def conversation_create(
                 "A direct conversation has exactly one other participant.",
                 fields={"participants": ["Give exactly one other user."]},
             )
-        key = direct_key(user, others[0])
+        key = direct_key(user, others[0], encrypted)
         # The row the constraint keeps unique: the same condition, not a copy of it.
         pair = Conversation.objects.filter(DIRECT_PAIR, direct_key=key)
         existing = pair.first()
@@ -80,7 +87,10 @@ def conversation_create(
             return existing, False
         try:
             with transaction.atomic():
-                return _create(user, type, others, title, metadata, direct_key=key), True
+                return (
+                    _create(user, type, others, title, metadata, encrypted, direct_key=key),
+                    True,
+                )
         except IntegrityError:
             # Both users created it at the same moment: the other transaction won.
             existing = pair.get()
@@ -92,7 +102,7 @@ def conversation_create(
             fields={"participants": ["Leave empty for support conversations."]},
         )
     with transaction.atomic():
-        return _create(user, type, others, title, metadata), True
+        return _create(user, type, others, title, metadata, encrypted), True
 
 
 @transaction.atomic
@@ -116,10 +126,12 @@ def _create(
     others: list[User],
     title: str,
     metadata: dict[str, Any] | None,
+    encrypted: bool,
     direct_key: str | None = None,
 ) -> Conversation:
     conversation = Conversation.objects.create(
         type=type_,
+        encrypted=encrypted,
         title=title or "",
         metadata=metadata or {},
         created_by=user,
@@ -137,6 +149,7 @@ def _create(
         conversation.pk,
         changes={
             "type": type_,
+            **({"encrypted": True} if encrypted else {}),
             "participants": [row.user.external_id for row in rows],
             **({"title": "changed"} if title else {}),
             **({"metadata": "changed"} if metadata else {}),

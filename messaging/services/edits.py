@@ -13,21 +13,35 @@ from communication.exceptions import APIError, ConflictError
 from communication.models import User
 from messaging import conf, rendering
 from messaging.models import ACTIVE_MEMBER, Message, MessageEdit, MessageType, Participant
+from messaging.services import e2e
 from messaging.services.access import MANAGER_ROLES, PermissionDeniedError, message_locked
 from messaging.services.payloads import message_payload
 
 
-def message_edit(*, user: User, message_id: int, content: str) -> Message:
+def message_edit(
+    *, user: User, message_id: int, content: str = "", encrypted: object = None
+) -> Message:
     """Replaces the content of the caller's own message within the edit window; the previous
-    content is kept in ``MessageEdit``."""
-    if not content or not content.strip():
+    content is kept in ``MessageEdit``. A message of an end-to-end encrypted conversation is
+    edited with a new envelope (``encrypted``), never with text."""
+    if encrypted is not None:
+        if content:
+            raise e2e.plaintext_refused()
+        content = e2e.envelope_text(e2e.envelope_validated(encrypted))
+    elif not content or not content.strip():
         raise APIError("Content cannot be empty.", fields={"content": ["Empty."]})
-    if len(content) > conf.get("MESSAGING_MAX_CONTENT_LENGTH"):
+    elif len(content) > conf.get("MESSAGING_MAX_CONTENT_LENGTH"):
         raise APIError("The message is too long.", fields={"content": ["Too long."]})
     with transaction.atomic():
         message = message_locked(user, message_id)
         if message.sender_id != user.pk or message.type == MessageType.SYSTEM:
             raise PermissionDeniedError("Only the author may edit a message.")
+        if (message.type == MessageType.ENCRYPTED) != (encrypted is not None):
+            raise (
+                e2e.plaintext_refused()
+                if message.type == MessageType.ENCRYPTED
+                else e2e.envelope_refused()
+            )
         if message.deleted_at is not None:
             raise ConflictError("The message was deleted.")
         window = conf.get("MESSAGING_EDIT_WINDOW_SECONDS")

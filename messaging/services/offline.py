@@ -92,7 +92,11 @@ def participant_notify_offline(participant_id: int) -> str:
             title = ", ".join(senders[:3])
         else:
             title = conversation.title
-        if len(pending) == 1:
+        if conversation.encrypted:  # the server cannot read them, and says no more
+            body = "New encrypted message"
+            if len(pending) > 1:
+                body = f"{len(pending)} new encrypted messages"
+        elif len(pending) == 1:
             body = message_preview(last)
         else:
             body = f"{len(pending)} new messages: {message_preview(last)}"

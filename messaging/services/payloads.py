@@ -14,6 +14,7 @@ from typing import Any, Literal, TypedDict
 from communication.models import User
 from messaging import attachments, rendering
 from messaging.models import Attachment, Conversation, Message, MessageType, Participant
+from messaging.services.e2e import envelope_of
 
 
 class AttachmentPayload(TypedDict):
@@ -37,6 +38,8 @@ class MessagePayload(TypedDict):
     parent_id: int | None
     attachments: list[AttachmentPayload]
     metadata: Any  # the client's own JSON
+    # The envelope of a message in an end-to-end encrypted conversation (its content is "").
+    encrypted: dict[str, Any] | None
     sent_at: str | None
     edited_at: str | None
     deleted_at: str | None
@@ -57,6 +60,7 @@ class ConversationPayload(TypedDict):
     title: str
     metadata: Any  # the client's own JSON
     archived: bool
+    encrypted: bool
     created_by: str | None
     assigned_agent: str | None
     participants: list[ParticipantPayload]
@@ -114,6 +118,7 @@ def message_payload(
     ``message.attachments``); their links are signed for ``viewer_pk``.
     """
     deleted = message.deleted_at is not None
+    envelope = None if deleted else envelope_of(message)
     if attached is None:
         attached = list(message.attachments.all()) if message.pk else []
     return {
@@ -121,7 +126,7 @@ def message_payload(
         "conversation_id": str(message.conversation_id),
         "sender": external_id(message.sender),
         "type": message.type,
-        "content": "" if deleted else message.content,
+        "content": "" if deleted or message.type == MessageType.ENCRYPTED else message.content,
         "html": "" if deleted else message.html,
         "client_id": message.client_id or None,
         "parent_id": message.parent_id,
@@ -129,6 +134,7 @@ def message_payload(
         if deleted or viewer_pk is None
         else [attachment_payload(a, viewer_pk) for a in attached],
         "metadata": {} if deleted else message.metadata,
+        "encrypted": envelope,
         "sent_at": iso(message.sent_at),
         "edited_at": iso(message.edited_at),
         "deleted_at": iso(message.deleted_at),
@@ -155,6 +161,7 @@ def conversation_payload(
         "title": conversation.title,
         "metadata": conversation.metadata,
         "archived": conversation.archived,
+        "encrypted": conversation.encrypted,
         "created_by": external_id(conversation.created_by) if conversation.created_by_id else None,
         "assigned_agent": (
             external_id(conversation.assigned_agent) if conversation.assigned_agent_id else None

@@ -19,6 +19,7 @@ from communication.exceptions import APIError
 from communication.models import User
 from messaging import conf, presence
 from messaging.models import Message, MessageType, Participant
+from messaging.services import e2e
 from messaging.services.offline import notify_offline_later
 from messaging.services.statement import (
     ATTACHMENTS,
@@ -35,17 +36,40 @@ logger = logging.getLogger(__name__)
 
 
 def validated(
-    content: str | None, type_: str, attachment_ids: Sequence[object], client_id: str | None
+    content: str | None,
+    type_: str,
+    attachment_ids: Sequence[object],
+    client_id: str | None,
+    encrypted: object = None,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[str, str, str]:
-    """A client's message as the send takes it: ``(content, type, client_id)``; raises APIError."""
+    """A client's message as the send takes it: ``(content, type, client_id)``; raises APIError.
+
+    ``encrypted``: the envelope of a message in an end-to-end encrypted conversation (stored as
+    an ``encrypted`` message whose content is the envelope's JSON); it comes alone, without
+    content, attachments or metadata."""
     content = content or ""
+    if encrypted is not None:
+        if content or attachment_ids or metadata:
+            raise e2e.plaintext_refused()
+        return (
+            e2e.envelope_text(e2e.envelope_validated(encrypted)),
+            MessageType.ENCRYPTED,
+            (client_id or "")[:64],
+        )
+    if type_ == MessageType.ENCRYPTED:
+        raise APIError(
+            "An encrypted message is sent as an 'encrypted' envelope.",
+            code="invalid_envelope",
+            fields={"encrypted": ["Required."]},
+        )
     if len(content) > conf.get("MESSAGING_MAX_CONTENT_LENGTH"):
         raise APIError("The message is too long.", fields={"content": ["Too long."]})
-    if type_ not in (MessageType.TEXT, MessageType.ENCRYPTED):
+    if type_ != MessageType.TEXT:
         raise APIError("Type must be text or encrypted.", fields={"type": ["Invalid type."]})
     if not content.strip() and not attachment_ids:
         raise APIError("A message needs content or attachments.", fields={"content": ["Empty."]})
-    if type_ == MessageType.TEXT and not content.strip():
+    if not content.strip():
         type_ = MessageType.ATTACHMENT
     return content, type_, (client_id or "")[:64]
 
@@ -70,8 +94,11 @@ def _client_send(
     attachment_ids: Sequence[object],
     metadata: dict[str, Any] | None,
     type: str,
+    encrypted: object = None,
 ) -> MessageWrite:
-    content, type, client_id = validated(content, type, attachment_ids, client_id)
+    content, type, client_id = validated(
+        content, type, attachment_ids, client_id, encrypted, metadata
+    )
     return MessageWrite(
         user=user,
         conversation_id=conversation_id,
@@ -118,13 +145,15 @@ def message_send(
     attachment_ids: Sequence[object] = (),
     metadata: dict[str, Any] | None = None,
     type: str = MessageType.TEXT,
+    encrypted: dict[str, Any] | None = None,
 ) -> tuple[Message, bool]:
     """Posts a message; returns it and whether it is new.
 
     Idempotent on ``client_id`` per sender and conversation: a replay returns the first message
     (its content, parent and attachments are not checked again). ``parent_id`` makes it a
     thread reply (threads are one level: a reply to a reply joins the root's thread).
-    ``attachment_ids`` are the caller's own unsent uploads.
+    ``attachment_ids`` are the caller's own unsent uploads. ``encrypted``: the envelope,
+    in (and only in) an end-to-end encrypted conversation (``messaging.services.e2e``).
     """
     send = _client_send(
         user=user,
@@ -135,7 +164,9 @@ def message_send(
         attachment_ids=attachment_ids,
         metadata=metadata,
         type=type,
+        encrypted=encrypted,
     )
+    e2e.check_kind(user, conversation_id, envelope=encrypted is not None)
     if send.attachment_ids:  # links are signed per member: the members now
         with connection.cursor() as cursor:
             cursor.execute(members_sql(), send.params)
@@ -175,6 +206,7 @@ async def message_send_async(
     client_id: str = "",
     parent_id: int | None = None,
     attachment_ids: Sequence[object] = (),
+    encrypted: dict[str, Any] | None = None,
     known: list[str] | None = None,
     online: set[str] | None = None,
     publish: Callable[[list[Event]], Awaitable[None]] | None = None,
@@ -205,7 +237,9 @@ async def message_send_async(
         attachment_ids=attachment_ids,
         metadata=None,
         type=MessageType.TEXT,
+        encrypted=encrypted,
     )
+    await e2e.acheck_kind(user, conversation_id, envelope=encrypted is not None)
     if send.attachment_ids:  # links are signed per member: the members now, not cached ones
         members = await adb.fetchall(members_sql(), send.params)
         known = signed(send, members, await adb.fetchall(ATTACHMENTS, send.params))
