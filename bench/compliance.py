@@ -139,6 +139,7 @@ def _seed_person(tag: str, notifications: int, messages: int):
     """One person with ``notifications`` notifications (a delivery and an event each) and
     ``messages`` messages, written set-based; returns the user."""
     from communication.models import User
+    from messaging.models import Message
 
     user = User.objects.create(
         username=f"bench-{tag}",
@@ -191,11 +192,19 @@ def _seed_person(tag: str, notifications: int, messages: int):
             "now())",
             [conversation],
         )
+        # The encrypted columns take the fields' own conversion (communication.fields).
+        fields = {name: Message._meta.get_field(name) for name in ("content", "html", "metadata")}
         cursor.execute(
             "INSERT INTO messaging_message (conversation_id, sender_id, type, content, html, "
-            "metadata, client_id, sent_at) SELECT %s, %s, 'text', 'words ' || g, '<p>words ' "
-            "|| g || '</p>', '{}', '', now() FROM generate_series(1, %s) g",
-            [conversation, user.pk, messages],
+            "metadata, client_id, sent_at) SELECT %s, %s, 'text', c, h, m, '', now() "
+            "FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[]) AS t (c, h, m)",
+            [
+                conversation,
+                user.pk,
+                [fields["content"].encrypted(f"words {g}") for g in range(1, messages + 1)],
+                [fields["html"].encrypted(f"<p>words {g}</p>") for g in range(1, messages + 1)],
+                [fields["metadata"].encrypted({})] * messages,
+            ],
         )
     return user, other
 
@@ -203,6 +212,8 @@ def _seed_person(tag: str, notifications: int, messages: int):
 def _floor_erase(user) -> None:
     """One statement per table, one transaction: the reference an eraser holding every lock to
     the end would be."""
+    from messaging.models import Message
+
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("UPDATE analytics_event SET data = '{}' WHERE user_id = %s", [user.pk])
         cursor.execute(
@@ -215,10 +226,16 @@ def _floor_erase(user) -> None:
             "body = '', data = '{}' WHERE user_id = %s",
             [user.pk],
         )
+        fields = {name: Message._meta.get_field(name) for name in ("content", "html", "metadata")}
         cursor.execute(
-            "UPDATE messaging_message SET content = '', html = '', metadata = '{}', "
+            "UPDATE messaging_message SET content = %s, html = %s, metadata = %s, "
             "deleted_at = now() WHERE sender_id = %s",
-            [user.pk],
+            [
+                fields["content"].encrypted(""),
+                fields["html"].encrypted(""),
+                fields["metadata"].encrypted({}),
+                user.pk,
+            ],
         )
         cursor.execute(
             "UPDATE communication_user SET external_id = NULL, email = '', name = '', phone = '' "

@@ -9,6 +9,9 @@ from communication.compliance.registry import Erase, PersonalData, Subject, regi
 # The offline-message notifications another participant received quote the subject's name (the
 # title) and words (the body): messaging sends them as this caller.
 OFFLINE_CALLER = "messaging"
+# The idempotency keys of those notifications in a set of conversations (``{}``: their ids
+# joined by ``|``), as ``messaging.services.offline.offline_key`` makes them.
+OFFLINE_KEY_OF = "^messages:[^:]+:({}):"
 
 
 def _download_link(row: dict, user_pk) -> dict:
@@ -48,12 +51,17 @@ def _spoken_in(subject: Subject):
 
 def _offline_notifications(subject: Subject) -> Q:
     # Found through the conversations the subject wrote in (the notification names the last
-    # message only); other people's notifications there lose their title and body too.
+    # message only); other people's notifications there lose their title and body too. Their
+    # title, body and data may be encrypted: the request's idempotency key, which
+    # ``messaging.services.offline`` makes, names the conversation in plain.
     if not subject.users:
         return Q(pk__in=[])
     conversations = [str(c) for c in _spoken_in(subject)]
-    return Q(request__caller=OFFLINE_CALLER, data__conversation_id__in=conversations) & (
-        ~Q(title="") | ~Q(body="")
+    if not conversations:
+        return Q(pk__in=[])
+    return Q(
+        request__caller=OFFLINE_CALLER,
+        request__idempotency_key__regex=OFFLINE_KEY_OF.format("|".join(conversations)),
     )
 
 
@@ -72,15 +80,26 @@ def _offline_outbox(subject: Subject) -> Q:
 def _offline_requests(subject: Subject) -> Q:
     if not subject.users:
         return Q(pk__in=[])
-    return Q(notifications__in=_offline_notification_ids(subject)) & ~Q(content={})
+    return Q(notifications__in=_offline_notification_ids(subject))
 
 
 def _offline_realtime(subject: Subject) -> Q:
-    # The recipients' websocket logs repeat those notifications' title and body.
+    # The recipients' websocket logs repeat those notifications' title and body. An event's
+    # payload is sealed (encrypted): the recipients' notification events are read and those
+    # naming one of the notifications kept.
+    from communication.models import RealtimeEvent  # noqa: PLC0415
+    from notifications.models import Notification  # noqa: PLC0415
+
     if not subject.users:
         return Q(pk__in=[])
-    ids = [str(pk) for pk in _offline_notification_ids(subject).values_list("id", flat=True)]
-    return Q(type="notification.created", data__id__in=ids)
+    found = Notification.objects.filter(_offline_notifications(subject))
+    ids = {str(pk) for pk in found.values_list("id", flat=True)}
+    if not ids:
+        return Q(pk__in=[])
+    events = RealtimeEvent.objects.filter(
+        type="notification.created", user__in=found.values("user_id")
+    ).only("id", "data", "sealed")
+    return Q(pk__in=[e.pk for e in events.iterator() if str(e.payload.get("id")) in ids])
 
 
 def _presence_keys(subject: Subject) -> int:
@@ -157,8 +176,10 @@ register(
     PersonalData(
         name="messaging.messages",
         model="messaging.Message",
-        # Not yet tombstoned, or tombstoned with content left: a second erasure finds nothing.
-        rows=lambda s: Q(sender__in=s.users) & (Q(deleted_at__isnull=True) | ~Q(content="")),
+        # Not yet tombstoned (a tombstone's content is blank: a deletion, an erasure and an
+        # expiry blank it with the mark), so a second erasure finds nothing. The content is
+        # encrypted: the mark, not the content, tells them apart.
+        rows=lambda s: Q(sender__in=s.users, deleted_at__isnull=True),
         # The row stays as "message deleted" so that replies and threads keep their place.
         erase=Erase.TOMBSTONE,
         tombstone_field="deleted_at",

@@ -9,10 +9,13 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils.text import Truncator
+
+from communication.fields import EncryptedJSONField, EncryptedTextField
 
 # Conditions shared by a constraint or partial index and the queries that must match it (an
 # ``ON CONFLICT`` naming the partial unique index, a lookup of the row it keeps unique): one
@@ -192,6 +195,9 @@ class Participant(models.Model):
 class Message(models.Model):
     """A message; ``content`` is the raw Markdown, ``html`` its sanitised rendering.
 
+    ``content``, ``html`` and ``metadata`` (the client's own JSON, which may quote anything)
+    are encrypted at rest (``communication.fields``): no query filters or searches on them.
+
     A deleted message keeps its row as a tombstone (``deleted_at`` set, content blanked; the
     previous content is in ``MessageEdit``). ``client_id`` makes sends idempotent per sender and
     conversation.
@@ -211,8 +217,8 @@ class Message(models.Model):
         related_name="sent_messages",
     )
     type = models.CharField(max_length=16, choices=MessageType.choices, default=MessageType.TEXT)
-    content = models.TextField(blank=True)
-    html = models.TextField(blank=True)
+    content = EncryptedTextField(blank=True)
+    html = EncryptedTextField(blank=True)
     parent = models.ForeignKey(
         "self",
         null=True,
@@ -221,7 +227,7 @@ class Message(models.Model):
         related_name="replies",
         db_index=False,
     )
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
     client_id = models.CharField(max_length=64, blank=True, default="")
     sent_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     edited_at = models.DateTimeField(null=True, blank=True)
@@ -271,7 +277,8 @@ class Message(models.Model):
 
 
 class MessageEdit(models.Model):
-    """The audit trail: the content a message had before an edit or a deletion."""
+    """The audit trail: the content a message had before an edit or a deletion (encrypted at
+    rest, as the message's own)."""
 
     class Action(models.TextChoices):
         EDIT = "edit"
@@ -279,8 +286,8 @@ class MessageEdit(models.Model):
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
     action = models.CharField(max_length=8, choices=Action.choices, default=Action.EDIT)
-    previous_content = models.TextField(blank=True)
-    previous_metadata = models.JSONField(default=dict, blank=True)
+    previous_content = EncryptedTextField(blank=True)
+    previous_metadata = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
     edited_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -22,6 +22,12 @@ logger = logging.getLogger(__name__)
 NOTIFY_OFFLINE_TASK = "messaging.tasks.notify_offline"
 
 
+def offline_key(user_pk: object, conversation_id: object, message_id: int) -> str:
+    """The idempotency key of a recipient's notification up to a message; erasure finds a
+    conversation's notifications by it (``messaging.compliance.OFFLINE_KEY_OF``)."""
+    return f"messages:{user_pk}:{conversation_id}:{message_id}"
+
+
 def wants_notification(p: Participant) -> bool:
     if p.notification_level == NotificationLevel.NONE:
         return False
@@ -120,6 +126,6 @@ def participant_notify_offline(participant_id: int) -> str:
                 "priority": "normal",
                 "scheduled_at": None,
             },
-            idempotency_key=f"messages:{p.user_id}:{conversation.id}:{last.id}",
+            idempotency_key=offline_key(p.user_id, conversation.id, last.id),
         )
     return "sent"

@@ -11,7 +11,7 @@ import functools
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from communication import realtime
 from communication.exceptions import APIError, NotFoundError
+from communication.fields import EncryptedField
 from communication.models import User
 from messaging import rendering
 from messaging.models import (
@@ -33,6 +34,11 @@ from messaging.models import (
 )
 from messaging.services.offline import wants_notification
 from messaging.services.payloads import AttachmentPayload, attachment_payload, message_payload
+
+# The encrypted columns the statement writes and a replay reads back, converted by the fields.
+_CONTENT = cast(EncryptedField, Message._meta.get_field("content"))
+_HTML = cast(EncryptedField, Message._meta.get_field("html"))
+_METADATA = cast(EncryptedField, Message._meta.get_field("metadata"))
 
 # A row as the database driver returns it.
 Row = tuple[Any, ...]
@@ -83,8 +89,7 @@ WITH conversation AS (
     FROM messaging_participant p JOIN conversation c ON c.id = p.conversation_id
     WHERE {active}
 ), existing AS (
-    SELECT id, type, content, html, parent_id, metadata::text AS metadata, sent_at, edited_at,
-        deleted_at
+    SELECT id, type, content, html, parent_id, metadata, sent_at, edited_at, deleted_at
     FROM messaging_message
     WHERE conversation_id = %(conversation)s AND sender_id = %(sender)s
         AND client_id = %(client_id)s AND {client_id_set}
@@ -102,7 +107,7 @@ WITH conversation AS (
     INSERT INTO messaging_message
         (conversation_id, sender_id, type, content, html, parent_id, metadata, client_id, sent_at)
     SELECT %(conversation)s, %(sender)s, %(type)s, %(content)s, %(html)s, (SELECT id FROM parent),
-        %(metadata)s::jsonb, %(client_id)s, %(sent_at)s
+        %(metadata)s, %(client_id)s, %(sent_at)s
     FROM checks
     WHERE EXISTS (SELECT 1 FROM conversation)
         AND (%(system)s OR EXISTS (SELECT 1 FROM members WHERE user_id = %(sender)s))
@@ -159,7 +164,7 @@ MARK_DELIVERED = (
 # A replay whose first send committed while this one's statement waited for the conversation
 # lock: its snapshot did not show it, its ON CONFLICT did.
 FIRST_SEND = (
-    "SELECT id, type, content, html, parent_id, metadata::text, sent_at, edited_at, deleted_at "
+    "SELECT id, type, content, html, parent_id, metadata, sent_at, edited_at, deleted_at "
     "FROM messaging_message WHERE conversation_id = %(conversation)s AND sender_id = %(sender)s "
     "AND client_id = %(client_id)s"
 )
@@ -229,12 +234,14 @@ class MessageWrite:
             "conversation": uuid.UUID(str(conversation_id)),
             "sender": user.pk,
             "type": type_,
-            "content": content,
-            "html": html,
+            # Encrypted as the fields' own conversion does (``communication.fields``); the
+            # statement stores the bytes as they are.
+            "content": _CONTENT.encrypted(content),
+            "html": _HTML.encrypted(html),
             # No message has id 0: a parent past the ids is unknown, as one in another
             # conversation is (the statement's parent check answers both).
             "parent": parent_id if parent_id is None or 0 < parent_id <= MAX_MESSAGE_ID else 0,
-            "metadata": json.dumps(self.message.metadata, cls=DjangoJSONEncoder),
+            "metadata": _METADATA.encrypted(self.message.metadata),
             "client_id": client_id,
             "sent_at": self.message.sent_at,
             "attachments": self.attachment_ids,
@@ -306,11 +313,11 @@ class MessageWrite:
             conversation_id=self.message.conversation_id,
             sender=self.user,
             type=type_,
-            content=content,
-            html=html,
+            content=_CONTENT.from_db_value(content, None, connection),
+            html=_HTML.from_db_value(html, None, connection),
             client_id=self.message.client_id,
             parent_id=parent_id,
-            metadata=json.loads(metadata),
+            metadata=_METADATA.from_db_value(metadata, None, connection),
             sent_at=sent_at,
             edited_at=edited_at,
             deleted_at=deleted,

@@ -14,6 +14,7 @@ from PIL import Image
 from communication import adb
 from communication.exceptions import APIError
 from communication.models import RealtimeEvent
+from conftest import assert_encrypted
 from messaging import services
 from messaging.models import Attachment, Message, Participant
 from messaging.services.payloads import message_payload
@@ -165,6 +166,11 @@ def test_the_api_and_the_websocket_write_the_same_message(people, with_attachmen
         for e in RealtimeEvent.objects.filter(type="message.created", data__id=ws_message.id)
     }
     assert {pk: (event["seq"], event["data"]) for pk, event in ws_events} == persisted
+    # Both routes store ciphertext (``communication.fields``), as messaging/tests/test_encryption
+    # checks for the other write paths.
+    for message in (api_message, ws_message):
+        assert_encrypted(message, "content", "hi *all*")
+        assert_encrypted(message, "html", "<em>all</em>")
 
 
 def test_a_system_message_goes_through_the_same_write(people):
