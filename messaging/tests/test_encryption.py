@@ -108,8 +108,8 @@ def test_the_migration_encrypts_existing_rows():
     conversation = services.conversation_create(user=alice, type="group", participants=[])[0]
     executor = MigrationExecutor(connection)
     before, after = (
-        [("messaging", "0003_alter_conversation_last_message_and_more")],
-        [("messaging", "0004_encrypt_messages")],
+        [("messaging", "0004_e2e_encryption")],
+        [("messaging", "0005_encrypt_messages")],
     )
     executor.migrate(before)
     with connection.cursor() as cursor:

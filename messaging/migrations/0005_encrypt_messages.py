@@ -9,7 +9,7 @@ from communication.migration_ops import encrypt_columns
 
 
 class Migration(migrations.Migration):
-    dependencies = [("messaging", "0003_alter_conversation_last_message_and_more")]
+    dependencies = [("messaging", "0004_e2e_encryption")]
 
     operations = [
         encrypt_columns(
