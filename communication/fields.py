@@ -174,7 +174,7 @@ class EncryptedField(models.Field):
         value = self.get_prep_value(value)
         return None if value is None else encrypt(self.to_bytes(value))
 
-    def from_db_value(self, value, expression, connection):
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         if value is None:
             return None
         return self.from_bytes(decrypt(bytes(value)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.apps import apps
 from django.db import connection, transaction
@@ -47,7 +48,7 @@ def _stale_condition(columns: list[str]) -> str:
     )
 
 
-def _params() -> dict[str, object]:
+def _params() -> dict[str, Any]:
     head = keyring().current_header
     return {"head": head, "size": len(head)}
 
@@ -68,7 +69,7 @@ def stale_counts() -> dict[str, int]:
     return out
 
 
-def _rotate_batch(model: type[Model], columns: list[str], after: object, size: int) -> list:
+def _rotate_batch(model: type[Model], columns: list[str], after: Any, size: int) -> list:
     qn = connection.ops.quote_name
     table, pk = qn(model._meta.db_table), qn(model._meta.pk.column)
     selected = ", ".join(qn(c) for c in columns)

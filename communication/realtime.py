@@ -35,7 +35,6 @@ from django.db import DatabaseError, connection, transaction
 from communication.auth.authentication import authenticate_token
 from communication.auth.tokens import ServicePrincipal
 from communication.exceptions import TokenError
-from communication.fields import EncryptedJSONField
 from communication.models import RealtimeEvent, UserSequence
 
 logger = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ def sequence_events_sql(*, source: str, type_sql: str, events: str = "events") -
     )
 
 
-_SEALED = cast(EncryptedJSONField, RealtimeEvent._meta.get_field("sealed"))
+_SEALED = RealtimeEvent._meta.get_field("sealed")
 
 _PUBLISH = (  # values are parameters: no input reaches the text
     "WITH d AS (SELECT user_id, '{}'::jsonb AS data, sealed "  # noqa: S608

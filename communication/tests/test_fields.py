@@ -11,7 +11,6 @@ from django.db import connection, models
 from django.test.utils import isolate_apps
 
 from communication.compliance.keyed import lookup_hash
-
 from communication.fields import (
     DecryptionError,
     EncryptedJSONField,

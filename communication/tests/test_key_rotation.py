@@ -43,13 +43,13 @@ def test_rotation_moves_every_value_to_the_new_key_and_resumes_after_an_interrup
     with pytest.raises(CommandError):
         call_command("rotate_keys", "--check")
 
-    class Interrupted(Exception):
+    class KilledError(Exception):
         pass
 
     def stop(table, done):
-        raise Interrupted
+        raise KilledError
 
-    with pytest.raises(Interrupted):  # killed after its first batch of two
+    with pytest.raises(KilledError):  # killed after its first batch of two
         rotate(batch=2, progress=stop)
     assert stale_counts() == {"communication_realtimeevent": 3}  # that batch committed
 

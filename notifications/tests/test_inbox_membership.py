@@ -99,7 +99,9 @@ def test_the_created_events_count_only_inbox_items(sender, alice):
     send(sender, alice, ["in_app"], "Soon", schedule_in=dt.timedelta(hours=1))
     send(sender, alice, ["in_app", "email"], "First")
     events = RealtimeEvent.objects.filter(user=alice, type="notification.created")
-    assert [(e.payload["title"], e.payload["unread"]) for e in events.order_by("seq")] == [("First", 1)]
+    assert [(e.payload["title"], e.payload["unread"]) for e in events.order_by("seq")] == [
+        ("First", 1)
+    ]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
