@@ -92,7 +92,7 @@ def test_an_address_is_erased_and_stays_suppressed(manager):
     assert not Notification.objects.filter(email__iexact="someone@example.com").exists()
     assert Delivery.objects.get(id=first["id"]).address == ""
     (entry,) = Suppression.objects.all()
-    assert (entry.address, entry.detail, entry.reason) == ("", "", "complaint")
+    assert (entry.address, entry.detail, entry.reason) == (None, "", "complaint")
     assert entry.address_hash == suppression_hash("someone@example.com")
     assert str(entry) == "email:[erased] (complaint)"
     assert send_to_email(manager, "someone@example.com")["status"] == "suppressed"
@@ -108,8 +108,8 @@ def test_a_phone_never_suppressed_is_suppressed_by_hash_alone(manager):
     # The user's email and phone are both theirs: both are suppressed, by hash only.
     assert body["erased"]["notifications.erased_addresses"] == 2
     assert set(Suppression.objects.values_list("channel", "address", "reason")) == {
-        ("email", "", "erased"),
-        ("sms", "", "erased"),
+        ("email", None, "erased"),
+        ("sms", None, "erased"),
     }
     assert Suppression.objects.filter(address_hash=suppression_hash("+33612345678")).exists()
     again = manager.post(ERASURE, {"phone": "+33612345678"}, format="json").json()
