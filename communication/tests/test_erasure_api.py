@@ -6,6 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from campaigns.models import Campaign, CampaignRecipient, CampaignRun, CampaignStep
+from campaigns.services.lists import address_key
 from communication.auth import tokens
 from communication.compliance import apply, erasure
 from communication.models import ErasureRequest, RealtimeEvent, User
@@ -126,7 +127,7 @@ def test_rows_are_erased_in_batches_with_per_row_values(manager, monkeypatch):
     for i in range(3):
         run = CampaignRun.objects.create(campaign=campaign, slot=f"2026-01-0{i + 1}T00:00:00Z")
         CampaignRecipient.objects.create(
-            run=run, step=step, key="many@example.com", email="many@example.com"
+            run=run, step=step, key=address_key("many@example.com"), email="many@example.com"
         )
     done = erasure.erase("email", "many@example.com", requested_by="test")
     assert done.erased["notifications.notifications"] == 5
