@@ -42,7 +42,7 @@ def _written(path: str, static: StaticList) -> None:
 
 
 @pytest.mark.parametrize("path", ["service", "csv_import"])
-def test_list_members_are_ciphertext_keyed_by_hash(path):
+def test_list_members_are_ciphertext_keyed_by_hash(path, admin_client):
     static = StaticList.objects.create(name="Guests")
     _written(path, static)
 
@@ -60,6 +60,11 @@ def test_list_members_are_ciphertext_keyed_by_hash(path):
     assert (again.added, again.updated) == (0, 1)
     assert static.members.count() == 2
     assert static.members.get(key=lists.address_key(EMAIL_N)).data == {"code": "new"}
+
+    # Staff find a member by its exact address (the key's hash), however it is written.
+    for term, count in ((EMAIL, 1), (PHONE, 1), ("guest.one", 0)):
+        page = admin_client.get("/admin/campaigns/staticlistmember/", {"q": term})
+        assert page.status_code == 200 and len(page.context["cl"].result_list) == count, term
 
 
 def _drain(run: CampaignRun, step) -> None:

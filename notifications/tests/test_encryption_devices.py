@@ -47,7 +47,9 @@ def _register(client, body: dict) -> Device:
 
 
 @pytest.mark.parametrize("platform", ["android", "web"])
-def test_registered_device_is_ciphertext_and_one_row_per_token(platform, as_user, alice, bob):
+def test_registered_device_is_ciphertext_and_one_row_per_token(
+    platform, as_user, alice, bob, admin_client
+):
     """The API's register, then another user's re-register of the same token or endpoint (the
     upsert finds it by hash): one row, the new owner, every secret column ciphertext."""
     if platform == "web":
@@ -79,6 +81,10 @@ def test_registered_device_is_ciphertext_and_one_row_per_token(platform, as_user
     listed = as_user(bob).get(DEVICES).json()["results"]
     shown = plain.get("token") or plain["endpoint"]
     assert [d.get("token") or d.get("endpoint") for d in listed] == [shown]
+    # Staff find it by the exact token or endpoint (its hash), not by a part of it.
+    for term, count in ((shown, 1), (shown[:-1], 0)):
+        page = admin_client.get("/admin/notifications/device/", {"q": term})
+        assert page.status_code == 200 and len(page.context["cl"].result_list) == count
     assert as_user(bob).delete(f"{DEVICES}/{device.id}").status_code == 204
     assert not Device.objects.exists()
 
