@@ -11,6 +11,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
@@ -26,6 +27,7 @@ from unfold.widgets import UnfoldAdminSelectWidget
 from campaigns.imports import StaticListMemberResource, check_upload
 from campaigns.models import StaticList, StaticListMember
 from campaigns.services import lists
+from communication.models import normalize_e164
 
 PREVIEW_ROWS = 1000
 
@@ -127,11 +129,28 @@ class StaticListMemberAdmin(ImportMixin, ModelAdmin):
     import_error_display = ("message",)
     import_template_name = "admin/campaigns/staticlistmember/import.html"
     skip_admin_log = True  # one log entry on the list, not one per member
-    list_display = ("key", "static_list", "user", "email", "phone", "created_at")
+    list_display = ("member", "static_list", "user", "email", "phone", "created_at")
     list_filter = ("static_list",)
     list_select_related = ("static_list", "user")
-    search_fields = ("=key",)
+    search_fields = ("=key",)  # shows the box; the search is get_search_results
+    search_help_text = "Exact user id, email or phone number"
     readonly_fields = ("static_list", "key", "user", "email", "phone", "data", "created_at")
+
+    def get_search_results(self, request, queryset, search_term):
+        # An address-only member's key is its address's hash (the address is encrypted).
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        keys = {term, lists.address_key(term)}
+        try:
+            keys.add(lists.address_key(normalize_e164(term[:64])))
+        except ValidationError:
+            pass
+        return queryset.filter(key__in=keys), False
+
+    @admin.display(description="member")
+    def member(self, obj: StaticListMember) -> str:
+        return obj.email or obj.phone or obj.key
 
     def has_add_permission(self, request):
         return False

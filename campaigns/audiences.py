@@ -18,6 +18,7 @@ from campaigns.models import (
     StaticListMember,
 )
 from campaigns.selectors import segment_users
+from communication.fields import EncryptedField
 
 # The ledger's columns an INSERT … SELECT writes, in this order.
 _COLUMNS = "run_id, step_id, key, user_id, email, phone, data, state, reason, due_at, created_at, updated_at"
@@ -53,10 +54,15 @@ def audience_materialise(
     if query is None:
         return 0
     inner, params = query.query.sql_with_params()
+    blanks: list[Any] = []
     if campaign.segment_id is not None:
-        # A segment's member is a user: keyed by the user id every API speaks, no own data.
-        select = "a.external_id, a.id, '', '', '{}'::jsonb"
+        # A segment's member is a user: keyed by the user id every API speaks, no own data
+        # (its address is read from the user row at send time). The blank address and data
+        # are encrypted once, the same ciphertext for every row.
+        select = "a.external_id, a.id, %s, %s, %s"
+        blanks = [_encrypted("email", ""), _encrypted("phone", ""), _encrypted("data", {})]
     else:
+        # A member's address and data are ciphertext already: copied as they are.
         select = "a.key, a.user_id, a.email, a.phone, a.data"
     sql = (
         f"INSERT INTO {CampaignRecipient._meta.db_table} ({_COLUMNS}) "  # noqa: S608
@@ -64,14 +70,21 @@ def audience_materialise(
         "ON CONFLICT DO NOTHING"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [run.id, step.id, due_at, *params])
+        cursor.execute(sql, [run.id, step.id, *blanks, due_at, *params])
         return cursor.rowcount
 
 
+def _encrypted(name: str, value: Any) -> bytes | None:
+    field = CampaignRecipient._meta.get_field(name)
+    assert isinstance(field, EncryptedField)
+    return field.encrypted(value)
+
+
 def step_materialise(run: CampaignRun, previous: CampaignStep, step: CampaignStep) -> int:
-    """Writes ``step``'s pending rows from ``previous``'s queued ones (one INSERT … SELECT, a
-    repeat writes nothing): due ``step.delay`` after the previous message's send time (its
-    ``due_at``, set when it was fanned out), or at ``step.send_at``; returns how many."""
+    """Writes ``step``'s pending rows from ``previous``'s queued ones (one INSERT … SELECT of
+    their keys and their encrypted address and data as stored; a repeat writes nothing): due
+    ``step.delay`` after the previous message's send time (its ``due_at``, set when it was
+    fanned out), or at ``step.send_at``; returns how many."""
     table = CampaignRecipient._meta.db_table
     params: list[Any]
     if step.send_at is not None:

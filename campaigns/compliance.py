@@ -8,11 +8,13 @@ from communication.compliance.registry import Erase, PersonalData, Subject, regi
 
 
 def _addressed(subject: Subject) -> Q:
+    # An address-only row is keyed by its address's hash (the address is encrypted).
+    from campaigns.services.lists import address_key  # noqa: PLC0415
+
     q = Q(user__in=subject.users)
-    if subject.emails:
-        q |= Q(email__in=subject.emails) | Q(key__in=subject.emails)
-    if subject.phones:
-        q |= Q(phone__in=subject.phones) | Q(key__in=subject.phones)
+    addresses = [*subject.emails, *subject.phones]
+    if addresses:
+        q |= Q(key__in=[address_key(a) for a in addresses])
     if subject.user_ids:
         q |= Q(key__in=subject.user_ids)
     return q

@@ -4,10 +4,12 @@ and the ledger of who was sent which step of which run (CampaignRecipient)."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from communication.fields import EncryptedJSONField, EncryptedTextField
 from communication.ids import uuid7
 
 
@@ -53,8 +55,9 @@ class StaticList(models.Model):
 
 
 class StaticListMember(models.Model):
-    """One recipient of a static list. ``key`` is the user's external id, or the normalised
-    address (email lower-cased, phone in E.164) for an address-only member."""
+    """One recipient of a static list. ``key`` is the user's external id, or for an
+    address-only member the keyed hash (``lookup_hash``) of its normalised address (email
+    lower-cased, phone in E.164): the address and data are encrypted, the key dedups."""
 
     id = models.BigAutoField(primary_key=True)
     static_list = models.ForeignKey(StaticList, on_delete=models.CASCADE, related_name="members")
@@ -62,16 +65,17 @@ class StaticListMember(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
-    email = models.EmailField(max_length=320, blank=True)
-    phone = models.CharField(max_length=20, blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    email = EncryptedTextField(blank=True)
+    phone = EncryptedTextField(blank=True)
+    data = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["static_list", "key"], name="static_member_unique"),
+            # The address is encrypted: its key (the hash) stands for it in SQL.
             models.CheckConstraint(
-                condition=Q(user__isnull=False) | ~Q(email="") | ~Q(phone=""),
+                condition=Q(user__isnull=False) | ~Q(key=""),
                 name="static_member_has_address",
             ),
         ]
@@ -220,8 +224,10 @@ class CampaignRun(models.Model):
 class CampaignRecipient(models.Model):
     """The ledger: one row per run, step and recipient, unique on (run, step, recipient key) so
     that pause, resume, crash and retry never send a step twice. ``key`` is the user's external
-    id, or the normalised address of an address-only recipient. ``notification_id`` is written in
-    the transaction that writes the notification and its deliveries."""
+    id, or the keyed hash of an address-only recipient's address (as ``StaticListMember.key``);
+    its address and data are encrypted, blank for a user (read from the user row at send time).
+    ``notification_id`` is written in the transaction that writes the notification and its
+    deliveries."""
 
     class State(models.TextChoices):
         PENDING = "pending"  # due at due_at, not fanned out yet
@@ -237,9 +243,9 @@ class CampaignRecipient(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
-    email = models.EmailField(max_length=320, blank=True)
-    phone = models.CharField(max_length=20, blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    email = EncryptedTextField(blank=True)
+    phone = EncryptedTextField(blank=True)
+    data = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     reason = models.CharField(max_length=255, blank=True)
     due_at = models.DateTimeField(null=True, blank=True)

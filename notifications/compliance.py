@@ -72,10 +72,14 @@ def _bulk_recipients(subject: Subject) -> Q:
 
 
 def _suppressions(subject: Subject) -> Q:
-    # Only rows that still show an address: an erased one keeps its hash and nothing else.
-    return Q(channel="email", address__in=subject.emails) | Q(
-        channel="sms", address__in=subject.phones
-    )
+    # By hash (the address is encrypted), only rows that still show an address: an erased one
+    # keeps its hash and nothing else.
+    from notifications.models import suppression_hash  # noqa: PLC0415
+
+    by_hash = Q(
+        channel="email", address_hash__in=[suppression_hash(e) for e in subject.emails]
+    ) | Q(channel="sms", address_hash__in=[suppression_hash(p) for p in subject.phones])
+    return by_hash & Q(address__isnull=False)
 
 
 def _suppress_erased(subject: Subject) -> int:
@@ -94,7 +98,7 @@ def _suppress_erased(subject: Subject) -> int:
         cursor.execute(
             "INSERT INTO notifications_suppression "
             "(channel, address, address_hash, reason, detail, created_at) "
-            "SELECT c, '', h, %s, '', now() FROM unnest(%s::text[], %s::text[]) AS t(c, h) "
+            "SELECT c, NULL, h, %s, '', now() FROM unnest(%s::text[], %s::text[]) AS t(c, h) "
             "ON CONFLICT (channel, address_hash) DO NOTHING",
             [Suppression.Reason.ERASED, [c for c, _ in rows], [h for _, h in rows]],
         )
@@ -280,7 +284,7 @@ register(
         model="notifications.Suppression",
         rows=_suppressions,
         erase=Erase.ANONYMISE,
-        fields={"address": "", "detail": ""},
+        fields={"address": None, "detail": ""},
         export=("channel", "reason", "created_at"),
         order=80,
     ),

@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from communication.compliance.keyed import keyed_hash
+from communication.fields import EncryptedTextField, LookupHashField
 from communication.ids import uuid7
 
 
@@ -109,8 +110,10 @@ def suppression_hash(address: str) -> str:
 
 class Suppression(models.Model):
     """An address nothing is sent to, found by its keyed hash (``address_hash``). ``address`` is
-    kept for staff to read until the person's data is erased; then it is blank and the hash alone
-    keeps the address suppressed."""
+    kept, encrypted, for staff to read until the person's data is erased; then it is NULL (which
+    SQL can tell, unlike an encrypted blank) and the hash alone keeps the address suppressed
+    (hence a plain column set by ``save`` and the services, not a ``LookupHashField``, which
+    would go with the address)."""
 
     class Reason(models.TextChoices):
         HARD_BOUNCE = "hard_bounce"
@@ -123,8 +126,8 @@ class Suppression(models.Model):
     ERASED_LABEL = "[erased]"
 
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    address = models.CharField(
-        max_length=320, blank=True, help_text="email (lower-cased) or E.164 number"
+    address = EncryptedTextField(
+        null=True, blank=True, help_text="email (lower-cased) or E.164 number; NULL once erased"
     )
     address_hash = models.CharField(max_length=64, editable=False)
     reason = models.CharField(max_length=16, choices=Reason.choices)
@@ -468,7 +471,8 @@ class ProviderEvent(models.Model):
 class Device(models.Model):
     """A place a user receives push: an FCM registration token (ios, android) or a browser's Web
     Push subscription (endpoint + keys). The same token or endpoint is one device, whoever
-    registered it last."""
+    registered it last: found by ``token_hash`` / ``endpoint_hash``, since the token, the
+    endpoint and the subscription's keys are encrypted."""
 
     class Platform(models.TextChoices):
         IOS = "ios", "iOS"
@@ -481,10 +485,12 @@ class Device(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="devices"
     )
     platform = models.CharField(max_length=8, choices=Platform.choices)
-    token = models.CharField(max_length=1024, blank=True, help_text="FCM registration token")
-    endpoint = models.URLField(max_length=2000, blank=True, help_text="Web Push endpoint")
-    p256dh = models.CharField(max_length=255, blank=True)
-    auth = models.CharField(max_length=64, blank=True)
+    token = EncryptedTextField(blank=True, help_text="FCM registration token")
+    token_hash = LookupHashField(of="token")
+    endpoint = EncryptedTextField(blank=True, help_text="Web Push endpoint")
+    endpoint_hash = LookupHashField(of="endpoint")
+    p256dh = EncryptedTextField(blank=True)
+    auth = EncryptedTextField(blank=True)
     app_id = models.CharField(max_length=255, blank=True)
     browser = models.CharField(max_length=255, blank=True)
     locale = models.CharField(max_length=35, blank=True)
@@ -498,16 +504,18 @@ class Device(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["token"], condition=~Q(token=""), name="device_token_unique"
+                fields=["token_hash"], condition=~Q(token_hash=""), name="device_token_unique"
             ),
             models.UniqueConstraint(
-                fields=["endpoint"], condition=~Q(endpoint=""), name="device_endpoint_unique"
+                fields=["endpoint_hash"],
+                condition=~Q(endpoint_hash=""),
+                name="device_endpoint_unique",
             ),
+            # The encrypted columns cannot be compared in SQL: their hashes say which is set
+            # (the subscription's keys are checked by the API).
             models.CheckConstraint(
-                condition=(
-                    Q(platform="web", token="") & ~Q(endpoint="") & ~Q(p256dh="") & ~Q(auth="")
-                )
-                | (Q(platform__in=["ios", "android"], endpoint="") & ~Q(token="")),
+                condition=(Q(platform="web", token_hash="") & ~Q(endpoint_hash=""))
+                | (Q(platform__in=["ios", "android"], endpoint_hash="") & ~Q(token_hash="")),
                 name="device_address_matches_platform",
             ),
         ]

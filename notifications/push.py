@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from communication.audit import audit_record
 from communication.circuit import CircuitOpenError
+from communication.compliance.keyed import lookup_hash
 from communication.exceptions import APIError, NotFoundError
 from notifications.models import Delivery, Device
 from notifications.providers import ratelimit, registry
@@ -82,7 +83,10 @@ def device_list(user) -> QuerySet[Device]:
 
 
 def _lookup(platform: str, token: str, endpoint: str) -> dict:
-    return {"endpoint": endpoint} if platform == "web" else {"token": token}
+    # The token and endpoint are encrypted: a device is found by their keyed hash.
+    if platform == "web":
+        return {"endpoint_hash": lookup_hash(endpoint)}
+    return {"token_hash": lookup_hash(token)}
 
 
 def device_register(

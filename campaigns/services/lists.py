@@ -2,9 +2,11 @@
 
 A member is a user (by ``user_id``, the identity's external id) or an address: an email
 (lower-cased) or a phone number (E.164, normalised as single sends normalise it). Its ``key`` is
-the user's external id or that normalised address: one member per key in a list, and the key the
-campaign ledger uses. Rows are checked all together (one query for the users they name) and
-written with set-based inserts (``COPY``, then one ``INSERT … SELECT``); a row that names a member already in the list replaces its data.
+the user's external id or the keyed hash of that normalised address (:func:`address_key`; the
+address itself is encrypted): one member per key in a list, and the key the campaign ledger uses.
+Rows are checked all together (one query for the users they name) and written with set-based
+inserts (``COPY`` of the encrypted values, then one ``INSERT … SELECT``); a row that names a
+member already in the list replaces its data.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from django.db import connection, transaction
 
 from campaigns.models import StaticList, StaticListMember
 from communication.audit import audit_record, field_changes
+from communication.compliance.keyed import lookup_hash
+from communication.fields import EncryptedField
 from communication.models import User, normalize_e164
 from templates_app.services.common import Actor, actor_of
 
@@ -160,7 +164,7 @@ def _clean_row(row: Mapping[str, Any], users: Mapping[str, Any]) -> Member | Row
             validate_email(email)
         except DjangoValidationError:
             return RowError("email", "bad_email", f"{value[:320]!r} is not an email address.")
-        return Member(key=email, email=email, data=data)
+        return Member(key=address_key(email), email=email, data=data)
     try:
         phone = normalize_e164(value[:64])
     except DjangoValidationError:
@@ -169,7 +173,13 @@ def _clean_row(row: Mapping[str, Any], users: Mapping[str, Any]) -> Member | Row
             "bad_phone",
             f"{value[:64]!r} is not a phone number in international form (like +33612345678).",
         )
-    return Member(key=phone, phone=phone, data=data)
+    return Member(key=address_key(phone), phone=phone, data=data)
+
+
+def address_key(address: str) -> str:
+    """The key of an address-only member (and of its ledger rows): the keyed hash of the
+    normalised address, so that the key dedups without holding the address."""
+    return lookup_hash(address)
 
 
 def existing_keys(*, static_list: StaticList, keys: Iterable[str]) -> set[str]:
@@ -212,9 +222,14 @@ def members_insert(*, static_list: StaticList, members: Iterable[Member]) -> int
 def members_write(rows: Iterable[StaticListMember]) -> int:
     """The one writer of members: unsaved rows with distinct keys (checked by ``members_clean``),
     copied into a temporary table (``COPY``) and upserted on (list, key) with one
-    ``INSERT … SELECT … ON CONFLICT`` — two statements whatever their number. The audit trail
-    gets one entry per list written to, with the count only (never the members' addresses)."""
+    ``INSERT … SELECT … ON CONFLICT`` — two statements whatever their number. The address and
+    data are encrypted through their fields before the copy (the temporary table holds
+    ciphertext only). The audit trail gets one entry per list written to, with the count only
+    (never the members' addresses)."""
     table = StaticListMember._meta.db_table
+    email, phone, data = (StaticListMember._meta.get_field(f) for f in ("email", "phone", "data"))
+    assert isinstance(email, EncryptedField) and isinstance(phone, EncryptedField)
+    assert isinstance(data, EncryptedField)
     written = 0
     per_list: dict[Any, int] = {}
     with transaction.atomic(), connection.cursor() as cursor:
@@ -222,7 +237,7 @@ def members_write(rows: Iterable[StaticListMember]) -> int:
         # may never commit to clear it.
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS static_member_in (static_list_id uuid, "
-            "key varchar(320), user_id uuid, email varchar(320), phone varchar(20), data jsonb) "
+            "key varchar(320), user_id uuid, email bytea, phone bytea, data bytea) "
             "ON COMMIT DELETE ROWS; TRUNCATE static_member_in"
         )
         with cursor.copy(
@@ -234,9 +249,9 @@ def members_write(rows: Iterable[StaticListMember]) -> int:
                         row.static_list_id,
                         row.key,
                         row.user_id,
-                        row.email,
-                        row.phone,
-                        json.dumps(row.data, ensure_ascii=False),
+                        email.encrypted(row.email),
+                        phone.encrypted(row.phone),
+                        data.encrypted(row.data),
                     )
                 )
                 written += 1

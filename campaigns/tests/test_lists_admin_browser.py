@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from campaigns.models import StaticList
+from campaigns.services import lists
 from communication.models import User
 from conftest import STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium
 
@@ -79,7 +80,11 @@ def test_upload_see_row_errors_confirm(live_asgi, tmp_path):
         assert "3 new" in done and "5 rows left out" in done, done
         assert not staff.errors, staff.errors
 
-    members = {m.key: m for m in StaticList.objects.get(name="Launch guests").members.all()}
+    members = {
+        (m.key if m.user_id else m.email or m.phone): m
+        for m in StaticList.objects.get(name="Launch guests").members.all()
+    }
     assert set(members) == {"ana", "ben@example.com", "+33612345678"}
     assert members["ana"].user_id == ana.pk and members["ana"].data == {"first_name": "Ana"}
     assert members["+33612345678"].data == {"first_name": "=SUM(A1:A2)"}
+    assert members["+33612345678"].key == lists.address_key("+33612345678")

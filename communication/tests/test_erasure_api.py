@@ -6,6 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from campaigns.models import Campaign, CampaignRecipient, CampaignRun, CampaignStep
+from campaigns.services.lists import address_key
 from communication.auth import tokens
 from communication.compliance import apply, erasure
 from communication.models import ErasureRequest, RealtimeEvent, User
@@ -92,7 +93,7 @@ def test_an_address_is_erased_and_stays_suppressed(manager):
     assert not Notification.objects.filter(email__iexact="someone@example.com").exists()
     assert Delivery.objects.get(id=first["id"]).address == ""
     (entry,) = Suppression.objects.all()
-    assert (entry.address, entry.detail, entry.reason) == ("", "", "complaint")
+    assert (entry.address, entry.detail, entry.reason) == (None, "", "complaint")
     assert entry.address_hash == suppression_hash("someone@example.com")
     assert str(entry) == "email:[erased] (complaint)"
     assert send_to_email(manager, "someone@example.com")["status"] == "suppressed"
@@ -108,8 +109,8 @@ def test_a_phone_never_suppressed_is_suppressed_by_hash_alone(manager):
     # The user's email and phone are both theirs: both are suppressed, by hash only.
     assert body["erased"]["notifications.erased_addresses"] == 2
     assert set(Suppression.objects.values_list("channel", "address", "reason")) == {
-        ("email", "", "erased"),
-        ("sms", "", "erased"),
+        ("email", None, "erased"),
+        ("sms", None, "erased"),
     }
     assert Suppression.objects.filter(address_hash=suppression_hash("+33612345678")).exists()
     again = manager.post(ERASURE, {"phone": "+33612345678"}, format="json").json()
@@ -126,7 +127,7 @@ def test_rows_are_erased_in_batches_with_per_row_values(manager, monkeypatch):
     for i in range(3):
         run = CampaignRun.objects.create(campaign=campaign, slot=f"2026-01-0{i + 1}T00:00:00Z")
         CampaignRecipient.objects.create(
-            run=run, step=step, key="many@example.com", email="many@example.com"
+            run=run, step=step, key=address_key("many@example.com"), email="many@example.com"
         )
     done = erasure.erase("email", "many@example.com", requested_by="test")
     assert done.erased["notifications.notifications"] == 5

@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from unfold.decorators import display
 
+from communication.compliance.keyed import lookup_hash
 from notifications import selectors, services
 from notifications.admin.common import ConsoleAdmin, ReadOnlyAdmin, cut, pairs, when
 from notifications.models import (
@@ -29,11 +30,13 @@ from notifications.models import (
 
 
 class ByUser(ReadOnlyAdmin):
-    """Searched by a user's exact id (``user_id``) or staff username, and by ``exact_fields``."""
+    """Searched by a user's exact id (``user_id``) or staff username, and by the exact value of
+    an encrypted column through its hash (``hashed_fields``)."""
 
     search_fields = ("user__external_id",)  # shows the box; the search is get_search_results
     search_help_text = "Exact user id"
-    exact_fields: tuple[str, ...] = ()
+    # LookupHashFields of encrypted columns (a token, an endpoint), matched by the term's hash.
+    hashed_fields: tuple[str, ...] = ()
     list_select_related = ("user",)
     sortable_by = ()
 
@@ -42,8 +45,8 @@ class ByUser(ReadOnlyAdmin):
         if not term:
             return queryset, False
         match = Q(user_id__in=selectors.user_ids_matching(term))
-        for name in self.exact_fields:
-            match |= Q(**{name: term})
+        for name in self.hashed_fields:
+            match |= Q(**{name: lookup_hash(term)})
         return queryset.filter(match), False
 
     @display(description="user")
@@ -56,7 +59,7 @@ class DeviceAdmin(ByUser):
     list_display = ("person", "platform", "where", "active", "failure_count", "error", "seen")
     list_filter = ("platform", "active")
     search_help_text = "Exact user id, FCM token or Web Push endpoint"
-    exact_fields = ("token", "endpoint")
+    hashed_fields = ("token_hash", "endpoint_hash")
     ordering = ("-id",)
     fields = (
         "user",

@@ -28,6 +28,7 @@ from notifications.models import (
     NotificationRequest,
     OutboxMessage,
     Suppression,
+    suppression_hash,
 )
 from templates_app import services as template_services
 from templates_app.models import Template, TemplateVersion
@@ -513,7 +514,7 @@ def test_suppressions_are_added_and_removed_through_the_services(staff_client):
         {"channel": "email", "address": " Blocked@Example.com ", "reason": "manual", "detail": ""},
     )
     assert response.status_code == 302
-    suppression = Suppression.objects.get(address="blocked@example.com")
+    suppression = Suppression.objects.get(address_hash=suppression_hash("blocked@example.com"))
     found = staff_client.get("/admin/notifications/suppression/", {"q": "BLOCKED@example.com"})
     assert b"blocked@example.com" in found.content
     staff_client.post(f"/admin/notifications/suppression/{suppression.pk}/delete/", {"post": "yes"})

@@ -21,6 +21,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from analytics.models import Event
+from communication.compliance.keyed import lookup_hash
 from communication.models import User
 from notifications import push, rendering, services
 from notifications.models import Delivery, Device, OutboxMessage
@@ -460,7 +461,7 @@ def test_push_through_the_pipeline_reaches_every_device(
         "at": "",
     }
     assert sorted(fake_fcm.tokens()) == ["android-1", "dead-1", "ios-1"]
-    dead = Device.objects.get(token="dead-1")
+    dead = Device.objects.get(token_hash=lookup_hash("dead-1"))
     assert (dead.active, dead.last_error, dead.failure_count) == (False, "unregistered", 1)
 
     # What the browser got is the push template rendered in carol's language (French).
@@ -512,7 +513,9 @@ def test_push_quota_retries_only_the_devices_still_owed(push_settings, fake, sen
     # Quota back: the next attempt sends only to the device that was owed the push.
     fake.clear()
     fake_fcm = FakeFcm(fake)
-    Device.objects.filter(token="quota-1").update(token="later-ok")
+    Device.objects.filter(token_hash=lookup_hash("quota-1")).update(
+        token="later-ok", token_hash=lookup_hash("later-ok")
+    )
     Delivery.objects.filter(id=delivery["id"]).update(next_attempt_at=None)
     assert services.delivery_attempt(delivery["id"]) == "sent"
     assert fake_fcm.tokens() == ["later-ok"]

@@ -26,6 +26,7 @@ from notifications.models import (
     NotificationRequest,
     ProviderEvent,
     Suppression,
+    suppression_hash,
 )
 
 pytestmark = [
@@ -195,7 +196,9 @@ def test_twilio_opt_out_fails_the_delivery_and_suppresses_the_number(client):
 
     assert response.status_code == 200
     assert status_of(delivery) == "failed"
-    suppression = Suppression.objects.get(channel="sms", address="+33612345678")
+    suppression = Suppression.objects.get(
+        channel="sms", address_hash=suppression_hash("+33612345678")
+    )
     assert suppression.reason == "unsubscribe"
 
 
