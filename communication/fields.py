@@ -231,13 +231,14 @@ class LookupHashField(models.CharField):
     of another field of the row, set whenever the row is saved or inserted (``pre_save``: the
     ORM, ``bulk_create`` and ``communication.rows``). Equality lookups, unique constraints and
     the console's exact search use it in place of the encrypted column. A blank source gives a
-    blank hash. ``QuerySet.update()`` does not call ``pre_save``: an update of the source sets
-    the hash too (``lookup_hash(value)``)."""
+    blank hash. ``casefold=False`` for case-sensitive values (tokens). ``QuerySet.update()``
+    does not call ``pre_save``: an update of the source sets the hash too (``field.hash(v)``)."""
 
     description = "Keyed hash of another field"
 
-    def __init__(self, *args: Any, of: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, of: str, casefold: bool = True, **kwargs: Any) -> None:
         self.of = of
+        self.casefold = casefold
         kwargs.setdefault("max_length", 64)
         kwargs.setdefault("editable", False)
         kwargs.setdefault("blank", True)
@@ -247,6 +248,8 @@ class LookupHashField(models.CharField):
     def deconstruct(self):
         name, path, args, kwargs = super().deconstruct()
         kwargs["of"] = self.of
+        if not self.casefold:
+            kwargs["casefold"] = False
         for key, value in (("max_length", 64), ("editable", False), ("blank", True)):
             if kwargs.get(key) == value:
                 del kwargs[key]
@@ -254,8 +257,11 @@ class LookupHashField(models.CharField):
             del kwargs["default"]
         return name, path, args, kwargs
 
+    def hash(self, value: str | None) -> str:
+        """What this column holds for a source ``value`` (what a lookup compares it with)."""
+        return lookup_hash(value, casefold=self.casefold) if value else ""
+
     def pre_save(self, model_instance: models.Model, add: bool) -> str:
-        source = getattr(model_instance, self.of)
-        value = lookup_hash(source) if source else ""
+        value = self.hash(getattr(model_instance, self.of))
         setattr(model_instance, self.attname, value)
         return value

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.db import migrations
 from django.db.models import Field
 
-from communication.fields import decrypt, encrypt, lookup_hash
+from communication.fields import decrypt, encrypt
 
 BATCH = 2000
 
@@ -102,7 +102,9 @@ def fill_lookup_hashes(
 
     def forwards(apps, schema_editor) -> None:
         model = apps.get_model(app_label, model_name)
-        fields = list(hashes.items())
+        fields = [
+            (target, model._meta.get_field(target), source) for target, source in hashes.items()
+        ]
         manager = model._base_manager
         last = None
         while True:
@@ -113,9 +115,8 @@ def fill_lookup_hashes(
             if not batch:
                 return
             for obj in batch:
-                for target, source in fields:
-                    value = getattr(obj, source)
-                    setattr(obj, target, lookup_hash(value) if value else "")
+                for target, field, source in fields:
+                    setattr(obj, target, field.hash(getattr(obj, source)))
             manager.bulk_update(batch, list(hashes))
             last = batch[-1].pk
 

@@ -35,7 +35,6 @@ from django.utils import timezone
 
 from communication.audit import audit_record
 from communication.circuit import CircuitOpenError
-from communication.compliance.keyed import lookup_hash
 from communication.exceptions import APIError, NotFoundError
 from notifications.models import Delivery, Device
 from notifications.providers import ratelimit, registry
@@ -60,6 +59,9 @@ if TYPE_CHECKING:
     from notifications.providers.webpush import WebPushProvider
 
 logger = logging.getLogger(__name__)
+# The token and endpoint are encrypted: a device is found by their keyed hash.
+_TOKEN_HASH = Device._meta.get_field("token_hash")
+_ENDPOINT_HASH = Device._meta.get_field("endpoint_hash")
 
 # Codes after which a device is deactivated (FCM's dead tokens, Web Push's 404/410).
 DEACTIVATE_CODES = DEAD_TOKEN_CODES | {"gone"}
@@ -83,10 +85,9 @@ def device_list(user) -> QuerySet[Device]:
 
 
 def _lookup(platform: str, token: str, endpoint: str) -> dict:
-    # The token and endpoint are encrypted: a device is found by their keyed hash.
     if platform == "web":
-        return {"endpoint_hash": lookup_hash(endpoint)}
-    return {"token_hash": lookup_hash(token)}
+        return {"endpoint_hash": _ENDPOINT_HASH.hash(endpoint)}
+    return {"token_hash": _TOKEN_HASH.hash(token)}
 
 
 def device_register(

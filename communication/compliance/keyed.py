@@ -20,8 +20,10 @@ def keyed_hash(value: str) -> str:
     return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
 
-def lookup_hash(value: str) -> str:
-    """The hash an equality lookup compares: of ``value`` stripped and lower-cased, so an
-    address is found however its caller cased it (E.164 numbers and tokens are unchanged by
-    it; a lower-cased email is what ``keyed_hash`` callers already pass)."""
-    return keyed_hash(value.strip().lower())
+def lookup_hash(value: str, *, casefold: bool = True) -> str:
+    """The hash an equality lookup compares: of ``value`` stripped and, with ``casefold``,
+    lower-cased, so that an address is found however its caller cased it (a lower-cased email
+    is what ``keyed_hash`` callers already pass). Case-sensitive values (device tokens, push
+    endpoints) are hashed with ``casefold=False``."""
+    value = value.strip()
+    return keyed_hash(value.lower() if casefold else value)

@@ -15,7 +15,6 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from unfold.decorators import display
 
-from communication.compliance.keyed import lookup_hash
 from notifications import selectors, services
 from notifications.admin.common import ConsoleAdmin, ReadOnlyAdmin, cut, pairs, when
 from notifications.models import (
@@ -46,7 +45,8 @@ class ByUser(ReadOnlyAdmin):
             return queryset, False
         match = Q(user_id__in=selectors.user_ids_matching(term))
         for name in self.hashed_fields:
-            match |= Q(**{name: lookup_hash(term)})
+            field = queryset.model._meta.get_field(name)
+            match |= Q(**{name: field.hash(term)})
         return queryset.filter(match), False
 
     @display(description="user")

@@ -22,12 +22,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="device",
             name="token_hash",
-            field=communication.fields.LookupHashField(of="token"),
+            field=communication.fields.LookupHashField(casefold=False, of="token"),
         ),
         migrations.AddField(
             model_name="device",
             name="endpoint_hash",
-            field=communication.fields.LookupHashField(of="endpoint"),
+            field=communication.fields.LookupHashField(casefold=False, of="endpoint"),
         ),
         encrypt_columns(
             "notifications",

@@ -69,13 +69,18 @@ def test_registered_device_is_ciphertext_and_one_row_per_token(
     device = _register(as_user(alice), body)
     for name, value in plain.items():
         assert_encrypted(device, name, value)
-    assert getattr(device, hashed[0]) == lookup_hash(hashed[1])
+    assert getattr(device, hashed[0]) == lookup_hash(hashed[1], casefold=False)
 
     again = _register(as_user(bob), body)
     assert again.id == device.id and again.user_id == bob.pk
     assert Device.objects.count() == 1
     for name, value in plain.items():
         assert_encrypted(again, name, value)
+
+    if platform == "android":  # tokens are case-sensitive: one differing in case is another
+        other = _register(as_user(alice), {**body, "token": TOKEN.swapcase()})
+        assert other.id != device.id
+        other.delete()
 
     # The owner lists it (decrypted) and removes it.
     listed = as_user(bob).get(DEVICES).json()["results"]
@@ -96,7 +101,7 @@ def test_dead_token_reported_by_fcm_deactivates_the_device(push_settings, fake, 
     live, dead = add_devices(carol, ["live-1", "dead-1"])
     for device, token in ((live, "live-1"), (dead, "dead-1")):
         assert_encrypted(device, "token", token)
-    assert Device.objects.get(token_hash=lookup_hash("dead-1")).pk == dead.pk
+    assert Device.objects.get(token_hash=lookup_hash("dead-1", casefold=False)).pk == dead.pk
 
     delivery = send_push(sender, "carol", content={"title": "T", "body": "B"})
     assert services.delivery_attempt(delivery["id"]) == "sent"
@@ -168,8 +173,10 @@ def test_migration_encrypts_existing_devices_and_suppressions(alice):
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
 
-    ios = Device.objects.get(token_hash=lookup_hash("old-token"))
-    web = Device.objects.get(endpoint_hash=lookup_hash("https://push.example.com/old"))
+    ios = Device.objects.get(token_hash=lookup_hash("old-token", casefold=False))
+    web = Device.objects.get(
+        endpoint_hash=lookup_hash("https://push.example.com/old", casefold=False)
+    )
     assert_encrypted(ios, "token", "old-token")
     assert_encrypted(web, "endpoint", "https://push.example.com/old")
     assert_encrypted(web, "p256dh", "p-key")

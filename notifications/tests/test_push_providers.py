@@ -461,7 +461,7 @@ def test_push_through_the_pipeline_reaches_every_device(
         "at": "",
     }
     assert sorted(fake_fcm.tokens()) == ["android-1", "dead-1", "ios-1"]
-    dead = Device.objects.get(token_hash=lookup_hash("dead-1"))
+    dead = Device.objects.get(token_hash=lookup_hash("dead-1", casefold=False))
     assert (dead.active, dead.last_error, dead.failure_count) == (False, "unregistered", 1)
 
     # What the browser got is the push template rendered in carol's language (French).
@@ -513,8 +513,8 @@ def test_push_quota_retries_only_the_devices_still_owed(push_settings, fake, sen
     # Quota back: the next attempt sends only to the device that was owed the push.
     fake.clear()
     fake_fcm = FakeFcm(fake)
-    Device.objects.filter(token_hash=lookup_hash("quota-1")).update(
-        token="later-ok", token_hash=lookup_hash("later-ok")
+    Device.objects.filter(token_hash=lookup_hash("quota-1", casefold=False)).update(
+        token="later-ok", token_hash=lookup_hash("later-ok", casefold=False)
     )
     Delivery.objects.filter(id=delivery["id"]).update(next_attempt_at=None)
     assert services.delivery_attempt(delivery["id"]) == "sent"
