@@ -272,7 +272,7 @@ class AuditAnchor(models.Model):
 class ErasureRequest(models.Model):
     """A right-to-erasure request and what it erased.
 
-    The subject is kept only as a keyed hash (``SUPPRESSION_HASH_KEY``) of the identifier the
+    The subject is kept only as a keyed hash (``LOOKUP_HASH_KEY``) of the identifier the
     caller gave, so this record cannot say whom it was about to anyone without the key.
     """
 
