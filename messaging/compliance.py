@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Q
+from django.db.models.lookups import Exact
 
 from communication.compliance.registry import Erase, PersonalData, Subject, register
 
@@ -48,12 +49,32 @@ def _spoken_in(subject: Subject):
 
 def _offline_notifications(subject: Subject) -> Q:
     # Found through the conversations the subject wrote in (the notification names the last
-    # message only); other people's notifications there lose their title and body too.
+    # message only); other people's notifications there lose their title and body too. Their
+    # data, title and body are encrypted: the candidates are the offline notifications of those
+    # conversations' members (past ones included), whose data is read here for the
+    # conversation.
+    from communication.fields import PlaintextLength  # noqa: PLC0415
+    from messaging.models import Participant  # noqa: PLC0415
+    from notifications.models import Notification  # noqa: PLC0415
+
     if not subject.users:
         return Q(pk__in=[])
-    conversations = [str(c) for c in _spoken_in(subject)]
-    return Q(request__caller=OFFLINE_CALLER, data__conversation_id__in=conversations) & (
-        ~Q(title="") | ~Q(body="")
+    conversations = {str(c) for c in _spoken_in(subject)}
+    if not conversations:
+        return Q(pk__in=[])
+    members = Participant.objects.filter(conversation_id__in=conversations).values("user_id")
+    candidates = (
+        Notification.objects.filter(request__caller=OFFLINE_CALLER, user__in=members)
+        .alias(title_size=PlaintextLength("title"), body_size=PlaintextLength("body"))
+        .filter(Q(title_size__gt=0) | Q(body_size__gt=0))
+        .values_list("id", "data")
+    )
+    return Q(
+        pk__in=[
+            pk
+            for pk, data in candidates.iterator(chunk_size=2000)
+            if str((data or {}).get("conversation_id")) in conversations
+        ]
     )
 
 
@@ -72,15 +93,33 @@ def _offline_outbox(subject: Subject) -> Q:
 def _offline_requests(subject: Subject) -> Q:
     if not subject.users:
         return Q(pk__in=[])
-    return Q(notifications__in=_offline_notification_ids(subject)) & ~Q(content={})
+    # (Encrypted content: an empty one is told by its length.)
+    from communication.fields import PlaintextLength  # noqa: PLC0415
+
+    return Q(notifications__in=_offline_notification_ids(subject)) & ~Q(
+        Exact(PlaintextLength("content"), 2)
+    )
 
 
 def _offline_realtime(subject: Subject) -> Q:
     # The recipients' websocket logs repeat those notifications' title and body.
     if not subject.users:
         return Q(pk__in=[])
-    ids = [str(pk) for pk in _offline_notification_ids(subject).values_list("id", flat=True)]
-    return Q(type="notification.created", data__id__in=ids)
+    # Their payloads are sealed (encrypted): the recipients' notification.created events are
+    # read and matched by the notification's id.
+    from communication.models import RealtimeEvent  # noqa: PLC0415
+    from notifications.models import Notification  # noqa: PLC0415
+
+    found = list(
+        Notification.objects.filter(_offline_notifications(subject)).values_list("id", "user_id")
+    )
+    ids = {str(pk) for pk, _ in found}
+    if not ids:
+        return Q(pk__in=[])
+    events = RealtimeEvent.objects.filter(
+        type="notification.created", user__in={user for _, user in found}
+    ).only("id", "data", "sealed")
+    return Q(pk__in=[e.pk for e in events.iterator(chunk_size=2000) if e.payload.get("id") in ids])
 
 
 def _presence_keys(subject: Subject) -> int:
