@@ -6,6 +6,7 @@ every encrypted column, read back as written; look-ups go through the keyed hash
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import uuid
 
 import pytest
@@ -230,8 +231,7 @@ PATHS = {
 @pytest.mark.parametrize("path", PATHS)
 def test_every_write_path_stores_ciphertext_and_reads_back(path, request, sender, alice):
     drive = PATHS[path]
-    names = drive.__code__.co_varnames[: drive.__code__.co_argcount]
-    drive(*(request.getfixturevalue(n) for n in names))
+    drive(*(request.getfixturevalue(name) for name in inspect.signature(drive).parameters))
 
 
 def test_the_delivery_log_finds_an_address_exactly_and_the_outbox_by_recipient(
