@@ -324,7 +324,9 @@ def test_send_a_test_of_a_draft_by_clicking(console, staff, httpserver, settings
         page.wait_for_url("**/timeline/**")
         off_loop(
             wait_for,
-            lambda: Delivery.objects.filter(address_hash=lookup_hash("support@example.com"), status="sent").first(),
+            lambda: Delivery.objects.filter(
+                address_hash=lookup_hash("support@example.com"), status="sent"
+            ).first(),
             30,
             0.1,
             "the test to be sent",
