@@ -149,32 +149,53 @@ def _seed_person(tag: str, notifications: int, messages: int):
         phone="+33612345678",
     )
     other = User.objects.create(username=f"other-{tag}", external_id=f"other-{tag}")
+    from communication.compliance.keyed import lookup_hash
+    from notifications.models import Delivery, Notification, NotificationRequest
+
+    def sealed(model, name, value):
+        # The encrypted columns take their fields' conversion; one ciphertext serves every row.
+        return model._meta.get_field(name).encrypted(value)
+
     with connection.cursor() as cursor:
         request = uuid.uuid4()
+        empty = sealed(NotificationRequest, "content", {})
         cursor.execute(
             "INSERT INTO notifications_notificationrequest (id, caller, idempotency_key, "
             "category_id, template_key, content, data, locale, priority, channels, "
             "scheduled_local, local_timezone, bulk, accepted, rejected, created_at) VALUES "
-            "(%s, 'bench', '', 'alerts', '', '{}', '{}', '', 'normal', '[\"email\"]', false, "
+            "(%s, 'bench', '', 'alerts', '', %s, %s, '', 'normal', '[\"email\"]', false, "
             "'', true, %s, '[]', now())",
-            [request, notifications],
+            [request, empty, empty, notifications],
         )
         cursor.execute(
             "INSERT INTO notifications_notification (id, request_id, user_id, recipient, email, "
-            "phone, category_id, locale, title, body, action_url, data, created_at) "
-            "SELECT gen_random_uuid(), %s, %s, jsonb_build_object('user_id', %s::text), %s, '', "
-            "'alerts', '', 'Hello ' || g, 'Body about ' || g, '', '{}', now() "
-            "FROM generate_series(1, %s) g",
-            [request, user.pk, user.external_id, user.email, notifications],
+            "email_hash, phone, phone_hash, category_id, locale, title, body, action_url, data, "
+            "created_at) "
+            "SELECT gen_random_uuid(), %s, %s, %s, %s, %s, %s, '', 'alerts', '', %s, %s, '', "
+            "%s, now() FROM generate_series(1, %s) g",
+            [
+                request,
+                user.pk,
+                sealed(Notification, "recipient", {"user_id": user.external_id}),
+                sealed(Notification, "email", user.email),
+                lookup_hash(user.email),
+                sealed(Notification, "phone", ""),
+                sealed(Notification, "title", "Hello"),
+                sealed(Notification, "body", "Body about it"),
+                sealed(Notification, "data", {}),
+                notifications,
+            ],
         )
+        # The address copies the notification's encrypted email (same keys) and its hash.
         cursor.execute(
-            "INSERT INTO notifications_delivery (id, notification_id, channel, address, status, "
-            "reason, priority, attempts, provider_attempts, provider_index, provider, "
-            "provider_message_id, error, variant, device_results, created_at, updated_at) "
-            "SELECT gen_random_uuid(), id, 'email', email, 'delivered', '', 'normal', 1, 1, 0, "
-            "'outbox', '', '', '', '{}', now(), now() FROM notifications_notification "
-            "WHERE user_id = %s",
-            [user.pk],
+            "INSERT INTO notifications_delivery (id, notification_id, channel, address, "
+            "address_hash, status, reason, priority, attempts, provider_attempts, "
+            "provider_index, provider, provider_message_id, error, variant, device_results, "
+            "created_at, updated_at) "
+            "SELECT gen_random_uuid(), id, 'email', email, email_hash, 'delivered', '', "
+            "'normal', 1, 1, 0, 'outbox', '', '', '', %s, now(), now() "
+            "FROM notifications_notification WHERE user_id = %s",
+            [sealed(Delivery, "device_results", {}), user.pk],
         )
         cursor.execute(
             "INSERT INTO analytics_event (type, occurred_at, channel, provider, category, caller, "
@@ -213,18 +234,23 @@ def _floor_erase(user) -> None:
     """One statement per table, one transaction: the reference an eraser holding every lock to
     the end would be."""
     from messaging.models import Message
+    from notifications.models import Notification
 
+    # The encrypted columns' blanks through their fields' conversion (one ciphertext each).
+    blank = Notification._meta.get_field("email").encrypted("")
+    empty = Notification._meta.get_field("data").encrypted({})
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("UPDATE analytics_event SET data = '{}' WHERE user_id = %s", [user.pk])
         cursor.execute(
-            "UPDATE notifications_delivery d SET address = '', error = '', device_results = '{}' "
-            "FROM notifications_notification n WHERE n.id = d.notification_id AND n.user_id = %s",
-            [user.pk],
+            "UPDATE notifications_delivery d SET address = %s, address_hash = '', error = '', "
+            "device_results = %s FROM notifications_notification n "
+            "WHERE n.id = d.notification_id AND n.user_id = %s",
+            [blank, empty, user.pk],
         )
         cursor.execute(
-            "UPDATE notifications_notification SET recipient = '{}', email = '', title = '', "
-            "body = '', data = '{}' WHERE user_id = %s",
-            [user.pk],
+            "UPDATE notifications_notification SET recipient = %s, email = %s, email_hash = '', "
+            "title = %s, body = %s, data = %s WHERE user_id = %s",
+            [empty, blank, blank, blank, empty, user.pk],
         )
         fields = {name: Message._meta.get_field(name) for name in ("content", "html", "metadata")}
         cursor.execute(

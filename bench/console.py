@@ -66,27 +66,29 @@ UUID = "('{}0000000-0000-4000-8000-' || lpad(to_hex({}), 12, '0'))::uuid"
 SEED = {
     "requests": f"""
         INSERT INTO notifications_notificationrequest (id, caller, idempotency_key, category_id,
-            template_key, content, data, locale, priority, channels, scheduled_local, created_at)
-        SELECT {UUID.format(1, "g")}, 'bench', '', 'alerts', 'welcome-email', '{{}}', '{{}}', '',
-            'normal', '["email", "push"]', false,
+            template_key, content, data, locale, priority, channels, scheduled_local,
+            local_timezone, bulk, accepted, rejected, created_at)
+        SELECT {UUID.format(1, "g")}, 'bench', '', 'alerts', 'welcome-email', %(empty)s,
+            %(empty)s, '', 'normal', '["email", "push"]', false, '', false, 5, '[]',
             %(now)s - (g * 10.0 / %(n)s) * %(span)s
         FROM generate_series(%(first_request)s::bigint, %(last_request)s::bigint) AS g
     """,  # noqa: S608 - numbers and fixed names only
     "notifications": f"""
-        INSERT INTO notifications_notification (id, request_id, recipient, email, phone,
-            category_id, locale, title, body, action_url, data, created_at)
+        INSERT INTO notifications_notification (id, request_id, recipient, email, email_hash,
+            phone, phone_hash, category_id, locale, title, body, action_url, data, created_at)
         SELECT {UUID.format(2, "g")}, {UUID.format(1, "(g + 4) / 5")},
-            jsonb_build_object('email', 'u' || g || '@example.com'), 'u' || g || '@example.com',
-            '', 'alerts', 'en', 'Your receipt', 'Thank you.', '', '{{}}',
+            %(recipient)s, %(address)s, md5('u' || g) || md5(g::text), %(blank)s, '', 'alerts',
+            'en', %(title)s, %(body)s, '', %(empty)s,
             %(now)s - (g * 2.0 / %(n)s) * %(span)s
         FROM generate_series(%(first_notification)s::bigint, %(last_notification)s::bigint) AS g
     """,  # noqa: S608 - numbers and fixed names only
     "deliveries": f"""
-        INSERT INTO notifications_delivery (id, notification_id, channel, address, status, reason,
+        INSERT INTO notifications_delivery (id, notification_id, channel, address, address_hash,
+            status, reason,
             priority, attempts, provider_attempts, provider_index, provider, provider_message_id,
             error, variant, device_results, scheduled_for, created_at, updated_at, queued_at)
         SELECT {UUID.format(3, "g")}, {UUID.format(2, "(g + 1) / 2")}, c.channel,
-            'u' || g || '@example.com', s.status,
+            %(address)s, md5('u' || g) || md5(g::text), s.status,
             CASE s.status WHEN 'suppressed' THEN 'hard_bounce' WHEN 'skipped' THEN 'preference'
                 ELSE '' END,
             'normal', 1, 0, 0,
@@ -96,7 +98,7 @@ SEED = {
                 WHEN c.channel = 'sms' THEN CASE WHEN g %% 4 = 0 THEN 'ovh' ELSE 'twilio' END
                 WHEN c.channel = 'push' THEN CASE WHEN g %% 3 = 0 THEN 'webpush' ELSE 'fcm' END
                 ELSE '' END,
-            '', '', '', '{{}}',
+            '', '', '', %(empty)s,
             CASE WHEN s.status = 'scheduled' THEN %(now)s + (g %% 360) * interval '1 minute' END,
             t.at, t.at, t.at
         FROM generate_series(%(first_delivery)s::bigint, %(last_delivery)s::bigint) AS g,
@@ -156,7 +158,20 @@ def seed(start: int, stop: int, total: int, days: int) -> None:
     requests and events."""
     from django.utils import timezone
 
+    from notifications.models import Notification
+
+    def sealed(name: str, value) -> bytes:
+        return Notification._meta.get_field(name).encrypted(value)
+
     params = {
+        # The encrypted columns through their fields' conversion: one ciphertext serves every
+        # row (what the console reads costs the same); the keyed hashes differ per row.
+        "empty": sealed("data", {}),
+        "blank": sealed("phone", ""),
+        "recipient": sealed("recipient", {"email": "someone@example.com"}),
+        "address": sealed("email", "someone@example.com"),
+        "title": sealed("title", "Your receipt"),
+        "body": sealed("body", "Thank you."),
         "now": timezone.now(),
         "n": total,
         "span": dt.timedelta(days=days),

@@ -38,6 +38,7 @@ from communication.compliance.keyed import lookup_hash
 VERSION = b"\x02"
 KEY_SIZE = 32  # AES-256
 NONCE_SIZE = 12
+TAG_SIZE = 16  # AES-GCM's authentication tag
 KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
@@ -182,6 +183,18 @@ class EncryptedField(models.Field):
     def get_lookup(self, lookup_name):
         # Every write has a fresh nonce: only NULL-ness can be compared in SQL.
         return super().get_lookup(lookup_name) if lookup_name == "isnull" else None
+
+
+class PlaintextLength(models.Func):
+    """The length in bytes of an encrypted column's plaintext, from the stored value's size
+    (version, key id length, key id, nonce and tag around it): SQL tells an empty value (an
+    anonymised one: ``""``, ``{}``) from another without a key."""
+
+    template = (
+        "(octet_length(%(expressions)s) - 2 - get_byte(%(expressions)s, 1) "
+        f"- {NONCE_SIZE + TAG_SIZE})"
+    )
+    output_field = models.IntegerField()
 
 
 class EncryptedTextField(EncryptedField):

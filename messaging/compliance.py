@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Q
+from django.db.models.lookups import Exact
 
 from communication.compliance.registry import Erase, PersonalData, Subject, register
 
@@ -80,7 +81,12 @@ def _offline_outbox(subject: Subject) -> Q:
 def _offline_requests(subject: Subject) -> Q:
     if not subject.users:
         return Q(pk__in=[])
-    return Q(notifications__in=_offline_notification_ids(subject))
+    # (Encrypted content: an empty one is told by its length.)
+    from communication.fields import PlaintextLength  # noqa: PLC0415
+
+    return Q(notifications__in=_offline_notification_ids(subject)) & ~Q(
+        Exact(PlaintextLength("content"), 2)
+    )
 
 
 def _offline_realtime(subject: Subject) -> Q:

@@ -7,6 +7,7 @@ import datetime as dt
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
 
+from communication.compliance.keyed import lookup_hash
 from communication.compliance.registry import Erase, PersonalData, Subject, register
 
 
@@ -14,21 +15,32 @@ def _by_user(subject: Subject) -> Q:
     return Q(user__in=subject.users)
 
 
-def _notifications(subject: Subject) -> Q:
-    q = Q(user__in=subject.users)
+# Addresses are encrypted: a person's rows are found by the keyed hashes beside them.
+
+
+def _hashes(values) -> list[str]:
+    return [lookup_hash(v) for v in values]
+
+
+def _by_address(subject: Subject, prefix: str = "") -> Q:
+    """Rows whose ``email_hash`` / ``phone_hash`` (under ``prefix``) is one of the subject's."""
+    q = Q(pk__in=[])
     if subject.emails:
-        q |= Q(email__in=subject.emails)
+        q |= Q(**{f"{prefix}email_hash__in": _hashes(subject.emails)})
     if subject.phones:
-        q |= Q(phone__in=subject.phones)
+        q |= Q(**{f"{prefix}phone_hash__in": _hashes(subject.phones)})
     return q
+
+
+def _notifications(subject: Subject) -> Q:
+    return Q(user__in=subject.users) | _by_address(subject)
 
 
 def _deliveries(subject: Subject) -> Q:
     q = Q(notification__user__in=subject.users)
     addresses = [*subject.emails, *subject.phones]
     if addresses:
-        q |= Q(address__in=addresses) | Q(notification__email__in=subject.emails)
-        q |= Q(notification__phone__in=subject.phones)
+        q |= Q(address_hash__in=_hashes(addresses)) | _by_address(subject, "notification__")
     return q
 
 
@@ -36,7 +48,7 @@ def _outbox(subject: Subject) -> Q:
     q = Q(delivery__notification__user__in=subject.users)
     addresses = [*subject.emails, *subject.phones]
     if addresses:
-        q |= Q(to__in=addresses)
+        q |= Q(to_hash__in=_hashes(addresses))
     return q
 
 
@@ -55,7 +67,8 @@ def _single_requests(subject: Subject) -> Q:
         .filter(recipients=1)
         .values("pk")
     )
-    return Q(pk__in=single) & (~Q(content={}) | ~Q(data={}))
+    # (Encrypted content cannot be compared in SQL: an empty one is blanked again, harmlessly.)
+    return Q(pk__in=single)
 
 
 def _pending_deliveries(subject: Subject) -> Q:
@@ -63,12 +76,7 @@ def _pending_deliveries(subject: Subject) -> Q:
 
 
 def _bulk_recipients(subject: Subject) -> Q:
-    q = Q(user__in=subject.users)
-    if subject.emails:
-        q |= Q(email__in=subject.emails)
-    if subject.phones:
-        q |= Q(phone__in=subject.phones)
-    return q
+    return Q(user__in=subject.users) | _by_address(subject)
 
 
 def _suppressions(subject: Subject) -> Q:
@@ -106,12 +114,16 @@ def _suppress_erased(subject: Subject) -> int:
 
 
 def _idempotency_keys(subject: Subject) -> Q:
-    # A stored answer repeats the recipients as the caller named them. Kept a day: a scan of
-    # that day's keys, by the identifiers as JSON strings.
-    q = Q(pk__in=[])
-    for value in (*subject.user_ids, *subject.emails, *subject.phones):
-        q |= Q(response__icontains=f'"{value}"')
-    return q
+    # A stored answer (encrypted) repeats the recipients as the caller named them: the keys of
+    # the requests that wrote the subject's notifications (found by user or address hash).
+    from notifications.models import Notification, NotificationRequest  # noqa: PLC0415
+
+    requests = NotificationRequest.objects.filter(
+        caller=OuterRef("caller"),
+        idempotency_key=OuterRef("key"),
+        pk__in=Notification.objects.filter(_notifications(subject)).values("request_id"),
+    )
+    return Q(Exists(requests))
 
 
 def _delivery_events(subject: Subject) -> Q:
@@ -243,7 +255,13 @@ register(
         rows=_deliveries,
         erase=Erase.ANONYMISE,
         # Provider answers and errors may quote the address or a device token.
-        fields={"address": "", "error": "", "device_results": {}, "reason": ""},
+        fields={
+            "address": "",
+            "address_hash": "",
+            "error": "",
+            "device_results": {},
+            "reason": "",
+        },
         retention="deliveries",
         expire=Erase.DELETE,
         expirer=_expire_deliveries,
@@ -259,7 +277,9 @@ register(
         fields={
             "recipient": {},
             "email": "",
+            "email_hash": "",
             "phone": "",
+            "phone_hash": "",
             "title": "",
             "body": "",
             "action_url": "",

@@ -6,12 +6,13 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
 from communication.compliance.keyed import keyed_hash
-from communication.fields import EncryptedTextField, LookupHashField
+from communication.fields import EncryptedJSONField, EncryptedTextField, LookupHashField
 from communication.ids import uuid7
 
 
@@ -165,7 +166,8 @@ class IdempotencyKey(models.Model):
     request_hash = models.CharField(max_length=64)
     in_flight = models.BooleanField(default=True)
     status_code = models.PositiveSmallIntegerField(null=True)
-    response = models.JSONField(null=True)
+    # The answer repeats the recipients as the caller named them (addresses).
+    response = EncryptedJSONField(encoder=DjangoJSONEncoder, null=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
@@ -181,8 +183,8 @@ class NotificationRequest(models.Model):
     idempotency_key = models.CharField(max_length=255, blank=True)
     category = models.ForeignKey("communication.Category", on_delete=models.PROTECT, to_field="key")
     template_key = models.CharField(max_length=100, blank=True)
-    content = models.JSONField(default=dict, blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    content = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
+    data = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
     locale = models.CharField(max_length=35, blank=True)
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     channels = models.JSONField(default=list)
@@ -251,10 +253,15 @@ class BulkRecipient(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
-    spec = models.JSONField(help_text="as the caller named it: user_id, email or phone")
-    email = models.EmailField(max_length=320, blank=True)
-    phone = models.CharField(max_length=20, blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    spec = EncryptedJSONField(
+        encoder=DjangoJSONEncoder, help_text="as the caller named it: user_id, email or phone"
+    )
+    email = EncryptedTextField(blank=True)
+    phone = EncryptedTextField(blank=True)
+    # The compliance registry finds a person's waiting rows by these.
+    email_hash = LookupHashField(of="email")
+    phone_hash = LookupHashField(of="phone")
+    data = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
 
     class Meta:
         constraints = [
@@ -276,15 +283,21 @@ class Notification(models.Model):
         blank=True,
         related_name="notifications",
     )
-    recipient = models.JSONField(help_text="as the caller named it: user_id, email or phone")
-    email = models.EmailField(max_length=320, blank=True)
-    phone = models.CharField(max_length=20, blank=True)
+    recipient = EncryptedJSONField(
+        encoder=DjangoJSONEncoder, help_text="as the caller named it: user_id, email or phone"
+    )
+    email = EncryptedTextField(blank=True)
+    phone = EncryptedTextField(blank=True)
+    # The compliance registry finds a person's notifications by these.
+    email_hash = LookupHashField(of="email")
+    phone_hash = LookupHashField(of="phone")
     category = models.ForeignKey("communication.Category", on_delete=models.PROTECT, to_field="key")
     locale = models.CharField(max_length=35, blank=True)
-    title = models.CharField(max_length=500, blank=True)
-    body = models.TextField(blank=True)
+    title = EncryptedTextField(blank=True)
+    body = EncryptedTextField(blank=True)
     action_url = models.URLField(max_length=2000, blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    # A notification about a message quotes it: encrypted for every notification (one path).
+    data = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
     dismissed_at = models.DateTimeField(null=True, blank=True)
     # When the in-app delivery was delivered: the item is in the inbox from then on. Null for a
@@ -352,7 +365,9 @@ class Delivery(models.Model):
         Notification, on_delete=models.CASCADE, related_name="deliveries"
     )
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    address = models.CharField(max_length=320, blank=True)
+    address = EncryptedTextField(blank=True)
+    # The delivery log's exact-address search and the compliance registry use this.
+    address_hash = LookupHashField(of="address")
     status = models.CharField(max_length=12, choices=Status.choices)
     reason = models.CharField(max_length=255, blank=True)
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
@@ -370,7 +385,8 @@ class Delivery(models.Model):
     first_failure_at = models.DateTimeField(null=True, blank=True)
     # Push only: what each device answered, ``{device id: {platform, provider, status, …}}``,
     # kept across attempts so that a retry only goes to the devices still owed the message.
-    device_results = models.JSONField(default=dict, blank=True)
+    # Encrypted: a provider's error may quote the device token.
+    device_results = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True, db_default=Now())
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -406,7 +422,9 @@ class Delivery(models.Model):
         ]
         indexes = [
             # The delivery log's search by exact recipient address.
-            models.Index(fields=["address"], name="delivery_address", condition=~Q(address="")),
+            models.Index(
+                fields=["address_hash"], name="delivery_address", condition=~Q(address_hash="")
+            ),
             # The sweeps: due scheduled ones, expired leases, queued ones never picked up.
             models.Index(
                 fields=["scheduled_for"], name="delivery_due", condition=Q(status="scheduled")
@@ -440,16 +458,21 @@ class OutboxMessage(models.Model):
         Delivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="outbox_messages"
     )
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    to = models.CharField(max_length=320)
-    subject = models.CharField(max_length=998, blank=True)
-    text = models.TextField(blank=True)
-    html = models.TextField(blank=True)
-    payload = models.JSONField(default=dict, blank=True)
+    to = EncryptedTextField()
+    # The outbox API's ``?to=``, the console's exact search and the compliance registry.
+    to_hash = LookupHashField(of="to")
+    subject = EncryptedTextField(blank=True)
+    text = EncryptedTextField(blank=True)
+    html = EncryptedTextField(blank=True)
+    payload = EncryptedJSONField(encoder=DjangoJSONEncoder, default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
         ordering = ("-created_at",)
-        indexes = [models.Index(fields=["-created_at"], name="outbox_recent")]
+        indexes = [
+            models.Index(fields=["-created_at"], name="outbox_recent"),
+            models.Index(fields=["to_hash"], name="outbox_to"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.to}: {(self.subject or self.text)[:60]}"

@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet
 
 from analytics.models import Event
+from communication.compliance.keyed import lookup_hash
 from communication.exceptions import NotFoundError
 from communication.models import Category, User, normalize_e164
 from notifications.models import (
@@ -106,8 +107,14 @@ def outbox_list(*, channel: str | None = None, to: str | None = None) -> QuerySe
     if channel:
         qs = qs.filter(channel=channel)
     if to:
-        qs = qs.filter(to=to)
+        qs = qs.filter(outbox_to(to))
     return qs.order_by("-created_at", "-id")
+
+
+def outbox_to(address: str) -> Q:
+    """Outbox messages sent to ``address``: exact (case aside), by keyed hash, since the
+    address is encrypted."""
+    return Q(to_hash=lookup_hash(address))
 
 
 def notification_get(user: User, notification_id: uuid.UUID | str) -> Notification:
@@ -144,7 +151,7 @@ class LogSearch:
         if self.notification_ids:
             q |= Q(notification_id__in=self.notification_ids)
         if self.address:
-            q |= Q(address=self.address)
+            q |= Q(address_hash=lookup_hash(self.address))
         return q
 
 
@@ -161,7 +168,7 @@ def user_ids_matching(term: str) -> list[uuid.UUID]:
 def delivery_log_search(term: str) -> LogSearch:
     """Interprets a search of the delivery log: a UUID (delivery, notification or request id),
     an email address or phone number (exact, as stored: lower-cased, E.164), a user id, or an
-    idempotency key. Never a substring match: addresses will be stored as keyed hashes."""
+    idempotency key. Never a substring match: addresses are encrypted, found by keyed hash."""
     term = term.strip()
     if not term:
         return LogSearch()
@@ -196,7 +203,7 @@ def notification_log_search(term: str) -> Q:
     ids = set(found.notification_ids)
     if found.address:
         ids.update(
-            Delivery.objects.filter(address=found.address)
+            Delivery.objects.filter(address_hash=lookup_hash(found.address))
             .order_by("-id")
             .values_list("notification_id", flat=True)[:LOG_SEARCH_NOTIFICATIONS]
         )

@@ -17,9 +17,10 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce, Now
+from django.db.models.lookups import Exact
 
 from communication.compliance.registry import Erase, PersonalData
-from communication.fields import EncryptedField
+from communication.fields import EncryptedField, PlaintextLength
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,10 @@ def erase_queryset(
         if static and not computed:
             # Already anonymised rows are left alone: the sweep converges.
             done_already = _all_equal(model, static)
-            if mode is Erase.TOMBSTONE and marker:
-                done_already &= models.Q(**{f"{marker}__isnull": False})
-            queryset = queryset.exclude(done_already)
+            if done_already is not None:
+                if mode is Erase.TOMBSTONE and marker:
+                    done_already &= models.Q(**{f"{marker}__isnull": False})
+                queryset = queryset.exclude(done_already)
     files = (
         entry.files
         if mode is Erase.DELETE
@@ -85,14 +87,21 @@ def erase_queryset(
     return done
 
 
-def _all_equal(model: type[models.Model], values: Mapping[str, Any]) -> models.Q:
+def _all_equal(model: type[models.Model], values: Mapping[str, Any]) -> models.Q | None:
+    """The rows whose fields all hold ``values`` already; None when SQL cannot tell (an
+    encrypted field anonymised to something but an empty value)."""
     q = models.Q()
     for name, value in values.items():
-        if isinstance(model._meta.get_field(name), EncryptedField) and value is not None:
-            # Ciphertext cannot be compared in SQL: a TOMBSTONE's mark says it is done, and
-            # an ANONYMISE of an encrypted field writes it again.
-            continue
-        q &= models.Q(**{f"{name}__isnull": True}) if value is None else models.Q(**{name: value})
+        field = model._meta.get_field(name)
+        if value is None:
+            q &= models.Q(**{f"{name}__isnull": True})
+        elif isinstance(field, EncryptedField):
+            # Ciphertexts differ at every write: an empty plaintext is told by its length alone.
+            if value not in ("", {}):
+                return None
+            q &= models.Q(Exact(PlaintextLength(F(name)), len(field.to_bytes(value))))
+        else:
+            q &= models.Q(**{name: value})
     return q
 
 

@@ -9,6 +9,7 @@ from campaigns.models import Campaign, CampaignRecipient, CampaignRun, CampaignS
 from campaigns.services.lists import address_key
 from communication.auth import tokens
 from communication.compliance import apply, erasure
+from communication.compliance.keyed import lookup_hash
 from communication.models import ErasureRequest, RealtimeEvent, User
 from conftest import held_open, wait_for
 from messaging import services as messaging_services
@@ -90,7 +91,8 @@ def test_an_address_is_erased_and_stays_suppressed(manager):
     assert body["erased"]["notifications.suppressions"] == 1
     # It was suppressed already (by complaint): that entry stays, without its address.
     assert body["erased"]["notifications.erased_addresses"] == 0
-    assert not Notification.objects.filter(email__iexact="someone@example.com").exists()
+    assert not Notification.objects.filter(email_hash=lookup_hash("someone@example.com")).exists()
+    assert [n.email for n in Notification.objects.all()] == [""]
     assert Delivery.objects.get(id=first["id"]).address == ""
     (entry,) = Suppression.objects.all()
     assert (entry.address, entry.detail, entry.reason) == (None, "", "complaint")
@@ -213,9 +215,10 @@ def test_what_has_not_gone_yet_never_goes_and_shared_content_stays(manager):
     assert response.status_code == 202, response.content
     done = erasure.erase("email", "later@example.com", requested_by="test")
     assert done.erased["notifications.pending_deliveries"] == 1
-    mine = Delivery.objects.get(notification__email="", address="")
+    mine = Delivery.objects.get(notification__email_hash="", address_hash="")
+    assert (mine.address, mine.notification.email) == ("", "")
     assert mine.status == "cancelled" and mine.cancelled_at
-    theirs = Delivery.objects.get(address="other@example.com")
+    theirs = Delivery.objects.get(address_hash=lookup_hash("other@example.com"))
     assert theirs.status == "scheduled"
     # The request was to two people: its content is the other recipient's too, and stays.
     assert done.erased["notifications.requests"] == 0

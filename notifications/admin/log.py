@@ -182,7 +182,9 @@ class NotificationAdmin(ReadOnlyAdmin):
         ("read_at", admin.EmptyFieldListFilter),
     )
     list_filter_submit = True
-    search_fields = ("title",)  # shows the box; the search itself is get_search_results
+    # Shows the box; the search itself is get_search_results (title and body are encrypted: no
+    # free-text search over them).
+    search_fields = ("id",)
     search_help_text = SEARCH_HELP
     sortable_by = ()
     ordering = ("-id",)
@@ -324,7 +326,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     )
     list_filter_submit = True
     list_per_page = 50
-    search_fields = ("address",)  # shows the box; the search itself is get_search_results
+    search_fields = ("address_hash",)  # shows the box; the search is get_search_results
     search_help_text = SEARCH_HELP
     sortable_by = ()
     ordering = ("-id",)

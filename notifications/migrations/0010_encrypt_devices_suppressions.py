@@ -12,7 +12,7 @@ from communication.migration_ops import encrypt_columns, fill_lookup_hashes
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("notifications", "0008_suppression_address_hash"),
+        ("notifications", "0009_encrypt_notifications"),
     ]
 
     operations = [

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -28,7 +28,9 @@ from django.urls import reverse
 from communication import identity, rows
 from communication import services as core_services
 from communication.celery import app, queue
+from communication.compliance.keyed import lookup_hash
 from communication.exceptions import APIError, NotFoundError, PayloadTooLargeError
+from communication.fields import EncryptedField
 from communication.models import User
 from notifications import rendering, resolution
 from notifications.categories import category_get
@@ -227,17 +229,39 @@ def _accept(
 def _insert(request: NotificationRequest, accepted: list[list[Any]]) -> None:
     """The request and its recipients in one statement, the recipients as one JSON array of
     rows: a ``BulkRecipient`` instance per row and the ORM's preparation of each value (or
-    psycopg adapting a Python list per column) cost more than the rest of the request."""
+    psycopg adapting a Python list per column) cost more than the rest of the request. The
+    encrypted columns go through their fields' conversion here (hex in the array), their
+    keyed hashes beside them."""
     request_sql, request_rows = rows.insert_statement([request])
+    sealed = [
+        [
+            position,
+            user_id,
+            _sealed("spec", spec),
+            _sealed("email", email),
+            _sealed("phone", phone),
+            lookup_hash(email) if email else "",
+            lookup_hash(phone) if phone else "",
+            _sealed("data", data),
+        ]
+        for position, user_id, spec, email, phone, data in accepted
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH r AS ({request_sql}) "  # noqa: S608  (the statement of rows.insert_statement)
             "INSERT INTO notifications_bulkrecipient "
-            "(request_id, position, user_id, spec, email, phone, data) "
-            "SELECT %s, (b->>0)::integer, (b->>1)::uuid, b->2, b->>3, b->>4, b->5 "
+            "(request_id, position, user_id, spec, email, phone, email_hash, phone_hash, data) "
+            "SELECT %s, (b->>0)::integer, (b->>1)::uuid, decode(b->>2, 'hex'), "
+            "decode(b->>3, 'hex'), decode(b->>4, 'hex'), b->>5, b->>6, decode(b->>7, 'hex') "
             "FROM jsonb_array_elements(%s::jsonb) AS b",
-            [request_rows, request.id, json.dumps(accepted, separators=(",", ":"))],
+            [request_rows, request.id, json.dumps(sealed, separators=(",", ":"))],
         )
+
+
+def _sealed(name: str, value: Any) -> str:
+    """``value`` as ``BulkRecipient.<name>`` stores it (its field's encryption), in hex."""
+    field = cast(EncryptedField, BulkRecipient._meta.get_field(name))
+    return (field.encrypted(value) or b"").hex()
 
 
 def batch_body(request: NotificationRequest) -> BulkBody:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analytics.models import Event
+from communication.compliance.keyed import lookup_hash
 from communication.models import User
 from notifications import services
 from notifications.models import Delivery, OutboxMessage
@@ -54,9 +55,9 @@ def test_outbox_provider_health_and_send_test(staff_client):
         {"channel": "email", "to": "Someone@Example.com", "subject": "Hi", "body": "Test"},
     )
     assert response.status_code == 302
-    delivery = Delivery.objects.get(address="someone@example.com")
+    delivery = Delivery.objects.get(address_hash=lookup_hash("someone@example.com"))
     services.delivery_attempt(delivery.id)
-    message = OutboxMessage.objects.get(to="someone@example.com")
+    message = OutboxMessage.objects.get(to_hash=lookup_hash("someone@example.com"))
     assert staff_client.get("/admin/notifications/outboxmessage/").status_code == 200
     page = staff_client.get(f"/admin/notifications/outboxmessage/{message.id}/change/")
     assert page.status_code == 200
@@ -100,4 +101,4 @@ def test_resending_ambiguous_deliveries_records_it_and_sends_them_again(
     assert len(enqueued) == 1
 
     services.deliveries_attempt([ambiguous])
-    assert OutboxMessage.objects.filter(to="amb@example.com").count() == 2
+    assert OutboxMessage.objects.filter(to_hash=lookup_hash("amb@example.com")).count() == 2

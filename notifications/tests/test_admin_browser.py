@@ -24,6 +24,7 @@ from django.utils import timezone
 from werkzeug import Response
 
 from analytics.models import Event
+from communication.compliance.keyed import lookup_hash
 from communication.models import User
 from conftest import STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium, wait_for
 from notifications import services
@@ -323,7 +324,9 @@ def test_send_a_test_of_a_draft_by_clicking(console, staff, httpserver, settings
         page.wait_for_url("**/timeline/**")
         off_loop(
             wait_for,
-            lambda: Delivery.objects.filter(address="support@example.com", status="sent").first(),
+            lambda: Delivery.objects.filter(
+                address_hash=lookup_hash("support@example.com"), status="sent"
+            ).first(),
             30,
             0.1,
             "the test to be sent",

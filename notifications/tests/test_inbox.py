@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
+from communication.compliance.keyed import lookup_hash
 from notifications import services, unsubscribe
 from notifications.models import (
     Consent,
@@ -176,7 +177,7 @@ def test_unsubscribe_link_turns_the_category_off(alice, client):
         },
     )
     deliveries = Delivery.objects.filter(notification__request_id=outcome.body["request_id"])
-    mine = deliveries.get(address="alice@example.com")
+    mine = deliveries.get(address_hash=lookup_hash("alice@example.com"))
     headers = unsubscribe.headers_for(mine)
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     path = headers["List-Unsubscribe"].strip("<>").split("://", 1)[1].split("/", 1)[1]
@@ -186,7 +187,7 @@ def test_unsubscribe_link_turns_the_category_off(alice, client):
     assert not NotificationPreference.objects.get(
         user=alice, category_id="alerts", channel="email"
     ).enabled
-    raw = deliveries.get(address="raw@example.com")
+    raw = deliveries.get(address_hash=lookup_hash("raw@example.com"))
     raw_path = unsubscribe.url_for(raw).split("://", 1)[1].split("/", 1)[1]
     client.post(f"/{raw_path}")
 
