@@ -376,7 +376,8 @@ class Delivery(models.Model):
     provider_index = models.PositiveSmallIntegerField(default=0)
     provider = models.CharField(max_length=40, blank=True)
     provider_message_id = models.CharField(max_length=255, blank=True)
-    error = models.TextField(blank=True)
+    # A provider's answer may quote the address ("550 <bob@…>: no such user").
+    error = EncryptedTextField(blank=True)
     template_version = models.UUIDField(null=True, blank=True)
     variant = models.CharField(max_length=64, blank=True)
     scheduled_for = models.DateTimeField(null=True, blank=True)

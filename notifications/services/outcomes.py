@@ -69,7 +69,7 @@ def deliveries_record_sent(accepted: Sequence[Acceptance]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"WITH recorded AS ({_UPDATE_SENT}) {insert_events}",
-            [timezone.now(), *(list(c) for c in columns), event_rows],
+            [_NO_ERROR.encrypted(""), timezone.now(), *(list(c) for c in columns), event_rows],
         )
     # Counted as the provider answered (a delivery whose lease another worker took meanwhile,
     # which the statement leaves alone, still made its call).
@@ -77,6 +77,9 @@ def deliveries_record_sent(accepted: Sequence[Acceptance]) -> None:
         metrics.provider_call(a.delivery.channel, a.alias, a.latency_ms, accepted=True)
     metrics.deliveries_count((e["channel"], e["provider"], e["type"]) for e in sent_events)
 
+
+# ``error`` is encrypted: its blank is the field's own ciphertext of "".
+_NO_ERROR = Delivery._meta.get_field("error")
 
 _SENT_FIELDS = (
     "id",
@@ -93,7 +96,7 @@ _UPDATE_SENT = """
     UPDATE notifications_delivery AS d
     SET status = v.status, provider = v.provider, provider_index = v.provider_index,
         provider_message_id = v.message_id, sent_at = v.at,
-        delivered_at = CASE WHEN v.status = 'delivered' THEN v.at END, error = '',
+        delivered_at = CASE WHEN v.status = 'delivered' THEN v.at END, error = %s,
         template_version = v.template_version, variant = v.variant,
         updated_at = %s, lease_until = NULL
     FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[],

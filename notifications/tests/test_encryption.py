@@ -88,6 +88,7 @@ def check_pipeline(request_id) -> None:
         for d in n.deliveries.all():
             assert_encrypted(d, "address", d.address or None)
             assert_encrypted(d, "device_results")
+            assert_encrypted(d, "error", d.error or None)  # the sent statement's blank too
             assert d.address_hash == (lookup_hash(d.address) if d.address else "")
             for m in OutboxMessage.objects.filter(delivery=d):
                 assert_encrypted(m, "to", m.to)
@@ -195,8 +196,9 @@ def provider_webhook(sender, alice, client, settings) -> None:
     response = twilio_post(client, twilio_status("SMenc", "undelivered", ErrorCode="30003"))
     assert response.status_code == 200
     delivery.refresh_from_db()
-    assert delivery.status == "failed"
+    assert delivery.status == "failed" and delivery.error
     assert_encrypted(delivery, "address", "+33633333333")
+    assert_encrypted(delivery, "error", delivery.error)
     check_pipeline(answer["request_id"])
 
 
