@@ -605,3 +605,23 @@ def assert_encrypted(obj, field_name: str, plaintext: str | None = None) -> None
         assert plaintext in (
             read if isinstance(read, str) else json.dumps(read, ensure_ascii=False)
         )
+
+
+@contextlib.contextmanager
+def before_migration(app: str, name: str) -> Iterator[None]:
+    """The schema as it was just before ``app``'s migration ``name`` (inside the test's
+    transaction, which undoes it all): the block writes rows as they were then, and on leaving
+    every app is migrated forward to its latest again."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    graph = executor.loader.graph
+    (before,) = [p for p in graph.node_map[(app, name)].parents if p.key[0] == app]
+    executor.migrate([before.key])
+    yield
+    with connection.cursor() as cursor:
+        # Deferred foreign key checks of the rows written fire now: a table with pending
+        # trigger events cannot be altered.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import tablib
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from campaigns.imports import StaticListMemberResource
@@ -16,7 +15,7 @@ from campaigns.models import CampaignRecipient, CampaignRun, StaticList, StaticL
 from campaigns.services import fanout, lists, runs
 from campaigns.tests import factories
 from communication.compliance import erasure
-from conftest import assert_encrypted, stored
+from conftest import assert_encrypted, before_migration, stored
 from notifications.models import Delivery
 
 pytestmark = pytest.mark.django_db
@@ -152,13 +151,8 @@ def test_migration_encrypts_existing_members_and_recipients():
     campaign = factories.campaign(static=static)
     run = CampaignRun.objects.create(campaign=campaign, slot=timezone.now())
     step = campaign.steps.get()
-    target = ("campaigns", "0003_encrypt_members_recipients")
-    executor = MigrationExecutor(connection)
-    (before,) = [
-        p for p in executor.loader.graph.node_map[target].parents if p.key[0] == "campaigns"
-    ]
-    executor.migrate([before.key])
-    with connection.cursor() as cursor:
+    migration = "0003_encrypt_members_recipients"
+    with before_migration("campaigns", migration), connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO campaigns_staticlistmember (static_list_id, key, user_id, email, "
             "phone, data) VALUES (%s, 'old@example.com', NULL, 'old@example.com', '', "
@@ -172,9 +166,6 @@ def test_migration_encrypts_existing_members_and_recipients():
             "'pending', '')",
             [run.pk, step.pk],
         )
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no pending trigger before ALTER
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
 
     member = StaticListMember.objects.get(key=lists.address_key("old@example.com"))
     assert_encrypted(member, "email", "old@example.com")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
-from django.db.migrations.executor import MigrationExecutor
 
 from communication.compliance import registry
 from communication.compliance.apply import erase_queryset
 from communication.compliance.registry import Subject
 from communication.fields import VERSION
-from conftest import assert_encrypted, stored
+from conftest import assert_encrypted, before_migration, stored
 from messaging import services
 from messaging.models import Message, MessageEdit
 from messaging.tests.conftest import create_conversation, make_user, post_message
@@ -106,13 +105,7 @@ def test_every_write_path_stores_ciphertext(write, as_user):
 def test_the_migration_encrypts_existing_rows():
     alice = make_user("alice")
     conversation = services.conversation_create(user=alice, type="group", participants=[])[0]
-    executor = MigrationExecutor(connection)
-    before, after = (
-        [("messaging", "0004_e2e_encryption")],
-        [("messaging", "0005_encrypt_messages")],
-    )
-    executor.migrate(before)
-    with connection.cursor() as cursor:
+    with before_migration("messaging", "0005_encrypt_messages"), connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO messaging_message (conversation_id, sender_id, type, content, html, "
             "metadata, client_id, sent_at) VALUES (%s, %s, 'text', %s, %s, %s, '', now()) "
@@ -126,10 +119,6 @@ def test_the_migration_encrypts_existing_rows():
             [message_id, SECRET, '{"quote": "tangerine"}'],
         )
         (edit_id,) = cursor.fetchone()
-        # The deferred foreign key checks of these rows fire now: a table with pending
-        # trigger events cannot be altered.
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    MigrationExecutor(connection).migrate(after)
 
     message, edit = Message.objects.get(id=message_id), MessageEdit.objects.get(id=edit_id)
     assert (message.content, message.html, message.metadata) == (SECRET, RENDERED, NOTE)

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from communication.compliance import erasure
 from communication.compliance.keyed import lookup_hash
-from conftest import assert_encrypted, stored
+from conftest import assert_encrypted, before_migration, stored
 from notifications import services
 from notifications.models import Device, Suppression, suppression_hash
 from notifications.tests.test_push_api import DEVICES, subscription
@@ -148,13 +147,8 @@ def test_suppression_address_is_ciphertext_found_by_hash_and_erased(path, client
 def test_migration_encrypts_existing_devices_and_suppressions(alice):
     """Back to before the migration, rows written as they were (plain columns), then forward:
     ciphertext that reads back, hashes filled, the unique constraint on the hash."""
-    target = ("notifications", "0010_encrypt_devices_suppressions")
-    executor = MigrationExecutor(connection)
-    (before,) = [
-        p for p in executor.loader.graph.node_map[target].parents if p.key[0] == "notifications"
-    ]
-    executor.migrate([before.key])
-    with connection.cursor() as cursor:
+    migration = "0010_encrypt_devices_suppressions"
+    with before_migration("notifications", migration), connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO notifications_device (user_id, platform, token, endpoint, p256dh, auth, "
             "app_id, browser, locale, active, failure_count, last_error) VALUES "
@@ -169,9 +163,6 @@ def test_migration_encrypts_existing_devices_and_suppressions(alice):
             "('sms', '', %s, 'erased', '')",
             [suppression_hash("old@example.com"), suppression_hash("+33612345678")],
         )
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no pending trigger before ALTER
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
 
     ios = Device.objects.get(token_hash=lookup_hash("old-token", casefold=False))
     web = Device.objects.get(
