@@ -620,8 +620,10 @@ def before_migration(app: str, name: str) -> Iterator[None]:
     executor.migrate([before.key])
     yield
     with connection.cursor() as cursor:
-        # Deferred foreign key checks of the rows written fire now: a table with pending
-        # trigger events cannot be altered.
+        # Deferred foreign key checks of the rows written fire now (a table with pending
+        # trigger events cannot be altered), and deferral is back as a deployment has it, so
+        # that the migration meets the events its own writes queue.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())

@@ -48,6 +48,17 @@ def _rewrite(schema_editor, table: str, pk: str, columns: list[str], convert) ->
         ]
         with schema_editor.connection.cursor() as cursor:
             cursor.executemany(sql, params)
+    settle_constraints(schema_editor.connection)
+
+
+def settle_constraints(connection) -> None:
+    """Fires the deferred foreign key checks that writes queued (Django's are ``DEFERRABLE
+    INITIALLY DEFERRED``): PostgreSQL refuses to alter or index a table with pending trigger
+    events, which a migration's next operation may do. A data migration that writes calls it
+    last."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 def encrypt_columns(
@@ -65,6 +76,7 @@ def encrypt_columns(
 
     def forwards(apps, schema_editor) -> None:
         table, pk, columns = table_of(apps, schema_editor)
+        settle_constraints(schema_editor.connection)
         qn = schema_editor.quote_name
         alters = ", ".join(
             f"ALTER COLUMN {qn(c)} DROP DEFAULT, "
@@ -113,6 +125,7 @@ def fill_lookup_hashes(
                 batch_qs = batch_qs.filter(pk__gt=last)
             batch = list(batch_qs.only("pk", *hashes.values())[:BATCH])
             if not batch:
+                settle_constraints(schema_editor.connection)
                 return
             for obj in batch:
                 for target, field, source in fields:

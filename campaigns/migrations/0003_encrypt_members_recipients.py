@@ -7,10 +7,10 @@ from django.db import migrations, models
 from django.db.models import Q
 
 import communication.fields
-from communication.migration_ops import BATCH, encrypt_columns
+from communication.migration_ops import BATCH, encrypt_columns, settle_constraints
 
 
-def _rekey(apps, key_of) -> None:
+def _rekey(apps, schema_editor, key_of) -> None:
     """Sets the key of every address-only row (an erased one keeps its marker)."""
     for name in ("StaticListMember", "CampaignRecipient"):
         model = apps.get_model("campaigns", name)
@@ -24,16 +24,17 @@ def _rekey(apps, key_of) -> None:
                 row.key = key_of(row)
             model._base_manager.bulk_update(batch, ["key"])
             last = batch[-1].pk
+    settle_constraints(schema_editor.connection)
 
 
 def hash_address_keys(apps, schema_editor):
     from communication.compliance.keyed import lookup_hash  # noqa: PLC0415
 
-    _rekey(apps, lambda row: lookup_hash(row.key))
+    _rekey(apps, schema_editor, lambda row: lookup_hash(row.key))
 
 
 def address_keys(apps, schema_editor):
-    _rekey(apps, lambda row: row.email or row.phone or row.key)
+    _rekey(apps, schema_editor, lambda row: row.email or row.phone or row.key)
 
 
 def encrypted_fields():

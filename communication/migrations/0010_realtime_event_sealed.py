@@ -7,6 +7,7 @@ from django.db import migrations
 
 import communication.fields
 from communication.fields import encrypt
+from communication.migration_ops import settle_constraints
 
 BATCH = 2000
 
@@ -23,6 +24,7 @@ def seal_existing(apps, schema_editor):
             )
             rows = cursor.fetchall()
             if not rows:
+                settle_constraints(connection)
                 return
             cursor.executemany(
                 "UPDATE communication_realtimeevent SET sealed = %s, data = '{}' WHERE id = %s",
