@@ -25,3 +25,13 @@ class CommunicationConfig(AppConfig):
         # every form, action and bulk delete): communication.admin_tools.
         post_save.connect(admin_tools.audit_log_entry, sender=LogEntry, dispatch_uid="audit-admin")
         admin_tools.audited_delete_selected_setup()
+
+        # A ModelSerializer shows an encrypted field as what it holds once decrypted (text,
+        # JSON), not as the bytes of its column.
+        from rest_framework import serializers  # noqa: PLC0415
+
+        from communication.fields import EncryptedJSONField, EncryptedTextField  # noqa: PLC0415
+
+        mapping = serializers.ModelSerializer.serializer_field_mapping
+        mapping[EncryptedTextField] = serializers.CharField
+        mapping[EncryptedJSONField] = serializers.JSONField

@@ -8,6 +8,7 @@ its id's name must be in ``OWNED`` (whose object it is, and how to make one) or 
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import uuid
@@ -47,6 +48,9 @@ SHARED = {
     "user_id": "a user's directory entry (services with users:read) or a participant of a "
     "conversation (checked through the conversation's id)",
 }
+# Routes whose id is the caller's own name for a thing of theirs, scoped to the caller: the same id
+# from another user names that user's own (see test_a_device_key_id_names_the_callers_own_device).
+CALLERS_OWN = ("keys/devices/",)
 # The body each method sends: valid enough that a view checking its input first would accept it,
 # so the answer comes from the object lookup.
 BODIES: dict[str, dict[str, Any]] = {
@@ -197,7 +201,7 @@ def owned_routes() -> list[tuple[str, str]]:
     for route, pattern in routes():
         names = id_names(route)
         owned = [n for n in names if n in OWNED]
-        if not owned:
+        if not owned or any(prefix in route for prefix in CALLERS_OWN):
             continue
         actions = getattr(pattern.callback, "actions", None) or {"get": "retrieve"}
         cases.extend((route, method) for method in sorted(actions))
@@ -220,3 +224,24 @@ def test_another_principals_id_is_not_found(world, route, method):
     assert answer == call(nothing)
     action = (getattr(resolve_pattern(route), "actions", None) or {}).get(method, "")
     assert answer[0] == STATUS.get(action, 404), (method, theirs, answer)
+
+
+def test_a_device_key_id_names_the_callers_own_device(world):
+    """Bob's published keys for "phone": alice's PUT and DELETE of "phone" make and remove her
+    own device's keys, never bob's."""
+    keys = {
+        "identity_key": base64.b64encode(bytes(32)).decode(),
+        "signed_prekey": {
+            "key": base64.b64encode(bytes(32)).decode(),
+            "signature": base64.b64encode(bytes(64)).decode(),
+        },
+    }
+    bob = client_for(tokens.issue_user_token(User.objects.get(external_id="bob")))
+    assert bob.put("/api/v1/keys/devices/phone", keys, format="json").status_code == 201
+    alice = world["intruder"]["user"]
+    assert alice.delete("/api/v1/keys/devices/phone").status_code == 404
+    other = {**keys, "identity_key": base64.b64encode(b"\x01" * 32).decode()}
+    assert alice.put("/api/v1/keys/devices/phone", other, format="json").status_code == 201
+    assert alice.delete("/api/v1/keys/devices/phone").status_code == 204
+    mine = bob.get("/api/v1/keys/users/bob").json()["devices"]
+    assert [(d["device_id"], d["identity_key"]) for d in mine] == [("phone", keys["identity_key"])]
