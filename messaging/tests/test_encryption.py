@@ -13,6 +13,7 @@ from communication.compliance import registry
 from communication.compliance.apply import erase_queryset
 from communication.compliance.registry import Subject
 from communication.fields import VERSION
+from communication.models import RealtimeEvent
 from conftest import assert_encrypted, before_migration, stored
 from messaging import services
 from messaging.models import Message, MessageEdit
@@ -32,10 +33,18 @@ def _api_send(alice, bob, as_user):
     again = post_message(as_user(alice), conv["id"], "other", client_id="c1")
     assert (again["id"], again["content"], again["metadata"]) == (sent["id"], SECRET, NOTE)
     message = Message.objects.get(id=sent["id"])
+    # Each member's message.created event, written by the same statement: its payload sealed,
+    # only the ids in the clear, and replayed as the live copy was.
+    events = list(RealtimeEvent.objects.filter(type="message.created", data__id=sent["id"]))
+    assert {e.user_id for e in events} == {alice.pk, bob.pk}
+    for event in events:
+        assert set(event.data) == {"id", "parent_id", "attachments"}
+        assert event.payload["content"] == SECRET and event.payload["metadata"] == NOTE
     return [
         (message, "content", SECRET),
         (message, "html", RENDERED),
         (message, "metadata", "tangerine"),
+        *((event, "sealed", "tangerine") for event in events),
     ]
 
 
