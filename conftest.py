@@ -15,6 +15,7 @@ from one test to the next. HTTP rate limits are off (``RATE_LIMITS=off``) unless
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -63,18 +64,63 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
+class _SharedChromium:
+    """One Playwright driver and one Chromium for the whole run: starting them costs about a second
+    and a half, once per page test otherwise. Each test works in browser contexts of its own
+    (cookies, storage, permissions), closed when its ``chromium()`` block ends.
+
+    Playwright's sync API keeps its event loop marked as running in this thread between calls,
+    and Django's ORM refuses to run in a thread with a running loop: the mark is set only inside
+    a ``chromium()`` block (no Playwright call happens outside one) and cleared outside it."""
+
+    playwright = None
+    browser = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def enter(cls):
+        if cls.loop is not None:
+            asyncio.events._set_running_loop(cls.loop)
+        if cls.browser is None or not cls.browser.is_connected():
+            if cls.playwright is None:
+                cls.playwright = sync_playwright().start()
+                cls.loop = asyncio.events._get_running_loop()
+            cls.browser = cls.playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+        return cls.browser
+
+    @classmethod
+    def leave(cls) -> None:
+        try:
+            if cls.browser is not None and cls.browser.is_connected():
+                for context in cls.browser.contexts:
+                    context.close()
+        finally:
+            asyncio.events._set_running_loop(None)
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.playwright is None:
+            return
+        asyncio.events._set_running_loop(cls.loop)
+        try:
+            if cls.browser is not None and cls.browser.is_connected():
+                cls.browser.close()
+        finally:
+            cls.playwright.stop()  # ends the loop, which clears the mark
+            cls.playwright = cls.browser = cls.loop = None
+
+
 @contextlib.contextmanager
 def chromium():
-    """Headless Chromium. Django's ORM refuses to run inside Playwright's event loop: tests touch
-    the database before and after this block, never inside."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    """Headless Chromium (shared by the run's page tests, see ``_SharedChromium``). Django's ORM
+    refuses to run inside Playwright's event loop: tests touch the database before and after this
+    block, never inside."""
+    try:
+        yield _SharedChromium.enter()
+    finally:
+        _SharedChromium.leave()
 
 
 # The staff console in the browser: the password of the staff members tests create, and where
@@ -134,6 +180,10 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             "transactional tests need serialized_rollback=True: " + ", ".join(sorted(set(bare)))
         )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _SharedChromium.stop()
 
 
 def pytest_unconfigure(config):
