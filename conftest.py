@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection, transaction
 from rest_framework.test import APIClient
 
@@ -201,6 +202,24 @@ def pytest_unconfigure(config):
 # The suite runs without HTTP rate limits, in this process (below) and in the servers and workers
 # it starts (they inherit this environment); the limiter's own tests turn them on.
 os.environ["RATE_LIMITS"] = "off"
+
+
+class FewRoundsPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """PBKDF2 as in production, with few rounds: the production count costs a quarter to half a
+    second per password set or checked, and the suite sets and checks a few hundred. A hash
+    names its rounds, so the live servers (production hashers) still check these."""
+
+    iterations = 1000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_rounds_password_hashing(django_test_environment):
+    from django.conf import settings
+    from django.contrib.auth import hashers
+
+    settings.PASSWORD_HASHERS = ["conftest.FewRoundsPBKDF2PasswordHasher"]
+    hashers.get_hashers.cache_clear()
+    hashers.get_hashers_by_algorithm.cache_clear()
 
 
 @pytest.fixture(autouse=True)
