@@ -222,6 +222,36 @@ def _few_rounds_password_hashing(django_test_environment):
     hashers.get_hashers_by_algorithm.cache_clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_written_tables_only(django_test_environment):
+    """A transactional test's flush truncates the tables that hold rows (and, by CASCADE, those
+    that reference them), not every table: truncating them all, partitions included, was most of
+    such a test's teardown, spent on tables it never wrote."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    every = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        tables = list(tables)
+        if tables and not reset_sequences:
+            # Django's own table names, quoted as the flush quotes them.
+            exists = "SELECT {} WHERE EXISTS (SELECT FROM {})"
+            written = " UNION ALL ".join(
+                exists.format(i, self.quote_name(table)) for i, table in enumerate(tables)
+            )
+            with self.connection.cursor() as cursor:
+                cursor.execute(written)
+                tables = [tables[i] for (i,) in cursor.fetchall()]
+            allow_cascade = True
+        return every(
+            self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+        )
+
+    DatabaseOperations.sql_flush = sql_flush
+    yield
+    DatabaseOperations.sql_flush = every
+
+
 @pytest.fixture(autouse=True)
 def _rate_limits_off(settings):
     settings.RATE_LIMITS = "off"
