@@ -15,6 +15,7 @@ from one test to the next. HTTP rate limits are off (``RATE_LIMITS=off``) unless
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection, transaction
 from rest_framework.test import APIClient
 
@@ -64,18 +66,63 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
+class _SharedChromium:
+    """One Playwright driver and one Chromium for the whole run: starting them costs about a second
+    and a half, once per page test otherwise. Each test works in browser contexts of its own
+    (cookies, storage, permissions), closed when its ``chromium()`` block ends.
+
+    Playwright's sync API keeps its event loop marked as running in this thread between calls,
+    and Django's ORM refuses to run in a thread with a running loop: the mark is set only inside
+    a ``chromium()`` block (no Playwright call happens outside one) and cleared outside it."""
+
+    playwright = None
+    browser = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def enter(cls):
+        if cls.loop is not None:
+            asyncio.events._set_running_loop(cls.loop)
+        if cls.browser is None or not cls.browser.is_connected():
+            if cls.playwright is None:
+                cls.playwright = sync_playwright().start()
+                cls.loop = asyncio.events._get_running_loop()
+            cls.browser = cls.playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+        return cls.browser
+
+    @classmethod
+    def leave(cls) -> None:
+        try:
+            if cls.browser is not None and cls.browser.is_connected():
+                for context in cls.browser.contexts:
+                    context.close()
+        finally:
+            asyncio.events._set_running_loop(None)
+
+    @classmethod
+    def stop(cls) -> None:
+        if cls.playwright is None:
+            return
+        asyncio.events._set_running_loop(cls.loop)
+        try:
+            if cls.browser is not None and cls.browser.is_connected():
+                cls.browser.close()
+        finally:
+            cls.playwright.stop()  # ends the loop, which clears the mark
+            cls.playwright = cls.browser = cls.loop = None
+
+
 @contextlib.contextmanager
 def chromium():
-    """Headless Chromium. Django's ORM refuses to run inside Playwright's event loop: tests touch
-    the database before and after this block, never inside."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    """Headless Chromium (shared by the run's page tests, see ``_SharedChromium``). Django's ORM
+    refuses to run inside Playwright's event loop: tests touch the database before and after this
+    block, never inside."""
+    try:
+        yield _SharedChromium.enter()
+    finally:
+        _SharedChromium.leave()
 
 
 # The staff console in the browser: the password of the staff members tests create, and where
@@ -137,6 +184,10 @@ def pytest_collection_modifyitems(config, items):
         )
 
 
+def pytest_sessionfinish(session, exitstatus):
+    _SharedChromium.stop()
+
+
 def pytest_unconfigure(config):
     """Removes this run's Prometheus folder (the settings give each run its own,
     ``var/prometheus/pytest-<pid>``) and those of runs that died before removing theirs."""
@@ -152,6 +203,54 @@ def pytest_unconfigure(config):
 # The suite runs without HTTP rate limits, in this process (below) and in the servers and workers
 # it starts (they inherit this environment); the limiter's own tests turn them on.
 os.environ["RATE_LIMITS"] = "off"
+
+
+class FewRoundsPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """PBKDF2 as in production, with few rounds: the production count costs a quarter to half a
+    second per password set or checked, and the suite sets and checks a few hundred. A hash
+    names its rounds, so the live servers (production hashers) still check these."""
+
+    iterations = 1000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_rounds_password_hashing(django_test_environment):
+    from django.conf import settings
+    from django.contrib.auth import hashers
+
+    settings.PASSWORD_HASHERS = ["conftest.FewRoundsPBKDF2PasswordHasher"]
+    hashers.get_hashers.cache_clear()
+    hashers.get_hashers_by_algorithm.cache_clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_written_tables_only(django_test_environment):
+    """A transactional test's flush truncates the tables that hold rows (and, by CASCADE, those
+    that reference them), not every table: truncating them all, partitions included, was most of
+    such a test's teardown, spent on tables it never wrote."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    every = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        tables = list(tables)
+        if tables and not reset_sequences:
+            # Django's own table names, quoted as the flush quotes them.
+            exists = "SELECT {} WHERE EXISTS (SELECT FROM {})"
+            written = " UNION ALL ".join(
+                exists.format(i, self.quote_name(table)) for i, table in enumerate(tables)
+            )
+            with self.connection.cursor() as cursor:
+                cursor.execute(written)
+                tables = [tables[i] for (i,) in cursor.fetchall()]
+            allow_cascade = True
+        return every(
+            self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+        )
+
+    DatabaseOperations.sql_flush = sql_flush
+    yield
+    DatabaseOperations.sql_flush = every
 
 
 @pytest.fixture(autouse=True)

@@ -279,7 +279,8 @@ def test_the_query_count_does_not_move_with_the_volume(reader, endpoint):
     if endpoint == "cost":
         path = path.replace("&group_by=channel,provider", "")
     answers = []
-    for n in (10, 1000):
+    # Each count is exact: one query more per row, or per group, would show between these two.
+    for n in (10, 200):
         Rollup.objects.all().delete()
         volume(n)
         with CaptureQueriesContext(connection) as queries:
@@ -287,7 +288,7 @@ def test_the_query_count_does_not_move_with_the_volume(reader, endpoint):
         assert response.status_code == 200, response.content
         assert len(queries) == QUERIES[endpoint], [q["sql"] for q in queries]
         answers.append(response.json())
-    # The thousand rows were read (the answers differ), with the same queries.
+    # The larger volume was read (the answers differ), with the same queries.
     assert answers[0] != answers[1]
 
 

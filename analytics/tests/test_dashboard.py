@@ -229,7 +229,7 @@ def test_the_sidebar_links_the_dashboard(analyst):
     assert "Analytics" in text(link)
 
 
-@pytest.mark.parametrize("n", [10, 1_000])
+@pytest.mark.parametrize("n", [10, 200])
 def test_the_dashboard_query_count_does_not_grow(analyst, now, n):
     written = dashboard_seed.bulk(now, n)
     assert written >= n

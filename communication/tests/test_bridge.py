@@ -27,8 +27,8 @@ def failing_app(environ, start_response):
     raise RuntimeError("boom")
 
 
-async def _exchange(app, body_parts: list[bytes], query: bytes = b""):
-    scope = {
+def _scope(query: bytes = b"", length: int = 0) -> dict:
+    return {
         "type": "http",
         "method": "POST",
         "path": "/echo",
@@ -36,11 +36,14 @@ async def _exchange(app, body_parts: list[bytes], query: bytes = b""):
         "query_string": query,
         "root_path": "",
         "http_version": "1.1",
-        "headers": [(b"content-length", str(sum(map(len, body_parts))).encode())],
+        "headers": [(b"content-length", str(length).encode())],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
     }
-    communicator = ApplicationCommunicator(app, scope)
+
+
+async def _exchange(app, body_parts: list[bytes], query: bytes = b""):
+    communicator = ApplicationCommunicator(app, _scope(query, sum(map(len, body_parts))))
     for i, part in enumerate(body_parts):
         await communicator.send_input(
             {"type": "http.request", "body": part, "more_body": i < len(body_parts) - 1}
@@ -79,5 +82,13 @@ def test_bodies_cross_whole(parts, size, body_messages):
 
 def test_an_application_error_reaches_the_server():
     app = WSGIBridge(failing_app, workers=1)
+
+    # Awaits the application itself: waiting for an answer first would sit out the whole
+    # receive timeout, as no answer comes.
+    async def fail() -> None:
+        communicator = ApplicationCommunicator(app, _scope())
+        await communicator.send_input({"type": "http.request", "body": b""})
+        await communicator.wait(10)
+
     with pytest.raises(RuntimeError, match="boom"):
-        async_to_sync(_exchange)(app, [b""])
+        async_to_sync(fail)()

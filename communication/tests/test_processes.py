@@ -188,6 +188,9 @@ def test_serve_runs_everything_and_leaves_nothing_behind(var_dir, tmp_path):
     assert made.returncode == 0, made.stderr
     status, me = http(f"{serve.url}/api/v1/me", made.stdout.strip().splitlines()[-1])
     assert (status, me["email"]) == (200, "p@example.com")
+    # issue_token's own checks run here too, sharing the servers and the migrated database
+    # (each command alone starts and stops the embedded servers).
+    issue_token_options_leave_unset_fields_alone(var_dir)
 
     pids = server_pids(var_dir)
     children = serve.children()
@@ -227,56 +230,41 @@ def test_a_command_starts_the_servers_and_stops_them_when_done(var_dir):
     assert processes_using(var_dir) == []
 
 
-@pytest.fixture
-def servers_held(var_dir) -> Iterator[None]:
-    """The embedded servers kept running by a process of their own for the test, so its commands
-    share them instead of each starting and stopping PostgreSQL (``test_a_command_starts_...``
-    checks that a lone command does); stopped when that process exits."""
-    holder = subprocess.Popen(
-        [sys.executable, "manage.py", "shell", "-c", "import sys; sys.stdin.read()"],
-        cwd=ROOT,
-        env=clean_env(var_dir),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    users = var_dir / "embedded" / "users"
-
-    def holding() -> bool:
-        assert holder.poll() is None, "the process holding the servers exited"
-        return users.exists() and str(holder.pid) in users.read_text().split()
-
-    try:
-        wait_for(holding, 90, interval=0.2, what="the embedded servers")
-        yield
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(60)
-
-
-def test_issue_token_options_leave_unset_fields_alone(var_dir, servers_held):
+def issue_token_options_leave_unset_fields_alone(var_dir: Path) -> None:
+    """Called by the serve test while serve holds the servers: each option updates its field and
+    leaves the others alone, a bad value is refused, and the command refuses to run at all when
+    an identity service is configured (tokens then come from it)."""
     env = clean_env(var_dir)
-    manage(var_dir, "migrate", "--noinput", env=env)
-    first = manage(
-        var_dir,
-        "issue_token",
-        "--user",
-        "kim",
-        "--email",
-        "kim@example.com",
-        "--phone",
-        "+33612345678",
-        "--roles",
-        "support_agent,admin",
-        "--staff",
-        env=env,
-    )
-    assert first.returncode == 0, first.stderr
-    second = manage(var_dir, "issue_token", "--user", "kim", "--name", "Kim", env=env)
-    assert second.returncode == 0, second.stderr
-    # Reading kim back and a refused update are independent: their processes run side by side.
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(3) as pool:
+        # Independent of kim's updates: runs beside them.
+        identity = pool.submit(
+            manage,
+            var_dir,
+            "issue_token",
+            "--user",
+            "x",
+            env=clean_env(
+                var_dir, IDENTITY_JWKS_URL="https://identity.example/.well-known/jwks.json"
+            ),
+        )
+        first = manage(
+            var_dir,
+            "issue_token",
+            "--user",
+            "kim",
+            "--email",
+            "kim@example.com",
+            "--phone",
+            "+33612345678",
+            "--roles",
+            "support_agent,admin",
+            "--staff",
+            env=env,
+        )
+        assert first.returncode == 0, first.stderr
+        second = manage(var_dir, "issue_token", "--user", "kim", "--name", "Kim", env=env)
+        assert second.returncode == 0, second.stderr
+        # Reading kim back and a refused update are independent: their processes run side by side.
         showing = pool.submit(
             manage,
             var_dir,
@@ -289,19 +277,14 @@ def test_issue_token_options_leave_unset_fields_alone(var_dir, servers_held):
         refusing = pool.submit(
             manage, var_dir, "issue_token", "--user", "kim", "--phone", "12", env=env
         )
-        shown, bad = showing.result(), refusing.result()
+        shown, bad, refused = showing.result(), refusing.result(), identity.result()
     assert (
         shown.stdout.strip().splitlines()[-1]
         == "kim@example.com +33612345678 admin,support_agent Kim True"
     )
     assert bad.returncode != 0 and "phone" in bad.stderr
-
-
-def test_issue_token_refuses_when_an_identity_service_is_configured(var_dir, servers_held):
-    env = clean_env(var_dir, IDENTITY_JWKS_URL="https://identity.example/.well-known/jwks.json")
-    result = manage(var_dir, "issue_token", "--user", "x", env=env)
-    assert result.returncode != 0
-    assert "identity service" in result.stderr
+    assert refused.returncode != 0
+    assert "identity service" in refused.stderr
 
 
 def _reachable(host: str, port: int) -> bool:
