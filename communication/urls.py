@@ -23,6 +23,7 @@ urlpatterns = [
     re_path(r"^health/live/?$", views.live, name="health-live"),
     re_path(r"^health/ready/?$", views.ready, name="health-ready"),
     re_path(r"^\.well-known/jwks\.json$", views.jwks, name="jwks"),
+    re_path(r"^app/demo-users/?$", views.demo_users, name="app-demo-users"),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     # The split view: its script is a file, not inline, so a strict Content-Security-Policy holds.
     re_path(r"^api/docs/?$", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="docs"),

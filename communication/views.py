@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET
 
-from communication import health
+from communication import demo, health
 from communication.auth import keys
 
 
@@ -27,4 +27,14 @@ def jwks(request):
         raise Http404
     response = JsonResponse(keys.dev_jwks())
     response["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@require_GET
+def demo_users(request):
+    """The demo users and their tokens, for ``/app/``'s sign-in; development only."""
+    if not demo.available():
+        raise Http404
+    response = JsonResponse(demo.users_tokens(), safe=False)
+    response["Cache-Control"] = "no-store"
     return response

@@ -265,6 +265,7 @@ class Command(BaseCommand):
                 lines += [
                     "  development service token (24 h; more with manage.py issue_token):",
                     f"    {token}",
+                    "  demo data: python manage.py seed_demo, then sign in as a demo user at /app/",
                 ]
         lines.append("Press Ctrl-C to stop.")
         self.stdout.write("\n".join(lines))
