@@ -15,6 +15,7 @@ from communication.auth import keys, tokens
 from communication.models import User
 
 PREFIX = "demo-"
+ORGANIZATION = "Demo"  # the demo campaign's segment selects them by it
 
 # external id, name, email, phone, locale, time zone
 USERS = [
@@ -50,6 +51,7 @@ def users_seed() -> list[User]:
                 phone=phone,
                 locale=locale,
                 timezone=tz,
+                organization=ORGANIZATION,
             )
             for external_id, name, email, phone, locale, tz in USERS
         ]
