@@ -40,6 +40,7 @@ class Proxy:
         self.port = self.listener.getsockname()[1]
         self.origin = f"http://127.0.0.1:{self.port}"
         self.target = 0
+        self.server_url = ""
         self.up = threading.Event()
         self.up.set()
         self.frozen = False  # drop every byte, close nothing: a dead peer
@@ -116,6 +117,7 @@ def proxied(start_live_asgi):
     """The live server (which accepts the proxy's origin) behind the proxy."""
     proxy = Proxy()
     server = start_live_asgi({"ALLOWED_ORIGINS": proxy.origin})
+    proxy.server_url = server.url
     proxy.target = int(server.url.rsplit(":", 1)[1])
     yield proxy
     proxy.close()
@@ -207,7 +209,7 @@ def notify(make_service_token, proxied):
             "content": {"title": title, "body": "body"},
         }
         request = urllib.request.Request(
-            f"{proxied.origin}/api/v1/notifications",
+            f"{proxied.server_url}/api/v1/notifications",  # not through the proxy, which may be down
             data=json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             method="POST",
@@ -308,7 +310,9 @@ def test_reconnect_resume_and_deduplication(proxied, notify, make_user_token):
         proxied.up.set()
         until(page, "readies.length === 3")
         notify("cc-two", "n5")
-        while not any(f.get("seq") == 5 for f in frames):
+        for _ in range(500):  # the live event has reached the browser, ahead of the replay
+            if any(f.get("seq") == 5 for f in frames):
+                break
             page.wait_for_timeout(15)
         proxied.released.set()
         until(page, "seen.length === 5")
@@ -338,9 +342,11 @@ def test_dead_socket_resync_and_resend(proxied, notify, make_user_token):
         proxied.up.clear()
         proxied.frozen = True
         page.evaluate(
-            f"""window.sending = client.send({json.dumps(conversation)},
-                  {{ content: 'lost then resent', clientId: 'resend-1' }})
-                .then((ack) => {{ window.acked = ack; }})"""
+            """(id) => {
+              client.send(id, { content: "lost then resent", clientId: "resend-1" })
+                .then((ack) => { window.acked = ack; });
+            }""",
+            conversation,
         )
         until(page, "client.state === 'reconnecting'")  # no pong: dropped
         notify("cc-three", "n2")
