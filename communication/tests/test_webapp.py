@@ -1,7 +1,7 @@
 """The reference web client (``/app/``) in two headless Chromium contexts, as two users, against a
 real uvicorn process: A types and B sees it, A sends and B sees the message, B reads and A sees
-the receipt, a service's notification lands in B's bell, an image A attaches shows as a
-thumbnail for B. No console error on any page; screenshots go to var/screenshots/ (git-ignored).
+the receipt, an image A attaches shows as a thumbnail for B, a service's notification lands in
+B's bell, B answers in a thread and A's edit reaches B. No console error on any page; screenshots go to var/screenshots/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -133,6 +133,19 @@ def test_two_users_chat_and_a_notification_reaches_the_bell(
         b.screenshot("app-bob-phone")
         b.page.click("#notifications .notification .mark-read")
         b.page.wait_for_selector("#badge", state="hidden", timeout=5_000)
+
+        # B answers in the thread of A's first message; A edits that message.
+        b.page.click("#messages .message:has-text('Hello Bob') >> text=Thread")
+        b.page.wait_for_selector("#thread-bar:not([hidden])")
+        b.page.fill("#content", "In the thread")
+        b.page.press("#content", "Enter")
+        a.page.wait_for_selector("#messages .message.reply:has-text('In the thread')")
+        a.page.click("#messages .message:has-text('Hello Bob') >> text=Edit")
+        a.page.fill("#messages form.edit textarea", "Hello Bob, edited")
+        a.page.click("#messages form.edit button[type=submit]")
+        b.page.wait_for_selector("#messages .message:has-text('Hello Bob, edited')")
+        a.screenshot("app-alice-thread")
+        b.screenshot("app-bob-thread")
 
         b.page.click("#open-prefs")
         b.page.wait_for_selector("#prefs-body input[type=checkbox]")

@@ -25,6 +25,7 @@ const presence = new Map(); // user_id -> "online" | "offline"
 const conversations = new Map(); // id -> conversation as listed
 let current = null; // the open conversation
 let replyTo = null;
+let threadOf = null; // the message whose thread is shown, or null for the whole conversation
 let notificationsCursor = null;
 let typingSentAt = 0;
 const typingTimers = new Map();
@@ -258,6 +259,8 @@ async function openConversation(id) {
   ]);
   current = { ...detail, oldest: page.results.length ? page.results[0].id : null };
   replyTo = null;
+  threadOf = null;
+  $("thread-bar").hidden = true;
   $("replying").hidden = true;
   $("conversation-title").textContent = conversationName(detail);
   $("messages").replaceChildren(...page.results.map(messageItem));
@@ -307,6 +310,9 @@ function messageItem(m) {
     if ((m.attachments || []).length) item.append(el("div", { class: "attachments" }, ...m.attachments.map(attachmentView)));
     const actions = el("div", { class: "actions" },
       el("button", { type: "button", onclick: () => startReply(m) }, "Reply"));
+    if (!m.parent_id && !threadOf) {
+      actions.append(el("button", { type: "button", onclick: () => openThread(m) }, "Thread"));
+    }
     if (mine) {
       actions.append(
         el("button", { type: "button", onclick: () => startEdit(item, m) }, "Edit"),
@@ -332,7 +338,7 @@ function onMessage(message, created) {
   const existing = $("messages").querySelector(`[data-id="${message.id}"]`);
   const item = messageItem(message);
   if (existing) existing.replaceWith(item);
-  else if (created) $("messages").append(item);
+  else if (created && (!threadOf || message.parent_id === threadOf)) $("messages").append(item);
   if (created && message.sender !== me) {
     clearTyping(message.sender);
     markReadLatest();
@@ -388,6 +394,16 @@ function onTyping(data) {
   // The server says "stopped" 5 s after the last renewal; this timer covers a lost frame.
   typingTimers.set(data.user_id, setTimeout(() => clearTyping(data.user_id), 7000));
   renderTyping();
+}
+
+async function openThread(message) {
+  const page = await client.conversations.messages(current.id, { thread: message.id, limit: 200 });
+  threadOf = message.id;
+  $("thread-title").textContent = `Thread: ${message.sender}, "${message.content.slice(0, 40)}"`;
+  $("thread-bar").hidden = false;
+  $("older").hidden = true;
+  $("messages").replaceChildren(messageItem(message), ...page.results.map(messageItem));
+  startReply(message);
 }
 
 function startReply(message) {
@@ -545,6 +561,7 @@ function start() {
   $("prefs-form").addEventListener("submit", savePreferences);
   $("push-enable").addEventListener("click", enablePush);
   $("older").addEventListener("click", loadOlder);
+  $("close-thread").addEventListener("click", () => openConversation(current.id));
   $("composer").addEventListener("submit", sendMessage);
   $("content").addEventListener("input", onComposerInput);
   $("content").addEventListener("keydown", (event) => {
