@@ -407,7 +407,8 @@ async function openThread(message) {
 }
 
 function startReply(message) {
-  replyTo = message.id;
+  // Threads are one level deep: answering a reply answers its thread.
+  replyTo = message.parent_id || message.id;
   $("replying-text").textContent = `Replying to ${message.sender}: ${message.content.slice(0, 60)}`;
   $("replying").hidden = false;
   $("content").focus();
@@ -451,8 +452,9 @@ async function sendMessage(event) {
     const message = await client.send(current.id, { content, parentId: replyTo || undefined, attachments });
     $("content").value = "";
     $("file").value = "";
-    replyTo = null;
-    $("replying").hidden = true;
+    // In a thread view the next message answers the thread too.
+    replyTo = threadOf;
+    $("replying").hidden = !threadOf;
     // Over the socket the ack carries only ids: the message itself arrives as message.created.
     if (message && message.sent_at) onMessage(message, true);
   } catch (error) {
