@@ -265,6 +265,7 @@ async function openConversation(id) {
   $("conversation-title").textContent = conversationName(detail);
   $("messages").replaceChildren(...page.results.map(messageItem));
   $("older").hidden = !page.has_more;
+  scrollToEnd();
   $("typing").textContent = "";
   $("composer").hidden = false;
   const listed = conversations.get(id);
@@ -338,12 +339,20 @@ function onMessage(message, created) {
   const existing = $("messages").querySelector(`[data-id="${message.id}"]`);
   const item = messageItem(message);
   if (existing) existing.replaceWith(item);
-  else if (created && (!threadOf || message.parent_id === threadOf)) $("messages").append(item);
+  else if (created && (!threadOf || message.parent_id === threadOf)) {
+    $("messages").append(item);
+    scrollToEnd();
+  }
   if (created && message.sender !== me) {
     clearTyping(message.sender);
     markReadLatest();
   }
   showReceipt();
+}
+
+function scrollToEnd() {
+  const list = $("messages");
+  list.scrollTop = list.scrollHeight;
 }
 
 function latestId(fromOthers) {
