@@ -1,20 +1,26 @@
 """The reference web client (``/app/``) in two headless Chromium contexts, as two users, against a
 real uvicorn process: A types and B sees it, A sends and B sees the message, B reads and A sees
 the receipt, an image A attaches shows as a thumbnail for B, a service's notification lands in
-B's bell, B answers in a thread and A's edit reaches B. No console error on any page; screenshots go to var/screenshots/ (git-ignored).
+B's bell, B answers in a thread, A's edit reaches B, and B opts in to Web Push. No console error on any page; screenshots go to var/screenshots/ (git-ignored).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import urllib.request
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from PIL import Image
 
 from conftest import SCREENSHOTS, chromium, needs_chromium
+from notifications.models import Device
+from notifications.providers.webpush import b64url
+from notifications.tests.test_push_page import STUB
 
 pytestmark = [
     needs_chromium,
@@ -33,6 +39,18 @@ def call(base: str, method: str, path: str, token: str, body: dict) -> dict:
         return json.load(response)
 
 
+def subscription() -> dict:
+    """What the stubbed PushManager hands the page (Chromium offline reaches no push service)."""
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    raw = key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return {
+        "endpoint": "https://fcm.googleapis.com/fcm/send/app-page",
+        "keys": {"p256dh": b64url(raw), "auth": b64url(os.urandom(16))},
+    }
+
+
 def png() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (36, 86, 199)).save(out, "PNG")
@@ -42,8 +60,11 @@ def png() -> bytes:
 class User:
     """One signed-in user in a browser context of their own; console errors are kept."""
 
-    def __init__(self, browser, base: str, token: str, width: int = 1280):
+    def __init__(self, browser, base: str, token: str, width: int = 1280, push: bool = False):
         self.context = browser.new_context(viewport={"width": width, "height": 860})
+        if push:
+            self.context.grant_permissions(["notifications"], origin=base)
+            self.context.add_init_script(STUB % json.dumps(subscription()))
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
@@ -88,7 +109,7 @@ def test_two_users_chat_and_a_notification_reaches_the_bell(
     # Django's ORM refuses to run inside Playwright's event loop: the database is set up above.
     with chromium() as browser:
         a = User(browser, base, token_a)
-        b = User(browser, base, token_b, width=390)  # a phone's width
+        b = User(browser, base, token_b, width=390, push=True)  # a phone's width
         a.open_first_conversation()
         b.open_first_conversation()
 
@@ -149,6 +170,8 @@ def test_two_users_chat_and_a_notification_reaches_the_bell(
 
         b.page.click("#open-prefs")
         b.page.wait_for_selector("#prefs-body input[type=checkbox]")
+        b.page.click("#push-enable")
+        b.page.wait_for_selector("#push-status:has-text('This browser will receive')")
         b.screenshot("app-bob-preferences")
         b.page.click("#sign-out")
         b.page.wait_for_selector("#signin:not([hidden])")
@@ -157,3 +180,4 @@ def test_two_users_chat_and_a_notification_reaches_the_bell(
     assert seen_after < 1.0, seen_after
     assert thumbnail_loaded
     assert errors == []
+    assert Device.objects.filter(user__external_id="app-bob", platform="web", active=True).exists()

@@ -68,6 +68,7 @@ async function signIn(token) {
   try {
     await candidate.notifications.unreadCount();
   } catch (error) {
+    sessionStorage.removeItem(TOKEN_KEY);
     await showSignIn(error.status === 401 ? "This token is not valid (or has expired)." : String(error.message || error));
     return;
   }
@@ -155,7 +156,8 @@ function setBadge(count) {
 }
 
 async function refreshBadge() {
-  setBadge(await client.notifications.unreadCount());
+  const unread = await client.notifications.unreadCount();
+  setBadge(typeof unread === "number" ? unread : unread.count);
 }
 
 function notificationItem(n) {
