@@ -1,7 +1,7 @@
 """The reference web client (``/app/``) in two headless Chromium contexts, as two users, against a
 real uvicorn process: A types and B sees it, A sends and B sees the message, B reads and A sees
 the receipt, an image A attaches shows as a thumbnail for B, a service's notification lands in
-B's bell, B answers in a thread, A's edit reaches B, and B opts in to Web Push. No console error on any page; screenshots go to var/screenshots/ (git-ignored).
+B's bell, B answers in a thread, A edits and deletes, and B opts in to Web Push. No console error on any page; screenshots go to var/screenshots/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -165,6 +165,9 @@ def test_two_users_chat_and_a_notification_reaches_the_bell(
         a.page.fill("#messages form.edit textarea", "Hello Bob, edited")
         a.page.click("#messages form.edit button[type=submit]")
         b.page.wait_for_selector("#messages .message:has-text('Hello Bob, edited')")
+        a.page.once("dialog", lambda dialog: dialog.accept())  # "Delete this message?"
+        a.page.click("#messages .message:has-text('a picture') >> text=Delete")
+        a.page.wait_for_selector("#messages .message.deleted")
         a.screenshot("app-alice-thread")
         b.screenshot("app-bob-thread")
 
