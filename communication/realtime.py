@@ -249,8 +249,9 @@ def _missed(user, after_seq: int) -> list[dict] | None:
 
 
 class OriginAllowListValidator:
-    """A browser's ``Origin`` must be on ``ALLOWED_ORIGINS``; no ``Origin`` (apps, services) passes,
-    since the token, not the browser, carries the authority."""
+    """A browser's ``Origin`` must be on ``ALLOWED_ORIGINS`` or be the service itself (the ``/app/``
+    pages it serves); no ``Origin`` (apps, services) passes, since the token, not the browser,
+    carries the authority."""
 
     def __init__(self, app):
         self.app = app
@@ -267,9 +268,19 @@ class OriginAllowListValidator:
 
 
 def _origin_allowed(origin: str, scope) -> bool:
+    if _same_origin(origin, scope):
+        return True
     allowed = set(settings.ALLOWED_ORIGINS)
     allowed.add(settings.PUBLIC_BASE_URL)
     return origin.rstrip("/") in {o.rstrip("/") for o in allowed}
+
+
+def _same_origin(origin: str, scope) -> bool:
+    """The page's origin names the host this socket was opened on (scheme http or https: behind a
+    TLS proxy the socket itself may be plain)."""
+    host = next((v.decode("latin1") for n, v in scope.get("headers", []) if n == b"host"), None)
+    scheme, _, netloc = origin.rstrip("/").partition("://")
+    return host is not None and scheme in ("http", "https") and netloc.lower() == host.lower()
 
 
 @database_sync_to_async

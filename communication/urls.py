@@ -12,7 +12,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
-from communication import views
+from communication import views, webapp
 
 handler400 = "communication.errors.handler400"
 handler403 = "communication.errors.handler403"
@@ -33,6 +33,7 @@ urlpatterns = [
         name="redoc",
     ),
     path("api/v1/", include("communication.api.urls")),
+    path("app/", webapp.index, name="webapp"),
     *(
         path("", include(f"{app}.urls"))
         for app in settings.PROJECT_APPS

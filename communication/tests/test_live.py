@@ -121,3 +121,8 @@ def test_websocket_accepts_an_allowed_origin(live_asgi, make_user_token):
         origin="http://127.0.0.1:8000",
     ) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+    # A page the service serves itself (/app/) connects from its own origin, whatever the port.
+    with connect(
+        f"{live_asgi.ws_url}/ws/v1/?token={make_user_token('ws-origin')}", origin=live_asgi.url
+    ) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"
