@@ -7,6 +7,7 @@
 - ``celery_worker``: a real Celery worker process on the real broker, against the test database.
 - ``live_asgi``: a real uvicorn process serving ``communication.asgi`` (HTTP and websockets);
   ``start_live_asgi`` starts more with an environment of their own.
+- ``tcp_proxy``: a TCP proxy in front of ``live_asgi`` that a browser test cuts or stalls.
 - ``httpserver`` (pytest-httpserver): a local server standing in for any external API.
 
 Every test gets its own cache key prefix, so circuit breakers, JWKS and identity caches never leak
@@ -643,6 +644,100 @@ def start_live_asgi(django_db_setup, tmp_path_factory):
 
     yield start
     _stop_all([server.proc for server in servers])
+
+
+class Proxy:
+    """A TCP forwarder between a browser and a live server, which a test uses to cut sockets
+    (``cut``), to park new connections (``up`` cleared: the service is "down"), to swallow
+    traffic (``frozen``: a dead socket that never closes) and to hold a reconnected websocket's
+    first frames (``hold_next_upgrade`` until ``released``). No hook in the service: the page's
+    origin is the proxy's, which the websocket accepts as the host it connected to."""
+
+    def __init__(self, server: LiveServer):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.origin = f"http://127.0.0.1:{self.port}"
+        self.target = int(server.url.rsplit(":", 1)[1])
+        self.server_url = server.url  # straight to the server, for calls the proxy must not cut
+        self.up = threading.Event()
+        self.up.set()
+        self.frozen = False  # drop every byte, close nothing: a dead peer
+        self.hold_next_upgrade = False  # a websocket's frames after its handshake wait for release
+        self.released = threading.Event()
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        self.up.wait()  # while down, a new connection waits here (parked, not refused)
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        with self.lock:
+            self.open += [client, upstream]
+        threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+        self._pump(client, upstream, True)
+
+    def _pump(self, src, dst, from_browser):
+        head = b""
+        holding = None  # decided once the request's head is read
+        try:
+            while data := src.recv(65536):
+                if self.frozen:
+                    continue
+                if from_browser and holding is None:
+                    head += data
+                    if b"\r\n\r\n" not in head:
+                        continue
+                    request, _, data = head.partition(b"\r\n\r\n")
+                    dst.sendall(request + b"\r\n\r\n")
+                    holding = self.hold_next_upgrade and b"upgrade: websocket" in request.lower()
+                    if holding:
+                        self.hold_next_upgrade = False
+                        self.released.wait(30)
+                    if not data:
+                        continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self):
+        """Closes every connection (the browser sees its socket drop, code 1006)."""
+        with self.lock:
+            sockets, self.open = self.open, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self.frozen = False
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+@pytest.fixture
+def tcp_proxy(live_asgi):
+    """A ``Proxy`` in front of ``live_asgi``, for one test."""
+    proxy = Proxy(live_asgi)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
 
 
 @contextlib.contextmanager

@@ -2,17 +2,15 @@
 Content-Security-Policy: the test opens ``/push`` and imports the module with a dynamic
 ``import()`` (a script of the service's own origin, which the policy allows).
 
-The browser reaches the server through a TCP proxy run here (``Proxy``), which the tests use to
-cut sockets, to park new connections (the service is "down"), to swallow traffic (a dead socket
-that never closes) and to hold a reconnected socket's first frames (so that a live event and the
-replay of a ``resume`` overlap for real). No hook in the service.
+The browser reaches the shared live server through the root conftest's TCP proxy (``tcp_proxy``),
+which the tests use to cut sockets, to park new connections (the service is "down"), to swallow
+traffic (a dead socket that never closes) and to hold a reconnected socket's first frames (so
+that a live event and the replay of a ``resume`` overlap for real). No hook in the service.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,97 +28,6 @@ pytestmark = [
 ]
 
 MODULE = "/static/commclient/commclient.js"
-
-
-class Proxy:
-    """A TCP forwarder between the browser and the live server."""
-
-    def __init__(self):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.origin = f"http://127.0.0.1:{self.port}"
-        self.target = 0
-        self.server_url = ""
-        self.up = threading.Event()
-        self.up.set()
-        self.frozen = False  # drop every byte, close nothing: a dead peer
-        self.hold_next_upgrade = False  # a websocket's frames after its handshake wait for release
-        self.released = threading.Event()
-        self.open: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client):
-        self.up.wait()  # while down, a new connection waits here (parked, not refused)
-        upstream = socket.create_connection(("127.0.0.1", self.target))
-        with self.lock:
-            self.open += [client, upstream]
-        threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-        self._pump(client, upstream, True)
-
-    def _pump(self, src, dst, from_browser):
-        head = b""
-        holding = None  # decided once the request's head is read
-        try:
-            while data := src.recv(65536):
-                if self.frozen:
-                    continue
-                if from_browser and holding is None:
-                    head += data
-                    if b"\r\n\r\n" not in head:
-                        continue
-                    request, _, data = head.partition(b"\r\n\r\n")
-                    dst.sendall(request + b"\r\n\r\n")
-                    holding = self.hold_next_upgrade and b"upgrade: websocket" in request.lower()
-                    if holding:
-                        self.hold_next_upgrade = False
-                        self.released.wait(30)
-                    if not data:
-                        continue
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self):
-        """Closes every connection (the browser sees its socket drop, code 1006)."""
-        with self.lock:
-            sockets, self.open = self.open, []
-        for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-        self.frozen = False
-
-    def close(self):
-        self.listener.close()
-        self.cut()
-
-
-@pytest.fixture(scope="module")
-def proxied(start_live_asgi):
-    """The live server (which accepts the proxy's origin) behind the proxy."""
-    proxy = Proxy()
-    server = start_live_asgi({"ALLOWED_ORIGINS": proxy.origin})
-    proxy.server_url = server.url
-    proxy.target = int(server.url.rsplit(":", 1)[1])
-    yield proxy
-    proxy.close()
 
 
 # Loads the module, makes `window.client` and records what its listeners see.
@@ -197,7 +104,7 @@ def in_thread(fn):
 
 
 @pytest.fixture
-def notify(make_service_token, proxied):
+def notify(make_service_token, tcp_proxy):
     """A service's API call, over HTTP (the ORM is off limits inside a chromium() block)."""
     token = make_service_token("billing")
 
@@ -209,7 +116,7 @@ def notify(make_service_token, proxied):
             "content": {"title": title, "body": "body"},
         }
         request = urllib.request.Request(
-            f"{proxied.server_url}/api/v1/notifications",  # not through the proxy, which may be down
+            f"{tcp_proxy.server_url}/api/v1/notifications",  # not through the proxy, which may be down
             data=json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             method="POST",
@@ -230,12 +137,12 @@ def conversation_of(token: str, other: str) -> str:
     return response.json()["id"]
 
 
-def test_live_events_rest_calls_and_sends(proxied, notify, make_user_token):
+def test_live_events_rest_calls_and_sends(tcp_proxy, notify, make_user_token):
     token = make_user_token("cc-one")
     make_user_token("cc-peer")
     conversation = conversation_of(token, "cc-peer")
     with chromium() as browser:
-        page, console, _ = open_page(browser, proxied)
+        page, console, _ = open_page(browser, tcp_proxy)
         page.evaluate(SETUP, [token, {}])
         until(page, "readies.length === 1 && client.state === 'open'")
         notify("cc-one", "Hello")
@@ -279,42 +186,42 @@ def test_live_events_rest_calls_and_sends(proxied, notify, make_user_token):
     assert unexpected(console) == []
 
 
-def test_reconnect_resume_and_deduplication(proxied, notify, make_user_token):
+def test_reconnect_resume_and_deduplication(tcp_proxy, notify, make_user_token):
     token = make_user_token("cc-two")
     options = {"backoff": {"initial": 50, "max": 200}}
     with chromium() as browser:
-        page, console, frames = open_page(browser, proxied)
+        page, console, frames = open_page(browser, tcp_proxy)
         page.evaluate(SETUP, [token, options])
         until(page, "readies.length === 1")
         notify("cc-two", "n1")
         until(page, "seen.length === 1")
 
         # The socket drops; the service is unreachable while two notifications are sent.
-        proxied.up.clear()
-        proxied.cut()
+        tcp_proxy.up.clear()
+        tcp_proxy.cut()
         until(page, "client.state === 'reconnecting'")
         notify("cc-two", "n2")
         notify("cc-two", "n3")
-        proxied.up.set()
+        tcp_proxy.up.set()
         until(page, "seen.length === 3")
         assert page.evaluate("readies") == [0, 3]
 
         # Again, and this time the reconnected socket's resume waits in the proxy until a live
         # event has arrived: the replay then carries that event a second time.
-        proxied.up.clear()
-        proxied.cut()
+        tcp_proxy.up.clear()
+        tcp_proxy.cut()
         until(page, "client.state === 'reconnecting'")
         notify("cc-two", "n4")
-        proxied.released.clear()
-        proxied.hold_next_upgrade = True
-        proxied.up.set()
+        tcp_proxy.released.clear()
+        tcp_proxy.hold_next_upgrade = True
+        tcp_proxy.up.set()
         until(page, "readies.length === 3")
         notify("cc-two", "n5")
         for _ in range(500):  # the live event has reached the browser, ahead of the replay
             if any(f.get("seq") == 5 for f in frames):
                 break
             page.wait_for_timeout(15)
-        proxied.released.set()
+        tcp_proxy.released.set()
         until(page, "seen.length === 5")
         page.wait_for_timeout(200)  # room for a duplicate to show, if one got through
         seen = page.evaluate("seen.map(([seq, type, data]) => [seq, data.title])")
@@ -325,22 +232,22 @@ def test_reconnect_resume_and_deduplication(proxied, notify, make_user_token):
     assert unexpected(console) == []
 
 
-def test_dead_socket_resync_and_resend(proxied, notify, make_user_token):
+def test_dead_socket_resync_and_resend(tcp_proxy, notify, make_user_token):
     token = make_user_token("cc-three")
     make_user_token("cc-peer3")
     conversation = conversation_of(token, "cc-peer3")
     user = User.objects.get(external_id="cc-three")
     options = {"pingInterval": 200, "backoff": {"initial": 50, "max": 200}}
     with chromium() as browser:
-        page, console, _ = open_page(browser, proxied)
+        page, console, _ = open_page(browser, tcp_proxy)
         page.evaluate(SETUP, [token, options])
         until(page, "readies.length === 1")
         notify("cc-three", "n1")
         until(page, "seen.length === 1")
 
         # The socket goes silent without closing; a send made now is swallowed.
-        proxied.up.clear()
-        proxied.frozen = True
+        tcp_proxy.up.clear()
+        tcp_proxy.frozen = True
         page.evaluate(
             """(id) => {
               client.send(id, { content: "lost then resent", clientId: "resend-1" })
@@ -352,8 +259,8 @@ def test_dead_socket_resync_and_resend(proxied, notify, make_user_token):
         notify("cc-three", "n2")
         # Retention pruning while the client is away: its resume can no longer be served.
         in_thread(lambda: RealtimeEvent.objects.filter(user=user).delete())
-        proxied.cut()
-        proxied.up.set()
+        tcp_proxy.cut()
+        tcp_proxy.up.set()
         until(page, "resyncs === 1 && window.acked !== undefined")
         notify("cc-three", "n3")
         until(page, "seen.length === 3")

@@ -361,6 +361,17 @@ export class CommClient {
     });
   }
 
+  /**
+   * Asks who among `userIds` (contacts: people sharing a conversation; at most 100) is online
+   * now: the answers arrive as `presence` events (`{user_id, state, last_seen}`), one per
+   * contact, as later changes do. Over the socket only (a `presence.ping` with `user_ids`).
+   * @param {string[]} userIds
+   * @returns {boolean} false when the socket is not open (ask again on the next "ready")
+   */
+  presence(userIds) {
+    return this._frame({ type: "presence.ping", user_ids: userIds });
+  }
+
   editMessage(messageId, content) {
     return this.api("PUT", `/messages/${messageId}`, { content });
   }
