@@ -116,13 +116,17 @@ def test_two_users_chat_and_a_notification_reaches_the_bell(
         a.open_first_conversation()
         b.open_first_conversation()
 
-        a.page.type("#content", "Hello Bob")
+        a.page.type("#content", "Hello **Bob**")
         b.page.wait_for_selector("#typing:has-text('app-alice is typing')", timeout=5_000)
 
         started = time.monotonic()
         a.page.press("#content", "Enter")
         b.page.wait_for_selector("#messages .message:has-text('Hello Bob')", timeout=5_000)
         seen_after = time.monotonic() - started
+        # Shown as the service rendered it, under the sender's name.
+        hello = b.page.locator("#messages .message:has-text('Hello Bob')")
+        assert hello.locator(".text strong").inner_text() == "Bob"
+        assert hello.locator(".sender").inner_text() == "Alice"
         # B has the conversation open and visible: the page marks it read, A sees the receipt.
         a.page.wait_for_selector("#receipt:has-text('Read by')", timeout=5_000)
 

@@ -294,6 +294,23 @@ function attachmentView(a) {
   return el("a", { class: "attachment", href: a.url, download: "" }, `Download (${label})`);
 }
 
+// The name a participant of the open conversation goes by (their id when unknown).
+function displayName(userId) {
+  const who = (current?.participants || []).find((p) => p.user_id === userId);
+  return who?.name || userId || "system";
+}
+
+function messageBody(m) {
+  if (m.deleted_at) return el("p", { class: "text" }, "This message was deleted.");
+  if (m.encrypted) return el("p", { class: "text" }, "End-to-end encrypted: open it in a client that holds your keys.");
+  if (!m.html) return el("p", { class: "text" }, m.content);
+  // The service renders a message's Markdown to HTML sanitised by an allow-list (nh3): shown as
+  // it is given, under the page's policy that runs no inline script.
+  const body = el("div", { class: "text" });
+  body.innerHTML = m.html;
+  return body;
+}
+
 function messageItem(m) {
   const mine = m.sender === me;
   const item = el("li", {
@@ -301,14 +318,13 @@ function messageItem(m) {
     dataset: { id: m.id },
   });
   const meta = el("p", { class: "meta" },
-    el("span", { class: "sender" }, m.sender || "system"),
+    el("span", { class: "sender" }, displayName(m.sender)),
     " ",
     el("time", { datetime: m.sent_at || "" }, time(m.sent_at)),
     m.edited_at ? " (edited)" : null,
     m.parent_id ? el("span", { class: "in-thread" }, ` in reply to #${m.parent_id}`) : null,
   );
-  const text = el("p", { class: "text" }, m.deleted_at ? "This message was deleted." : m.content);
-  item.append(meta, text);
+  item.append(meta, messageBody(m));
   if (!m.deleted_at) {
     if ((m.attachments || []).length) item.append(el("div", { class: "attachments" }, ...m.attachments.map(attachmentView)));
     const actions = el("div", { class: "actions" },
@@ -410,7 +426,7 @@ function onTyping(data) {
 async function openThread(message) {
   const page = await client.conversations.messages(current.id, { thread: message.id, limit: 200 });
   threadOf = message.id;
-  $("thread-title").textContent = `Thread: ${message.sender}, "${message.content.slice(0, 40)}"`;
+  $("thread-title").textContent = `Thread: ${displayName(message.sender)}, "${message.content.slice(0, 40)}"`;
   $("thread-bar").hidden = false;
   $("older").hidden = true;
   $("messages").replaceChildren(messageItem(message), ...page.results.map(messageItem));
@@ -420,7 +436,7 @@ async function openThread(message) {
 function startReply(message) {
   // Threads are one level deep: answering a reply answers its thread.
   replyTo = message.parent_id || message.id;
-  $("replying-text").textContent = `Replying to ${message.sender}: ${message.content.slice(0, 60)}`;
+  $("replying-text").textContent = `Replying to ${displayName(message.sender)}: ${message.content.slice(0, 60)}`;
   $("replying").hidden = false;
   $("content").focus();
 }
