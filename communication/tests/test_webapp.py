@@ -94,19 +94,26 @@ class User:
         self.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
-def test_two_users_chat_and_a_notification_reaches_the_bell(
-    live_asgi, make_user_token, make_service_token
-):
-    token_a = make_user_token("app-alice", name="Alice")
-    token_b = make_user_token("app-bob", name="Bob")
-    base = live_asgi.url
+def two_users(make_user_token, base: str, prefix: str) -> tuple[str, str]:
+    """Tokens of Alice and Bob (``<prefix>-alice``, ``<prefix>-bob``), who share a direct
+    conversation made through the API."""
+    token_a = make_user_token(f"{prefix}-alice", name="Alice")
+    token_b = make_user_token(f"{prefix}-bob", name="Bob")
     call(
         base,
         "POST",
         "/api/v1/conversations",
         token_a,
-        {"type": "direct", "participants": ["app-bob"]},
+        {"type": "direct", "participants": [f"{prefix}-bob"]},
     )
+    return token_a, token_b
+
+
+def test_two_users_chat_and_a_notification_reaches_the_bell(
+    live_asgi, make_user_token, make_service_token
+):
+    base = live_asgi.url
+    token_a, token_b = two_users(make_user_token, base, "app")
     service = make_service_token("billing")
 
     # Django's ORM refuses to run inside Playwright's event loop: the database is set up above.
@@ -196,16 +203,8 @@ def test_two_users_chat_and_a_notification_reaches_the_bell(
 def test_presence_on_opening_and_catching_up_after_the_socket_is_cut(
     live_asgi, tcp_proxy, make_user_token, make_service_token
 ):
-    token_a = make_user_token("cut-alice", name="Alice")
-    token_b = make_user_token("cut-bob", name="Bob")
     base = live_asgi.url
-    call(
-        base,
-        "POST",
-        "/api/v1/conversations",
-        token_a,
-        {"type": "direct", "participants": ["cut-bob"]},
-    )
+    token_a, token_b = two_users(make_user_token, base, "cut")
     service = make_service_token("billing")
 
     with chromium() as browser:
