@@ -191,6 +191,9 @@ class NotificationRequest(models.Model):
     scheduled_at = models.DateTimeField(null=True, blank=True)
     scheduled_local = models.BooleanField(default=False)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # The caller's own name for what this send is about: ``POST /notifications/cancel`` with it
+    # cancels every delivery of the caller's requests carrying it not yet handed to a provider.
+    cancellation_key = models.CharField(max_length=255, blank=True)
     # A request made by "resend" in the staff console: the delivery it sends again.
     resent_from = models.ForeignKey(
         "Delivery",
@@ -223,6 +226,11 @@ class NotificationRequest(models.Model):
                 fields=["campaign_id", "run_id", "step_id"],
                 name="request_campaign",
                 condition=Q(campaign_id__isnull=False),
+            ),
+            models.Index(
+                fields=["caller", "cancellation_key"],
+                name="request_cancellation_key",
+                condition=~Q(cancellation_key=""),
             ),
             # Support staff look a request up by the caller's idempotency key.
             models.Index(
@@ -335,6 +343,9 @@ class Delivery(models.Model):
 
     class Status(models.TextChoices):
         SCHEDULED = "scheduled"
+        # Waiting for the recipient's digest (or the end of their quiet hours): sent inside
+        # one digest message, never on its own.
+        HELD = "held"
         QUEUED = "queued"
         SENDING = "sending"
         SENT = "sent"
@@ -349,6 +360,7 @@ class Delivery(models.Model):
     # The order a delivery moves through; provider events never move it backwards.
     RANK = {
         "scheduled": 0,
+        "held": 0,
         "queued": 1,
         "sending": 2,
         "ambiguous": 3,
@@ -407,6 +419,7 @@ class Delivery(models.Model):
                 condition=Q(
                     status__in=[
                         "scheduled",
+                        "held",
                         "queued",
                         "sending",
                         "sent",
