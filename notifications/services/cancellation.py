@@ -1,0 +1,194 @@
+"""Cancelling deliveries not yet handed to a provider: the one cancel every path uses (a caller's
+request or ``cancellation_key``, staff in the console, a read of the notification stopping its
+escalation, a read conversation stopping messaging's pending email or push).
+
+A cancel is one ``UPDATE … RETURNING`` over the deliveries still pending, which also reads what
+their events need (notification and request). A worker's claim skips rows another transaction
+holds, and a cancel waits for a claim that holds one and then finds it ``sending``: whichever
+comes first wins, and a delivery is never both sent and cancelled.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from analytics import events
+from communication import rows
+from communication.audit import audit_record
+from communication.exceptions import NotFoundError
+from communication.models import User
+from notifications.escalation import EMAIL_CLICKED, EMAIL_OPENED, PUSH_OPENED
+from notifications.models import Delivery, Notification, NotificationRequest
+from notifications.services.delivery_events import delivery_event
+
+# Statuses of a delivery not yet handed to a provider.
+CANCELLABLE = ("scheduled", "held", "queued")
+# Statuses of one a provider has (or may have) been given: too late to cancel.
+ALREADY_SENT = ("sending", "sent", "delivered", "ambiguous")
+# ``already_sent`` lists at most this many ids (a key may name a large campaign).
+ALREADY_SENT_LIST_MAX = 1000
+
+CANCELLED_BY_CALLER = "cancelled by caller"
+
+_RETURNED = (Delivery, Notification, NotificationRequest)
+
+
+@functools.cache
+def _cancel_statement(where: str) -> str:
+    select = ", ".join(
+        rows.select_list(model, alias)
+        for model, alias in zip(_RETURNED, ("cancelled", "n", "r"), strict=True)
+    )
+    return f"""
+        WITH target AS (
+            SELECT d.id, d.status FROM notifications_delivery AS d
+            WHERE d.id IN ({where}) AND d.status IN ({", ".join(["%s"] * len(CANCELLABLE))})
+            FOR UPDATE OF d
+        ), cancelled AS (
+            UPDATE notifications_delivery AS d
+            SET status = 'cancelled', cancelled_at = %s, updated_at = %s, lease_until = NULL,
+                reason = %s
+            FROM target WHERE d.id = target.id
+            RETURNING d.*, target.status AS was
+        )
+        SELECT {select}, cancelled.was
+        FROM cancelled
+        JOIN notifications_notification AS n ON n.id = cancelled.notification_id
+        JOIN notifications_notificationrequest AS r ON r.id = n.request_id
+        ORDER BY cancelled.id
+    """  # noqa: S608  (names from the models, the subquery from the ORM)
+
+
+def deliveries_cancel_pending(
+    deliveries: QuerySet[Delivery], *, reason: str, actor: str = "", audit: bool = False
+) -> list[Delivery]:
+    """The one cancel: marks those of ``deliveries`` not yet handed to a provider
+    (:data:`CANCELLABLE`) cancelled, with ``cancelled_at`` and ``reason``, in one statement, and
+    records each one's ``cancelled`` event; with ``audit`` (staff's cancels), an audit entry per
+    delivery. Returns the cancelled deliveries (their notification and request loaded)."""
+    subquery, params = deliveries.values("id").query.sql_with_params()
+    now = timezone.now()
+    stamp = rows.column(Delivery, "cancelled_at", [now])[0]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _cancel_statement(subquery),
+            [*params, *CANCELLABLE, stamp, stamp, reason[:255]],
+        )
+        found = cursor.fetchall()
+    if not found:
+        return []
+    widths = [len(m._meta.concrete_fields) for m in _RETURNED]
+    cancelled: list[Delivery] = []
+    was: dict[uuid.UUID, str] = {}
+    for row in found:
+        start = 0
+        parts = []
+        for width in widths:
+            parts.append(row[start : start + width])
+            start += width
+        delivery = rows.instance(Delivery, parts[0])
+        notification = rows.instance(Notification, parts[1])
+        notification.request = rows.instance(NotificationRequest, parts[2])
+        delivery.notification = notification
+        was[delivery.id] = row[start]
+        cancelled.append(delivery)
+    data = {"reason": reason, **({"by": actor} if actor else {})}
+    events.record_many([delivery_event(d, "cancelled", data=data) for d in cancelled])
+    if audit:
+        for d in cancelled:
+            audit_record(
+                "delivery.cancel",
+                "notifications.delivery",
+                d.pk,
+                changes={"status": [was[d.id], "cancelled"]},
+            )
+    return cancelled
+
+
+def escalations_stop(notification_ids: Sequence[uuid.UUID | str], *, reason: str) -> int:
+    """A read of these notifications: cancels their escalation steps still pending (past the
+    first), in the caller's transaction (the read's). Found through the (notification, channel)
+    unique index. Returns how many were cancelled."""
+    if not notification_ids:
+        return 0
+    return len(
+        deliveries_cancel_pending(
+            Delivery.objects.filter(
+                notification_id__in=list(notification_ids), escalation_step__gt=0
+            ),
+            reason=reason,
+        )
+    )
+
+
+@transaction.atomic
+def escalation_stop_for_delivery(delivery_id: uuid.UUID | str, *, reason: str) -> int:
+    """A read signalled on one delivery (an email opened or clicked, a push opened): cancels the
+    pending escalation steps of its notification. Returns how many were cancelled."""
+    return len(
+        deliveries_cancel_pending(
+            Delivery.objects.filter(
+                notification_id__in=Delivery.objects.filter(id=delivery_id).values(
+                    "notification_id"
+                ),
+                escalation_step__gt=0,
+            ),
+            reason=reason,
+        )
+    )
+
+
+def email_engaged(*, delivery_id: uuid.UUID, kind: str, **_: object) -> None:
+    """``analytics.tracking.engaged``'s receiver: a person opened or clicked a tracked email."""
+    escalation_stop_for_delivery(
+        delivery_id, reason=EMAIL_OPENED if kind == "open" else EMAIL_CLICKED
+    )
+
+
+@transaction.atomic
+def notification_push_opened(*, user: User, notification_id: uuid.UUID | str) -> int:
+    """The user opened a push about ``notification_id`` (their own, else a 404): cancels its
+    escalation steps still pending. Returns how many were cancelled."""
+    if not Notification.objects.filter(id=notification_id, user=user).exists():
+        raise NotFoundError("No such notification.")
+    return escalations_stop([notification_id], reason=PUSH_OPENED)
+
+
+@dataclass
+class KeyCancelled:
+    """The answer to a cancel by ``cancellation_key``."""
+
+    cancelled: int
+    already_sent: list[str] = field(default_factory=list)
+
+
+@transaction.atomic
+def cancellation_key_cancel(
+    *, caller: str, key: str, reason: str = CANCELLED_BY_CALLER, report_sent: bool = True
+) -> KeyCancelled:
+    """Cancels every delivery of ``caller``'s requests sent with ``cancellation_key=key`` not
+    yet handed to a provider, and lists (up to :data:`ALREADY_SENT_LIST_MAX`, unless not
+    ``report_sent``) those it was too late for. Another caller's requests are never touched;
+    an unknown key cancels nothing."""
+    if not key:
+        return KeyCancelled(0)
+    mine = Delivery.objects.filter(
+        notification__request__caller=caller, notification__request__cancellation_key=key
+    )
+    cancelled = deliveries_cancel_pending(mine, reason=reason)
+    if not report_sent:
+        return KeyCancelled(len(cancelled))
+    sent = [
+        str(i)
+        for i in mine.filter(status__in=ALREADY_SENT)
+        .order_by("id")
+        .values_list("id", flat=True)[:ALREADY_SENT_LIST_MAX]
+    ]
+    return KeyCancelled(len(cancelled), sent)
