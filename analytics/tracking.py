@@ -211,8 +211,8 @@ def _in(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
 
 # -------------------------------------------------------------------------------- recording
 
-# A person's open or click (never a machine's), sent with ``delivery_id`` and ``kind`` inside the
-# transaction that records it: notifications stops the delivery's escalation there (analytics
+# A person's open or click (never a machine's), sent with ``delivery_id``, ``notification_id``
+# (None when the sent event was not found) and ``kind`` inside the transaction that records it: notifications stops the delivery's escalation there (analytics
 # imports no other app, so the app that cares listens).
 engaged = Signal()
 
@@ -251,5 +251,10 @@ def engagement_record(
             **sent,
         )
         if not machine_reason:
-            engaged.send(sender=Event, delivery_id=token.delivery_id, kind=token.kind)
+            engaged.send(
+                sender=Event,
+                delivery_id=token.delivery_id,
+                notification_id=sent.get("notification_id"),
+                kind=token.kind,
+            )
     return event

@@ -182,9 +182,7 @@ class SendSerializer(InputSerializer):
     scheduled_local = serializers.BooleanField(required=False, default=False)
     escalation = EscalationField(required=False)
     # DRF's CharField refuses NUL characters already.
-    cancellation_key = serializers.CharField(
-        required=False, allow_blank=True, max_length=255, default=""
-    )
+    cancellation_key = serializers.CharField(required=False, allow_blank=True, max_length=255)
 
     def validate(self, attrs):
         if bool(attrs.get("template")) == bool(attrs.get("content")):

@@ -145,11 +145,15 @@ def escalation_stop_for_delivery(delivery_id: uuid.UUID | str, *, reason: str) -
     )
 
 
-def email_engaged(*, delivery_id: uuid.UUID, kind: str, **_: object) -> None:
+def email_engaged(
+    *, delivery_id: uuid.UUID, notification_id: uuid.UUID | None, kind: str, **_: object
+) -> None:
     """``analytics.tracking.engaged``'s receiver: a person opened or clicked a tracked email."""
-    escalation_stop_for_delivery(
-        delivery_id, reason=EMAIL_OPENED if kind == "open" else EMAIL_CLICKED
-    )
+    reason = EMAIL_OPENED if kind == "open" else EMAIL_CLICKED
+    if notification_id is not None:
+        escalations_stop([notification_id], reason=reason)
+    else:
+        escalation_stop_for_delivery(delivery_id, reason=reason)
 
 
 @transaction.atomic
