@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -37,10 +38,10 @@ def offline_cancellation_key(user_pk: object, conversation_id: object) -> str:
     return f"messages:{user_pk}:{conversation_id}"
 
 
-def offline_escalation() -> list[dict]:
+def offline_escalation() -> list[dict[str, Any]]:
     """In-app at once, then push and email after their configured delays (a channel whose delay
     is empty is left out). A misconfigured delay raises, as a bad send body would."""
-    steps: list[dict] = [{"channel": "in_app"}]
+    steps: list[dict[str, Any]] = [{"channel": "in_app"}]
     for channel, name in (
         ("push", "MESSAGING_NOTIFY_PUSH_AFTER"),
         ("email", "MESSAGING_NOTIFY_EMAIL_AFTER"),

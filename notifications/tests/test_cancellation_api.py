@@ -138,3 +138,42 @@ def test_a_request_cancel_uses_the_same_cancel(sender, alice):
     assert sender.delete(f"/api/v1/notifications/requests/{request_id}").status_code in (200, 204)
     d = Delivery.objects.get(id=delivery_id)
     assert (d.status, d.reason) == ("cancelled", "cancelled by caller")
+
+
+def test_a_bulk_send_escalates_and_cancels_by_its_key(sender, alice, bob):
+    from notifications.services import bulk  # noqa: PLC0415  (the fan-out, run here)
+
+    response = sender.post(
+        "/api/v1/notifications/bulk",
+        {
+            "recipients": [{"user_id": "alice"}, {"user_id": "bob"}],
+            "content": {"title": "Sale", "subject": "Sale", "body": "Today only."},
+            "escalation": [{"channel": "in_app"}, {"channel": "email", "after": "2h"}],
+            "cancellation_key": "sale-1",
+        },
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    bulk.bulk_fan_out(response.json()["batch_id"])
+    emails = Delivery.objects.filter(channel="email", notification__request__bulk=True)
+    assert sorted((d.status, d.escalation_step) for d in emails) == [("scheduled", 1)] * 2
+
+    cancelled = sender.post(CANCEL, {"cancellation_key": "sale-1"}, format="json").json()
+    # The in-app items are in the inboxes already: reported as sent.
+    assert cancelled["cancelled"] == 2 and len(cancelled["already_sent"]) == 2
+    assert set(emails.values_list("status", flat=True)) == {"cancelled"}
+
+
+def test_a_bulk_send_refuses_escalation_beside_channels(sender, alice):
+    response = sender.post(
+        "/api/v1/notifications/bulk",
+        {
+            "recipients": [{"user_id": "alice"}],
+            "content": {"body": "x"},
+            "channels": ["email"],
+            "escalation": [{"channel": "in_app"}],
+        },
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "escalation_conflict"
