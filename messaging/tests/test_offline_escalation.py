@@ -100,3 +100,36 @@ def test_reading_the_conversation_cancels_its_pending_email(sendgrid, as_user):
     assert email_step(bob).status == "cancelled"
     assert len(emails_to(sendgrid, carol.email)) == 1
     assert emails_to(sendgrid, bob.email) == []
+
+
+def test_reading_the_conversation_costs_one_statement_more(
+    as_user, settings, django_assert_num_queries
+):
+    """The cancel is one statement in the read's transaction, run only when the read mark
+    moved (and its events one more, only when it cancelled something)."""
+    from messaging.models import Participant  # noqa: PLC0415
+    from messaging.services import participant_notify_offline  # noqa: PLC0415
+
+    settings.CELERY_QUEUE_PREFIX = "void-"  # the notify task runs here, below
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = make_user(f"alice-{tag}"), make_user(f"bob-{tag}")
+    conv = create_conversation(as_user(alice), "direct", [bob.external_id])
+    first = post_message(as_user(alice), conv["id"], "one")
+    assert (
+        participant_notify_offline(Participant.objects.get(user=bob, conversation_id=conv["id"]).pk)
+        == "sent"
+    )
+    second = post_message(as_user(alice), conv["id"], "two")
+    client = as_user(bob)
+    path = f"/api/v1/conversations/{conv['id']}/read"
+    client.post(path, {"message_id": first["id"]}, format="json")  # cancels the pending steps
+    assert email_step(bob).status == "cancelled"
+
+    # Nothing left to cancel: the token's user, BEGIN, the participant, the message, the
+    # participant locked, its update, the cancel (finding nothing: no events), the members and
+    # the receipt, COMMIT, the participant read back.
+    with django_assert_num_queries(11):
+        client.post(path, {"message_id": second["id"]}, format="json")
+    # An older message: the read mark does not move; no update, cancel nor receipt.
+    with django_assert_num_queries(7):
+        client.post(path, {"message_id": first["id"]}, format="json")

@@ -212,7 +212,6 @@ class KeyCancelled:
     already_sent: list[str] = field(default_factory=list)
 
 
-@transaction.atomic
 def cancellation_key_cancel(
     *, caller: str, key: str, reason: str = CANCELLED_BY_CALLER, report_sent: bool = True
 ) -> KeyCancelled:
@@ -220,18 +219,21 @@ def cancellation_key_cancel(
     yet handed to a provider, and lists (up to :data:`ALREADY_SENT_LIST_MAX`, unless not
     ``report_sent``) those it was too late for. Another caller's requests are never touched;
     an unknown key cancels nothing."""
-    if not key:
-        return KeyCancelled(0)
-    mine = Delivery.objects.filter(
-        notification__request__caller=caller, notification__request__cancellation_key=key
-    )
-    cancelled = deliveries_cancel_pending(mine, reason=reason)
-    if not report_sent:
-        return KeyCancelled(len(cancelled))
-    sent = [
-        str(i)
-        for i in mine.filter(status__in=ALREADY_SENT)
-        .order_by("id")
-        .values_list("id", flat=True)[:ALREADY_SENT_LIST_MAX]
-    ]
-    return KeyCancelled(len(cancelled), sent)
+    # Inside a caller's transaction (a read), no savepoint of its own: it would cost two round
+    # trips, and the caller's transaction rolls back whole anyway.
+    with transaction.atomic(savepoint=False):
+        if not key:
+            return KeyCancelled(0)
+        mine = Delivery.objects.filter(
+            notification__request__caller=caller, notification__request__cancellation_key=key
+        )
+        cancelled = deliveries_cancel_pending(mine, reason=reason)
+        if not report_sent:
+            return KeyCancelled(len(cancelled))
+        sent = [
+            str(i)
+            for i in mine.filter(status__in=ALREADY_SENT)
+            .order_by("id")
+            .values_list("id", flat=True)[:ALREADY_SENT_LIST_MAX]
+        ]
+        return KeyCancelled(len(cancelled), sent)

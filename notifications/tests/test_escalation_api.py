@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from analytics.models import Event
+from notifications import services
 from notifications.models import Delivery, Device
 
 ESCALATION = [
@@ -216,3 +217,22 @@ def test_a_push_opened_for_an_unknown_notification_is_a_404(alice, as_user):
     )
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+def test_a_step_released_to_the_queue_is_still_cancelled_by_a_read(sender, alice, as_user):
+    """The sweep released the step (queued, not yet claimed) when the user reads: the read
+    cancels it, and no worker can claim it afterwards."""
+    from conftest import wait_for  # noqa: PLC0415
+
+    escalation = [{"channel": "in_app"}, {"channel": "email", "after": "1s"}]
+    note = send(sender, escalation=escalation).json()["notifications"][0]
+    email = steps(note["id"])["email"]
+    wait_for(lambda: timezone.now() > email.scheduled_for, 10, what="the step's time")
+    assert services.deliveries_sweep()["released"] == 1
+    assert steps(note["id"])["email"].status == "queued"
+
+    as_user(alice).post(f"/api/v1/notifications/{note['id']}/read")
+
+    email = steps(note["id"])["email"]
+    assert (email.status, email.reason) == ("cancelled", "read in inbox")
+    assert services.delivery_attempt(email.id) == "not_claimed"
