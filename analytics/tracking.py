@@ -212,8 +212,9 @@ def _in(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
 # -------------------------------------------------------------------------------- recording
 
 # A person's open or click (never a machine's), sent with ``delivery_id``, ``notification_id``
-# (None when the sent event was not found) and ``kind`` inside the transaction that records it: notifications stops the delivery's escalation there (analytics
-# imports no other app, so the app that cares listens).
+# (None when the sent event was not found) and ``kind`` inside the transaction that records it:
+# notifications stops the notification's escalation there (analytics imports no other app, so
+# the app that cares listens).
 engaged = Signal()
 
 

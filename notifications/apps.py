@@ -8,7 +8,6 @@ class NotificationsConfig(AppConfig):
     def ready(self):
         # Imported once the app registry is ready: the services import the models. The console
         # module registers the dashboard's panels, the metrics module its scrape-time collector.
-        # A person opening or clicking an email stops its notification's escalation.
         from analytics import tracking  # noqa: PLC0415
         from communication import realtime  # noqa: PLC0415
         from notifications import (  # noqa: F401, PLC0415
@@ -19,6 +18,7 @@ class NotificationsConfig(AppConfig):
         )
         from notifications.services import cancellation  # noqa: PLC0415
 
+        # A person opening or clicking an email stops its notification's escalation.
         tracking.engaged.connect(cancellation.email_engaged, dispatch_uid="escalation-stop")
 
         # The gateway's first message carries the unread count.
