@@ -190,6 +190,7 @@ class Category(models.Model):
             models.CheckConstraint(
                 condition=~(models.Q(mandatory=True) & ~models.Q(frequency_caps={})),
                 name="category_mandatory_uncapped",
+                violation_error_message="A mandatory category cannot have frequency caps.",
             ),
         ]
 
