@@ -71,8 +71,8 @@ def deliveries_within_caps(
     """Splits a claimed batch into the deliveries that may be sent and those skipped for their
     cap (``{delivery id: "skipped"}``), in the order given. Deliveries under no cap cost
     nothing; a batch with capped ones costs two statements (the locks, then one statement that
-    counts, takes the places and records the skips with their events), in one short
-    transaction committed before any provider call.
+    counts, takes the places and marks the skips), and a third for the skips' events when there
+    are any, in one short transaction committed before any provider call.
     """
     capped = []
     for delivery in deliveries:
@@ -94,22 +94,18 @@ def deliveries_within_caps(
         [now - dt.timedelta(seconds=seconds) for _, _, (_, seconds) in capped],
     ]
     candidates = [d for d, _, _ in capped]
-    skip_events = events.build_many(
-        [delivery_event(d, "skipped", data={"reason": REASON}) for d in candidates]
-    )
-    insert_events, event_rows = rows.insert_statement(
-        skip_events, where="r.delivery_id IN (SELECT id FROM skipped)"
-    )
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(_LOCK, [_LOCK_SPACE, keys])
-        cursor.execute(
-            f"{_DECIDE}, recorded AS ({insert_events}) SELECT id FROM skipped",  # noqa: S608
-            [*columns, now, REASON, now, event_rows],
-        )
+        cursor.execute(_DECIDE, [*columns, now, REASON, now])
         skipped_ids = {row[0] for row in cursor.fetchall()}
-    if not skipped_ids:
+        skipped = [d for d in candidates if d.id in skipped_ids]
+        if skipped:
+            # Built only when needed: most batches under a cap skip nothing.
+            events.record_many(
+                [delivery_event(d, "skipped", data={"reason": REASON}) for d in skipped]
+            )
+    if not skipped:
         return list(deliveries), {}
-    skipped = [d for d in candidates if d.id in skipped_ids]
     for d in skipped:
         d.status, d.reason = "skipped", REASON
     metrics.deliveries_count((d.channel, "", "skipped") for d in skipped)
@@ -148,19 +144,24 @@ _DECIDE = f"""
         ) AS w(delivery_id, attempts, subject, category, channel, cap, since)
     ), triples AS (
         SELECT DISTINCT subject, category, channel, since FROM wanted
+    ), mine AS (
+        -- Each triple's places, through the window index (LATERAL: one index range per triple,
+        -- never a scan of the ledger).
+        SELECT t.subject, t.category, t.channel, t.since, s.id, s.delivery_id, s.granted_at
+        FROM triples AS t CROSS JOIN LATERAL (
+            SELECT s.id, s.delivery_id, s.granted_at FROM {_TABLE} AS s
+            WHERE s.subject = t.subject AND s.category = t.category AND s.channel = t.channel
+        ) AS s
     ), pruned AS (
-        DELETE FROM {_TABLE} AS s USING triples AS t
-        WHERE s.subject = t.subject AND s.category = t.category AND s.channel = t.channel
-          AND s.granted_at <= t.since
-          AND s.delivery_id NOT IN (SELECT delivery_id FROM wanted)
+        DELETE FROM {_TABLE} WHERE id IN (
+            SELECT id FROM mine WHERE granted_at <= since
+              AND delivery_id NOT IN (SELECT delivery_id FROM wanted)
+        )
     ), held AS (
-        SELECT s.delivery_id FROM {_TABLE} AS s
-        WHERE s.delivery_id IN (SELECT delivery_id FROM wanted)
+        SELECT w.delivery_id FROM wanted AS w
+        WHERE EXISTS (SELECT 1 FROM {_TABLE} AS s WHERE s.delivery_id = w.delivery_id)
     ), used AS (
-        SELECT t.subject, t.category, t.channel, count(*) AS n
-        FROM triples AS t JOIN {_TABLE} AS s
-          ON s.subject = t.subject AND s.category = t.category AND s.channel = t.channel
-         AND s.granted_at > t.since
+        SELECT subject, category, channel, count(*) AS n FROM mine WHERE granted_at > since
         GROUP BY 1, 2, 3
     ), fresh AS (
         SELECT w.*, row_number() OVER (
@@ -183,4 +184,5 @@ _DECIDE = f"""
           AND f.delivery_id NOT IN (SELECT delivery_id FROM granted)
         RETURNING d.id
     )
+    SELECT id FROM skipped
 """  # noqa: S608  (names from the models)
