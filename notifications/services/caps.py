@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -32,6 +34,8 @@ from communication.models import cap_period_seconds
 from notifications import metrics
 from notifications.models import CapSlot, Delivery
 from notifications.services.delivery_events import delivery_event
+
+logger = logging.getLogger(__name__)
 
 REASON = "frequency_cap"
 # The advisory locks' first key: keeps ours apart from the other users of advisory locks.
@@ -47,7 +51,13 @@ def delivery_cap(delivery: Delivery) -> tuple[int, int] | None:
     cap = category.frequency_caps.get(delivery.channel)
     if not cap:
         return None
-    return int(cap["limit"]), _seconds(cap["period"])
+    try:
+        return int(cap["limit"]), _seconds(cap["period"])
+    except (KeyError, TypeError, ValueError, ValidationError):
+        # Written past the model's validation (a shell, a raw UPDATE): sending goes on, uncapped,
+        # rather than failing every batch of the category.
+        logger.error("category %s has an invalid %s cap: %r", category.key, delivery.channel, cap)
+        return None
 
 
 @functools.lru_cache(maxsize=64)

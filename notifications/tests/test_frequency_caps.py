@@ -15,6 +15,8 @@ from django.utils import timezone
 from werkzeug import Response
 
 from analytics.models import Event
+from communication.compliance import erasure
+from communication.compliance.keyed import lookup_hash
 from communication.models import Category, User
 from notifications import services
 from notifications.models import CapSlot, Delivery
@@ -322,3 +324,28 @@ def test_the_categories_api_shows_the_caps(as_user, carol):
     caps = {c["key"]: c["frequency_caps"] for c in body}
     assert caps["digest-news"] == {"email": {"limit": 3, "period": "7d"}}
     assert caps["alerts"] == {}
+
+
+@pytest.mark.django_db
+def test_erasing_a_person_erases_their_places(sendgrid, carol):
+    accept_all(sendgrid)
+    capped(email=HOUR)
+    services.deliveries_attempt(queue({"user_id": "carol"}, "digest-news"))
+    services.deliveries_attempt(queue({"email": "walk-in@example.com"}, "digest-news"))
+    services.deliveries_attempt(queue({"email": "other@example.com"}, "digest-news"))
+    assert CapSlot.objects.count() == 3
+    erasure.erase("user_id", "carol", requested_by="test")
+    erasure.erase("email", "walk-in@example.com", requested_by="test")
+    assert list(CapSlot.objects.values_list("subject", flat=True)) == [
+        f"a:{lookup_hash('other@example.com')}"
+    ]
+
+
+@pytest.mark.django_db
+def test_a_cap_written_past_validation_does_not_stop_sending(sendgrid, carol, caplog):
+    accept_all(sendgrid)
+    category = capped(email=HOUR)
+    Category.objects.filter(pk=category.pk).update(frequency_caps={"email": {"limit": "x"}})
+    ids = queue({"user_id": "carol"}, "digest-news", count=3)
+    assert set(services.deliveries_attempt(ids).values()) == {"sent"}
+    assert "digest-news has an invalid email cap" in caplog.text
