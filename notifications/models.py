@@ -471,6 +471,32 @@ class Delivery(models.Model):
         return f"{self.channel} to {self.address or '-'} ({self.status})"
 
 
+class CapSlot(models.Model):
+    """A delivery that took one place in its recipient's frequency cap (``services.caps``): one
+    row per delivery handed to a provider in a capped category and channel, counted over the
+    cap's sliding window. ``subject`` is the person: ``u:<user id>``, or ``a:<address hash>``
+    for an address-only recipient (the keyed hash: no address in the clear)."""
+
+    id = models.BigAutoField(primary_key=True)
+    subject = models.CharField(max_length=80)
+    category = models.CharField(max_length=64)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    # One place per delivery, whatever its retries: the unique index is the proof.
+    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, related_name="+")
+    granted_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # The window's count: one person's places in one category and channel, by time.
+            models.Index(
+                fields=["subject", "category", "channel", "granted_at"], name="capslot_window"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category}/{self.channel} for {self.subject} at {self.granted_at}"
+
+
 class OutboxMessage(models.Model):
     """What a channel with no configured provider "sent": the development outbox."""
 

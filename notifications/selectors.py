@@ -93,6 +93,7 @@ def categories_with_preferences(user: User) -> list[dict[str, Any]]:
                 "mandatory": category.mandatory,
                 "requires_consent": category.requires_consent,
                 "channels": channels,
+                "frequency_caps": category.frequency_caps,
             }
         )
     return out

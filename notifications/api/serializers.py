@@ -314,6 +314,11 @@ class ConsentSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
 
 
+class FrequencyCapSerializer(serializers.Serializer):
+    limit = serializers.IntegerField()
+    period = serializers.CharField(help_text='A whole number and m, h or d, like "7d".')
+
+
 class CategoryPreferenceSerializer(serializers.Serializer):
     key = serializers.CharField()
     name = serializers.CharField()
@@ -321,6 +326,8 @@ class CategoryPreferenceSerializer(serializers.Serializer):
     mandatory = serializers.BooleanField()
     requires_consent = serializers.BooleanField()
     channels = serializers.DictField(child=serializers.BooleanField())
+    # What the category promises: at most "limit" messages per "period" on each channel listed.
+    frequency_caps = serializers.DictField(child=FrequencyCapSerializer())
 
 
 class PreferencesOutSerializer(serializers.Serializer):

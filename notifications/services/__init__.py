@@ -5,6 +5,7 @@
 - ``cancellation``: the one cancel (by request, key, staff, or a read stopping an escalation);
 - ``delivery``: claim, render and send a batch of deliveries; staff's resend;
 - ``outcomes``: record what an attempt ended in (accepted, retry, failover, failed);
+- ``caps``: frequency caps, kept by ``delivery`` just before the providers;
 - ``sweeps``: the beat's housekeeping;
 - ``staff``: what staff do from the console (resend a failed delivery, send a test);
 - ``inbox``: the user's read state;
