@@ -27,6 +27,7 @@ from communication.exceptions import NotFoundError
 from communication.models import User
 from notifications.escalation import EMAIL_CLICKED, EMAIL_OPENED, PUSH_OPENED
 from notifications.models import Delivery, Notification, NotificationRequest
+from notifications.services.caps import cap_slots_release_cancelled
 from notifications.services.delivery_events import delivery_event
 
 # Statuses of a delivery not yet handed to a provider.
@@ -138,6 +139,7 @@ def deliveries_cancel_pending(
         delivery.notification = notification
         was[delivery.id] = row[d_end]
         cancelled.append(delivery)
+    cap_slots_release_cancelled([d.id for d in cancelled if was[d.id] == "queued"])
     data = {"reason": reason, **({"by": actor} if actor else {})}
     events.record_many([delivery_event(d, "cancelled", data=data) for d in cancelled])
     if audit:

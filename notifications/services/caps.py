@@ -132,6 +132,13 @@ def cap_slot_release(delivery: Delivery) -> None:
         CapSlot.objects.filter(delivery_id=delivery.id).delete()
 
 
+def cap_slots_release_cancelled(delivery_ids: Sequence[object]) -> None:
+    """Gives back the places of queued deliveries just cancelled (a place is taken at the
+    worker's claim; one put back in the queue by a rate limit or an open breaker keeps it)."""
+    if delivery_ids:
+        CapSlot.objects.filter(delivery_id__in=list(delivery_ids)).delete()
+
+
 # One transaction-scoped lock per (person, category, channel), taken in key order by every
 # worker so that two batches sharing people never wait on each other in a cycle. The DISTINCT
 # sorted subquery feeds the locks in that order.

@@ -349,3 +349,27 @@ def test_a_cap_written_past_validation_does_not_stop_sending(sendgrid, carol, ca
     ids = queue({"user_id": "carol"}, "digest-news", count=3)
     assert set(services.deliveries_attempt(ids).values()) == {"sent"}
     assert "digest-news has an invalid email cap" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_delivery_cancelled_after_taking_a_place_gives_it_back(sendgrid, carol):
+    answers = iter([Response("busy", status=503)])
+    sendgrid.expect_request(SENDGRID).respond_with_handler(
+        lambda request: next(answers, Response("", status=202))
+    )
+    capped(email={"limit": 1, "period": "1h"})
+    first = services.notification_send(
+        caller="svc",
+        payload={
+            "recipients": [{"user_id": "carol"}],
+            "category": "digest-news",
+            "channels": ["email"],
+            "content": {"subject": "News", "body": "Something new."},
+            "cancellation_key": "news-1",
+        },
+    ).body["notifications"][0]["deliveries"][0]["id"]
+    # The provider was busy: back in the queue, still holding the only place.
+    assert services.deliveries_attempt([first]) == {first: "retry"}
+    assert services.cancellation_key_cancel(caller="svc", key="news-1").cancelled == 1
+    later = queue({"user_id": "carol"}, "digest-news")
+    assert services.deliveries_attempt(later) == {later[0]: "sent"}
