@@ -16,6 +16,7 @@ from communication.audit import audit_record
 from communication.models import User
 from notifications import selectors
 from notifications.models import Notification
+from notifications.services import webhooks
 
 
 def notifications_publish_created(notifications: Sequence[Notification]) -> None:
@@ -60,6 +61,8 @@ def notification_mark(*, user: User, notification_id: uuid.UUID | str, read: boo
     if (notification.read_at is None) == read:
         notification.read_at = value
         notification.save(update_fields=["read_at"])
+        if read:
+            webhooks.emit([webhooks.read_event(notification.id, value)])
         realtime.publish_event(
             user.pk,
             "notification.read" if read else "notification.unread",
@@ -78,6 +81,7 @@ def notification_read_all(*, user: User) -> int:
     ids = list(selectors.inbox_unread(user).values_list("id", flat=True))
     if ids:
         Notification.objects.filter(id__in=ids).update(read_at=now)
+        webhooks.emit([webhooks.read_event(i, now) for i in ids])
         realtime.publish_event(
             user.pk,
             "notification.read",
@@ -93,6 +97,7 @@ def notification_dismiss(*, user: User, notification_id: uuid.UUID | str) -> Non
     notification.dismissed_at = timezone.now()
     if notification.read_at is None:
         notification.read_at = notification.dismissed_at
+        webhooks.emit([webhooks.read_event(notification.id, notification.read_at)])
     notification.save(update_fields=["dismissed_at", "read_at"])
     audit_record("notification.dismiss", "notifications.notification", notification.pk)
     realtime.publish_event(

@@ -24,6 +24,7 @@ from notifications.models import (
     Suppression,
     suppression_hash,
 )
+from notifications.services import webhooks
 from notifications.services.delivery_events import delivery_event
 from notifications.tracking import TrackingEvent
 from notifications.unsubscribe import TokenPayload
@@ -118,6 +119,7 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
     if changed:
         delivery.save(update_fields=[*changed, "updated_at"])
         metrics.deliveries_count([(delivery.channel, event.provider, delivery.status)])
+    webhooks.emit(webhooks.tracked_events(delivery, event.event, changed=bool(changed)))
 
     suppress = event.suppress
     if not suppress and event.event == "complained":
@@ -228,6 +230,7 @@ def unsubscribe_apply(payload: TokenPayload, *, source: str) -> str:
     )
     if delivery is not None:
         events.record(**delivery_event(delivery, "unsubscribed", source=source))
+        webhooks.emit([webhooks.unsubscribe_event(delivery, source)])
     else:
         events.record(
             "unsubscribed",
