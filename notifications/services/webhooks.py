@@ -291,7 +291,7 @@ def endpoint_rotate_secret(endpoint: WebhookEndpoint) -> str:
         endpoint.pk,
         changes={"previous_secret_expires_at": endpoint.previous_secret_expires_at.isoformat()},
     )
-    return endpoint.secret
+    return str(endpoint.secret)
 
 
 # --------------------------------------------------------------------------- emission
@@ -354,7 +354,7 @@ def emit(events: Sequence[Event]) -> int:
                 [e.notification_id for e in events],
             ],
         )
-        written = cursor.fetchone()[0]
+        written = int(cursor.fetchone()[0])
     if written:
         _dispatch_on_commit()
     return written

@@ -286,7 +286,9 @@ def test_dead_letter_after_the_schedule_then_replay(service, private_ok, receive
     assert bad.status_code == 400
 
 
-def test_an_endpoint_that_keeps_failing_is_disabled(service, settings, private_ok, receiver, caplog):
+def test_an_endpoint_that_keeps_failing_is_disabled(
+    service, settings, private_ok, receiver, caplog
+):
     settings.WEBHOOKS_DISABLE_AFTER_FAILURES = 3
     client = service()
     endpoint = register(client, receiver.url)

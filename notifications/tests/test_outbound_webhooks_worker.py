@@ -12,6 +12,7 @@ import pytest
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
+from communication.auth import tokens
 from communication.models import User
 from conftest import wait_for
 from notifications.models import Delivery, WebhookMessage
@@ -131,8 +132,6 @@ def test_each_state_change_is_one_event_in_order(worker, billing, receiver, make
     wait_for(lambda: Delivery.objects.get(id=email).status == "delivered", 30, what="email")
     wait_for(lambda: len(receiver.requests) >= 2, 30, what="two events")
     reader = APIClient()
-    from communication.auth import tokens
-
     reader.credentials(
         HTTP_AUTHORIZATION=f"Bearer {tokens.issue_user_token(User.objects.get(username='w2'))}"
     )
