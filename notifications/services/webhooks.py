@@ -396,6 +396,29 @@ EMIT_SENT_SQL = """
 """
 
 
+# ``message.created``, written by messaging's send statement (``messaging.services.statement``)
+# after its ``message`` CTE, with its parameters: for the endpoints whose service holds
+# ``messaging:read``, in order per conversation. No content, no sender: ids and the type.
+EMIT_MESSAGE_SQL = """
+    webhooks AS (
+        INSERT INTO notifications_webhookmessage
+            (event_id, endpoint_id, event_type, payload, ordering_key, status, attempts,
+             next_attempt_at, created_at)
+        SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), e.id, 'message.created',
+               jsonb_build_object(
+                   'type', 'message.created', 'created_at', %(sent_at)s::timestamptz,
+                   'data', jsonb_build_object(
+                       'message_id', message.id, 'parent_id', message.parent_id,
+                       'conversation_id', %(conversation)s::uuid, 'type', %(type)s::text)),
+               'conversation:' || %(conversation)s::text, 'pending', 0, now(), now()
+        FROM message JOIN notifications_webhookendpoint e
+          ON e.disabled_at IS NULL AND 'message.created' = ANY(e.events)
+         AND 'messaging:read' = ANY(e.scopes)
+        RETURNING 1
+    )
+"""
+
+
 def delivery_event(delivery: Any, type_: str, status: str = "", **extra: Any) -> Event:
     """The ``delivery.*`` event of ``delivery`` (its notification and request loaded), for
     its caller's endpoints, in order per delivery; ``status`` the one it moved to."""
@@ -478,10 +501,11 @@ def dispatch_after_emit(written: int) -> None:
 
 
 def _dispatch_on_commit(countdown: float = 0) -> None:
-    transaction.on_commit(lambda: _dispatch_enqueue(countdown))
+    transaction.on_commit(lambda: dispatch_enqueue(countdown))
 
 
-def _dispatch_enqueue(countdown: float = 0) -> None:
+def dispatch_enqueue(countdown: float = 0) -> None:
+    """Asks a worker for a dispatch now (or in ``countdown`` seconds)."""
     from communication.celery import app, queue  # noqa: PLC0415 (the app imports the tasks)
 
     try:
@@ -643,7 +667,7 @@ def message_deliver(message: WebhookMessage) -> str:
     # An ordered successor, now due, is claimed by the dispatcher's next round; a retry soon
     # is enqueued with its countdown, a later one is left to the sweep (no far broker ETAs).
     if held and outcome == "retry" and delay <= 3600:
-        _dispatch_enqueue(delay)
+        dispatch_enqueue(delay)
     return outcome
 
 
@@ -690,7 +714,7 @@ def webhooks_sweep() -> dict[str, int]:
         status="pending", next_attempt_at__lte=now, endpoint__disabled_at=None
     ).exists()
     if due:
-        _dispatch_enqueue()
+        dispatch_enqueue()
     return {"expired": expired, "due": int(due)}
 
 

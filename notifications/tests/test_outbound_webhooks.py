@@ -16,8 +16,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
-from communication.models import AuditEntry
+from communication.models import AuditEntry, User
 from conftest import wait_for
+from messaging import services as messaging
 from notifications.models import WebhookEndpoint, WebhookMessage
 from notifications.services import webhooks
 
@@ -339,3 +340,29 @@ def test_a_caller_without_endpoints_costs_one_statement_and_writes_nothing(
     with django_assert_num_queries(1):
         assert emit(delivery_id="d1") == 0
     assert not WebhookMessage.objects.exists()
+
+
+def test_a_message_goes_to_services_that_may_read_messages(service, private_ok, receiver):
+    reader = register(
+        service("chat-bot", (*SCOPES, "messaging:read")), receiver.url, ["message.created"]
+    )
+    alice = User.objects.create(username="ma", external_id="ma")
+    User.objects.create(username="mb", external_id="mb")
+    conversation, _ = messaging.conversation_create(user=alice, type="direct", participants=["mb"])
+    message, created = messaging.message_send(
+        user=alice, conversation_id=conversation.id, content="secret plans"
+    )
+    assert created
+    found = WebhookMessage.objects.get()
+    assert str(found.endpoint_id) == reader["id"]
+    assert found.ordering_key == f"conversation:{conversation.id}"
+    dispatch_until(lambda: len(receiver.requests) == 1, "message.created")
+    body = receiver.bodies()[0]
+    assert body["type"] == "message.created"
+    assert body["data"] == {
+        "message_id": message.id,
+        "parent_id": None,
+        "conversation_id": str(conversation.id),
+        "type": "text",
+    }
+    assert "secret plans" not in receiver.requests[0][1].decode()
