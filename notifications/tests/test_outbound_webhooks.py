@@ -19,8 +19,11 @@ from werkzeug import Request, Response
 from communication.models import AuditEntry, User
 from conftest import wait_for
 from messaging import services as messaging
-from notifications.models import WebhookEndpoint, WebhookMessage
+from notifications import services
+from notifications.models import Delivery, WebhookEndpoint, WebhookMessage
 from notifications.services import webhooks
+from notifications.tracking import TrackingEvent
+from notifications.unsubscribe import read_token, token_for
 
 pytestmark = pytest.mark.django_db
 
@@ -366,3 +369,64 @@ def test_a_message_goes_to_services_that_may_read_messages(service, private_ok, 
         "type": "text",
     }
     assert "secret plans" not in receiver.requests[0][1].decode()
+
+
+def test_provider_reports_and_unsubscribes_reach_the_sender_once(service, private_ok, receiver):
+    register(
+        service("billing"),
+        receiver.url,
+        ["delivery.delivered", "delivery.bounced", "unsubscribe"],
+    )
+    register(service("shipping"), receiver.url, ["delivery.delivered", "unsubscribe"])
+    outcome = services.notification_send(
+        caller="billing",
+        idempotency_key="",
+        payload={
+            "recipients": [{"email": "p@example.com"}],
+            "category": "alerts",
+            "channels": ["email"],
+            "content": {"subject": "Hi", "body": "Hello"},
+            "data": {},
+        },
+    )
+    delivery_id = outcome.body["notifications"][0]["deliveries"][0]["id"]
+    Delivery.objects.filter(id=delivery_id).update(
+        status="sent", provider="sendgrid", provider_message_id="pm-1"
+    )
+    now = timezone.now()
+    report = TrackingEvent(
+        provider="sendgrid",
+        provider_message_id="pm-1",
+        event="delivered",
+        occurred_at=now,
+        event_id="ev-1",
+    )
+    services.delivery_track(report)
+    services.delivery_track(report)  # the provider's retry of the same event
+    services.delivery_track(
+        TrackingEvent(
+            provider="sendgrid",
+            provider_message_id="pm-1",
+            event="bounced",
+            occurred_at=now,
+            event_id="ev-2",
+            bounce="soft",
+        )
+    )
+    delivery = Delivery.objects.select_related("notification").get(id=delivery_id)
+    payload = read_token(token_for(delivery))
+    assert payload is not None
+    services.unsubscribe_apply(payload, source="one-click")
+    written = list(
+        WebhookMessage.objects.order_by("id").values_list("endpoint__owner", "event_type")
+    )
+    assert written == [
+        ("billing", "delivery.delivered"),
+        ("billing", "delivery.bounced"),
+        ("billing", "unsubscribe"),
+    ]
+    data = WebhookMessage.objects.get(event_type="unsubscribe").payload["data"]
+    assert data["delivery_id"] == delivery_id and data["channel"] == "email"
+    assert "p@example.com" not in json.dumps(
+        list(WebhookMessage.objects.values_list("payload", flat=True))
+    )
