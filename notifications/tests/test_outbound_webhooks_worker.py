@@ -3,18 +3,22 @@ dispatching its events to a local receiver, retries included; a read through the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 from werkzeug import Request, Response
 
+from communication import adb
 from communication.auth import tokens
 from communication.models import User
 from conftest import wait_for
+from messaging import services as messaging
 from notifications.models import Delivery, WebhookMessage
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -143,3 +147,36 @@ def test_each_state_change_is_one_event_in_order(worker, billing, receiver, make
     assert [d.get("delivery_id") for d in datas[:2]] == [email, email]
     assert datas[2]["notification_id"] == notification["id"]
     assert WebhookMessage.objects.count() == 3
+
+
+def test_a_message_sent_over_the_websocket_path_reaches_a_reader(
+    worker, receiver, make_service_token
+):
+    reader = APIClient()
+    token = make_service_token("chat-bot", ("webhooks:manage", "messaging:read"))
+    reader.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    created = reader.post(
+        "/api/v1/webhooks/endpoints",
+        {"url": receiver.url, "events": ["message.created"]},
+        format="json",
+    ).json()
+    alice = User.objects.create(username="wa", external_id="wa")
+    User.objects.create(username="wb", external_id="wb")
+    conversation, _ = messaging.conversation_create(user=alice, type="direct", participants=["wb"])
+
+    async def scenario():
+        try:
+            return await messaging.message_send_async(
+                user=alice, conversation_id=conversation.id, content="on the socket"
+            )
+        finally:
+            await adb.close()
+
+    try:
+        message, *_ = asyncio.run(scenario())
+    finally:
+        connection.close()
+    wait_for(lambda: len(receiver.requests) == 1, 30, what="message.created")
+    headers, body = receiver.requests[0]
+    assert verify(created["secret"], headers, body)
+    assert json.loads(body)["data"]["message_id"] == message.id
