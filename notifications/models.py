@@ -666,6 +666,8 @@ class WebhookMessage(models.Model):
             ),
             # The endpoint's delivery log, newest first.
             models.Index(fields=["endpoint", "-id"], name="webhook_message_log"),
+            # The hourly prune of the log past WEBHOOKS_LOG_RETENTION_DAYS.
+            models.Index(fields=["created_at"], name="webhook_message_created"),
         ]
 
     def __str__(self) -> str:

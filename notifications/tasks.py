@@ -36,3 +36,8 @@ def webhooks_dispatch() -> dict:
 @shared_task(ignore_result=True)
 def webhooks_sweep() -> dict:
     return webhooks.webhooks_sweep()
+
+
+@shared_task(ignore_result=True)
+def webhooks_prune() -> int:
+    return webhooks.webhooks_prune()

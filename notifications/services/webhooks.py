@@ -718,6 +718,24 @@ def webhooks_sweep() -> dict[str, int]:
     return {"expired": expired, "due": int(due)}
 
 
+def webhooks_prune(batch: int = 5000) -> int:
+    """Forgets delivered and dead messages (their attempts with them) older than
+    ``WEBHOOKS_LOG_RETENTION_DAYS``, a batch at a time. Returns how many."""
+    cutoff = timezone.now() - dt.timedelta(days=settings.WEBHOOKS_LOG_RETENTION_DAYS)
+    removed = 0
+    while True:
+        ids = list(
+            WebhookMessage.objects.filter(
+                created_at__lt=cutoff, status__in=("delivered", "dead")
+            ).values_list("id", flat=True)[:batch]
+        )
+        if not ids:
+            return removed
+        removed += (
+            WebhookMessage.objects.filter(id__in=ids).delete()[1].get(WebhookMessage._meta.label, 0)
+        )
+
+
 # --------------------------------------------------------------------------- replay
 
 

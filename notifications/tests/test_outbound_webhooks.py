@@ -430,3 +430,24 @@ def test_provider_reports_and_unsubscribes_reach_the_sender_once(service, privat
     assert "p@example.com" not in json.dumps(
         list(WebhookMessage.objects.values_list("payload", flat=True))
     )
+
+
+def test_the_log_forgets_finished_messages_past_its_retention(
+    service, settings, private_ok, receiver
+):
+    settings.WEBHOOKS_LOG_RETENTION_DAYS = 30
+    register(service(), receiver.url)
+    emit(delivery_id="old-delivered")
+    emit(delivery_id="old-pending")
+    emit(delivery_id="recent")
+    dispatch_until(lambda: len(receiver.requests) == 3, "three requests")
+    old = timezone.now() - dt.timedelta(days=31)
+    WebhookMessage.objects.filter(payload__data__delivery_id__startswith="old").update(
+        created_at=old
+    )
+    WebhookMessage.objects.filter(payload__data__delivery_id="old-pending").update(
+        status="pending", next_attempt_at=timezone.now() + dt.timedelta(hours=1)
+    )
+    assert webhooks.webhooks_prune() == 1
+    left = set(WebhookMessage.objects.values_list("payload__data__delivery_id", flat=True))
+    assert left == {"old-pending", "recent"}
