@@ -14,6 +14,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.urls import path
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from unfold.decorators import display
 
 from notifications.admin.common import STATUS_COLOURS, ReadOnlyAdmin, cut, when
@@ -74,6 +76,11 @@ class WebhookEndpointAdmin(ReadOnlyAdmin):
                 name="notifications_webhookendpoint_replay",
             ),
             path(
+                "<path:object_id>/replay-since/",
+                self.admin_site.admin_view(partial(replay_since_view, self)),
+                name="notifications_webhookendpoint_replay_since",
+            ),
+            path(
                 "<path:object_id>/enable/",
                 self.admin_site.admin_view(partial(enable_view, self)),
                 name="notifications_webhookendpoint_enable",
@@ -121,6 +128,26 @@ def replay_view(model_admin: Any, request: HttpRequest, object_id: str, event_id
     except WebhookMessage.DoesNotExist:
         raise Http404 from None
     messages.success(request, f"{event_id} will be sent again.")
+    return redirect("admin:notifications_webhookendpoint_change", endpoint.pk)
+
+
+def replay_since_view(model_admin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    if not can_act(request):
+        raise PermissionDenied
+    endpoint = _endpoint(object_id)
+    try:
+        since = parse_datetime(request.POST.get("since", "").replace("\x00", ""))
+    except ValueError:  # well formed, not a date (a 13th month)
+        since = None
+    if since is None:
+        messages.error(request, "Give the date and time to replay from.")
+    else:
+        if timezone.is_naive(since):
+            since = timezone.make_aware(since)  # as typed, in the console's time zone
+        count = webhooks.messages_replay_since(endpoint, since)
+        messages.success(request, f"{count} message(s) will be sent again.")
     return redirect("admin:notifications_webhookendpoint_change", endpoint.pk)
 
 

@@ -5,7 +5,10 @@ missing."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from django.utils import timezone
 from werkzeug import Request, Response
 
 from communication.models import AuditEntry, User
@@ -54,6 +57,9 @@ def test_replay_a_dead_message_and_re_enable_an_endpoint(console, httpserver, se
         disabled_at=message.created_at, disabled_reason="disabled after 3 consecutive failures"
     )
 
+    since = timezone.localtime(message.created_at - dt.timedelta(minutes=1)).strftime(
+        "%Y-%m-%dT%H:%M"
+    )
     with chromium() as browser:
         staff = StaffBrowser(browser, console.url, "support")
         page = staff.page
@@ -74,9 +80,14 @@ def test_replay_a_dead_message_and_re_enable_an_endpoint(console, httpserver, se
             page.wait_for_timeout(100)
         assert status == "delivered"
         assert "200" in row.inner_text()
+        # Everything since a time (the console's clock: its time zone).
+        page.fill("#replay-since-at", since)
+        page.click("#replay-since button[name=replay-since]")
+        page.wait_for_selector("text=1 message(s) will be sent again.")
         assert staff.errors == []
 
-    assert received == [message.event_id] * 4
+    wait_for(lambda: len(received) == 5, 30, what="the replay since")
+    assert received == [message.event_id] * 5
     actions = set(
         AuditEntry.objects.filter(object_id=str(endpoint.pk)).values_list("action", "actor")
     )
