@@ -548,6 +548,10 @@ PROVIDER_BREAKER_THRESHOLD = env.int("PROVIDER_BREAKER_THRESHOLD", default=5)
 PROVIDER_BREAKER_RESET_SECONDS = env.int("PROVIDER_BREAKER_RESET_SECONDS", default=30)
 IDEMPOTENCY_TTL_HOURS = 24
 NOTIFICATIONS_MAX_RECIPIENTS = 1000
+# A send's escalation: how late its last step may be (a pending step waits in the database).
+NOTIFICATIONS_ESCALATION_MAX_SECONDS = env.int(
+    "NOTIFICATIONS_ESCALATION_MAX_SECONDS", default=7 * 24 * 3600
+)
 # POST /api/v1/notifications/bulk: recipients per request, and per fan-out transaction.
 BULK_MAX_RECIPIENTS = 10_000
 BULK_FANOUT_BATCH = env.int("BULK_FANOUT_BATCH", default=500)

@@ -196,6 +196,10 @@ class NotificationRequest(models.Model):
     # The caller's own name for what this send is about: ``POST /notifications/cancel`` with it
     # cancels every delivery of the caller's requests carrying it not yet handed to a provider.
     cancellation_key = models.CharField(max_length=255, blank=True)
+    # The send's escalation, as the caller gave it (``[{"channel", "after"}]``, ``after`` in
+    # seconds): each later step is a delivery scheduled that long after the send, cancelled
+    # when the notification is read first (``notifications.services.cancellation``).
+    escalation = models.JSONField(default=list, blank=True)
     # A request made by "resend" in the staff console: the delivery it sends again.
     resent_from = models.ForeignKey(
         "Delivery",
@@ -410,6 +414,9 @@ class Delivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # Its position in the request's escalation (0: the first, immediate step); NULL outside
+    # one. A read of the notification cancels the pending steps past 0.
+    escalation_step = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "deliveries"

@@ -2,6 +2,7 @@
 
 - ``send``: accept a request (idempotency, recipients, rules, the one write);
 - ``requests``: a caller's request afterwards (status, cancel, reschedule), staff's cancel;
+- ``cancellation``: the one cancel (by request, key, staff, or a read stopping an escalation);
 - ``delivery``: claim, render and send a batch of deliveries; staff's resend;
 - ``outcomes``: record what an attempt ended in (accepted, retry, failover, failed);
 - ``sweeps``: the beat's housekeeping;
@@ -15,6 +16,11 @@ Only these modules write notification rows. Callers use the names re-exported he
 """
 
 from notifications.providers.registry import provider_breaker
+from notifications.services.cancellation import (
+    cancellation_key_cancel,
+    escalations_stop,
+    notification_push_opened,
+)
 from notifications.services.delivery import (
     deliveries_attempt,
     deliveries_claim,
@@ -62,6 +68,7 @@ __all__ = [
     "TEST_CATEGORY",
     "SendOutcome",
     "address_normalize",
+    "cancellation_key_cancel",
     "consent_record",
     "deliveries_attempt",
     "deliveries_cancel",
@@ -72,10 +79,12 @@ __all__ = [
     "delivery_attempt",
     "delivery_resend",
     "delivery_track",
+    "escalations_stop",
     "idempotency_prune",
     "notification_cancel",
     "notification_dismiss",
     "notification_mark",
+    "notification_push_opened",
     "notification_read_all",
     "notification_send",
     "notifications_publish_created",

@@ -107,7 +107,9 @@ def _claim_statement() -> str:
               AND NOT EXISTS (
                 SELECT 1 FROM notifications_notification AS hn
                 JOIN notifications_notificationrequest AS hr ON hr.id = hn.request_id
-                WHERE hn.id = d.notification_id AND hr.held_at IS NOT NULL
+                WHERE hn.id = d.notification_id AND (hr.held_at IS NOT NULL
+                  -- an escalation step of a notification read meanwhile is not sent
+                  OR (d.escalation_step > 0 AND hn.read_at IS NOT NULL))
               )
             ORDER BY d.id FOR UPDATE OF d SKIP LOCKED
         ), claimed AS (

@@ -13,7 +13,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifications', '0012_held_status_cancellation_key'),
+        ('notifications', '0013_escalation'),
     ]
 
     operations = [
