@@ -125,6 +125,12 @@ NAVIGATION = [
                 "notifications.view_outboxmessage",
             ),
             _item(
+                "Webhook endpoints",
+                "webhook",
+                "notifications_webhookendpoint_changelist",
+                "notifications.view_webhookendpoint",
+            ),
+            _item(
                 "Provider health",
                 "monitor_heart",
                 "notifications_provider_health",

@@ -557,6 +557,26 @@ BULK_MAX_RECIPIENTS = 10_000
 BULK_FANOUT_BATCH = env.int("BULK_FANOUT_BATCH", default=500)
 SMS_DEFAULT_REGION = env.str("SMS_DEFAULT_REGION", default="")
 
+# Outbound webhooks (notifications.services.webhooks). Endpoints on private, loopback,
+# link-local … addresses are refused unless WEBHOOKS_ALLOW_PRIVATE (development, tests).
+WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)
+# Seconds between a message's attempts (jittered ±20%); after the last one it is dead. The
+# default spreads eight attempts over about 24 h (Standard Webhooks' schedule, trimmed).
+WEBHOOKS_RETRY_SCHEDULE = [
+    float(s)
+    for s in env.list(
+        "WEBHOOKS_RETRY_SCHEDULE", default=["5", "300", "1800", "7200", "18000", "36000", "22000"]
+    )
+]
+# Consecutive failed attempts after which an endpoint is disabled (with a notice).
+WEBHOOKS_DISABLE_AFTER_FAILURES = env.int("WEBHOOKS_DISABLE_AFTER_FAILURES", default=50)
+WEBHOOKS_TIMEOUT_SECONDS = env.float("WEBHOOKS_TIMEOUT_SECONDS", default=5.0)
+WEBHOOKS_LEASE_SECONDS = env.int("WEBHOOKS_LEASE_SECONDS", default=60)
+# How long the previous secret still signs after a rotation.
+WEBHOOKS_SECRET_OVERLAP_SECONDS = env.int("WEBHOOKS_SECRET_OVERLAP_SECONDS", default=86400)
+# Delivered and dead messages (and their attempts) are kept this long in the delivery log.
+WEBHOOKS_LOG_RETENTION_DAYS = env.int("WEBHOOKS_LOG_RETENTION_DAYS", default=30)
+
 # --------------------------------------------------------------------------------- staff console
 
 # django-unfold's configuration; the sidebar (pages grouped by what staff do) is

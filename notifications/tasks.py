@@ -4,7 +4,7 @@ from celery import shared_task
 
 from notifications import services
 from notifications.enqueue import DELIVER_MANY
-from notifications.services import bulk
+from notifications.services import bulk, webhooks
 
 
 @shared_task(name=DELIVER_MANY, ignore_result=True, acks_late=True)
@@ -26,3 +26,18 @@ def prune_idempotency_keys() -> int:
 @shared_task(ignore_result=True, acks_late=True)
 def bulk_fan_out(request_id: str) -> dict:
     return bulk.bulk_fan_out(request_id)
+
+
+@shared_task(name="notifications.tasks.webhooks_dispatch", ignore_result=True, acks_late=True)
+def webhooks_dispatch() -> dict:
+    return webhooks.messages_dispatch()
+
+
+@shared_task(ignore_result=True)
+def webhooks_sweep() -> dict:
+    return webhooks.webhooks_sweep()
+
+
+@shared_task(ignore_result=True)
+def webhooks_prune() -> int:
+    return webhooks.webhooks_prune()

@@ -10,6 +10,7 @@ from django.utils import timezone
 from campaigns.models import Campaign
 from communication.audit import audit_record, field_changes
 from communication.exceptions import ConflictError
+from notifications.services import webhooks
 
 S = Campaign.Status
 
@@ -71,6 +72,8 @@ def campaign_transition(
     campaign.updated_at = now
     for name, value in fields.items():
         setattr(campaign, name, value)
+    if to == S.COMPLETED:
+        webhooks.emit([webhooks.campaign_completed_event(campaign)])
     audit_record(
         f"campaign.{verb or _VERBS[to]}",
         "campaigns.campaign",

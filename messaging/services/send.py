@@ -6,6 +6,7 @@ PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -31,6 +32,7 @@ from messaging.services.statement import (
     members_sql,
     signed,
 )
+from notifications.services import webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +128,7 @@ def _run(send: MessageWrite) -> Message | None:
             send.first_send(cursor.fetchall())
     if not written:
         return None
+    webhooks.dispatch_after_emit(send.webhooks_written)
     delivered = send.found_online(online_keys(send.unknown_keys()))
     if delivered:
         with connection.cursor() as cursor:
@@ -251,6 +254,8 @@ async def message_send_async(
     if not written:
         await adb.durable()  # the first send may itself be on its way to the disk
         return send.message, False, [], [], None
+    if send.webhooks_written:  # committed already: no on_commit on the event loop
+        await asyncio.to_thread(webhooks.dispatch_enqueue)
     delivered = send.found_online(await aonline_keys(send.unknown_keys()))
     if delivered:
         await adb.fetchall(MARK_DELIVERED, {"message": send.message.id, "participants": delivered})

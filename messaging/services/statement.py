@@ -34,6 +34,7 @@ from messaging.models import (
 )
 from messaging.services.offline import wants_notification
 from messaging.services.payloads import AttachmentPayload, attachment_payload, message_payload
+from notifications.services import webhooks
 
 # The encrypted columns the statement writes and a replay reads back, converted by the fields.
 _CONTENT = cast(EncryptedField, Message._meta.get_field("content"))
@@ -133,11 +134,11 @@ WITH conversation AS (
         'attachments', coalesce(%(attachment_payloads)s::jsonb -> members.user_id::text, '[]')
     ) AS data, %(sealed)s::bytea AS sealed
     FROM members, message
-), {events}
+), {webhooks}, {events}
 SELECT m.id, m.user_id, m.muted, m.muted_until, m.notification_level, e.seq,
     (SELECT id FROM message), (SELECT parent_id FROM message),
     x.id, x.type, x.content, x.html, x.parent_id, x.metadata, x.sent_at, x.edited_at,
-    x.deleted_at, checks.parent_ok, checks.attached_ok
+    x.deleted_at, checks.parent_ok, checks.attached_ok, (SELECT count(*) FROM webhooks)
 FROM checks LEFT JOIN existing x ON true
     LEFT JOIN (members m LEFT JOIN events e ON e.user_id = m.user_id) ON true
 """
@@ -150,6 +151,7 @@ def write_sql() -> str:
         active=_condition_sql(Participant, ACTIVE_MEMBER),
         client_id_set=_condition_sql(Message, CLIENT_ID_SET),
         events=realtime.sequence_events_sql(source="recipients", type_sql="'message.created'"),
+        webhooks=webhooks.EMIT_MESSAGE_SQL,
     )
 
 
@@ -212,6 +214,7 @@ class MessageWrite:
     ) -> None:
         self.user = user
         self.system = system
+        self.webhooks_written = 0
         html = "" if type_ == MessageType.ENCRYPTED else rendering.render(content)
         self.attachment_ids = list(dict.fromkeys(attachment_ids))
         self.message = Message(
@@ -282,6 +285,7 @@ class MessageWrite:
         did not show (the caller reads it with ``FIRST_SEND``). Raises NotFoundError when the
         sender is not a member, APIError for a bad parent or attachment."""
         first = rows[0]
+        self.webhooks_written = first[19] or 0  # outbound webhook messages it wrote
         if not self.system and not any(row[1] == self.user.pk for row in rows):
             raise NotFoundError("Conversation not found.")
         message_id, root, replayed = first[6], first[7], first[8]

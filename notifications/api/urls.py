@@ -1,7 +1,7 @@
 from django.urls import re_path
 
 from communication.api.routers import OptionalSlashRouter
-from notifications.api import bulk, cancel, devices, views
+from notifications.api import bulk, cancel, devices, views, webhooks
 
 router = OptionalSlashRouter()
 router.register("notifications/bulk", bulk.BulkViewSet, basename="notifications-bulk")
@@ -17,6 +17,9 @@ router.register("outbox", views.OutboxViewSet, basename="outbox")
 # Push: the device registry, the VAPID public key, and the page using the service worker.
 router.register("devices", devices.DeviceViewSet, basename="device")
 router.register("push/vapid-public-key", devices.VapidPublicKeyViewSet, basename="push-vapid")
+
+# Outbound webhooks: a service's endpoints, their delivery log and replays.
+router.register("webhooks/endpoints", webhooks.WebhookEndpointViewSet, basename="webhook-endpoint")
 
 urlpatterns = [
     *router.urls,

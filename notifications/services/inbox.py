@@ -17,6 +17,7 @@ from communication.models import User
 from notifications import selectors
 from notifications.escalation import READ_IN_INBOX
 from notifications.models import Notification
+from notifications.services import webhooks
 from notifications.services.cancellation import escalations_stop
 
 
@@ -65,6 +66,7 @@ def notification_mark(*, user: User, notification_id: uuid.UUID | str, read: boo
         notification.save(update_fields=["read_at"])
         if read:
             escalations_stop([notification.id], reason=READ_IN_INBOX)
+            webhooks.emit([webhooks.read_event(notification.id, value)])
         realtime.publish_event(
             user.pk,
             "notification.read" if read else "notification.unread",
@@ -85,6 +87,7 @@ def notification_read_all(*, user: User) -> int:
     if ids:
         Notification.objects.filter(id__in=ids).update(read_at=now)
         escalations_stop(ids, reason=READ_IN_INBOX)
+        webhooks.emit([webhooks.read_event(i, now) for i in ids])
         realtime.publish_event(
             user.pk,
             "notification.read",
@@ -102,6 +105,7 @@ def notification_dismiss(*, user: User, notification_id: uuid.UUID | str) -> Non
     if notification.read_at is None:
         notification.read_at = notification.dismissed_at
         escalations_stop([notification.id], reason=READ_IN_INBOX)
+        webhooks.emit([webhooks.read_event(notification.id, notification.read_at)])
     notification.save(update_fields=["dismissed_at", "read_at"])
     audit_record("notification.dismiss", "notifications.notification", notification.pk)
     realtime.publish_event(

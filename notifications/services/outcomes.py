@@ -20,6 +20,7 @@ from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, Suppression
 from notifications.providers.base import ProviderError, SendResult
 from notifications.providers.registry import provider_breaker
+from notifications.services import webhooks
 from notifications.services.caps import cap_slot_release
 from notifications.services.delivery_events import delivery_event
 from notifications.services.tracking import suppression_add
@@ -67,11 +68,23 @@ def deliveries_record_sent(accepted: Sequence[Acceptance]) -> None:
         events.build_many(sent_events),
         where="r.delivery_id IN (SELECT id FROM recorded)",
     )
+    # The caller's webhook messages (delivery.sent / .delivered) are written by the same
+    # statement: nothing more for a caller without endpoints (webhooks.EMIT_SENT_SQL).
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH recorded AS ({_UPDATE_SENT}) {insert_events}",
-            [_NO_ERROR.encrypted(""), timezone.now(), *(list(c) for c in columns), event_rows],
+            f"WITH recorded AS ({_UPDATE_SENT}), {webhooks.EMIT_SENT_SQL} {insert_events}"  # noqa: S608 - constant SQL; values are parameters
+            " RETURNING (SELECT count(*) FROM hooks)",
+            [
+                _NO_ERROR.encrypted(""),
+                timezone.now(),
+                *(list(c) for c in columns),
+                [a.delivery.id for a in accepted],
+                [a.delivery.notification.request.caller for a in accepted],
+                event_rows,
+            ],
         )
+        hooked = cursor.fetchone()
+    webhooks.dispatch_after_emit(hooked[0] if hooked else 0)
     # Counted as the provider answered (a delivery whose lease another worker took meanwhile,
     # which the statement leaves alone, still made its call).
     for a in accepted:
@@ -105,7 +118,7 @@ _UPDATE_SENT = """
          AS v(id, attempts, status, provider, provider_index, message_id, at,
               template_version, variant)
     WHERE d.id = v.id AND d.status = 'sending' AND d.attempts = v.attempts
-    RETURNING d.id
+    RETURNING d.id, d.status, d.channel, d.notification_id
 """
 
 
@@ -190,6 +203,9 @@ def delivery_fail(
             latency_ms=latency_ms,
             reason=reason,
             **event_data,
+        )
+        webhooks.emit(
+            [webhooks.delivery_event(delivery, "delivery.failed", "failed", reason=reason)]
         )
     metrics.deliveries_count([(delivery.channel, provider, "failed")])
     return True

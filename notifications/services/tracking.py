@@ -25,6 +25,7 @@ from notifications.models import (
     Suppression,
     suppression_hash,
 )
+from notifications.services import webhooks
 from notifications.services.cancellation import escalations_stop
 from notifications.services.delivery_events import delivery_event
 from notifications.tracking import TrackingEvent
@@ -120,6 +121,7 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
     if changed:
         delivery.save(update_fields=[*changed, "updated_at"])
         metrics.deliveries_count([(delivery.channel, event.provider, delivery.status)])
+    webhooks.emit(webhooks.tracked_events(delivery, event.event, changed=bool(changed)))
 
     suppress = event.suppress
     if not suppress and event.event == "complained":
@@ -236,6 +238,7 @@ def unsubscribe_apply(payload: TokenPayload, *, source: str) -> str:
     )
     if delivery is not None:
         events.record(**delivery_event(delivery, "unsubscribed", source=source))
+        webhooks.emit([webhooks.unsubscribe_event(delivery, source)])
     else:
         events.record(
             "unsubscribed",

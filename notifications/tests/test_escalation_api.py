@@ -139,9 +139,10 @@ def test_reading_in_the_inbox_cancels_the_pending_steps(
     client.get("/api/v1/notifications/unread")  # the user row, warmed as any client's
 
     # The user, the notification, its read mark, the cancel (one statement), the cancelled
-    # events, the unread count, the realtime event (one statement), and the transaction's
+    # events, the caller's notification.read webhook messages (one INSERT … SELECT, writing
+    # none here), the unread count, the realtime event (one statement), and the transaction's
     # savepoint and release (inside the test's own transaction).
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(10):
         response = client.post(f"/api/v1/notifications/{note['id']}/read")
 
     assert response.status_code == 200
@@ -163,7 +164,7 @@ def test_reading_a_notification_without_escalation_costs_no_more(
     client = as_user(alice)
     client.get("/api/v1/notifications/unread")
     # As above without the events: the cancel statement finds nothing.
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(9):
         client.post(f"/api/v1/notifications/{note['id']}/read")
 
 
