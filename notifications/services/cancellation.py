@@ -139,7 +139,7 @@ def deliveries_cancel_pending(
         delivery.notification = notification
         was[delivery.id] = row[d_end]
         cancelled.append(delivery)
-    cap_slots_release_cancelled([d.id for d in cancelled if was[d.id] == "queued"])
+    cap_slots_release_cancelled([d for d in cancelled if was[d.id] == "queued"])
     data = {"reason": reason, **({"by": actor} if actor else {})}
     events.record_many([delivery_event(d, "cancelled", data=data) for d in cancelled])
     if audit:

@@ -32,6 +32,7 @@ from analytics import events
 from communication import rows
 from communication.models import cap_period_seconds
 from notifications import metrics
+from notifications.categories import category_get
 from notifications.models import CapSlot, Delivery
 from notifications.services.delivery_events import delivery_event
 
@@ -132,11 +133,18 @@ def cap_slot_release(delivery: Delivery) -> None:
         CapSlot.objects.filter(delivery_id=delivery.id).delete()
 
 
-def cap_slots_release_cancelled(delivery_ids: Sequence[object]) -> None:
+def cap_slots_release_cancelled(cancelled: Sequence[Delivery]) -> None:
     """Gives back the places of queued deliveries just cancelled (a place is taken at the
-    worker's claim; one put back in the queue by a rate limit or an open breaker keeps it)."""
-    if delivery_ids:
-        CapSlot.objects.filter(delivery_id__in=list(delivery_ids)).delete()
+    worker's claim; one put back in the queue by a rate limit or an open breaker keeps it).
+    A query only when one of them falls under a cap (categories are cached per process)."""
+    capped = []
+    for delivery in cancelled:
+        category = category_get(delivery.notification.category_id)
+        caps = category.frequency_caps if category and not category.mandatory else None
+        if caps and delivery.channel in caps:
+            capped.append(delivery.id)
+    if capped:
+        CapSlot.objects.filter(delivery_id__in=capped).delete()
 
 
 # One transaction-scoped lock per (person, category, channel), taken in key order by every
