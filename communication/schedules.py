@@ -12,6 +12,8 @@ SCHEDULES: dict[str, tuple[str, float, str]] = {
     "audit-verify": ("communication.tasks.audit_verify", 86400.0, "default"),
     "messaging-presence-sweep": ("messaging.tasks.presence_sweep", 15.0, "default"),
     "deliveries-sweep": ("notifications.tasks.sweep", 5.0, "default"),
+    # Held deliveries whose digest (or quiet hours' end) is due, sent as one digest each.
+    "digests-release": ("notifications.tasks.release_digests", 60.0, "default"),
     "idempotency-prune": ("notifications.tasks.prune_idempotency_keys", 3600.0, "default"),
     # On the bulk worker: starting a run writes its whole first step, not for the worker that
     # carries transactional traffic.

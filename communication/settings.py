@@ -548,6 +548,10 @@ PROVIDER_BREAKER_THRESHOLD = env.int("PROVIDER_BREAKER_THRESHOLD", default=5)
 PROVIDER_BREAKER_RESET_SECONDS = env.int("PROVIDER_BREAKER_RESET_SECONDS", default=30)
 IDEMPOTENCY_TTL_HOURS = 24
 NOTIFICATIONS_MAX_RECIPIENTS = 1000
+# Digests (notifications.services.digests): the items one digest lists (the rest are counted,
+# "and N more"), and the held deliveries one digest gathers at most (more go in the next one).
+DIGEST_MAX_ITEMS = env.int("DIGEST_MAX_ITEMS", default=20)
+DIGEST_MAX_GATHERED = env.int("DIGEST_MAX_GATHERED", default=1000)
 # POST /api/v1/notifications/bulk: recipients per request, and per fan-out transaction.
 BULK_MAX_RECIPIENTS = 10_000
 BULK_FANOUT_BATCH = env.int("BULK_FANOUT_BATCH", default=500)

@@ -93,10 +93,19 @@ class DeviceAdmin(ByUser):
 
 @admin.register(NotificationPreference)
 class NotificationPreferenceAdmin(ByUser):
-    list_display = ("person", "category_key", "channel", "enabled", "updated_at")
-    list_filter = ("category", "channel", "enabled")
+    list_display = ("person", "category_key", "channel", "enabled", "mode", "updated_at")
+    list_filter = ("category", "channel", "enabled", "mode")
     ordering = ("-id",)
-    fields = ("user", "category", "channel", "enabled", "updated_at")
+    fields = (
+        "user",
+        "category",
+        "channel",
+        "enabled",
+        "mode",
+        "digest_time",
+        "digest_weekday",
+        "updated_at",
+    )
     readonly_fields = fields
 
     @display(description="category")

@@ -36,7 +36,7 @@ def request_status(request: NotificationRequest) -> RequestBody:
 
 
 # Statuses of a delivery not yet handed to a provider.
-CANCELLABLE = ("scheduled", "queued")
+CANCELLABLE = ("scheduled", "held", "queued")
 
 
 @transaction.atomic
