@@ -232,13 +232,14 @@ class PreferenceSerializer(serializers.Serializer):
     category = serializers.SlugField()
     channel = serializers.ChoiceField(choices=Channel.choices)
     enabled = serializers.BooleanField(required=False)
+    # No length or choice here: the service answers a bad one with its own code.
     mode = serializers.CharField(
-        required=False, max_length=16, help_text="immediate, hourly, daily, weekly or off"
+        required=False, trim_whitespace=False, help_text="immediate, hourly, daily, weekly or off"
     )
     digest_time = serializers.CharField(
         required=False,
         allow_null=True,
-        max_length=8,
+        trim_whitespace=False,
         help_text="HH:MM in the user's time zone (null: the category's)",
     )
     digest_weekday = serializers.JSONField(
