@@ -395,6 +395,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def get_queryset(self, request):
         return selectors.delivery_log()
 
+    def lookup_allowed(self, lookup, value, request=None):
+        # A digest's items, linked from the Digests page (on the delivery_digest index).
+        return lookup == "digest__id__exact" or super().lookup_allowed(lookup, value, request)
+
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():
             return queryset, False
