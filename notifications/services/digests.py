@@ -185,13 +185,15 @@ def _drop_opted_out(
 ) -> list[Delivery]:
     """Items of a category the user turned off on this channel since they were held (an
     unsubscribe link, a preference change) are cancelled, not sent."""
-    off = set(
+    # django-stubs type a to_field key's ``category_id`` as the target's integer pk; it is
+    # Category.key, a str.
+    off: set[str] = set(
         NotificationPreference.objects.filter(
             user_id=user_id,
             channel=channel,
             enabled=False,
             category_id__in={d.notification.category_id for d in held},
-        ).values_list("category_id", flat=True)
+        ).values_list("category_id", flat=True)  # type: ignore[arg-type]
     )
     if not off:
         return held
