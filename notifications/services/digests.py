@@ -166,14 +166,19 @@ def digest_release(user_id: uuid.UUID, channel: str, *, now: dt.datetime) -> Dig
             reason="quiet hours" if quiet else "digest",
             delivery=own,
         )
+        # A digest that cannot go (its address suppressed since, say) takes its items with it:
+        # they say what happened to them, not "sent".
+        status = own.status if own.status in ("skipped", "suppressed") else "sent"
+        reason = own.reason[:255] if status != "sent" else "digest"
+        stamp = {"sent_at": now} if status == "sent" else {}
         Delivery.objects.filter(id__in=[d.id for d in held]).update(
-            status="sent", reason="digest", sent_at=now, digest=digest, updated_at=now
+            status=status, reason=reason, digest=digest, updated_at=now, **stamp
         )
         for d in held:
-            d.status = "sent"
+            d.status = status
         events.record_many(
             [
-                delivery_event(d, "sent", data={"reason": "digest", "digest": str(digest.id)})
+                delivery_event(d, status, data={"reason": reason, "digest": str(digest.id)})
                 for d in held
             ]
         )

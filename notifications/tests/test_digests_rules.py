@@ -9,8 +9,10 @@ import zoneinfo
 import pytest
 
 from communication.models import Category
+from notifications import services
 from notifications.models import Delivery, NotificationPreference
 from notifications.resolution import Mode, next_digest_at
+from notifications.services import digests
 
 pytestmark = pytest.mark.django_db
 
@@ -214,3 +216,20 @@ def test_the_digest_page_needs_a_user_and_bounds_its_limit(alice, as_user, sende
     bad = as_user(alice).get("/api/v1/notifications/digest?limit=abc")
     assert bad.status_code == 400
     assert as_user(alice).get("/api/v1/notifications/digest?limit=100000").status_code == 200
+
+
+def test_a_digest_to_an_address_suppressed_since_takes_its_items_with_it(sender, alice):
+    NotificationPreference.objects.create(
+        user=alice, category_id="alerts", channel="email", enabled=True, mode="hourly"
+    )
+    held = [send(sender, channels=["email"])["email"] for _ in range(2)]
+    services.suppression_add(channel="email", address=alice.email, reason="hard_bounce")
+    due = dt.datetime.fromisoformat(held[0]["scheduled_for"])
+    digest = digests.digest_release(alice.pk, "email", now=due)
+    assert digest is not None and digest.delivery.status == "suppressed"
+    items = Delivery.objects.filter(id__in=[h["id"] for h in held])
+    assert {(d.status, d.reason, d.digest_id) for d in items} == {
+        ("suppressed", "hard_bounce", digest.id)
+    }
+    # Nothing is held any more: the next release has nothing to send.
+    assert digests.digests_release_due(now=due) == 0
