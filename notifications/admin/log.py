@@ -333,7 +333,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
     actions = ["cancel_selected", "resend_ambiguous"]
     change_form_outer_before_template = "admin/notifications/delivery/summary.html"
     fieldsets = (
-        (None, {"fields": ("id", "notification", "channel", "address", "status", "reason")}),
+        (
+            None,
+            {"fields": ("id", "notification", "channel", "address", "status", "reason", "digest")},
+        ),
         (
             "Provider",
             {
@@ -373,6 +376,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "address",
         "status",
         "reason",
+        "digest",
         "provider",
         "provider_message_id",
         "attempts",
