@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from communication.celery import queue as celery_queue
 from communication.models import User
 from conftest import wait_for
 from notifications.models import (
@@ -22,6 +23,7 @@ from notifications.models import (
 )
 from notifications.selectors import outbox_to
 from notifications.services import digests
+from notifications.tasks import release_digests
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -210,3 +212,18 @@ def test_a_category_turned_off_after_its_items_were_held_is_left_out(sender, as_
     assert Delivery.objects.get(id=keep["id"]).status == "sent"
     data = Digest.objects.get().delivery.notification.request.data
     assert [e["title"] for e in data["entries"]] == ["Keep me"]
+
+
+def test_the_beat_task_on_the_worker_releases_what_a_change_to_immediate_made_due(
+    celery_worker, sender, as_user, kenji
+):
+    choose(as_user, kenji, {"category": "alerts", "channel": "email", "mode": "weekly"})
+    held = [send(sender, kenji, "Weekly one"), send(sender, kenji, "Weekly two")]
+    assert {d["status"] for d in held} == {"held"}
+    # Back to immediate: what waits goes at the next release (the beat's, on the real clock).
+    choose(as_user, kenji, {"category": "alerts", "channel": "email", "mode": "immediate"})
+    release_digests.apply_async(queue=celery_queue("default"))
+    wait_for(lambda: digest_emails(kenji), 30, what="the digest the beat's task released")
+    (email,) = digest_emails(kenji)
+    assert "Weekly one" in email.html and "Weekly two" in email.html
+    assert send(sender, kenji, "Now")["status"] == "queued"
