@@ -35,6 +35,14 @@ DIGEST_FAMILY = "digest"
 DIGEST_CALLER = "system:digest"
 # Namespace of the advisory lock that makes one process the releaser of a (user, channel).
 _LOCK_NAMESPACE = 21_0001
+# The (user, channel) pairs with a due held delivery; the partial index on held deliveries'
+# scheduled_for (delivery_held_due) serves it.
+DUE_GROUPS = (
+    "SELECT DISTINCT n.user_id, d.channel FROM notifications_delivery d "
+    "JOIN notifications_notification n ON n.id = d.notification_id "
+    "WHERE d.status = 'held' AND d.scheduled_for <= %s AND n.user_id IS NOT NULL "
+    "LIMIT %s"
+)
 
 
 def digest_context(items: list[Item], *, user: User, cap: int) -> dict[str, Any]:
@@ -83,14 +91,7 @@ def digests_release_due(*, now: dt.datetime, groups: int = 200) -> int:
     beat's real one or a test's). Returns how many digests were sent. Safe to run in several
     processes at once: each (user, channel) is released by one of them."""
     with connection.cursor() as cursor:
-        # The partial index on held deliveries' scheduled_for serves this scan.
-        cursor.execute(
-            "SELECT DISTINCT n.user_id, d.channel FROM notifications_delivery d "
-            "JOIN notifications_notification n ON n.id = d.notification_id "
-            "WHERE d.status = 'held' AND d.scheduled_for <= %s AND n.user_id IS NOT NULL "
-            "LIMIT %s",
-            [now, groups],
-        )
+        cursor.execute(DUE_GROUPS, [now, groups])
         due = cursor.fetchall()
     return sum(1 for user_id, channel in due if digest_release(user_id, channel, now=now))
 

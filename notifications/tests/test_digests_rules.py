@@ -4,9 +4,11 @@ the preferences API that sets the modes."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 import zoneinfo
 
 import pytest
+from django.db import connection
 
 from communication.models import Category
 from notifications import services
@@ -233,3 +235,17 @@ def test_a_digest_to_an_address_suppressed_since_takes_its_items_with_it(sender,
     }
     # Nothing is held any more: the next release has nothing to send.
     assert digests.digests_release_due(now=due) == 0
+
+
+def test_the_release_finds_due_held_deliveries_and_a_digests_items_by_index():
+    """With sequential scans off, the release's scan and a digest's items are planned on their
+    partial indexes (on a table this small PostgreSQL would otherwise scan)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {digests.DUE_GROUPS}", [dt.datetime.now(UTC), 200])
+        due = "\n".join(row[0] for row in cursor.fetchall())
+        sql, params = Delivery.objects.filter(digest_id=uuid.uuid4()).query.sql_with_params()
+        cursor.execute(f"EXPLAIN {sql}", params)
+        items = "\n".join(row[0] for row in cursor.fetchall())
+    assert "delivery_held_due" in due, due
+    assert "delivery_digest" in items, items
