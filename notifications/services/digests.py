@@ -27,6 +27,7 @@ from notifications.models import Delivery, Digest, NotificationPreference, Notif
 from notifications.selectors import DigestItem as Item
 from notifications.selectors import digest_items as held_items
 from notifications.services.delivery_events import delivery_event
+from notifications.services.requests import _cancel
 from notifications.services.send import recipients_write
 
 logger = logging.getLogger(__name__)
@@ -203,11 +204,18 @@ def _drop_opted_out(
     )
     if not off:
         return held
-    dropped = [d.id for d in held if d.notification.category_id in off]
-    Delivery.objects.filter(id__in=dropped).update(
-        status="cancelled", reason="opted out", cancelled_at=now, updated_at=now
-    )
+    held_opted_out_cancel([d.id for d in held if d.notification.category_id in off])
     return [d for d in held if d.notification.category_id not in off]
+
+
+def held_opted_out_cancel(delivery_ids: list[uuid.UUID]) -> int:
+    """Cancels held deliveries of a category their user turned off, through the one cancel
+    (its events), with the reason ``opted out``."""
+    if not delivery_ids:
+        return 0
+    cancelled = _cancel(Delivery.objects.filter(id__in=delivery_ids), actor="opted out")
+    Delivery.objects.filter(id__in=delivery_ids, status="cancelled").update(reason="opted out")
+    return cancelled
 
 
 def _counted(delivery: Delivery) -> Item:

@@ -23,6 +23,7 @@ from notifications.models import (
     NotificationPreference,
     QuietHours,
 )
+from notifications.services import digests
 
 
 class PreferenceChange(TypedDict, total=False):
@@ -224,7 +225,7 @@ def _held_follow(user: User, r: _Resolved, now: dt.datetime) -> None:
         notification__category_id=r.category.key,
     )
     if r.mode == "off":
-        held.update(status="cancelled", reason="opted out", cancelled_at=now, updated_at=now)
+        digests.held_opted_out_cancel(list(held.values_list("id", flat=True)))
         return
     # Held for quiet hours, they wait for the window's end whatever the mode.
     held = held.exclude(reason="quiet hours")

@@ -10,6 +10,7 @@ import zoneinfo
 import pytest
 from django.db import connection
 
+from analytics.models import Event
 from communication.models import Category
 from notifications import services
 from notifications.models import Delivery, NotificationPreference
@@ -249,3 +250,20 @@ def test_the_release_finds_due_held_deliveries_and_a_digests_items_by_index():
         items = "\n".join(row[0] for row in cursor.fetchall())
     assert "delivery_held_due" in due, due
     assert "delivery_digest" in items, items
+
+
+def test_turning_a_category_off_cancels_what_it_holds(sender, alice, as_user):
+    NotificationPreference.objects.create(
+        user=alice, category_id="alerts", channel="email", enabled=True, mode="weekly"
+    )
+    held = send(sender, channels=["email"])["email"]
+    put = as_user(alice).put(
+        "/api/v1/notifications/preferences",
+        {"preferences": [{"category": "alerts", "channel": "email", "mode": "off"}]},
+        format="json",
+    )
+    assert put.status_code == 200, put.content
+    delivery = Delivery.objects.get(id=held["id"])
+    assert (delivery.status, delivery.reason) == ("cancelled", "opted out")
+    assert Event.objects.filter(delivery_id=delivery.id, type="cancelled").exists()
+    assert as_user(alice).get("/api/v1/notifications/digest").json() == {"channels": []}
