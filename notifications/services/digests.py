@@ -178,9 +178,11 @@ def digest_release(user_id: uuid.UUID, channel: str, *, now: dt.datetime) -> Dig
         )
         for d in held:
             d.status = status
+        # Not "sent": that event counts a provider call, and the one call is the digest's own.
+        kind = "digested" if status == "sent" else status
         events.record_many(
             [
-                delivery_event(d, status, data={"reason": reason, "digest": str(digest.id)})
+                delivery_event(d, kind, data={"reason": reason, "digest": str(digest.id)})
                 for d in held
             ]
         )

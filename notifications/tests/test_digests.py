@@ -11,6 +11,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from analytics.models import Event
 from communication.celery import queue as celery_queue
 from communication.models import User
 from conftest import wait_for
@@ -117,6 +118,9 @@ def test_a_daily_digest_at_eight_local_sends_one_email_with_every_held_item_and_
     assert (digest.channel, digest.item_count, digest.reason) == ("email", 3, "digest")
     items = Delivery.objects.filter(id__in=[d["id"] for d in sent])
     assert {(d.status, d.reason, d.digest_id) for d in items} == {("sent", "digest", digest.id)}
+    # Counted once, as the digest's own send: the items' events say they went in a digest.
+    assert Event.objects.filter(delivery_id__in=[d.id for d in items], type="digested").count() == 3
+    assert not Event.objects.filter(delivery_id__in=[d.id for d in items], type="sent").exists()
     wait_for(
         lambda: Delivery.objects.get(id=digest.delivery_id).status == "delivered",
         30,
