@@ -2,8 +2,8 @@
 
 Given a recipient (a user or a raw address), a category, the channels and the time, each
 (recipient, channel) pair becomes a :class:`Decision`: queued, scheduled (with when), held for a
-digest (with when it goes out), skipped or suppressed (with why). ``notifications.services`` loads what the rules need in a few bulk queries
-and writes the rows.
+digest (with when it goes out), skipped or suppressed (with why). ``notifications.services``
+loads what the rules need in a few bulk queries and writes the rows.
 """
 
 from __future__ import annotations
@@ -127,10 +127,7 @@ def quiet_window_end(
     now: dt.datetime, start: dt.time, end: dt.time, tz_name: str
 ) -> dt.datetime | None:
     """The end of the quiet window ``now`` falls in (an aware UTC datetime), or None."""
-    try:
-        tz = zoneinfo.ZoneInfo(tz_name) if tz_name else dt.UTC
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        tz = dt.UTC
+    tz = _zone(tz_name)
     local = now.astimezone(tz)
     t = local.time()
     if start < end:
@@ -278,8 +275,5 @@ def decide(
 
 def local_to_utc(naive: dt.datetime, tz_name: str) -> dt.datetime:
     """``scheduled_local``: the wall-clock time in the recipient's zone."""
-    try:
-        tz = zoneinfo.ZoneInfo(tz_name) if tz_name else dt.UTC
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        tz = dt.UTC
+    tz = _zone(tz_name)
     return naive.replace(tzinfo=tz).astimezone(dt.UTC)
