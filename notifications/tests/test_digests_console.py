@@ -63,10 +63,16 @@ def test_staff_set_a_default_mode_and_see_what_is_held_for_a_user(console, setti
     with chromium() as browser:
         staff = StaffBrowser(browser, console.url, "support")
         page = staff.page
+        # From the person's page …
+        staff.goto(f"/admin/communication/user/{user.pk}/change/")
+        page.click("#user-digests")
+        page.locator("#digest-held").wait_for()
+        # … and from the console's menu, searching their id.
         staff.goto("/admin/")
         page.get_by_role("link", name="Digests").first.click()
         page.fill("input[name=q]", "mei")
         page.keyboard.press("Enter")
+        page.wait_for_url("**q=mei**")
         section = page.locator("#digest-held")
         section.wait_for()
         text = section.inner_text()
