@@ -266,7 +266,9 @@ class QuietHoursSerializer(serializers.Serializer):
 
 
 class PreferencesSerializer(serializers.Serializer):
-    preferences = PreferenceSerializer(many=True, required=False, default=list)
+    # Categories × channels is a few dozen: a longer list is a mistake (or an attack on the
+    # one update per item).
+    preferences = PreferenceSerializer(many=True, required=False, default=list, max_length=200)
     quiet_hours = QuietHoursSerializer(required=False, allow_null=True)
 
 

@@ -267,3 +267,13 @@ def test_turning_a_category_off_cancels_what_it_holds(sender, alice, as_user):
     assert (delivery.status, delivery.reason) == ("cancelled", "opted out")
     assert Event.objects.filter(delivery_id=delivery.id, type="cancelled").exists()
     assert as_user(alice).get("/api/v1/notifications/digest").json() == {"channels": []}
+
+
+def test_a_huge_preferences_list_is_refused(alice, as_user):
+    item = {"category": "alerts", "channel": "email", "mode": "daily"}
+    response = as_user(alice).put(
+        "/api/v1/notifications/preferences", {"preferences": [item] * 201}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "validation_error"
+    assert not NotificationPreference.objects.filter(user=alice).exists()
