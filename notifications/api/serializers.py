@@ -266,7 +266,7 @@ class QuietHoursSerializer(serializers.Serializer):
 
 
 class PreferencesSerializer(serializers.Serializer):
-    # Categories × channels is a few dozen: a longer list is a mistake (or an attack on the
+    # Categories by channels is a few dozen: a longer list is a mistake (or an attack on the
     # one update per item).
     preferences = PreferenceSerializer(many=True, required=False, default=list, max_length=200)
     quiet_hours = QuietHoursSerializer(required=False, allow_null=True)
