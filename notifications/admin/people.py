@@ -5,6 +5,7 @@ user's exact id. Suppressions are added and removed here, through the services."
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin
@@ -281,7 +282,8 @@ class DigestAdmin(ByUser):
                 "user": user,
                 "channels": selectors.digest_held(user, limit=self.HELD_SHOWN),
                 "log": reverse("admin:notifications_delivery_changelist")
-                + f"?status__exact=held&q={term}",
+                + "?"
+                + urlencode({"status__exact": "held", "q": term}),
             }
         return super().changelist_view(request, {"held": held, **(extra_context or {})})
 
