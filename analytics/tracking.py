@@ -28,6 +28,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
+from django.db import transaction
+from django.dispatch import Signal
 
 from analytics.events import DELIVERY_DIMENSIONS, record
 from analytics.models import Event
@@ -209,6 +211,12 @@ def _in(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
 
 # -------------------------------------------------------------------------------- recording
 
+# A person's open or click (never a machine's), sent with ``delivery_id``, ``notification_id``
+# (None when the sent event was not found) and ``kind`` inside the transaction that records it:
+# notifications stops the notification's escalation there (analytics imports no other app, so
+# the app that cares listens).
+engaged = Signal()
+
 
 def engagement_record(
     token: TrackingToken, *, machine_reason: str = "", user_agent: str = ""
@@ -236,9 +244,18 @@ def engagement_record(
     agent = user_agent.replace("\x00", "")[:300]  # jsonb refuses NUL
     if agent:
         data["user_agent"] = agent
-    return record(
-        "opened" if token.kind == OPEN else "clicked",
-        machine=bool(machine_reason),
-        data=data,
-        **sent,
-    )
+    with transaction.atomic():
+        event = record(
+            "opened" if token.kind == OPEN else "clicked",
+            machine=bool(machine_reason),
+            data=data,
+            **sent,
+        )
+        if not machine_reason:
+            engaged.send(
+                sender=Event,
+                delivery_id=token.delivery_id,
+                notification_id=sent.get("notification_id"),
+                kind=token.kind,
+            )
+    return event

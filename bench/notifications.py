@@ -3,7 +3,7 @@ deliveries/s to a fake provider with one worker, with p50/p99 from API call to p
 
     .venv/bin/python bench/notifications.py [--requests 2000] [--concurrency 32] [--web 1]
         [--recipients 1] [--worker-concurrency 4] [--rate R] [--no-worker | --drain]
-        [--compare <git-ref> [--runs 3]]
+        [--cap LIMIT/PERIOD] [--compare <git-ref> [--runs 3]]
 
 Runs against real processes: uvicorn (``--web`` processes), one Celery worker (prefork,
 ``--worker-concurrency`` processes, 4 by default: each waits for the provider's answer between
@@ -15,8 +15,10 @@ recipients in each request (reported as requests/s and as notifications/s); ``--
 offers at most R requests/s (the latency at a given load, rather than at the most the API
 accepts). ``--compare REF`` runs the same measurement on REF's code (a worktree of its own, see
 ``bench/_compare.py``) and on this checkout, alternating, ``--runs`` times each, and prints
-both side by side with their ratio. Rate limits are off in every run. Prints figures; asserts
-nothing.
+both side by side with their ratio. ``--cap 1000/7d`` gives the category sent (``alerts``) a
+frequency cap on email that no recipient reaches, so that every delivery pays for keeping it
+(``notifications.services.caps``); with ``--compare`` only this checkout runs capped, and the ratio
+is what keeping caps costs. Rate limits are off in every run. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -339,6 +341,11 @@ def parse_args():
         "--compare", metavar="REF", help="also measure this git ref, alternating with this code"
     )
     parser.add_argument("--runs", type=int, default=3, help="runs of each side with --compare")
+    parser.add_argument(
+        "--cap",
+        metavar="LIMIT/PERIOD",
+        help="an email frequency cap on the category sent, e.g. 1000/7d (this checkout only)",
+    )
     parser.add_argument("--serve-fake", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -349,6 +356,10 @@ _FIGURES = {
     "e2e p50 ms": r"provider call: p50 (\d+) ms",
     "e2e p99 ms": r"provider call: p50 \d+ ms, p99 (\d+) ms",
     "web CPU ms/notification": r"web ([\d.]+) ms",
+    "deliveries/s": r"delivered to the fake provider: .* = (\d+) deliveries/s",
+    "worker CPU ms/notification": r"worker ([\d.]+) ms",
+    "postgres CPU ms/notification": r"postgres ([\d.]+) ms",
+    "drain deliveries/s": r"drain: .* = (\d+) deliveries/s",
 }
 
 
@@ -362,9 +373,9 @@ def compare(args) -> None:
     for arg in sys.argv[1:]:
         if skip:
             skip = False
-        elif arg in ("--compare", "--runs"):
+        elif arg in ("--compare", "--runs", "--cap"):
             skip = True
-        elif not arg.startswith(("--compare=", "--runs=")):
+        elif not arg.startswith(("--compare=", "--runs=", "--cap=")):
             passed.append(arg)
     # Each side on its own embedded servers: the two schemas may differ.
     env = {
@@ -373,15 +384,21 @@ def compare(args) -> None:
         if k not in ("VAR_DIR", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")
     }
     env["RATE_LIMITS"] = "off"
+    # A cap is this checkout's alone: the ref runs without (it may not know the option).
+    capped = [f"--cap={args.cap}"] if args.cap else []
     sides = {
-        f"{args.compare} ({tree.name})": (python, tree),
-        "this checkout": (sys.executable, ROOT),
+        f"{args.compare} ({tree.name})": (python, tree, []),
+        "this checkout" + (f" (cap {args.cap})" if args.cap else ""): (
+            sys.executable,
+            ROOT,
+            capped,
+        ),
     }
     results: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     for n in range(args.runs):
-        for side, (py, cwd) in sides.items():
+        for side, (py, cwd, extra) in sides.items():
             print(f"--- run {n + 1}/{args.runs}: {side}", flush=True)
-            out = _compare.run(py, cwd, "bench/notifications.py", passed, env)
+            out = _compare.run(py, cwd, "bench/notifications.py", [*passed, *extra], env)
             results[side].append({k: _compare.number(p, out) for k, p in _FIGURES.items()})
     ref_runs, new_runs = results.values()
     print(f"\n{'':26}" + "".join(f"{side[:24]:>26}" for side in results) + f"{'ratio':>8}")
@@ -418,6 +435,7 @@ def main():
     from communication.processes import server_argv, worker_argv
 
     call_command("migrate", interactive=False, verbosity=0)
+    cap_alerts(args.cap)
     fake_port = free_port()
     fake = subprocess.Popen([sys.executable, __file__, "--serve-fake", str(fake_port)], cwd=ROOT)
     prefix = f"bench{uuid.uuid4().hex[:6]}-"
@@ -472,6 +490,21 @@ def main():
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def cap_alerts(cap: str | None) -> None:
+    """The sent category's email cap: ``LIMIT/PERIOD``, or none (the data outlives a run)."""
+    from communication.models import Category
+
+    caps = {}
+    if cap:
+        limit, period = cap.split("/")
+        caps = {"email": {"limit": int(limit), "period": period}}
+    category = Category.objects.get(key="alerts")
+    category.frequency_caps = caps
+    category.full_clean()
+    category.save()
+    print(f"frequency cap on alerts: {caps or 'none'}")
 
 
 def cpu_snapshot(roles: dict[str, int]) -> dict[str, float]:

@@ -31,7 +31,7 @@ from unfold.paginator import InfinitePaginator
 from unfold.utils import parse_datetime_str
 from unfold.widgets import UnfoldAdminSelectWidget, UnfoldAdminTextInputWidget
 
-from communication import audit
+from communication import audit, services
 from communication.admin_tools import ExactSearchMixin
 from communication.models import AuditEntry, Category, User
 
@@ -113,12 +113,25 @@ class CategoryAdmin(ModelAdmin):
         "mandatory",
         "requires_consent",
         "tracking_allowed",
+        "caps",
         "position",
     )
     list_editable = ("position",)
     list_filter = ("mandatory", "requires_consent", "tracking_allowed")
     search_fields = ("key", "name", "description")
     readonly_fields = ("created_at", "updated_at")
+
+    @display(description="frequency caps")
+    def caps(self, obj: Category) -> str:
+        caps = obj.frequency_caps or {}
+        return ", ".join(f"{ch}: {c['limit']} per {c['period']}" for ch, c in caps.items()) or "—"
+
+    def save_model(self, request, obj, form, change):
+        services.category_save(
+            category=obj,
+            changed=list(form.changed_data),
+            caps_before=form.initial.get("frequency_caps") if change else None,
+        )
 
 
 @admin.register(Group)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import ClassVar, Self
 
@@ -113,6 +114,59 @@ def validate_digest_modes(value) -> None:
             raise ValidationError("in_app is always immediate: its inbox item is the message.")
 
 
+# The channels a worker hands to a provider: the only ones a frequency cap can be kept on
+# (an in-app item is written when the send is accepted, never sent by a worker).
+CAPPED_CHANNELS = ("email", "sms", "push")
+# A window is a number and a unit: minutes, hours or days.
+_PERIOD = re.compile(r"^([1-9][0-9]{0,4})([mhd])$")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400}
+# Bounds that keep the ledger small and the sliding window meaningful.
+CAP_MAX_LIMIT = 1000
+CAP_MAX_PERIOD_SECONDS = 366 * 86400
+
+
+def cap_period_seconds(period: str) -> int:
+    """``"7d"`` → 604800. Raises ValidationError on anything else (``validate_frequency_caps``)."""
+    match = _PERIOD.match(period) if isinstance(period, str) else None
+    if match is None:
+        raise ValidationError(
+            f'{period!r} is not a period: a whole number and m, h or d, like "7d" or "12h".'
+        )
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def validate_frequency_caps(value) -> None:
+    """``{channel: {"limit": n, "period": "7d"}}``: at most ``limit`` messages of the category on
+    ``channel`` to one person within any ``period`` (a sliding window)."""
+    if not isinstance(value, dict):
+        raise ValidationError(
+            'Expected an object of channels, like {"email": {"limit": 3, "period": "7d"}}.'
+        )
+    errors = []
+    for channel, cap in value.items():
+        if channel not in CAPPED_CHANNELS:
+            errors.append(
+                f"{channel!r}: caps are kept on {', '.join(CAPPED_CHANNELS)} only"
+                " (in-app items are written at acceptance, not sent by a worker)."
+            )
+            continue
+        if not isinstance(cap, dict) or set(cap) != {"limit", "period"}:
+            errors.append(f'{channel}: expected exactly {{"limit": n, "period": "7d"}}.')
+            continue
+        limit = cap["limit"]
+        if type(limit) is not int or not 1 <= limit <= CAP_MAX_LIMIT:
+            errors.append(f"{channel}: limit must be a whole number from 1 to {CAP_MAX_LIMIT}.")
+        try:
+            seconds = cap_period_seconds(cap["period"])
+        except ValidationError as exc:
+            errors.append(f"{channel}: {exc.messages[0]}")
+        else:
+            if not 60 <= seconds <= CAP_MAX_PERIOD_SECONDS:
+                errors.append(f"{channel}: period must be from 1m to 366d.")
+    if errors:
+        raise ValidationError(errors)
+
+
 class Category(models.Model):
     """What a message is about; the vocabulary preferences, consent and templates share.
 
@@ -133,6 +187,15 @@ class Category(models.Model):
     mandatory = models.BooleanField(default=False)
     requires_consent = models.BooleanField(default=False)
     tracking_allowed = models.BooleanField(default=True)
+    # ``{channel: {"limit": 3, "period": "7d"}}``, kept per person by the delivery worker
+    # (``notifications.services.caps``). A mandatory category has none: it must always arrive.
+    frequency_caps = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_frequency_caps],
+        help_text='Per channel, at most "limit" messages to one person in any "period" '
+        '(m, h or d), e.g. {"email": {"limit": 3, "period": "7d"}}. Empty: no cap.',
+    )
     position = models.PositiveSmallIntegerField(default=0)
     # The delivery mode a user starts with per channel (absent: immediate), and when that
     # user's digest goes out (their own time zone) until they choose otherwise.
@@ -163,10 +226,26 @@ class Category(models.Model):
                 condition=~(models.Q(mandatory=True) & models.Q(requires_consent=True)),
                 name="category_mandatory_xor_consent",
             ),
+            models.CheckConstraint(
+                condition=~(models.Q(mandatory=True) & ~models.Q(frequency_caps={})),
+                name="category_mandatory_uncapped",
+                violation_error_message="A mandatory category cannot have frequency caps.",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.key
+
+    def clean(self) -> None:
+        # An emptied console field arrives as None or "" (never validated: an empty value).
+        self.frequency_caps = self.frequency_caps or {}
+        if self.mandatory and self.frequency_caps:
+            raise ValidationError(
+                {
+                    "frequency_caps": "A mandatory category (security, transactional) must always"
+                    " arrive: it cannot have frequency caps."
+                }
+            )
 
 
 class UserSequence(models.Model):

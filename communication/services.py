@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 
 from communication import identity
 from communication.audit import audit_record
-from communication.models import User, normalize_e164
+from communication.models import Category, User, normalize_e164
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +150,24 @@ def user_resolve(external_id: str) -> User:
         raise identity.UnknownUserError(external_id)
     profile = {k: v for k, v in profile.items() if k != "sub"}
     return user_sync(external_id=external_id, profile=profile_from_claims(profile))
+
+
+@transaction.atomic
+def category_save(
+    *, category: Category, changed: list[str], caps_before: dict[str, Any] | None
+) -> Category:
+    """Saves a category staff edited in the console. A change of its frequency caps is audited
+    with the caps before and after (what people were promised, and since when); the console's
+    own entry names only the fields."""
+    category.save()
+    if "frequency_caps" in changed:
+        audit_record(
+            "category.frequency_caps",
+            "communication.category",
+            category.pk,
+            changes={
+                "fields": sorted(changed),
+                "frequency_caps": [caps_before or {}, category.frequency_caps],
+            },
+        )
+    return category

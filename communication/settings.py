@@ -552,6 +552,10 @@ NOTIFICATIONS_MAX_RECIPIENTS = 1000
 # "and N more"), and the held deliveries one digest gathers at most (more go in the next one).
 DIGEST_MAX_ITEMS = env.int("DIGEST_MAX_ITEMS", default=20)
 DIGEST_MAX_GATHERED = env.int("DIGEST_MAX_GATHERED", default=1000)
+# A send's escalation: how late its last step may be (a pending step waits in the database).
+NOTIFICATIONS_ESCALATION_MAX_SECONDS = env.int(
+    "NOTIFICATIONS_ESCALATION_MAX_SECONDS", default=7 * 24 * 3600
+)
 # POST /api/v1/notifications/bulk: recipients per request, and per fan-out transaction.
 BULK_MAX_RECIPIENTS = 10_000
 BULK_FANOUT_BATCH = env.int("BULK_FANOUT_BATCH", default=500)

@@ -55,6 +55,11 @@ DEFAULTS: dict[str, tuple[type, object]] = {
     # Offline notification: wait this long after the first message of a burst, then send one
     # notification covering every message of the burst.
     "MESSAGING_NOTIFY_DELAY_SECONDS": (float, 30.0),
+    # The offline notification escalates: in-app at once, then push and email this long after
+    # (30s, 10m, 1h, 2d or ISO 8601; empty leaves the channel out) unless the conversation is
+    # read first, which cancels what is still pending.
+    "MESSAGING_NOTIFY_PUSH_AFTER": (str, "1m"),
+    "MESSAGING_NOTIFY_EMAIL_AFTER": (str, "1h"),
     # Where a notification about new messages links to ("{conversation_id}" is replaced).
     "MESSAGING_CONVERSATION_URL": (str, ""),
     # A websocket message.send: its recipients get it as soon as it is committed, and the

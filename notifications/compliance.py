@@ -32,6 +32,13 @@ def _by_address(subject: Subject, prefix: str = "") -> Q:
     return q
 
 
+def _cap_slots(subject: Subject) -> Q:
+    # ``CapSlot.subject``: ``u:<user pk>`` or ``a:<address hash>`` (notifications.services.caps).
+    people = [f"u:{pk}" for pk in subject.users]
+    people += [f"a:{h}" for h in _hashes([*subject.emails, *subject.phones])]
+    return Q(subject__in=people)
+
+
 def _notifications(subject: Subject) -> Q:
     return Q(user__in=subject.users) | _by_address(subject)
 
@@ -315,6 +322,14 @@ register(
         erase=Erase.ANONYMISE,
         eraser=_suppress_erased,
         order=81,
+    ),
+    # Frequency-cap places name the person (user id or address hash) and when they were sent to.
+    PersonalData(
+        name="notifications.cap_slots",
+        model="notifications.CapSlot",
+        rows=_cap_slots,
+        erase=Erase.DELETE,
+        order=50,
     ),
     # Provider webhook de-duplication keys: no subject, only a retention clock.
     PersonalData(

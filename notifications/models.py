@@ -238,6 +238,10 @@ class NotificationRequest(models.Model):
     # The caller's own name for what this send is about: ``POST /notifications/cancel`` with it
     # cancels every delivery of the caller's requests carrying it not yet handed to a provider.
     cancellation_key = models.CharField(max_length=255, blank=True)
+    # The send's escalation, as the caller gave it (``[{"channel", "after"}]``, ``after`` in
+    # seconds): each later step is a delivery scheduled that long after the send, cancelled
+    # when the notification is read first (``notifications.services.cancellation``).
+    escalation = models.JSONField(default=list, blank=True)
     # A request made by "resend" in the staff console: the delivery it sends again.
     resent_from = models.ForeignKey(
         "Delivery",
@@ -461,6 +465,9 @@ class Delivery(models.Model):
         related_name="items",
         db_index=False,
     )
+    # Its position in the request's escalation (0: the first, immediate step); NULL outside
+    # one. A read of the notification cancels the pending steps past 0.
+    escalation_step = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -549,6 +556,32 @@ class Digest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} digest of {self.item_count} for {self.user}"
+
+
+class CapSlot(models.Model):
+    """A delivery that took one place in its recipient's frequency cap (``services.caps``): one
+    row per delivery handed to a provider in a capped category and channel, counted over the
+    cap's sliding window. ``subject`` is the person: ``u:<user id>``, or ``a:<address hash>``
+    for an address-only recipient (the keyed hash: no address in the clear)."""
+
+    id = models.BigAutoField(primary_key=True)
+    subject = models.CharField(max_length=80)
+    category = models.CharField(max_length=64)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    # One place per delivery, whatever its retries: the unique index is the proof.
+    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, related_name="+")
+    granted_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # The window's count: one person's places in one category and channel, by time.
+            models.Index(
+                fields=["subject", "category", "channel", "granted_at"], name="capslot_window"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category}/{self.channel} for {self.subject} at {self.granted_at}"
 
 
 class OutboxMessage(models.Model):

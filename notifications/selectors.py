@@ -115,6 +115,7 @@ def categories_with_preferences(user: User) -> list[dict[str, Any]]:
                 "mandatory": category.mandatory,
                 "requires_consent": category.requires_consent,
                 "channels": channels,
+                "frequency_caps": category.frequency_caps,
                 "modes": modes,
             }
         )

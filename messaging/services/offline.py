@@ -1,10 +1,13 @@
 """Offline notifications: a participant without a socket open hears of new messages through
-the notifications app (one ``messages`` notification per burst)."""
+the notifications app (one ``messages`` notification per burst), in the inbox at once, then by
+push and by email later unless they read the conversation first (an escalation, cancelled by
+its ``cancellation_key`` when the conversation is read: ``messaging.services.receipts``)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -13,6 +16,7 @@ from communication.celery import app, queue
 from messaging import conf, presence
 from messaging.models import ConversationType, Message, MessageType, NotificationLevel, Participant
 from messaging.services.payloads import display_name, message_preview
+from notifications.escalation import escalation_clean
 from notifications.services import notification_send
 
 logger = logging.getLogger(__name__)
@@ -26,6 +30,26 @@ def offline_key(user_pk: object, conversation_id: object, message_id: int) -> st
     """The idempotency key of a recipient's notification up to a message; erasure finds a
     conversation's notifications by it (``messaging.compliance.OFFLINE_KEY_OF``)."""
     return f"messages:{user_pk}:{conversation_id}:{message_id}"
+
+
+def offline_cancellation_key(user_pk: object, conversation_id: object) -> str:
+    """The ``cancellation_key`` of a recipient's notifications about a conversation: reading the
+    conversation cancels what of them is still pending."""
+    return f"messages:{user_pk}:{conversation_id}"
+
+
+def offline_escalation() -> list[dict[str, Any]]:
+    """In-app at once, then push and email after their configured delays (a channel whose delay
+    is empty is left out). A misconfigured delay raises, as a bad send body would."""
+    steps: list[dict[str, Any]] = [{"channel": "in_app"}]
+    for channel, name in (
+        ("push", "MESSAGING_NOTIFY_PUSH_AFTER"),
+        ("email", "MESSAGING_NOTIFY_EMAIL_AFTER"),
+    ):
+        after = str(conf.get(name) or "").strip()
+        if after:
+            steps.append({"channel": channel, "after": after})
+    return escalation_clean(steps)
 
 
 def wants_notification(p: Participant) -> bool:
@@ -125,6 +149,8 @@ def participant_notify_offline(participant_id: int) -> str:
                 },
                 "priority": "normal",
                 "scheduled_at": None,
+                "escalation": offline_escalation(),
+                "cancellation_key": offline_cancellation_key(p.user_id, conversation.id),
             },
             idempotency_key=offline_key(p.user_id, conversation.id, last.id),
         )

@@ -12,6 +12,11 @@ from communication.models import User
 from messaging import selectors
 from messaging.models import ACTIVE_MEMBER, Message, Participant
 from messaging.services.access import publish_to_members
+from messaging.services.offline import offline_cancellation_key
+from notifications.services import cancellation_key_cancel
+
+# The reason a pending push or email about a conversation records when reading it cancelled it.
+CONVERSATION_READ = "conversation read"
 
 
 def _advance(participant_pk: int, message_id: int, *, read: bool) -> bool:
@@ -57,7 +62,9 @@ def conversation_mark_read(
     *, user: User, conversation_id: uuid.UUID | str, message_id: int | str
 ) -> Participant:
     """Moves the caller's read (and delivered) watermark up to ``message_id``; every member gets
-    a ``receipt`` when it moved. Marking an older message read changes nothing."""
+    a ``receipt`` when it moved, and the push or email still pending about the conversation
+    (the offline notification's escalation) is cancelled in the same transaction. Marking an
+    older message read changes nothing."""
     try:
         message_id = int(message_id)
     except (TypeError, ValueError):
@@ -73,6 +80,12 @@ def conversation_mark_read(
                 fields={"message_id": ["Unknown message."]},
             )
         if _advance(me.pk, message_id, read=True):
+            cancellation_key_cancel(
+                caller="messaging",
+                key=offline_cancellation_key(user.pk, conversation_id),
+                reason=CONVERSATION_READ,
+                report_sent=False,
+            )
             _publish_receipt(conversation_id, user)
     me.refresh_from_db()
     return me

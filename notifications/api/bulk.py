@@ -56,12 +56,15 @@ class BulkSerializer(InputSerializer):
     priority = serializers.ChoiceField(
         choices=Priority.choices, required=False, default=Priority.LOW
     )
+    escalation = s.EscalationField(required=False)
+    cancellation_key = serializers.CharField(required=False, allow_blank=True, max_length=255)
 
     def validate(self, attrs):
         if bool(attrs.get("template")) == bool(attrs.get("content")):
             raise serializers.ValidationError(
                 {"template": ["Give a template, or inline content, not both."]}
             )
+        s.check_escalation(attrs)
         return attrs
 
 
@@ -76,6 +79,8 @@ class BulkSendSerializer(serializers.Serializer):
     data = serializers.DictField(required=False)  # type: ignore[assignment]  # see ContentSerializer
     locale = serializers.CharField(required=False, allow_blank=True, max_length=35)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    escalation = s.EscalationField(required=False)
+    cancellation_key = serializers.CharField(required=False, max_length=255)
 
 
 class RejectedSerializer(serializers.Serializer):

@@ -9,7 +9,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from communication.api.validation import InputSerializer
+from communication.exceptions import APIError
 from communication.models import normalize_e164
+from notifications.escalation import escalation_clean
 from notifications.models import Channel, Notification, Priority
 
 
@@ -108,6 +110,49 @@ class ChannelsField(serializers.Field):
         return value
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "channel": {"type": "string", "enum": list(Channel.values)},
+                "after": {
+                    "type": "string",
+                    "description": "30s, 10m, 1h, 2d or ISO 8601 (PT10M); none on the first step",
+                },
+            },
+            "required": ["channel"],
+        },
+    }
+)
+class EscalationField(serializers.Field):
+    """The channels tried in turn until the notification is read (``notifications.escalation``:
+    its errors are 400s with the code ``invalid_escalation``)."""
+
+    def to_internal_value(self, data):
+        return escalation_clean(data)
+
+    def to_representation(self, value):
+        return value
+
+
+def check_escalation(attrs: dict[str, Any]) -> None:
+    """An escalation names its channels and times itself: ``channels`` and ``scheduled_at``
+    beside it are refused (``escalation_conflict``) rather than one silently winning."""
+    if not attrs.get("escalation"):
+        return
+    for field in ("channels", "scheduled_at"):
+        given = attrs.get(field)
+        if given not in (None, "auto"):
+            raise APIError(
+                f"Give escalation or {field}, not both: the escalation names its channels "
+                "and when each goes.",
+                code="escalation_conflict",
+                fields={field: ["Not with escalation."]},
+            )
+
+
 class ContentSerializer(serializers.Serializer):
     subject = serializers.CharField(required=False, allow_blank=True, max_length=998)
     title = serializers.CharField(required=False, allow_blank=True, max_length=500)
@@ -135,12 +180,16 @@ class SendSerializer(InputSerializer):
     )
     scheduled_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     scheduled_local = serializers.BooleanField(required=False, default=False)
+    escalation = EscalationField(required=False)
+    # DRF's CharField refuses NUL characters already.
+    cancellation_key = serializers.CharField(required=False, allow_blank=True, max_length=255)
 
     def validate(self, attrs):
         if bool(attrs.get("template")) == bool(attrs.get("content")):
             raise serializers.ValidationError(
                 {"template": ["Give a template, or inline content, not both."]}
             )
+        check_escalation(attrs)
         return attrs
 
 
@@ -268,7 +317,10 @@ class QuietHoursSerializer(serializers.Serializer):
 class PreferencesSerializer(serializers.Serializer):
     # Categories by channels is a few dozen: a longer list is a mistake (or an attack on the
     # one update per item).
-    preferences = PreferenceSerializer(many=True, required=False, default=list, max_length=200)
+    # (The stubs type many=True's ListSerializer arguments as the child's.)
+    preferences = PreferenceSerializer(  # type: ignore[call-arg]
+        many=True, required=False, default=list, max_length=200
+    )
     quiet_hours = QuietHoursSerializer(required=False, allow_null=True)
 
 
@@ -296,6 +348,11 @@ class ChannelModeSerializer(serializers.Serializer):
     digest_weekday = serializers.IntegerField(help_text="0 Monday … 6 Sunday")
 
 
+class FrequencyCapSerializer(serializers.Serializer):
+    limit = serializers.IntegerField()
+    period = serializers.CharField(help_text='A whole number and m, h or d, like "7d".')
+
+
 class CategoryPreferenceSerializer(serializers.Serializer):
     key = serializers.CharField()
     name = serializers.CharField()
@@ -303,6 +360,8 @@ class CategoryPreferenceSerializer(serializers.Serializer):
     mandatory = serializers.BooleanField()
     requires_consent = serializers.BooleanField()
     channels = serializers.DictField(child=serializers.BooleanField())
+    # What the category promises: at most "limit" messages per "period" on each channel listed.
+    frequency_caps = serializers.DictField(child=FrequencyCapSerializer())
     modes = serializers.DictField(
         child=ChannelModeSerializer(), help_text="per channel: how often, and when"
     )

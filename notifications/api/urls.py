@@ -1,13 +1,15 @@
 from django.urls import re_path
 
 from communication.api.routers import OptionalSlashRouter
-from notifications.api import bulk, devices, views
+from notifications.api import bulk, cancel, devices, views
 
 router = OptionalSlashRouter()
 router.register("notifications/bulk", bulk.BulkViewSet, basename="notifications-bulk")
 router.register("notifications/batches", bulk.BatchViewSet, basename="notifications-batch")
 router.register("notifications/schedule", views.ScheduleViewSet, basename="notifications-schedule")
 router.register("notifications/requests", views.RequestViewSet, basename="notifications-request")
+router.register("notifications", cancel.CancelViewSet, basename="notifications-cancel")
+router.register("notifications", cancel.PushOpenedViewSet, basename="notification-push")
 router.register("notifications", views.SendViewSet, basename="notifications-send")
 router.register("notifications", views.InboxViewSet, basename="notification")
 router.register("notifications", views.PreferenceViewSet, basename="notification-preferences")

@@ -2,8 +2,10 @@
 
 - ``send``: accept a request (idempotency, recipients, rules, the one write);
 - ``requests``: a caller's request afterwards (status, cancel, reschedule), staff's cancel;
+- ``cancellation``: the one cancel (by request, key, staff, or a read stopping an escalation);
 - ``delivery``: claim, render and send a batch of deliveries; staff's resend;
 - ``outcomes``: record what an attempt ended in (accepted, retry, failover, failed);
+- ``caps``: frequency caps, kept by ``delivery`` just before the providers;
 - ``sweeps``: the beat's housekeeping;
 - ``staff``: what staff do from the console (resend a failed delivery, send a test);
 - ``inbox``: the user's read state;
@@ -16,6 +18,11 @@ Only these modules write notification rows. Callers use the names re-exported he
 """
 
 from notifications.providers.registry import provider_breaker
+from notifications.services.cancellation import (
+    cancellation_key_cancel,
+    escalations_stop,
+    notification_push_opened,
+)
 from notifications.services.delivery import (
     deliveries_attempt,
     deliveries_claim,
@@ -63,6 +70,7 @@ __all__ = [
     "TEST_CATEGORY",
     "SendOutcome",
     "address_normalize",
+    "cancellation_key_cancel",
     "consent_record",
     "deliveries_attempt",
     "deliveries_cancel",
@@ -73,10 +81,12 @@ __all__ = [
     "delivery_attempt",
     "delivery_resend",
     "delivery_track",
+    "escalations_stop",
     "idempotency_prune",
     "notification_cancel",
     "notification_dismiss",
     "notification_mark",
+    "notification_push_opened",
     "notification_read_all",
     "notification_send",
     "notifications_publish_created",

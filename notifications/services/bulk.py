@@ -140,7 +140,11 @@ def _accept(
             fields={"category": ["Unknown category."]},
         )
     requested = payload.get("channels") or "auto"
-    channels = requested if isinstance(requested, list) else [requested]
+    escalation = payload.get("escalation") or []
+    # An escalation names its channels (the API refuses ``channels`` beside it).
+    channels = [step["channel"] for step in escalation] or (
+        requested if isinstance(requested, list) else [requested]
+    )
     family = payload.get("template") or ""
     schemas: list[list[Any]] = []
     if family:
@@ -168,6 +172,8 @@ def _accept(
         priority=payload.get("priority") or "low",
         channels=channels,
         bulk=True,
+        escalation=escalation,
+        cancellation_key=payload.get("cancellation_key") or "",
     )
     users = _users(rows_in)
     rejected = list(rejected_in)

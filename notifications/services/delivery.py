@@ -29,6 +29,7 @@ from notifications.models import Delivery, Notification, NotificationRequest
 from notifications.providers import ratelimit, registry
 from notifications.providers.base import Message, Provider, ProviderError, SendResult
 from notifications.providers.registry import provider_breaker
+from notifications.services.caps import deliveries_within_caps
 from notifications.services.delivery_events import delivery_event
 from notifications.services.outcomes import (
     Acceptance,
@@ -107,7 +108,9 @@ def _claim_statement() -> str:
               AND NOT EXISTS (
                 SELECT 1 FROM notifications_notification AS hn
                 JOIN notifications_notificationrequest AS hr ON hr.id = hn.request_id
-                WHERE hn.id = d.notification_id AND hr.held_at IS NOT NULL
+                WHERE hn.id = d.notification_id AND (hr.held_at IS NOT NULL
+                  -- an escalation step of a notification read meanwhile is not sent
+                  OR (d.escalation_step > 0 AND hn.read_at IS NOT NULL))
               )
             ORDER BY d.id FOR UPDATE OF d SKIP LOCKED
         ), claimed AS (
@@ -281,7 +284,8 @@ def delivery_attempt(delivery_id: uuid.UUID | str) -> str:
     """Sends one delivery once: claim, render, pick a provider, call it, record the outcome.
 
     Safe to run twice: a second copy finds nothing to claim. Returns what happened (for logs and
-    tests): not_claimed, sent, failed, ambiguous, retry, failover, delayed.
+    tests): not_claimed, sent, failed, ambiguous, retry, failover, delayed, skipped (its
+    frequency cap is reached: ``services.caps``).
     """
     return deliveries_attempt([delivery_id])[str(delivery_id)]
 
@@ -304,7 +308,9 @@ def deliveries_attempt(delivery_ids: Sequence[uuid.UUID | str]) -> dict[str, str
     worker.
     """
     outcomes = {str(i): "not_claimed" for i in delivery_ids}
-    deliveries = deliveries_claim(delivery_ids)
+    # Frequency caps are kept here, just before the providers, for the whole batch at once.
+    deliveries, capped = deliveries_within_caps(deliveries_claim(delivery_ids))
+    outcomes.update(capped)
     claimed_at = time.monotonic()
     batch = _Batch()
     groups: dict[tuple[object, ...], list[tuple[Delivery, Message]]] = {}

@@ -26,8 +26,8 @@ from notifications import resolution
 from notifications.models import Delivery, Digest, NotificationPreference, NotificationRequest
 from notifications.selectors import DigestItem as Item
 from notifications.selectors import digest_items as held_items
+from notifications.services.cancellation import deliveries_cancel_pending
 from notifications.services.delivery_events import delivery_event
-from notifications.services.requests import _cancel
 from notifications.services.send import recipients_write
 
 logger = logging.getLogger(__name__)
@@ -215,9 +215,9 @@ def held_opted_out_cancel(delivery_ids: list[uuid.UUID]) -> int:
     (its events), with the reason ``opted out``."""
     if not delivery_ids:
         return 0
-    cancelled = _cancel(Delivery.objects.filter(id__in=delivery_ids), actor="opted out")
-    Delivery.objects.filter(id__in=delivery_ids, status="cancelled").update(reason="opted out")
-    return cancelled
+    return len(
+        deliveries_cancel_pending(Delivery.objects.filter(id__in=delivery_ids), reason="opted out")
+    )
 
 
 def _counted(delivery: Delivery) -> Item:

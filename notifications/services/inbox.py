@@ -15,7 +15,9 @@ from communication import realtime
 from communication.audit import audit_record
 from communication.models import User
 from notifications import selectors
+from notifications.escalation import READ_IN_INBOX
 from notifications.models import Notification
+from notifications.services.cancellation import escalations_stop
 
 
 def notifications_publish_created(notifications: Sequence[Notification]) -> None:
@@ -54,12 +56,15 @@ def notifications_publish_created(notifications: Sequence[Notification]) -> None
 
 @transaction.atomic
 def notification_mark(*, user: User, notification_id: uuid.UUID | str, read: bool) -> Notification:
-    """Marks one notification read (or unread again) and tells the user's other sockets."""
+    """Marks one notification read (or unread again) and tells the user's other sockets; a read
+    cancels its escalation steps still pending."""
     notification = selectors.notification_get(user, notification_id)
     value = timezone.now() if read else None
     if (notification.read_at is None) == read:
         notification.read_at = value
         notification.save(update_fields=["read_at"])
+        if read:
+            escalations_stop([notification.id], reason=READ_IN_INBOX)
         realtime.publish_event(
             user.pk,
             "notification.read" if read else "notification.unread",
@@ -73,11 +78,13 @@ def notification_mark(*, user: User, notification_id: uuid.UUID | str, read: boo
 
 @transaction.atomic
 def notification_read_all(*, user: User) -> int:
-    """Marks every unread notification of the user read; returns how many."""
+    """Marks every unread notification of the user read (cancelling their escalation steps
+    still pending); returns how many."""
     now = timezone.now()
     ids = list(selectors.inbox_unread(user).values_list("id", flat=True))
     if ids:
         Notification.objects.filter(id__in=ids).update(read_at=now)
+        escalations_stop(ids, reason=READ_IN_INBOX)
         realtime.publish_event(
             user.pk,
             "notification.read",
@@ -88,11 +95,13 @@ def notification_read_all(*, user: User) -> int:
 
 @transaction.atomic
 def notification_dismiss(*, user: User, notification_id: uuid.UUID | str) -> None:
-    """Hides one notification from the inbox (read, if it was not)."""
+    """Hides one notification from the inbox (read, if it was not: its escalation steps still
+    pending are cancelled)."""
     notification = selectors.notification_get(user, notification_id)
     notification.dismissed_at = timezone.now()
     if notification.read_at is None:
         notification.read_at = notification.dismissed_at
+        escalations_stop([notification.id], reason=READ_IN_INBOX)
     notification.save(update_fields=["dismissed_at", "read_at"])
     audit_record("notification.dismiss", "notifications.notification", notification.pk)
     realtime.publish_event(

@@ -20,6 +20,7 @@ from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, Suppression
 from notifications.providers.base import ProviderError, SendResult
 from notifications.providers.registry import provider_breaker
+from notifications.services.caps import cap_slot_release
 from notifications.services.delivery_events import delivery_event
 from notifications.services.tracking import suppression_add
 
@@ -180,6 +181,8 @@ def delivery_fail(
     with transaction.atomic():
         if not _finish(delivery, **fields):
             return False
+        # Nothing reached the person: the delivery's place in its frequency cap is free again.
+        cap_slot_release(delivery)
         _record(
             delivery,
             "failed",

@@ -11,12 +11,15 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from analytics import events
 from communication.audit import audit_record
 from communication.exceptions import APIError, ConflictError, NotFoundError
 from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, NotificationRequest
-from notifications.services.delivery_events import delivery_event
+from notifications.services.cancellation import (
+    CANCELLABLE,
+    CANCELLED_BY_CALLER,
+    deliveries_cancel_pending,
+)
 from notifications.services.send import RequestBody, request_body
 
 
@@ -35,8 +38,7 @@ def request_status(request: NotificationRequest) -> RequestBody:
     return request_body(request, notifications, list(deliveries))
 
 
-# Statuses of a delivery not yet handed to a provider.
-CANCELLABLE = ("scheduled", "held", "queued")
+__all__ = ["CANCELLABLE"]  # re-exported: the console asks which deliveries it may cancel
 
 
 @transaction.atomic
@@ -99,32 +101,10 @@ def requests_release(requests: QuerySet[NotificationRequest]) -> int:
 
 
 def _cancel(deliveries: QuerySet[Delivery], *, actor: str = "", audit: bool = False) -> int:
-    """The one cancel: locks the cancellable ones among ``deliveries`` (a worker's claim skips
-    locked rows, so it cannot take one mid-cancel), marks them cancelled, records the events;
-    with ``audit`` (staff's cancels), an audit entry for each delivery."""
-    now = timezone.now()
-    found = list(
-        deliveries.select_for_update(of=("self",))
-        .select_related("notification__request")
-        .filter(status__in=CANCELLABLE)
-    )
-    if not found:
-        return 0
-    Delivery.objects.filter(id__in=[d.id for d in found]).update(
-        status="cancelled", cancelled_at=now, lease_until=None, updated_at=now
-    )
-    events.record_many(
-        [delivery_event(d, "cancelled", data={"by": actor} if actor else {}) for d in found]
-    )
-    if audit:
-        for d in found:
-            audit_record(
-                "delivery.cancel",
-                "notifications.delivery",
-                d.pk,
-                changes={"status": [d.status, "cancelled"]},
-            )
-    return len(found)
+    """The caller's and staff's cancels, through the one cancel
+    (:func:`notifications.services.cancellation.deliveries_cancel_pending`)."""
+    reason = f"cancelled by {actor}" if actor else CANCELLED_BY_CALLER
+    return len(deliveries_cancel_pending(deliveries, reason=reason, actor=actor, audit=audit))
 
 
 @transaction.atomic

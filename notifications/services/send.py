@@ -309,6 +309,8 @@ def _send(
         scheduled_at=payload.get("scheduled_at"),
         scheduled_local=bool(payload.get("scheduled_local")),
         resent_from=resent_from,
+        escalation=payload.get("escalation") or [],
+        cancellation_key=payload.get("cancellation_key") or "",
     )
     written = recipients_write(request, recipients)
     return request_body(request, written.notifications, written.deliveries)
@@ -353,6 +355,10 @@ def recipients_write(
     priority = request.priority
     now = timezone.now()
 
+    # An escalation names its channels, each step ``after`` seconds past the send.
+    escalation = {step["channel"]: step["after"] for step in request.escalation or []}
+    if escalation:
+        requested = list(escalation)
     every_channel = sorted(
         {c for r in recipients for c in resolution.channels_for(r, requested, facts)}
     )
@@ -366,6 +372,7 @@ def recipients_write(
 
     variable_schemas = rendering.schemas(templates) if templates else []
 
+    steps = {channel: i for i, channel in enumerate(escalation)}
     notifications: list[Notification] = []
     deliveries: list[Delivery] = []
     realtime_items: list[Notification] = []
@@ -396,7 +403,20 @@ def recipients_write(
             data=data,
         )
         decisions = [
-            _decide(recipient, channel, facts, priority, now, when, family, templates)
+            _decide(
+                recipient,
+                channel,
+                facts,
+                priority,
+                now,
+                # A later step goes that long after the send, by the same rules as any
+                # scheduled delivery (quiet hours may push it later still).
+                (when or now) + dt.timedelta(seconds=escalation[channel])
+                if escalation.get(channel)
+                else when,
+                family,
+                templates,
+            )
             for channel in channels
         ]
         inbox = next(
@@ -423,6 +443,7 @@ def recipients_write(
                     reason=decision.reason[:255],
                     priority=priority,
                     scheduled_for=decision.scheduled_for,
+                    escalation_step=steps.get(decision.channel),
                     **stamp,
                 )
             )

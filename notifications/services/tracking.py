@@ -17,6 +17,7 @@ from analytics import tracking as engagement
 from communication.audit import audit_record
 from communication.models import Category, normalize_e164
 from notifications import metrics
+from notifications.escalation import EMAIL_CLICKED, EMAIL_OPENED
 from notifications.models import (
     Delivery,
     NotificationPreference,
@@ -24,6 +25,7 @@ from notifications.models import (
     Suppression,
     suppression_hash,
 )
+from notifications.services.cancellation import escalations_stop
 from notifications.services.delivery_events import delivery_event
 from notifications.tracking import TrackingEvent
 from notifications.unsubscribe import TokenPayload
@@ -143,6 +145,12 @@ def delivery_track(event: TrackingEvent) -> Delivery | None:
         machine_reason = _machine_reason(event)
         if machine_reason:
             machine, data["reason"] = True, machine_reason
+        elif delivery.channel == "email":
+            # A person read it: the notification's later escalation steps are not sent.
+            escalations_stop(
+                [delivery.notification_id],
+                reason=EMAIL_OPENED if event.event == "opened" else EMAIL_CLICKED,
+            )
     events.record(
         **delivery_event(
             delivery,

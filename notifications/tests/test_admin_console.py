@@ -255,7 +255,8 @@ def test_cancel_stops_what_is_not_yet_sent_and_records_who(staff_client):
     delivery = Delivery.objects.get(id=scheduled["id"])
     assert delivery.status == "cancelled" and delivery.cancelled_at is not None
     event = Event.objects.get(delivery_id=scheduled["id"], type="cancelled")
-    assert event.data == {"by": "admin:ops"} and event.caller == "billing"
+    assert event.data == {"by": "admin:ops", "reason": "cancelled by admin:ops"}
+    assert event.caller == "billing"
     after = staff_client.get(timeline).content.decode()
     assert "/cancel/" not in after, "nothing left to cancel"
 

@@ -91,6 +91,7 @@ class TemplateCategorySerializer(serializers.ModelSerializer):
             "mandatory",
             "requires_consent",
             "tracking_allowed",
+            "frequency_caps",
         ]
         read_only_fields = fields
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("communication", "0010_realtime_event_sealed"),
+        ("communication", "0011_category_frequency_caps"),
     ]
 
     operations = [

@@ -9,8 +9,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("communication", "0011_category_digest_defaults"),
-        ("notifications", "0012_held_status_cancellation_key"),
+        ("communication", "0012_category_digest_defaults"),
+        ("notifications", "0014_frequency_cap_slots"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
