@@ -32,9 +32,9 @@ from analytics import events
 from communication import rows
 from communication.models import cap_period_seconds
 from notifications import metrics
-from notifications.categories import category_get
 from notifications.models import CapSlot, Delivery
 from notifications.services.delivery_events import delivery_event
+from notifications.services.digests import DIGEST_CALLER
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ def delivery_cap(delivery: Delivery) -> tuple[int, int] | None:
     the category the claim loaded with the delivery: no query."""
     category = delivery.notification.category
     if category is None or not category.frequency_caps or category.mandatory:
+        return None
+    # A digest carries items already decided (and marked sent in it): capping it would lose them.
+    if delivery.notification.request.caller == DIGEST_CALLER:
         return None
     cap = category.frequency_caps.get(delivery.channel)
     if not cap:
@@ -131,20 +134,6 @@ def cap_slot_release(delivery: Delivery) -> None:
     A query only when the delivery falls under a cap."""
     if delivery_cap(delivery) is not None:
         CapSlot.objects.filter(delivery_id=delivery.id).delete()
-
-
-def cap_slots_release_cancelled(cancelled: Sequence[Delivery]) -> None:
-    """Gives back the places of queued deliveries just cancelled (a place is taken at the
-    worker's claim; one put back in the queue by a rate limit or an open breaker keeps it).
-    A query only when one of them falls under a cap (categories are cached per process)."""
-    capped = []
-    for delivery in cancelled:
-        category = category_get(delivery.notification.category_id)
-        caps = category.frequency_caps if category and not category.mandatory else None
-        if caps and delivery.channel in caps:
-            capped.append(delivery.id)
-    if capped:
-        CapSlot.objects.filter(delivery_id__in=capped).delete()
 
 
 # One transaction-scoped lock per (person, category, channel), taken in key order by every

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from analytics.models import Event
 from communication.celery import queue as celery_queue
-from communication.models import User
+from communication.models import Category, User
 from conftest import wait_for
 from notifications.models import (
     Delivery,
@@ -231,3 +231,26 @@ def test_the_beat_task_on_the_worker_releases_what_a_change_to_immediate_made_du
     (email,) = digest_emails(kenji)
     assert "Weekly one" in email.html and "Weekly two" in email.html
     assert send(sender, kenji, "Now")["status"] == "queued"
+
+
+def test_a_digest_goes_out_whatever_the_categorys_frequency_cap(
+    celery_worker, sender, as_user, kenji
+):
+    """A digest carries items already decided (and marked sent in it): the cap that counted the
+    person's last alert must not skip it, or its items would be lost."""
+    alerts = Category.objects.get(key="alerts")
+    alerts.frequency_caps = {"email": {"limit": 1, "period": "7d"}}
+    alerts.save()
+    choose(as_user, kenji, {"category": "alerts", "channel": "email", "mode": "hourly"})
+    urgent = send(sender, kenji, "Urgent one", priority="urgent")
+    wait_for(lambda: digest_emails(kenji), 30, what="the urgent email, the cap's one place")
+    held = [send(sender, kenji, "Held one"), send(sender, kenji, "Held two")]
+    assert urgent["status"] == "queued" and {d["status"] for d in held} == {"held"}
+    digests.digests_release_due(now=dt.datetime.fromisoformat(held[0]["scheduled_for"]))
+    wait_for(lambda: len(digest_emails(kenji)) == 2, 30, what="the digest, past the cap")
+    digest = Digest.objects.get(user=kenji)
+    wait_for(
+        lambda: Delivery.objects.get(id=digest.delivery_id).status == "delivered",
+        30,
+        what="the digest's delivery",
+    )
