@@ -13,7 +13,7 @@ from campaigns.models import Campaign, CampaignRecipient
 from notifications.models import Delivery
 
 # Statuses a delivery waits in; every other one is done.
-WAITING = ("scheduled", "queued", "sending")
+WAITING = ("scheduled", "held", "queued", "sending")
 RATE_WINDOW = dt.timedelta(seconds=60)
 # A delivery handed over after more than one attempt may have reached its recipient twice (a
 # worker died after the provider's answer, and the lease's sweep sent it again).

@@ -92,7 +92,7 @@ def campaign_recipients(
 
 
 # The delivery statuses a results row counts in its "waiting" column (not handed over yet).
-WAITING = ("scheduled", "queued", "sending")
+WAITING = ("scheduled", "held", "queued", "sending")
 
 
 def campaign_results(*, campaign: Campaign) -> list[dict[str, Any]]:

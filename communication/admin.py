@@ -3,6 +3,7 @@ login attempts (django-axes) and the beat schedules (django-celery-beat), the la
 re-registered on unfold's ``ModelAdmin`` so that every page of the console has its layout."""
 
 import json
+from urllib.parse import urlencode
 
 from axes import admin as axes_admin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
@@ -11,6 +12,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.models import Group
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django_celery_beat import admin as beat_admin
@@ -62,7 +64,7 @@ class UserAdmin(ExactSearchMixin, BaseUserAdmin, ModelAdmin):
     search_help_text = "An exact username, user id, email address or phone number (E.164)."
     show_full_result_count = False
     ordering = ("-created_at",)
-    readonly_fields = ("id", "created_at", "updated_at", "last_login", "date_joined")
+    readonly_fields = ("id", "created_at", "updated_at", "last_login", "date_joined", "digests")
     fieldsets = (
         (None, {"fields": ("id", "username", "password")}),
         (
@@ -78,6 +80,7 @@ class UserAdmin(ExactSearchMixin, BaseUserAdmin, ModelAdmin):
                     "organization",
                     "roles",
                     "attributes",
+                    "digests",
                 )
             },
         ),
@@ -87,6 +90,18 @@ class UserAdmin(ExactSearchMixin, BaseUserAdmin, ModelAdmin):
         ),
         ("Dates", {"fields": ("last_login", "date_joined", "created_at", "updated_at")}),
     )
+
+    @display(description="digests")
+    def digests(self, obj: User) -> str:
+        # By URL name only: the Digests page is notifications' (this app imports none of it).
+        if obj.pk is None or not obj.external_id:
+            return "—"
+        url = (
+            reverse("admin:notifications_digest_changelist")
+            + "?"
+            + urlencode({"q": obj.external_id})
+        )
+        return format_html('<a href="{}" id="user-digests">What is held for their digests</a>', url)
 
 
 @admin.register(Category)

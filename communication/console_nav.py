@@ -192,6 +192,12 @@ NAVIGATION = [
                 "notifications.view_quiethours",
             ),
             _item(
+                "Digests",
+                "inbox",
+                "notifications_digest_changelist",
+                "notifications.view_digest",
+            ),
+            _item(
                 "Consents",
                 "verified_user",
                 "notifications_consent_changelist",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from typing import ClassVar, Self
@@ -93,6 +94,26 @@ def validate_channel_list(value) -> None:
         raise ValidationError("A channel is listed twice.")
 
 
+# How often a user hears about a category on a channel: at once, in a digest, or never.
+DELIVERY_MODES = ("immediate", "hourly", "daily", "weekly", "off")
+DIGEST_MODES = ("hourly", "daily", "weekly")
+
+
+def validate_digest_modes(value) -> None:
+    """``{channel: mode}``: the modes a category starts users on, per channel."""
+    if not isinstance(value, dict):
+        raise ValidationError("Expected an object of channel: mode.")
+    for channel, mode in value.items():
+        if channel not in Category.CHANNELS:
+            raise ValidationError(f"Unknown channel {channel!r}.")
+        if mode not in DELIVERY_MODES:
+            raise ValidationError(
+                f"Unknown mode {mode!r} for {channel}: one of {', '.join(DELIVERY_MODES)}."
+            )
+        if channel == "in_app" and mode in DIGEST_MODES:
+            raise ValidationError("in_app is always immediate: its inbox item is the message.")
+
+
 # The channels a worker hands to a provider: the only ones a frequency cap can be kept on
 # (an in-app item is written when the send is accepted, never sent by a worker).
 CAPPED_CHANNELS = ("email", "sms", "push")
@@ -176,6 +197,21 @@ class Category(models.Model):
         '(m, h or d), e.g. {"email": {"limit": 3, "period": "7d"}}. Empty: no cap.',
     )
     position = models.PositiveSmallIntegerField(default=0)
+    # The delivery mode a user starts with per channel (absent: immediate), and when that
+    # user's digest goes out (their own time zone) until they choose otherwise.
+    digest_modes = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_digest_modes],
+        help_text='Per channel: immediate, hourly, daily, weekly or off, e.g. {"email": "daily"}.',
+    )
+    digest_time = models.TimeField(
+        default=dt.time(8, 0),
+        help_text="Local time of a daily or weekly digest; its minute is an hourly one's.",
+    )
+    digest_weekday = models.PositiveSmallIntegerField(
+        default=0, help_text="Weekday of a weekly digest: 0 Monday … 6 Sunday."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -183,6 +219,9 @@ class Category(models.Model):
         ordering = ("position", "key")
         verbose_name_plural = "categories"
         constraints = [
+            models.CheckConstraint(
+                condition=models.Q(digest_weekday__lte=6), name="category_digest_weekday"
+            ),
             models.CheckConstraint(
                 condition=~(models.Q(mandatory=True) & models.Q(requires_consent=True)),
                 name="category_mandatory_xor_consent",

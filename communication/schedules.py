@@ -15,6 +15,8 @@ SCHEDULES: dict[str, tuple[str, float, str]] = {
     # Outbound webhooks: retries come due, leases of a dead worker expire.
     "webhooks-sweep": ("notifications.tasks.webhooks_sweep", 5.0, "default"),
     "webhooks-prune": ("notifications.tasks.webhooks_prune", 3600.0, "default"),
+    # Held deliveries whose digest (or quiet hours' end) is due, sent as one digest each.
+    "digests-release": ("notifications.tasks.release_digests", 60.0, "default"),
     "idempotency-prune": ("notifications.tasks.prune_idempotency_keys", 3600.0, "default"),
     # On the bulk worker: starting a run writes its whole first step, not for the worker that
     # carries transactional traffic.

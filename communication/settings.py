@@ -548,6 +548,10 @@ PROVIDER_BREAKER_THRESHOLD = env.int("PROVIDER_BREAKER_THRESHOLD", default=5)
 PROVIDER_BREAKER_RESET_SECONDS = env.int("PROVIDER_BREAKER_RESET_SECONDS", default=30)
 IDEMPOTENCY_TTL_HOURS = 24
 NOTIFICATIONS_MAX_RECIPIENTS = 1000
+# Digests (notifications.services.digests): the items one digest lists (the rest are counted,
+# "and N more"), and the held deliveries one digest gathers at most (more go in the next one).
+DIGEST_MAX_ITEMS = env.int("DIGEST_MAX_ITEMS", default=20)
+DIGEST_MAX_GATHERED = env.int("DIGEST_MAX_GATHERED", default=1000)
 # A send's escalation: how late its last step may be (a pending step waits in the database).
 NOTIFICATIONS_ESCALATION_MAX_SECONDS = env.int(
     "NOTIFICATIONS_ESCALATION_MAX_SECONDS", default=7 * 24 * 3600

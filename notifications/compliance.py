@@ -79,7 +79,7 @@ def _single_requests(subject: Subject) -> Q:
 
 
 def _pending_deliveries(subject: Subject) -> Q:
-    return _deliveries(subject) & Q(status__in=["scheduled", "queued"])
+    return _deliveries(subject) & Q(status__in=["scheduled", "held", "queued"])
 
 
 def _bulk_recipients(subject: Subject) -> Q:

@@ -32,6 +32,7 @@ STATUS_COLORS = {
     "sending": "#93c5fd",
     "queued": "#94a3b8",
     "scheduled": "#cbd5e1",
+    "held": "#e2e8f0",
     "ambiguous": "#f97316",
     "failed": "#dc2626",
     "suppressed": "#a855f7",

@@ -32,8 +32,22 @@ class Priority(models.TextChoices):
     URGENT = "urgent"
 
 
+class DeliveryMode(models.TextChoices):
+    IMMEDIATE = "immediate"
+    HOURLY = "hourly"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    OFF = "off"
+
+
 class NotificationPreference(models.Model):
-    """One user's choice for one category on one channel. Absent = the category's default."""
+    """One user's choice for one category on one channel. Absent = the category's default.
+
+    ``mode`` says how often (at once, in an hourly, daily or weekly digest, or never);
+    ``enabled`` is ``mode != "off"``, kept for the readers that only ask "on or off" (a database
+    constraint holds the two together). ``digest_time`` / ``digest_weekday`` empty: the
+    category's.
+    """
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"
@@ -41,6 +55,11 @@ class NotificationPreference(models.Model):
     category = models.ForeignKey("communication.Category", on_delete=models.CASCADE, to_field="key")
     channel = models.CharField(max_length=16, choices=Channel.choices)
     enabled = models.BooleanField()
+    mode = models.CharField(
+        max_length=10, choices=DeliveryMode.choices, default=DeliveryMode.IMMEDIATE
+    )
+    digest_time = models.TimeField(null=True, blank=True)
+    digest_weekday = models.PositiveSmallIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -48,11 +67,36 @@ class NotificationPreference(models.Model):
             models.UniqueConstraint(
                 fields=["user", "category", "channel"], name="preference_unique"
             ),
+            models.CheckConstraint(
+                condition=Q(enabled=True, mode__in=["immediate", "hourly", "daily", "weekly"])
+                | Q(enabled=False, mode="off"),
+                name="preference_mode_enabled",
+            ),
+            models.CheckConstraint(
+                condition=Q(digest_weekday__isnull=True) | Q(digest_weekday__lte=6),
+                name="preference_digest_weekday",
+            ),
+            # The inbox item is the message: in-app is never held for a digest.
+            models.CheckConstraint(
+                condition=~Q(channel="in_app", mode__in=["hourly", "daily", "weekly"]),
+                name="preference_in_app_not_digest",
+            ),
         ]
 
     def __str__(self) -> str:
-        state = "on" if self.enabled else "off"
-        return f"{self.user} · {self.category_id} by {self.channel}: {state}"
+        return f"{self.user} · {self.category_id} by {self.channel}: {self.mode}"
+
+    def save(self, *args, **kwargs):
+        # Writers that only say "on or off" (an unsubscribe link, a fixture) keep the mode in
+        # step: off is off, and turning on again starts immediate.
+        if not self.enabled:
+            self.mode = DeliveryMode.OFF
+        elif self.mode == DeliveryMode.OFF:
+            self.mode = DeliveryMode.IMMEDIATE
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "enabled" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "mode"}
+        super().save(*args, **kwargs)
 
 
 class QuietHours(models.Model):
@@ -414,6 +458,15 @@ class Delivery(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # A held delivery sent inside a digest: the digest it went out in.
+    digest = models.ForeignKey(
+        "notifications.Digest",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="items",
+        db_index=False,
+    )
     # Its position in the request's escalation (0: the first, immediate step); NULL outside
     # one. A read of the notification cancels the pending steps past 0.
     escalation_step = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -455,6 +508,14 @@ class Delivery(models.Model):
             models.Index(
                 fields=["lease_until"], name="delivery_lease", condition=Q(status="sending")
             ),
+            # The digest release: held deliveries whose digest (or quiet hours' end) is due.
+            models.Index(
+                fields=["scheduled_for"], name="delivery_held_due", condition=Q(status="held")
+            ),
+            # A digest's items (the console, the SET NULL when a digest is deleted).
+            models.Index(
+                fields=["digest"], name="delivery_digest", condition=Q(digest__isnull=False)
+            ),
             models.Index(
                 fields=["updated_at"], name="delivery_queued", condition=Q(status="queued")
             ),
@@ -471,6 +532,32 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.address or '-'} ({self.status})"
+
+
+class Digest(models.Model):
+    """One digest sent to a user on a channel: the held deliveries it gathered (``items``,
+    marked sent with reason ``digest``) and its own delivery, written by the usual pipeline."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="digests"
+    )
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    # The oldest and newest item it gathered, and when it was released.
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    released_at = models.DateTimeField()
+    item_count = models.PositiveIntegerField()
+    # Why it went out: a digest the user chose, or the end of their quiet hours.
+    reason = models.CharField(max_length=32, blank=True)
+    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, related_name="digest_sent")
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-released_at"], name="digest_user_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.channel} digest of {self.item_count} for {self.user}"
 
 
 class CapSlot(models.Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -10,12 +11,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 
 from analytics.models import Event
 from communication.compliance.keyed import lookup_hash
-from communication.exceptions import NotFoundError
+from communication.exceptions import APIError, NotFoundError
 from communication.models import Category, User, normalize_e164
+from notifications import rendering
 from notifications.models import (
     Consent,
     Delivery,
@@ -27,6 +29,8 @@ from notifications.models import (
     suppression_hash,
 )
 from notifications.resolution import SENDABLE
+
+logger = logging.getLogger(__name__)
 
 
 def request_list(
@@ -73,18 +77,36 @@ def inbox(
 
 
 def categories_with_preferences(user: User) -> list[dict[str, Any]]:
+    """Every category with the user's choice per channel: ``channels`` on/off (as ever) and
+    ``modes`` (mode, digest time and weekday: their own, else the category's defaults)."""
     prefs = {
-        (p.category_id, p.channel): p.enabled
-        for p in NotificationPreference.objects.filter(user=user)
+        (p.category_id, p.channel): p for p in NotificationPreference.objects.filter(user=user)
     }
     out = []
     for category in Category.objects.order_by("position", "key"):
         channels: dict[str, bool] = {}
+        modes: dict[str, dict[str, Any]] = {}
+        defaults = category.digest_modes or {}
         for channel in SENDABLE:
-            default = channel in category.default_channels
-            channels[channel] = (
-                True if category.mandatory else prefs.get((category.key, channel), default)
-            )
+            own = prefs.get((category.key, channel))
+            default_on = channel in category.default_channels and defaults.get(channel) != "off"
+            if category.mandatory:
+                mode = "immediate"
+            elif own is not None:
+                mode = own.mode
+            elif channel == "in_app":
+                mode = "immediate" if default_on else "off"
+            else:
+                mode = defaults.get(channel, "immediate") if default_on else "off"
+            channels[channel] = True if category.mandatory else mode != "off"
+            time = (own.digest_time if own else None) or category.digest_time
+            modes[channel] = {
+                "mode": mode,
+                "digest_time": f"{time:%H:%M}",
+                "digest_weekday": own.digest_weekday
+                if own and own.digest_weekday is not None
+                else category.digest_weekday,
+            }
         out.append(
             {
                 "key": category.key,
@@ -94,6 +116,112 @@ def categories_with_preferences(user: User) -> list[dict[str, Any]]:
                 "requires_consent": category.requires_consent,
                 "channels": channels,
                 "frequency_caps": category.frequency_caps,
+                "modes": modes,
+            }
+        )
+    return out
+
+
+@dataclass
+class DigestItem:
+    """One held delivery as a digest (and the user's digest page) shows it."""
+
+    delivery_id: uuid.UUID
+    notification_id: uuid.UUID
+    category: str
+    category_name: str
+    title: str
+    summary: str
+    url: str
+    created_at: dt.datetime
+    scheduled_for: dt.datetime | None
+    reason: str
+
+
+def digest_items(deliveries: list[Delivery]) -> list[DigestItem]:
+    """Each delivery (its notification, request and category loaded) as an :class:`DigestItem`: the
+    in-app title and body when the send had them, else its own channel's rendering."""
+    families: dict[tuple[str, str], str] = {}
+    return [_item(d, families) for d in deliveries]
+
+
+def _item(delivery: Delivery, families: dict[tuple[str, str], str]) -> DigestItem:
+    notification = delivery.notification
+    request = notification.request
+    title, summary, url = notification.title, notification.body, notification.action_url
+    if not title:
+        rendered = _render(delivery, families)
+        title = rendered.get("subject") or rendered.get("title") or ""
+        summary = rendered.get("body") or rendered.get("text") or ""
+        url = rendered.get("action_url") or rendered.get("deep_link") or ""
+    category = notification.category
+    return DigestItem(
+        delivery_id=delivery.id,
+        notification_id=notification.id,
+        category=category.key,
+        category_name=category.name,
+        title=(title or request.template_key or category.name)[:200],
+        summary=summary[:300],
+        url=url,
+        created_at=delivery.created_at,
+        scheduled_for=delivery.scheduled_for,
+        reason=delivery.reason,
+    )
+
+
+def _render(delivery: Delivery, families: dict[tuple[str, str], str]) -> dict[str, Any]:
+    """The delivery's message as the worker would render it; a digest lists what it can and
+    never fails for one item whose template broke since (its title falls back)."""
+    notification = delivery.notification
+    request = notification.request
+    user = notification.user
+    family = request.template_key
+    key = ""
+    if family:
+        if (family, delivery.channel) not in families:
+            families[(family, delivery.channel)] = rendering.template_keys(
+                family, [delivery.channel]
+            ).get(delivery.channel, "")
+        key = families[(family, delivery.channel)]
+        if not key:
+            return {}
+    try:
+        return rendering.render(
+            channel=delivery.channel,
+            template_key=key,
+            content=request.content,
+            data=rendering.recipient_context(notification.data, user=user),
+            locale=notification.locale,
+            timezone=user.timezone if user else "",
+            recipient=user.external_id if user else None,
+        )
+    except APIError:  # a template error: the item keeps its fallback title
+        logger.warning("digest item not rendered", extra={"delivery": str(delivery.id)})
+        return {}
+
+
+def digest_held(user: User, *, limit: int) -> list[dict[str, Any]]:
+    """What is held for the user's digests, per channel: when it goes out next, how many items,
+    and the newest ``limit`` of them (newest first)."""
+    held = Delivery.objects.filter(status="held", notification__user=user)
+    out = []
+    summary = (
+        held.values("channel").annotate(count=Count("id"), next_at=Min("scheduled_for"))
+    ).order_by("channel")
+    for row in summary:
+        newest = list(
+            held.filter(channel=row["channel"])
+            .select_related("notification__request", "notification__category")
+            .order_by("-created_at", "-id")[:limit]
+        )
+        for d in newest:
+            d.notification.user = user
+        out.append(
+            {
+                "channel": row["channel"],
+                "next_send_at": row["next_at"],
+                "count": row["count"],
+                "items": digest_items(newest),
             }
         )
     return out
@@ -403,6 +531,7 @@ def _entries(delivery: Delivery, found: list[Event]) -> list[TimelineEntry]:
         )
     upcoming = {
         "scheduled": ("due", delivery.scheduled_for),
+        "held": ("digest due", delivery.scheduled_for),
         "queued": ("next attempt", delivery.next_attempt_at),
         "sending": ("lease ends", delivery.lease_until),
     }.get(delivery.status)

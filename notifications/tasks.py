@@ -1,10 +1,11 @@
 """Thin Celery tasks: ids in, one service call."""
 
 from celery import shared_task
+from django.utils import timezone
 
 from notifications import services
 from notifications.enqueue import DELIVER_MANY
-from notifications.services import bulk, webhooks
+from notifications.services import bulk, digests, webhooks
 
 
 @shared_task(name=DELIVER_MANY, ignore_result=True, acks_late=True)
@@ -16,6 +17,11 @@ def deliver_many(delivery_ids: list[str]) -> dict:
 def sweep() -> dict:
     # Bulk requests left half fanned out (a worker died) go back on the bulk queue.
     return {**services.deliveries_sweep(), "bulk_resumed": bulk.bulk_resume_stalled()}
+
+
+@shared_task(ignore_result=True)
+def release_digests() -> int:
+    return digests.digests_release_due(now=timezone.now())
 
 
 @shared_task(ignore_result=True)

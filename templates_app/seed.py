@@ -520,84 +520,121 @@ _ENTRIES_EXAMPLE = [
 ]
 
 
-def _digest_list(more: str) -> str:
+_GROUPS_EXAMPLE = [
+    {"category": "activity", "name": "Activity", "entries": _ENTRIES_EXAMPLE},
+]
+
+
+def _entry() -> str:
     return (
-        "<ul>\n{% for entry in entries %}<li><p><strong>"
+        "<li><p><strong>"
         '{% if entry.url %}<a href="{{ entry.url }}">{{ entry.title }}</a>'
-        "{% else %}{{ entry.title }}{% endif %}</strong><br>{{ entry.summary }}</p></li>\n"
-        "{% endfor %}</ul>\n"
-        '{% if unread_count > entries|length %}<p class="muted">' + more + "</p>{% endif %}\n"
+        "{% else %}{{ entry.title }}{% endif %}</strong>"
+        "{% if entry.summary %}<br>{{ entry.summary }}{% endif %}</p></li>\n"
     )
 
+
+def _digest_list(more: str) -> str:
+    """The items grouped by category (a digest of held notifications), or the flat ``entries``
+    a caller of the family gives; then how many were left out."""
+    return (
+        "{% if groups is defined %}{% for group in groups %}<h2>{{ group.name }}</h2>\n<ul>\n"
+        "{% for entry in group.entries %}" + _entry() + "{% endfor %}</ul>\n{% endfor %}"
+        "{% else %}<ul>\n{% for entry in entries %}" + _entry() + "{% endfor %}</ul>\n"
+        "{% endif %}"
+        "{% set left_out = more if more is defined else unread_count - entries|length %}"
+        '{% if left_out > 0 %}<p class="muted">' + more + "</p>{% endif %}\n"
+    )
+
+
+def _digest_texts(
+    *, subject: str, heading: str, intro: str, more: str, see: str, title: str, body: str, sms: str
+) -> dict[str, str]:
+    return {
+        "subject": subject,
+        "content": f"<h1>{heading}</h1>\n<p>{intro}</p>\n" + _digest_list(more) + button(see),
+        "sms": sms,
+        "title": title,
+        "body": body,
+    }
+
+
+_LATEST = "{% if entries %} {{ entries[0].title|truncate(80) }}{% endif %}"
 
 DIGEST = {
     "base": "digest",
     "name": "Digest",
     "category": "activity",
-    "description": "A periodic summary of what happened.",
+    "description": "A periodic summary of what happened: the notifications a user chose to "
+    "receive together, grouped by category, newest first.",
     "variables": [
-        NAME,
+        var("name", example="Ada", required=False, description="The recipient's first name"),
         var("period_start", "date", "2026-02-23"),
         var("period_end", "date", "2026-03-01"),
         var("entries", "list", _ENTRIES_EXAMPLE, description="[{title, summary, url}]"),
-        var("unread_count", "integer", 5),
+        var(
+            "groups",
+            "list",
+            _GROUPS_EXAMPLE,
+            required=False,
+            description="[{category, name, entries}], the entries grouped by category",
+        ),
+        var("unread_count", "integer", 5, description="How many items the digest gathers"),
+        var("more", "integer", 3, required=False, description="How many are not listed"),
         ACTION,
     ],
-    "channels": ("email", "in_app"),
+    "channels": ("email", "sms", "push", "in_app"),
     "texts": {
-        "en": {
-            "subject": "Your digest: {{ period_start|date('d MMM') }} - "
-            "{{ period_end|date('d MMM') }}",
-            "content": (
-                "<h1>What you missed</h1>\n<p>Hello {{ name }}, here is what happened between "
-                "{{ period_start|date('long') }} and {{ period_end|date('long') }}.</p>\n"
-                + _digest_list("And {{ unread_count - entries|length }} more.")
-                + button("See everything")
-            ),
-            "title": "Your digest",
-            "body": "{{ unread_count|number }} updates since {{ period_start|date('medium') }}",
-        },
-        "fr": {
-            "subject": "Votre résumé : {{ period_start|date('d MMM') }} - "
-            "{{ period_end|date('d MMM') }}",
-            "content": (
-                "<h1>Ce que vous avez manqué</h1>\n<p>Bonjour {{ name }}, voici ce qui s'est "
-                "passé entre le {{ period_start|date('long') }} et le "
-                "{{ period_end|date('long') }}.</p>\n"
-                + _digest_list("Et {{ unread_count - entries|length }} de plus.")
-                + button("Tout voir")
-            ),
-            "title": "Votre résumé",
-            "body": "{{ unread_count|number }} nouveautés depuis le "
-            "{{ period_start|date('medium') }}",
-        },
-        "es": {
-            "subject": "Su resumen: {{ period_start|date('d MMM') }} - "
-            "{{ period_end|date('d MMM') }}",
-            "content": (
-                "<h1>Lo que se ha perdido</h1>\n<p>Hola {{ name }}, esto es lo que pasó entre "
-                "el {{ period_start|date('long') }} y el {{ period_end|date('long') }}.</p>\n"
-                + _digest_list("Y {{ unread_count - entries|length }} más.")
-                + button("Ver todo")
-            ),
-            "title": "Su resumen",
-            "body": "{{ unread_count|number }} novedades desde el "
-            "{{ period_start|date('medium') }}",
-        },
-        "de": {
-            "subject": "Ihre Zusammenfassung: {{ period_start|date('d. MMM') }} - "
-            "{{ period_end|date('d. MMM') }}",
-            "content": (
-                "<h1>Was Sie verpasst haben</h1>\n<p>Hallo {{ name }}, das ist zwischen dem "
-                "{{ period_start|date('long') }} und dem {{ period_end|date('long') }} "
-                "passiert.</p>\n"
-                + _digest_list("Und {{ unread_count - entries|length }} weitere.")
-                + button("Alles ansehen")
-            ),
-            "title": "Ihre Zusammenfassung",
-            "body": "{{ unread_count|number }} Neuigkeiten seit dem "
-            "{{ period_start|date('medium') }}",
-        },
+        "en": _digest_texts(
+            subject="Your digest: {{ unread_count|number }} "
+            "{{ 'update' if unread_count == 1 else 'updates' }}",
+            heading="What you missed",
+            intro="Hello{% if name is defined and name %} {{ name }}{% endif %}, here is what "
+            "happened between {{ period_start|date('long') }} and {{ period_end|date('long') }}.",
+            more="And {{ left_out }} more.",
+            see="See everything",
+            title="Your digest",
+            body="{{ unread_count|number }} updates since {{ period_start|date('medium') }}",
+            sms="Your digest: {{ unread_count }} updates." + _LATEST,
+        ),
+        "fr": _digest_texts(
+            subject="Votre résumé : {{ unread_count|number }} "
+            "{{ 'nouveauté' if unread_count == 1 else 'nouveautés' }}",
+            heading="Ce que vous avez manqué",
+            intro="Bonjour{% if name is defined and name %} {{ name }}{% endif %}, voici ce qui "
+            "s'est passé entre le {{ period_start|date('long') }} et le "
+            "{{ period_end|date('long') }}.",
+            more="Et {{ left_out }} de plus.",
+            see="Tout voir",
+            title="Votre résumé",
+            body="{{ unread_count|number }} nouveautés depuis le {{ period_start|date('medium') }}",
+            sms="Votre résumé : {{ unread_count }} nouveautés." + _LATEST,
+        ),
+        "es": _digest_texts(
+            subject="Su resumen: {{ unread_count|number }} "
+            "{{ 'novedad' if unread_count == 1 else 'novedades' }}",
+            heading="Lo que se ha perdido",
+            intro="Hola{% if name is defined and name %} {{ name }}{% endif %}, esto es lo que "
+            "pasó entre el {{ period_start|date('long') }} y el {{ period_end|date('long') }}.",
+            more="Y {{ left_out }} más.",
+            see="Ver todo",
+            title="Su resumen",
+            body="{{ unread_count|number }} novedades desde el {{ period_start|date('medium') }}",
+            sms="Su resumen: {{ unread_count }} novedades." + _LATEST,
+        ),
+        "de": _digest_texts(
+            subject="Ihre Zusammenfassung: {{ unread_count|number }} "
+            "{{ 'Neuigkeit' if unread_count == 1 else 'Neuigkeiten' }}",
+            heading="Was Sie verpasst haben",
+            intro="Hallo{% if name is defined and name %} {{ name }}{% endif %}, das ist "
+            "zwischen dem {{ period_start|date('long') }} und dem {{ period_end|date('long') }} "
+            "passiert.",
+            more="Und {{ left_out }} weitere.",
+            see="Alles ansehen",
+            title="Ihre Zusammenfassung",
+            body="{{ unread_count|number }} Neuigkeiten seit dem {{ period_start|date('medium') }}",
+            sms="Ihre Zusammenfassung: {{ unread_count }} Neuigkeiten." + _LATEST,
+        ),
     },
 }
 

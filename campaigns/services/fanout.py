@@ -51,7 +51,7 @@ FANOUT_STALL_SECONDS = 30
 
 State = CampaignRecipient.State
 # Statuses of a delivery not yet handed to a provider.
-WAITING_DELIVERIES = ("scheduled", "queued", "sending")
+WAITING_DELIVERIES = ("scheduled", "held", "queued", "sending")
 S = Campaign.Status
 
 # condition {"previous": …}: the previous step's events that make it true, and whether true

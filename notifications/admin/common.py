@@ -24,6 +24,7 @@ from notifications import selectors
 # Colours of unfold's labels for a delivery's status and an event's type.
 STATUS_COLOURS = {
     "scheduled": "info",
+    "held": "info",
     "queued": "info",
     "sending": "warning",
     "sent": "success",

@@ -333,7 +333,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
     actions = ["cancel_selected", "resend_ambiguous"]
     change_form_outer_before_template = "admin/notifications/delivery/summary.html"
     fieldsets = (
-        (None, {"fields": ("id", "notification", "channel", "address", "status", "reason")}),
+        (
+            None,
+            {"fields": ("id", "notification", "channel", "address", "status", "reason", "digest")},
+        ),
         (
             "Provider",
             {
@@ -373,6 +376,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "address",
         "status",
         "reason",
+        "digest",
         "provider",
         "provider_message_id",
         "attempts",
@@ -394,6 +398,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request):
         return selectors.delivery_log()
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # A digest's items, linked from the Digests page (on the delivery_digest index).
+        return lookup == "digest__id__exact" or super().lookup_allowed(lookup, value, request)
 
     def get_search_results(self, request, queryset, search_term):
         if not search_term.strip():

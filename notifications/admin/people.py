@@ -5,6 +5,7 @@ user's exact id. Suppressions are added and removed here, through the services."
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin
@@ -12,15 +13,19 @@ from django.contrib.admin.options import IS_POPUP_VAR
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponseRedirect
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
+from django.utils.html import format_html
 from unfold.decorators import display
 
+from communication.models import User
 from notifications import selectors, services
 from notifications.admin.common import ConsoleAdmin, ReadOnlyAdmin, cut, pairs, when
 from notifications.models import (
     Channel,
     Consent,
     Device,
+    Digest,
     NotificationPreference,
     QuietHours,
     Suppression,
@@ -93,10 +98,19 @@ class DeviceAdmin(ByUser):
 
 @admin.register(NotificationPreference)
 class NotificationPreferenceAdmin(ByUser):
-    list_display = ("person", "category_key", "channel", "enabled", "updated_at")
-    list_filter = ("category", "channel", "enabled")
+    list_display = ("person", "category_key", "channel", "enabled", "mode", "updated_at")
+    list_filter = ("category", "channel", "enabled", "mode")
     ordering = ("-id",)
-    fields = ("user", "category", "channel", "enabled", "updated_at")
+    fields = (
+        "user",
+        "category",
+        "channel",
+        "enabled",
+        "mode",
+        "digest_time",
+        "digest_weekday",
+        "updated_at",
+    )
     readonly_fields = fields
 
     @display(description="category")
@@ -230,3 +244,61 @@ class SuppressionAdmin(ConsoleAdmin):
     @display(description="added")
     def added(self, obj: Suppression) -> str:
         return when(obj.created_at)
+
+
+@admin.register(Digest)
+class DigestAdmin(ByUser):
+    """The digests sent, and above them, for the user searched, what is held for their next
+    digests (per channel: when it goes out, how many, the newest items)."""
+
+    list_title = "Digests"
+    list_display = ("person", "channel", "item_count", "reason", "released", "items", "message")
+    list_filter = ("channel", "reason")
+    search_help_text = "Exact user id: shows what is held for them now"
+    list_before_template = "admin/notifications/digest/held.html"
+    ordering = ("-released_at", "-id")
+    fields = (
+        "user",
+        "channel",
+        "reason",
+        "item_count",
+        "window_start",
+        "window_end",
+        "released_at",
+        "delivery",
+    )
+    readonly_fields = fields
+
+    # The held items shown for a searched user, per channel.
+    HELD_SHOWN = 20
+
+    def changelist_view(self, request, extra_context=None):
+        term = request.GET.get("q", "").strip()
+        held = None
+        users = selectors.user_ids_matching(term) if term else []
+        if len(users) == 1:
+            user = User.objects.get(pk=users[0])
+            held = {
+                "user": user,
+                "channels": selectors.digest_held(user, limit=self.HELD_SHOWN),
+                "log": reverse("admin:notifications_delivery_changelist")
+                + "?"
+                + urlencode({"status__exact": "held", "q": term}),
+            }
+        return super().changelist_view(request, {"held": held, **(extra_context or {})})
+
+    @display(description="released")
+    def released(self, obj: Digest) -> str:
+        return when(obj.released_at)
+
+    @display(description="items")
+    def items(self, obj: Digest) -> str:
+        url = reverse("admin:notifications_delivery_changelist") + f"?digest__id__exact={obj.pk}"
+        return format_html(
+            '<a href="{}">{} item{}</a>', url, obj.item_count, pluralize(obj.item_count)
+        )
+
+    @display(description="digest message")
+    def message(self, obj: Digest) -> str:
+        url = reverse("admin:notifications_delivery_change", args=[obj.delivery_id])
+        return format_html('<a href="{}">delivery</a>', url)

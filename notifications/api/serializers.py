@@ -273,9 +273,32 @@ class ReadAllSerializer(serializers.Serializer):
 
 
 class PreferenceSerializer(serializers.Serializer):
+    """One change. ``enabled`` alone keeps a digest mode (false: off); ``mode`` alone sets
+    ``enabled``. The service checks modes, times and weekdays and answers each problem with its
+    own code (invalid_mode, invalid_digest_time, invalid_digest_weekday, inconsistent_mode,
+    mode_not_allowed)."""
+
     category = serializers.SlugField()
     channel = serializers.ChoiceField(choices=Channel.choices)
-    enabled = serializers.BooleanField()
+    enabled = serializers.BooleanField(required=False)
+    # No length or choice here: the service answers a bad one with its own code.
+    mode = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="immediate, hourly, daily, weekly or off"
+    )
+    digest_time = serializers.CharField(
+        required=False,
+        allow_null=True,
+        trim_whitespace=False,
+        help_text="HH:MM in the user's time zone (null: the category's)",
+    )
+    digest_weekday = serializers.JSONField(
+        required=False, help_text="0 Monday … 6 Sunday (null: the category's)"
+    )
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        # A key absent stays absent (the service tells "not given" from null).
+        return {k: v for k, v in value.items() if k in data or k in ("category", "channel")}
 
 
 class QuietHoursSerializer(serializers.Serializer):
@@ -292,7 +315,12 @@ class QuietHoursSerializer(serializers.Serializer):
 
 
 class PreferencesSerializer(serializers.Serializer):
-    preferences = PreferenceSerializer(many=True, required=False, default=list)
+    # Categories by channels is a few dozen: a longer list is a mistake (or an attack on the
+    # one update per item).
+    # (The stubs type many=True's ListSerializer arguments as the child's.)
+    preferences = PreferenceSerializer(  # type: ignore[call-arg]
+        many=True, required=False, default=list, max_length=200
+    )
     quiet_hours = QuietHoursSerializer(required=False, allow_null=True)
 
 
@@ -314,6 +342,12 @@ class ConsentSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
 
 
+class ChannelModeSerializer(serializers.Serializer):
+    mode = serializers.CharField(help_text="immediate, hourly, daily, weekly or off")
+    digest_time = serializers.CharField(help_text="HH:MM in the user's time zone")
+    digest_weekday = serializers.IntegerField(help_text="0 Monday … 6 Sunday")
+
+
 class FrequencyCapSerializer(serializers.Serializer):
     limit = serializers.IntegerField()
     period = serializers.CharField(help_text='A whole number and m, h or d, like "7d".')
@@ -328,6 +362,31 @@ class CategoryPreferenceSerializer(serializers.Serializer):
     channels = serializers.DictField(child=serializers.BooleanField())
     # What the category promises: at most "limit" messages per "period" on each channel listed.
     frequency_caps = serializers.DictField(child=FrequencyCapSerializer())
+    modes = serializers.DictField(
+        child=ChannelModeSerializer(), help_text="per channel: how often, and when"
+    )
+
+
+class DigestItemSerializer(serializers.Serializer):
+    delivery_id = serializers.UUIDField()
+    notification_id = serializers.UUIDField()
+    category = serializers.CharField()
+    title = serializers.CharField()
+    summary = serializers.CharField()
+    url = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    reason = serializers.CharField(help_text="e.g. daily digest, quiet hours")
+
+
+class DigestChannelSerializer(serializers.Serializer):
+    channel = serializers.CharField()
+    next_send_at = serializers.DateTimeField()
+    count = serializers.IntegerField(help_text="Every item held on this channel")
+    items = DigestItemSerializer(many=True, help_text="The newest, newest first (bounded)")
+
+
+class DigestOutSerializer(serializers.Serializer):
+    channels = DigestChannelSerializer(many=True)
 
 
 class PreferencesOutSerializer(serializers.Serializer):

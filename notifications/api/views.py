@@ -283,6 +283,17 @@ class PreferenceViewSet(viewsets.ViewSet):
         request.user.refresh_from_db()
         return self._preferences(request.user)
 
+    @extend_schema(
+        responses=s.DigestOutSerializer,
+        parameters=[OpenApiParameter("limit", int, description="items per channel, at most 100")],
+        operation_id="notifications_digest",
+    )
+    @action(detail=False, methods=["get"])
+    def digest(self, request):
+        limit = query.integer(request.query_params, "limit", minimum=1, maximum=100) or 20
+        body = {"channels": selectors.digest_held(request.user, limit=limit)}
+        return Response(s.DigestOutSerializer(body).data)
+
     @extend_schema(responses=s.ConsentSerializer(many=True), operation_id="notifications_consents")
     @action(detail=False, methods=["get"])
     def consents(self, request):

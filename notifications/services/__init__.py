@@ -9,7 +9,8 @@
 - ``sweeps``: the beat's housekeeping;
 - ``staff``: what staff do from the console (resend a failed delivery, send a test);
 - ``inbox``: the user's read state;
-- ``preferences``: preferences, quiet hours, consent;
+- ``preferences``: preferences and delivery modes, quiet hours, consent;
+- ``digests``: held deliveries released as one digest per user and channel;
 - ``tracking``: provider events, suppressions, unsubscribes.
 
 Only these modules write notification rows. Callers use the names re-exported here

@@ -49,7 +49,7 @@ ROW_DATA_MAX_BYTES = 16 * 1024
 _RUNNING_KEY = "bulk:fan-out:{}"
 _RUNNING_SECONDS = 120
 
-NOT_FINAL = ("scheduled", "queued", "sending")
+NOT_FINAL = ("scheduled", "held", "queued", "sending")
 
 
 class Rejected(TypedDict):

@@ -35,6 +35,7 @@ from notifications import metrics
 from notifications.categories import category_get
 from notifications.models import CapSlot, Delivery
 from notifications.services.delivery_events import delivery_event
+from notifications.services.digests import DIGEST_CALLER
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ def delivery_cap(delivery: Delivery) -> tuple[int, int] | None:
     the category the claim loaded with the delivery: no query."""
     category = delivery.notification.category
     if category is None or not category.frequency_caps or category.mandatory:
+        return None
+    # A digest carries items already decided (and marked sent in it): capping it would lose them.
+    if delivery.notification.request.caller == DIGEST_CALLER:
         return None
     cap = category.frequency_caps.get(delivery.channel)
     if not cap:

@@ -216,10 +216,11 @@ def _load_facts(category: Category, recipients: list[resolution.Recipient]) -> r
     facts = resolution.Facts(category=category)
     user_pks = [r.user.pk for r in recipients if r.user is not None]
     if user_pks:
-        for user_id, channel, enabled in NotificationPreference.objects.filter(
+        for user_id, channel, enabled, mode, time, weekday in NotificationPreference.objects.filter(
             user_id__in=user_pks, category=category
-        ).values_list("user_id", "channel", "enabled"):
+        ).values_list("user_id", "channel", "enabled", "mode", "digest_time", "digest_weekday"):
             facts.preferences[(user_id, channel)] = enabled
+            facts.modes[(user_id, channel)] = (mode, time, weekday)
         if category.requires_consent:
             for row in (
                 Consent.objects.filter(user_id__in=user_pks)
@@ -331,6 +332,7 @@ def recipients_write(
     *,
     insert_request: bool = True,
     strict: bool = True,
+    release: bool = False,
 ) -> Written:
     """The one writer of notifications and deliveries: single sends, bulk sends and campaigns.
 
@@ -340,9 +342,12 @@ def recipients_write(
     the notifications, deliveries and their events in one statement; deliveries ready to go are
     enqueued once the caller's transaction commits. A recipient whose data fails the template's
     variable schema raises (``strict``) or is left out and reported in ``Written.refused``.
+    ``release``: a digest of held items going out (:mod:`notifications.services.digests`),
+    never held again itself.
     """
     category = request.category
     facts = _load_facts(category, list(recipients))
+    facts.release = release
     channels_asked = request.channels or ["auto"]
     requested: list[str] | str = "auto" if channels_asked == ["auto"] else channels_asked
     family = request.template_key

@@ -12,7 +12,8 @@ import pytest
 
 from communication.models import RealtimeEvent, User
 from notifications import services
-from notifications.models import Delivery, Notification
+from notifications.models import Delivery, Notification, NotificationPreference
+from notifications.services import digests
 
 pytestmark = pytest.mark.django_db
 
@@ -84,6 +85,50 @@ def test_send_with_in_app_adds_two_queries_whatever_the_recipients(
     assert RealtimeEvent.objects.filter(user__in=many, type="notification.created").count() == (
         recipients
     )
+
+
+@pytest.mark.parametrize("recipients", [1, 1000])
+def test_send_to_users_on_a_digest_costs_the_same_queries(
+    warm_sender, recipients, django_assert_num_queries
+):
+    """The modes come with the preferences, in the same query: holding a send for a digest
+    costs nothing more than sending it."""
+    users = make_users(recipients, "dg")
+    NotificationPreference.objects.bulk_create(
+        [
+            NotificationPreference(
+                user=u, category_id="alerts", channel="email", enabled=True, mode="daily"
+            )
+            for u in users
+        ]
+    )
+    with django_assert_num_queries(EMAIL_SEND):
+        assert send_to(warm_sender, users, ["email"]).status_code == 202
+    assert Delivery.objects.filter(channel="email", status="held").count() == recipients
+
+
+# The savepoint pair of its transaction (inside the test's), the lock, the claim, the categories
+# opted out since, the user; then the digest through the one writer: its facts (preferences,
+# quiet hours, devices, suppressions), the digest family's keys and its variable schema (template,
+# versions, variants), one statement for the rows; the Digest row, the items marked sent in one
+# update and their events in one insert.
+DIGEST_RELEASE = 18
+
+
+@pytest.mark.parametrize("items", [1, 50])
+def test_a_digest_release_costs_the_same_queries_whatever_it_gathers(
+    warm_sender, items, django_assert_num_queries
+):
+    (user,) = make_users(1, "rel")
+    NotificationPreference.objects.create(
+        user=user, category_id="alerts", channel="email", enabled=True, mode="hourly"
+    )
+    for _ in range(items):
+        send_to(warm_sender, [user], ["email"])
+    due = Delivery.objects.filter(status="held").first().scheduled_for
+    with django_assert_num_queries(DIGEST_RELEASE):
+        assert digests.digest_release(user.pk, "email", now=due) is not None
+    assert Delivery.objects.filter(status="sent", reason="digest").count() == items
 
 
 # ------------------------------------------------------------------------ the worker's batch

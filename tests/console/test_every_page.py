@@ -43,6 +43,7 @@ from notifications.models import (
     QuietHours,
     Suppression,
 )
+from notifications.services import digests
 
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -99,6 +100,21 @@ def seed() -> None:
     NotificationPreference.objects.create(
         user=alice, category_id="marketing", channel="email", enabled=False
     )
+    # A digest: a send held for alice's hourly email digest, released.
+    NotificationPreference.objects.create(
+        user=alice, category_id="alerts", channel="email", enabled=True, mode="hourly"
+    )
+    held = notifications.notification_send(
+        caller="console-test",
+        payload={
+            "recipients": [{"user_id": "alice-console"}],
+            "category": "alerts",
+            "channels": ["email"],
+            "content": {"subject": "Held", "body": "For the digest."},
+        },
+    )
+    due = held.body["notifications"][0]["deliveries"][0]["scheduled_for"]
+    digests.digests_release_due(now=dt.datetime.fromisoformat(due))
     QuietHours.objects.create(user=alice, start=dt.time(22), end=dt.time(7))
     Consent.objects.create(user=alice, category_id="marketing", granted=True, source="signup")
     Suppression.objects.create(channel="email", address="bounced@example.com", reason="bounce")
