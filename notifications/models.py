@@ -534,6 +534,10 @@ class Delivery(models.Model):
         return f"{self.channel} to {self.address or '-'} ({self.status})"
 
 
+# The caller of a digest's own request (``services.digests``): frequency caps let it through.
+DIGEST_CALLER = "system:digest"
+
+
 class Digest(models.Model):
     """One digest sent to a user on a channel: the held deliveries it gathered (``items``,
     marked sent with reason ``digest``) and its own delivery, written by the usual pipeline."""

@@ -33,9 +33,8 @@ from communication import rows
 from communication.models import cap_period_seconds
 from notifications import metrics
 from notifications.categories import category_get
-from notifications.models import CapSlot, Delivery
+from notifications.models import DIGEST_CALLER, CapSlot, Delivery
 from notifications.services.delivery_events import delivery_event
-from notifications.services.digests import DIGEST_CALLER
 
 logger = logging.getLogger(__name__)
 

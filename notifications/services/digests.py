@@ -23,7 +23,13 @@ from analytics import events
 from communication.exceptions import APIError
 from communication.models import User
 from notifications import resolution
-from notifications.models import Delivery, Digest, NotificationPreference, NotificationRequest
+from notifications.models import (
+    DIGEST_CALLER,
+    Delivery,
+    Digest,
+    NotificationPreference,
+    NotificationRequest,
+)
 from notifications.selectors import DigestItem as Item
 from notifications.selectors import digest_items as held_items
 from notifications.services.cancellation import deliveries_cancel_pending
@@ -33,7 +39,6 @@ from notifications.services.send import recipients_write
 logger = logging.getLogger(__name__)
 
 DIGEST_FAMILY = "digest"
-DIGEST_CALLER = "system:digest"
 # Namespace of the advisory lock that makes one process the releaser of a (user, channel).
 _LOCK_NAMESPACE = 21_0001
 # The (user, channel) pairs with a due held delivery; the partial index on held deliveries'
