@@ -160,7 +160,8 @@ def category_save(
     with the caps before and after (what people were promised, and since when); the console's
     own entry names only the fields."""
     category.save()
-    if "frequency_caps" in changed:
+    # The form may call an unchanged JSON value changed (its text differs): compare the values.
+    if "frequency_caps" in changed and (caps_before or {}) != (category.frequency_caps or {}):
         audit_record(
             "category.frequency_caps",
             "communication.category",

@@ -38,6 +38,10 @@ def _form(category: Category, **changes) -> dict:
         "description": category.description,
         "default_channels": json.dumps(category.default_channels),
         "position": str(category.position),
+        "frequency_caps": json.dumps(category.frequency_caps),
+        "digest_modes": json.dumps(category.digest_modes),
+        "digest_time": category.digest_time.strftime("%H:%M") if category.digest_time else "",
+        "digest_weekday": str(category.digest_weekday),
         "_save": "Save",
     }
     for flag in ("mandatory", "requires_consent", "tracking_allowed"):

@@ -284,9 +284,9 @@ def test_participants_changes_write_system_messages(as_user, alice, bob, carol):
     assert as_user(carol).get(f"/api/v1/conversations/{conv['id']}").status_code == 404
     assert b.post(f"/api/v1/conversations/{conv['id']}/leave/").status_code == 204
     system = list(
-        Message.objects.filter(conversation_id=conv["id"], type="system").values_list(
-            "content", flat=True
-        )
+        Message.objects.filter(conversation_id=conv["id"], type="system")
+        .order_by("id")
+        .values_list("content", flat=True)
     )
     assert system == ["Alice added Carol", "Alice removed Carol", "Bob left"]
     detail = a.get(f"/api/v1/conversations/{conv['id']}").json()

@@ -243,7 +243,7 @@ def test_cancel_what_is_not_yet_sent_by_clicking(console, staff, settings, make_
     assert status(first) == status(second) == status(from_the_log) == "cancelled"
     for delivery in (first, second, from_the_log):
         event = Event.objects.get(delivery_id=delivery, type="cancelled")
-        assert event.data == {"by": "admin:support"}
+        assert event.data == {"by": "admin:support", "reason": "cancelled by admin:support"}
     assert set(Delivery.objects.filter(notification_id=both).values_list("status", flat=True)) == {
         "cancelled"
     }

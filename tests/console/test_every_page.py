@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group
-from django.test import Client, RequestFactory
+from django.test import Client, RequestFactory, override_settings
 from django.urls import URLPattern, URLResolver, reverse
 from django.utils import timezone
 from django_celery_beat.models import (
@@ -43,7 +43,7 @@ from notifications.models import (
     QuietHours,
     Suppression,
 )
-from notifications.services import digests
+from notifications.services import digests, webhooks
 
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -79,6 +79,16 @@ def seed() -> None:
     )
     Group.objects.create(name="Support staff")
     audit.audit_record("group.create", "auth.group", "Support staff")
+
+    # A service's webhook endpoint, before the sends so that their events reach it (the worker
+    # refuses the loopback address: its log shows failed attempts).
+    with override_settings(WEBHOOKS_ALLOW_PRIVATE=True):
+        webhooks.endpoint_create(
+            owner="console-test",
+            scopes=["webhooks:manage"],
+            url="http://127.0.0.1:9/hooks",
+            events=["delivery.sent", "delivery.delivered", "notification.read"],
+        )
 
     outcome = notifications.notification_send(
         caller="console-test",

@@ -23,6 +23,7 @@ from rest_framework.test import APIClient
 
 from communication.auth import tokens
 from communication.models import User
+from notifications.models import WebhookMessage
 
 pytestmark = pytest.mark.django_db
 
@@ -35,6 +36,8 @@ OWNED = {
     "notification_id": "user",
     "request_id": "service",
     "batch_id": "service",
+    "endpoint_id": "service",
+    "event_id": "service",
 }
 # Ids that name what belongs to no user or service, and what guards them instead.
 SHARED = {
@@ -109,14 +112,21 @@ def png() -> bytes:
 
 
 @pytest.fixture
-def world(make_service_token) -> dict[str, Any]:
+def world(make_service_token, settings) -> dict[str, Any]:
     """Bob's objects and the billing service's, made through the API, and the two intruders."""
     users = {
         name: User.objects.create(username=name, external_id=name, email=f"{name}@example.com")
         for name in ("alice", "bob", "carol")
     }
     bob = client_for(tokens.issue_user_token(users["bob"]))
-    billing = client_for(make_service_token("billing", ["notifications:send"]))
+    billing = client_for(make_service_token("billing", ["notifications:send", "webhooks:manage"]))
+    settings.WEBHOOKS_ALLOW_PRIVATE = True  # the endpoint is never called: on_commit never runs
+    endpoint = billing.post(
+        "/api/v1/webhooks/endpoints",
+        {"url": "http://127.0.0.1:9/hooks", "events": ["notification.read"]},
+        format="json",
+    )
+    assert endpoint.status_code == 201, endpoint.content
 
     conversation = bob.post(
         "/api/v1/conversations", {"type": "group", "participants": ["carol"]}, format="json"
@@ -156,6 +166,10 @@ def world(make_service_token) -> dict[str, Any]:
         format="json",
     )
     assert batch.status_code == 202, batch.content
+    notification_id = sent.json()["notifications"][0]["id"]
+    # Bob reads it: billing's endpoint gets a message (a replay's id).
+    assert bob.put(f"/api/v1/notifications/{notification_id}/read").status_code == 200
+    event_id = WebhookMessage.objects.get(endpoint_id=endpoint.json()["id"]).event_id
     return {
         "ids": {
             "conversation_id": conversation_id,
@@ -165,13 +179,17 @@ def world(make_service_token) -> dict[str, Any]:
             "notification_id": sent.json()["notifications"][0]["id"],
             "request_id": sent.json()["request_id"],
             "batch_id": batch.json()["batch_id"],
+            "endpoint_id": endpoint.json()["id"],
+            "event_id": event_id,
             # With bob's conversation: one of its members.
             "user_id": "carol",
         },
         "intruder": {
             "user": client_for(tokens.issue_user_token(users["alice"])),
             "service": client_for(
-                make_service_token("intruder", ["notifications:send", "notifications:read"])
+                make_service_token(
+                    "intruder", ["notifications:send", "notifications:read", "webhooks:manage"]
+                )
             ),
         },
     }
@@ -183,6 +201,8 @@ def missing_id(name: str, value: str) -> str:
         return str(10**12 + 7)
     if name == "user_id":
         return "nobody-at-all"
+    if name == "event_id":
+        return "msg_" + uuid.uuid4().hex
     return str(uuid.uuid4())
 
 
