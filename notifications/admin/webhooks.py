@@ -6,7 +6,8 @@ message, re-enable an endpoint that was disabled. Both go through
 from __future__ import annotations
 
 import uuid
-from functools import partial
+from collections.abc import Callable
+from functools import partial, wraps
 from typing import Any
 
 from django.contrib import admin, messages
@@ -117,46 +118,50 @@ def _endpoint(object_id: str) -> WebhookEndpoint:
         raise Http404 from None
 
 
-def replay_view(model_admin: Any, request: HttpRequest, object_id: str, event_id: str):
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    if not can_act(request):
-        raise PermissionDenied
-    endpoint = _endpoint(object_id)
+def _endpoint_action(
+    act: Callable[..., None],
+) -> Callable[..., HttpResponse]:
+    """A button on an endpoint's page: a POST by staff who may act, on an endpoint that exists,
+    answered by the endpoint's page again (with the message ``act`` left)."""
+
+    @wraps(act)
+    def view(model_admin: Any, request: HttpRequest, object_id: str, **kwargs: Any):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not can_act(request):
+            raise PermissionDenied
+        endpoint = _endpoint(object_id)
+        act(request, endpoint, **kwargs)
+        return redirect("admin:notifications_webhookendpoint_change", endpoint.pk)
+
+    return view
+
+
+@_endpoint_action
+def replay_view(request: HttpRequest, endpoint: WebhookEndpoint, event_id: str) -> None:
     try:
         webhooks.message_replay(endpoint, event_id)
     except WebhookMessage.DoesNotExist:
         raise Http404 from None
     messages.success(request, f"{event_id} will be sent again.")
-    return redirect("admin:notifications_webhookendpoint_change", endpoint.pk)
 
 
-def replay_since_view(model_admin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    if not can_act(request):
-        raise PermissionDenied
-    endpoint = _endpoint(object_id)
+@_endpoint_action
+def replay_since_view(request: HttpRequest, endpoint: WebhookEndpoint) -> None:
     try:
         since = parse_datetime(request.POST.get("since", "").replace("\x00", ""))
     except ValueError:  # well formed, not a date (a 13th month)
         since = None
     if since is None:
         messages.error(request, "Give the date and time to replay from.")
-    else:
-        if timezone.is_naive(since):
-            since = timezone.make_aware(since)  # as typed, in the console's time zone
-        count = webhooks.messages_replay_since(endpoint, since)
-        messages.success(request, f"{count} message(s) will be sent again.")
-    return redirect("admin:notifications_webhookendpoint_change", endpoint.pk)
+        return
+    if timezone.is_naive(since):
+        since = timezone.make_aware(since)  # as typed, in the console's time zone
+    count = webhooks.messages_replay_since(endpoint, since)
+    messages.success(request, f"{count} message(s) will be sent again.")
 
 
-def enable_view(model_admin: Any, request: HttpRequest, object_id: str) -> HttpResponse:
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    if not can_act(request):
-        raise PermissionDenied
-    endpoint = _endpoint(object_id)
+@_endpoint_action
+def enable_view(request: HttpRequest, endpoint: WebhookEndpoint) -> None:
     webhooks.endpoint_update(endpoint, enabled=True)
     messages.success(request, "Enabled: what waited for it goes out now.")
-    return redirect("admin:notifications_webhookendpoint_change", endpoint.pk)
