@@ -561,6 +561,19 @@ def _digest_texts(
 
 _LATEST = "{% if entries %} {{ entries[0].title|truncate(80) }}{% endif %}"
 
+# The digest's window in its intro: one day when it starts and ends on the same date (an hourly
+# digest, quiet hours), else both ends.
+_SPAN = (
+    "{{% if period_start|date('long') == period_end|date('long') %}}{on}"
+    "{{% else %}}{between}{{% endif %}}"
+)
+
+
+def _span(on: str, between: str) -> str:
+    dates = {"s": "{{ period_start|date('long') }}", "e": "{{ period_end|date('long') }}"}
+    return _SPAN.format(on=on.format(**dates), between=between.format(**dates))
+
+
 DIGEST = {
     "base": "digest",
     "name": "Digest",
@@ -590,7 +603,7 @@ DIGEST = {
             "{{ 'update' if unread_count == 1 else 'updates' }}",
             heading="What you missed",
             intro="Hello{% if name is defined and name %} {{ name }}{% endif %}, here is what "
-            "happened between {{ period_start|date('long') }} and {{ period_end|date('long') }}.",
+            "happened " + _span(on="on {s}", between="between {s} and {e}") + ".",
             more="And {{ left_out }} more.",
             see="See everything",
             title="Your digest",
@@ -602,8 +615,7 @@ DIGEST = {
             "{{ 'nouveauté' if unread_count == 1 else 'nouveautés' }}",
             heading="Ce que vous avez manqué",
             intro="Bonjour{% if name is defined and name %} {{ name }}{% endif %}, voici ce qui "
-            "s'est passé entre le {{ period_start|date('long') }} et le "
-            "{{ period_end|date('long') }}.",
+            "s'est passé " + _span(on="le {s}", between="entre le {s} et le {e}") + ".",
             more="Et {{ left_out }} de plus.",
             see="Tout voir",
             title="Votre résumé",
@@ -615,7 +627,7 @@ DIGEST = {
             "{{ 'novedad' if unread_count == 1 else 'novedades' }}",
             heading="Lo que se ha perdido",
             intro="Hola{% if name is defined and name %} {{ name }}{% endif %}, esto es lo que "
-            "pasó entre el {{ period_start|date('long') }} y el {{ period_end|date('long') }}.",
+            "pasó " + _span(on="el {s}", between="entre el {s} y el {e}") + ".",
             more="Y {{ left_out }} más.",
             see="Ver todo",
             title="Su resumen",
@@ -627,8 +639,8 @@ DIGEST = {
             "{{ 'Neuigkeit' if unread_count == 1 else 'Neuigkeiten' }}",
             heading="Was Sie verpasst haben",
             intro="Hallo{% if name is defined and name %} {{ name }}{% endif %}, das ist "
-            "zwischen dem {{ period_start|date('long') }} und dem {{ period_end|date('long') }} "
-            "passiert.",
+            + _span(on="am {s}", between="zwischen dem {s} und dem {e}")
+            + " passiert.",
             more="Und {{ left_out }} weitere.",
             see="Alles ansehen",
             title="Ihre Zusammenfassung",

@@ -60,3 +60,24 @@ def test_seeded_template_renders(key, channel, language):
 
 def test_seed_is_idempotent():
     assert seed.seed() == 0
+
+
+@pytest.mark.parametrize(
+    ("language", "one_day", "two_days"),
+    [
+        ("en", "happened on ", "happened between "),
+        ("fr", "passé le ", "passé entre le "),
+        ("es", "pasó el ", "pasó entre el "),
+        ("de", "das ist am ", "zwischen dem "),
+    ],
+)
+def test_the_digest_names_one_day_or_its_two_ends(language, one_day, two_days):
+    def text(start: str, end: str) -> str:
+        data = {"period_start": start, "period_end": end}
+        return services.template_preview(
+            key=seed.template_key("digest", "email"), data=data, locale=language
+        )["text"]
+
+    assert one_day in text("2026-03-01", "2026-03-01")
+    assert two_days not in text("2026-03-01", "2026-03-01")
+    assert two_days in text("2026-02-23", "2026-03-01")
