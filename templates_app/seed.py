@@ -714,20 +714,36 @@ def seed(apps=None) -> int:
                 created_by=SEED_ACTOR,
             )
             for number, language in enumerate(LANGUAGES, start=1):
-                TemplateVersion.objects.create(
-                    template=template,
-                    language=language,
-                    number=number,
-                    status="approved",
-                    is_live=True,
-                    live_since=now,
+                seeded_version(
+                    TemplateVersion,
+                    template,
+                    language,
+                    number,
+                    version_fields(channel, spec["texts"][language], language),
                     note="Seeded",
-                    created_by=SEED_ACTOR,
-                    submitted_by=SEED_ACTOR,
-                    submitted_at=now,
-                    approved_by=SEED_ACTOR,
-                    approved_at=now,
-                    **version_fields(channel, spec["texts"][language], language),
+                    now=now,
                 )
             created += 1
     return created
+
+
+def seeded_version(
+    version_model: Any, template: Any, language: str, number: int, fields: dict, *, note: str, now
+) -> Any:
+    """A live, approved version of ``template`` written by the seed (here and in data
+    migrations, which pass their historical model)."""
+    return version_model.objects.create(
+        template=template,
+        language=language,
+        number=number,
+        status="approved",
+        is_live=True,
+        live_since=now,
+        note=note,
+        created_by=SEED_ACTOR,
+        submitted_by=SEED_ACTOR,
+        submitted_at=now,
+        approved_by=SEED_ACTOR,
+        approved_at=now,
+        **fields,
+    )

@@ -8,7 +8,14 @@ from django.utils import timezone
 
 
 def forward(apps, schema_editor):
-    from templates_app.seed import DIGEST, LANGUAGES, SEED_ACTOR, template_key, version_fields
+    from templates_app.seed import (
+        DIGEST,
+        LANGUAGES,
+        SEED_ACTOR,
+        seeded_version,
+        template_key,
+        version_fields,
+    )
     from templates_app.seed import seed as run
 
     Template = apps.get_model("templates_app", "Template")
@@ -33,20 +40,14 @@ def forward(apps, schema_editor):
                 is_live=False
             )
             number += 1
-            TemplateVersion.objects.create(
-                template=template,
-                language=language,
-                number=number,
-                status="approved",
-                is_live=True,
-                live_since=now,
+            seeded_version(
+                TemplateVersion,
+                template,
+                language,
+                number,
+                fields,
                 note="Seeded: digest of held notifications",
-                created_by=SEED_ACTOR,
-                submitted_by=SEED_ACTOR,
-                submitted_at=now,
-                approved_by=SEED_ACTOR,
-                approved_at=now,
-                **fields,
+                now=now,
             )
     run(apps)  # the SMS and push versions, which did not exist
 
