@@ -18,24 +18,14 @@ lease; a message whose ordering key has an earlier message still owed waits for 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
-import http.client
-import ipaddress
 import json
 import logging
 import random
-import secrets
-import socket
-import ssl
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -46,6 +36,16 @@ from django.utils import timezone
 from communication.audit import audit_record
 from communication.exceptions import APIError
 from notifications.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
+from notifications.webhook_transport import (
+    Answer,
+    UrlNotAllowedError,
+    post,
+    resolve,
+    secret_new,
+    sign,
+    signing_secrets,
+    url_parts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,81 +62,10 @@ EVENT_TYPES: dict[str, str | None] = {
     "campaign.completed": "campaigns:manage",
 }
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 MAX_URL_LENGTH = 2000
 MAX_EVENTS = len(EVENT_TYPES)
-RESPONSE_CAP_BYTES = 4096
 DISPATCH_BATCH = 50
 _TASK = "notifications.tasks.webhooks_dispatch"
-
-
-class UrlNotAllowedError(Exception):
-    """A URL whose host is, or resolves to, an address webhooks may not reach."""
-
-
-# --------------------------------------------------------------------------- secrets, signing
-
-
-def secret_new() -> str:
-    """A new signing secret: ``whsec_`` and the base64 of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`` keyed with the decoded secret."""
-    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-
-
-def signing_secrets(endpoint: WebhookEndpoint, now: dt.datetime | None = None) -> list[str]:
-    """The secrets that sign a request now: the current one, and the previous one during the
-    rotation overlap."""
-    now = now or timezone.now()
-    found = [endpoint.secret]
-    expires = endpoint.previous_secret_expires_at
-    if endpoint.previous_secret and expires is not None and expires > now:
-        found.append(endpoint.previous_secret)
-    return found
-
-
-# --------------------------------------------------------------------------- SSRF
-
-
-def _address_allowed(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast and not ip.is_reserved
-
-
-def resolve(host: str, port: int) -> str:
-    """The address to connect to for ``host``: every address it resolves to must be public
-    (unless ``WEBHOOKS_ALLOW_PRIVATE``), and the caller connects to the one checked here, so a
-    DNS answer that changes between check and connect cannot move the request."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise UrlNotAllowedError(f"{host} does not resolve") from exc
-    addresses = [str(info[4][0]) for info in infos]
-    if not addresses:
-        raise UrlNotAllowedError(f"{host} does not resolve")
-    if not settings.WEBHOOKS_ALLOW_PRIVATE:
-        refused = [a for a in addresses if not _address_allowed(a)]
-        if refused:
-            raise UrlNotAllowedError(f"{host} resolves to a non-public address ({refused[0]})")
-    return addresses[0]
-
-
-def _url_parts(url: str) -> tuple[str, str, int, str]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UrlNotAllowedError("only http and https URLs with a host")
-    if parts.username or parts.password:
-        raise UrlNotAllowedError("credentials in the URL")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.scheme, parts.hostname, port, path
 
 
 def url_validate(url: Any) -> str:
@@ -148,7 +77,7 @@ def url_validate(url: Any) -> str:
             code="webhook_url_invalid",
         )
     try:
-        _scheme, host, port, _path = _url_parts(url)
+        _scheme, host, port, _path = url_parts(url)
     except ValueError as exc:  # a port out of range, a bad IPv6 literal
         raise APIError(f"url: {exc}", code="webhook_url_invalid") from exc
     except UrlNotAllowedError as exc:
@@ -564,66 +493,6 @@ def messages_dispatch(limit: int = 500) -> dict[str, int]:
     return counts
 
 
-@dataclass
-class _Answer:
-    status: int | None
-    latency_ms: int
-    error: str = ""
-
-
-def _post(url: str, headers: dict[str, str], body: bytes) -> _Answer:
-    """POSTs ``body`` to ``url``, connected to the address :func:`resolve` checked; redirects
-    are not followed (a 3xx is a failure), the answer's body is read up to a cap."""
-    started = time.monotonic()
-
-    def answer(status: int | None, error: str = "") -> _Answer:
-        return _Answer(status, int((time.monotonic() - started) * 1000), error[:500])
-
-    try:
-        scheme, host, port, path = _url_parts(url)
-        address = resolve(host, port)
-    except (UrlNotAllowedError, ValueError) as exc:
-        return answer(None, f"not allowed: {exc}")
-    timeout = settings.WEBHOOKS_TIMEOUT_SECONDS
-    conn: http.client.HTTPConnection
-    if scheme == "https":
-        conn = _PinnedHTTPS(host, port, address, timeout)
-    else:
-        conn = _PinnedHTTP(host, port, address, timeout)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        response = conn.getresponse()
-        response.read(RESPONSE_CAP_BYTES)
-        return answer(response.status)
-    except (OSError, http.client.HTTPException) as exc:
-        return answer(None, f"{type(exc).__name__}: {exc}")
-    finally:
-        conn.close()
-
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    """Connects to ``address`` (checked) while the request names ``host``."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """As :class:`_PinnedHTTP`, the certificate checked against ``host``."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]  # set by HTTPSConnection
-
-
 def message_deliver(message: WebhookMessage) -> str:
     """One attempt of a claimed message: sign, POST, record. Returns ``delivered``, ``retry``
     or ``dead``."""
@@ -640,7 +509,7 @@ def message_deliver(message: WebhookMessage) -> str:
             sign(s, message.event_id, timestamp, body) for s in signing_secrets(endpoint, now)
         ),
     }
-    answer = _post(endpoint.url, headers, body)
+    answer = post(endpoint.url, headers, body)
     ok = answer.status is not None and 200 <= answer.status < 300
     schedule = settings.WEBHOOKS_RETRY_SCHEDULE
     if ok:
@@ -671,7 +540,7 @@ def message_deliver(message: WebhookMessage) -> str:
     return outcome
 
 
-def _endpoint_outcome(endpoint: WebhookEndpoint, ok: bool, answer: _Answer) -> None:
+def _endpoint_outcome(endpoint: WebhookEndpoint, ok: bool, answer: Answer) -> None:
     """Resets the endpoint's failure count, or counts one more and disables it past
     ``WEBHOOKS_DISABLE_AFTER_FAILURES`` (with a log warning and an audit entry)."""
     if ok:
