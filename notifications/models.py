@@ -468,6 +468,14 @@ class Delivery(models.Model):
     # Its position in the request's escalation (0: the first, immediate step); NULL outside
     # one. A read of the notification cancels the pending steps past 0.
     escalation_step = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Set just before this attempt's provider call (cleared by the claim): a lease that expires
+    # with it set means the call may have reached the provider before the worker died.
+    provider_call_at = models.DateTimeField(null=True, blank=True)
+    # Sent again after such a crash: the recipient may have the message twice.
+    possibly_duplicate = models.BooleanField(default=False, db_default=False)
+    # Leases that expired during a provider call (the worker died in it): past
+    # DELIVERY_MAX_CRASHES the delivery is dead-lettered rather than tried again.
+    crashes = models.PositiveSmallIntegerField(default=0, db_default=0)
 
     class Meta:
         verbose_name_plural = "deliveries"

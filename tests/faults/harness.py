@@ -1,0 +1,279 @@
+"""What the fault scenarios share: a provider played by a local server that counts what it
+receives per delivery, a TCP proxy that takes a server "down" (every connection cut, new ones
+refused) and back, a load driver for the send API, and the tally of a run (lost, sent twice,
+flagged). Everything listens on loopback only."""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from django.db import connection
+
+TERMINAL = ("sent", "delivered", "failed", "suppressed", "skipped", "cancelled", "ambiguous")
+
+
+class FakeSendGrid:
+    """SendGrid's mail-send endpoint, with a latency and an outage switch (``status``: the code
+    it answers while "down"). ``received[delivery id]`` counts the messages it accepted."""
+
+    def __init__(self, latency: float = 0.0):
+        self.latency = latency
+        self.status = 202
+        self.received: collections.Counter[str] = collections.Counter()
+        self.refused = 0
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if fake.latency:
+                    time.sleep(fake.latency)
+                status = fake.status
+                if status == 202:
+                    with fake.lock:
+                        for delivery_id in _delivery_ids(body):
+                            fake.received[delivery_id] += 1
+                else:
+                    with fake.lock:
+                        fake.refused += 1
+                self.send_response(status)
+                self.send_header("X-Message-Id", f"sg-{uuid.uuid4().hex}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def env(self, alias: str = "sendgrid") -> dict[str, str]:
+        """The worker's environment for this server as its email provider."""
+        return {
+            "EMAIL_PROVIDERS": alias,
+            "SENDGRID_API_KEY": "SG.test",
+            "SENDGRID_API_URL": f"{self.url}/v3/",
+        }
+
+    def duplicates(self) -> dict[str, int]:
+        with self.lock:
+            return {d: n for d, n in self.received.items() if n > 1}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _delivery_ids(body: dict) -> list[str]:
+    found = []
+    top = (body.get("custom_args") or {}).get("delivery_id")
+    for p in body.get("personalizations") or []:
+        found.append((p.get("custom_args") or {}).get("delivery_id") or top)
+    return [d for d in found if d] or ([top] if top else [])
+
+
+class FaultProxy:
+    """A TCP forwarder to ``target`` (``(host, port)`` or a unix socket's path). ``down()`` cuts
+    every open connection and refuses new ones (accepted, then closed at once: a server that
+    is not there); ``up()`` lets them through again. ``.port``: where to point a client."""
+
+    def __init__(self, target: tuple[str, int] | str):
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.is_up = True
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        if isinstance(self.target, str):
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.target)
+            return upstream
+        return socket.create_connection(self.target)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.is_up:
+                client.close()
+                continue
+            try:
+                upstream = self._connect()
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def down(self) -> None:
+        self.is_up = False
+        with self.lock:
+            sockets, self.open = self.open, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def up(self) -> None:
+        self.is_up = True
+
+    def close(self) -> None:
+        self.listener.close()
+        self.down()
+
+
+@dataclass
+class Load:
+    """Sends ``POST /api/v1/notifications`` at ``rate`` per second from a thread until
+    ``stop()``; ``statuses`` counts the answers (``"error"``: no answer), ``accepted`` holds the
+    request ids of the 202s."""
+
+    base_url: str
+    token: str
+    rate: float
+    body: Callable[[int], dict]
+    statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+    accepted: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Load:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(60)
+
+    def _run(self) -> None:
+        host, port = urlsplit(self.base_url).hostname, urlsplit(self.base_url).port
+        conn: http.client.HTTPConnection | None = None
+        n = 0
+        started = time.monotonic()
+        while not self.stopped.is_set():
+            due = started + n / self.rate
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            payload = json.dumps(self.body(n))
+            n += 1
+            t0 = time.monotonic()
+            try:
+                conn = conn or http.client.HTTPConnection(host, port, timeout=15)
+                conn.request(
+                    "POST",
+                    "/api/v1/notifications",
+                    payload,
+                    {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+                )
+                response = conn.getresponse()
+                data = response.read()
+                self.statuses[str(response.status)] += 1
+                if response.status == 202:
+                    self.accepted.append(json.loads(data)["id"])
+            except (OSError, http.client.HTTPException, ValueError):
+                self.statuses["error"] += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+            self.latencies.append(time.monotonic() - t0)
+
+
+def deliveries_of(request_ids: Iterable[str]) -> list[tuple[str, str, bool]]:
+    """``(delivery id, status, possibly_duplicate)`` of every delivery of those requests."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT d.id::text, d.status, d.possibly_duplicate
+            FROM notifications_delivery d
+            JOIN notifications_notification n ON n.id = d.notification_id
+            WHERE n.request_id = ANY(%s::uuid[])
+            """,
+            [list(request_ids)],
+        )
+        return cursor.fetchall()
+
+
+@dataclass
+class Tally:
+    accepted: int
+    deliveries: int
+    terminal: int
+    lost: int
+    duplicated: int
+    flagged: int
+    unflagged_duplicates: list[str]
+
+    def line(self) -> str:
+        return (
+            f"accepted {self.accepted}, deliveries {self.deliveries}, terminal {self.terminal}, "
+            f"lost {self.lost}, sent twice {self.duplicated}, flagged {self.flagged}, "
+            f"sent twice unflagged {len(self.unflagged_duplicates)}"
+        )
+
+
+def tally(request_ids: list[str], provider: FakeSendGrid) -> Tally:
+    found = deliveries_of(request_ids)
+    duplicates = provider.duplicates()
+    flagged = {d for d, _, f in found if f}
+    return Tally(
+        accepted=len(request_ids),
+        deliveries=len(found),
+        terminal=sum(1 for _, s, _ in found if s in TERMINAL),
+        lost=sum(1 for _, s, _ in found if s not in TERMINAL),
+        duplicated=len(duplicates),
+        flagged=len(flagged),
+        unflagged_duplicates=sorted(set(duplicates) - flagged),
+    )
+
+
+def settle(request_ids: list[str], timeout: float, sweep: Callable[[], object]) -> float:
+    """Runs ``sweep`` (the beat's job) until every delivery of ``request_ids`` is terminal or
+    ``timeout`` passes; returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if all(s in TERMINAL for _, s, _ in deliveries_of(request_ids)):
+            break
+        sweep()
+        time.sleep(0.5)
+    return round(time.monotonic() - started, 1)
