@@ -535,6 +535,12 @@ WEBPUSH_ENDPOINT_HOSTS = env.list("WEBPUSH_ENDPOINT_HOSTS", default=[])
 # Whether an "ambiguous" delivery (the provider may have received it) is sent again.
 RESEND_AMBIGUOUS = {"email": True, "in_app": True, "push": True, "sms": False}
 DELIVERY_LEASE_SECONDS = env.int("DELIVERY_LEASE_SECONDS", default=60)
+# A delivery whose worker died during its send this many times is dead-lettered, not tried
+# again (a "poison" message that kills every worker that takes it).
+DELIVERY_MAX_CRASHES = env.int("DELIVERY_MAX_CRASHES", default=3)
+# A queued delivery nobody claimed for this long is published again (its message was lost, or
+# its process died before publishing); younger backlog is left to wait its turn.
+DELIVERY_REPUBLISH_SECONDS = env.int("DELIVERY_REPUBLISH_SECONDS", default=300)
 DELIVERY_MAX_ATTEMPTS_PER_PROVIDER = env.int("DELIVERY_MAX_ATTEMPTS_PER_PROVIDER", default=3)
 DELIVERY_RETRY_BASE_SECONDS = env.float("DELIVERY_RETRY_BASE_SECONDS", default=2.0)
 # A high or urgent delivery failing on a provider is on the next one within

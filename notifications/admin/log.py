@@ -322,6 +322,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "channel",
         ProviderFilter,
         "priority",
+        "possibly_duplicate",
         ("created_at", CreatedFilter),
     )
     list_filter_submit = True
@@ -345,6 +346,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
                     "provider_message_id",
                     "attempts",
                     "provider_attempts",
+                    "possibly_duplicate",
+                    "crashes",
                     "error",
                     "devices",
                     "template_version",
@@ -360,6 +363,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
                     "scheduled_for",
                     "queued_at",
                     "sending_at",
+                    "provider_call_at",
                     "next_attempt_at",
                     "sent_at",
                     "delivered_at",
@@ -381,6 +385,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "provider_message_id",
         "attempts",
         "provider_attempts",
+        "possibly_duplicate",
+        "crashes",
         "error",
         "devices",
         "template_version",
@@ -389,6 +395,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "scheduled_for",
         "queued_at",
         "sending_at",
+        "provider_call_at",
         "next_attempt_at",
         "sent_at",
         "delivered_at",
@@ -449,7 +456,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     @display(description="status", label=STATUS_COLOURS)
     def status_label(self, obj: Delivery) -> str:
-        return obj.status
+        # A delivery sent again after a worker died in its provider call says so in the log.
+        return f"{obj.status} · possible duplicate" if obj.possibly_duplicate else obj.status
 
     @display(description="reason or error")
     def why(self, obj: Delivery) -> str:

@@ -208,6 +208,10 @@ class DeliveryOutSerializer(serializers.Serializer):
     status = serializers.CharField()
     reason = serializers.CharField(allow_null=True)
     scheduled_for = serializers.DateTimeField(allow_null=True)
+    possibly_duplicate = serializers.BooleanField(
+        help_text="Sent again after a worker died during its provider call: the recipient may "
+        "have received it twice."
+    )
 
 
 class NotificationOutSerializer(serializers.Serializer):

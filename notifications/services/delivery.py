@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from markupsafe import escape
 
@@ -22,6 +22,7 @@ from communication import rows
 from communication.audit import audit_record
 from communication.circuit import CircuitOpenError
 from communication.exceptions import APIError
+from communication.faults import fault_point
 from communication.models import Category, User
 from notifications import push, rendering, unsubscribe
 from notifications.enqueue import enqueue_many
@@ -116,7 +117,7 @@ def _claim_statement() -> str:
         ), claimed AS (
             UPDATE notifications_delivery AS d
             SET status = 'sending', attempts = d.attempts + 1, sending_at = %s, updated_at = %s,
-                lease_until = %s
+                lease_until = %s, provider_call_at = NULL
             FROM due WHERE d.id = due.id
             RETURNING d.*
         )
@@ -213,23 +214,20 @@ def _own_urls() -> re.Pattern[str]:
 
 class _Batch:
     """What one batch of deliveries shares: template look-ups, the breakers it found closed, and
-    the successes not yet written.
+    the provider's last acceptance, not yet written.
 
-    Successes are written together (one UPDATE and one events INSERT) at most
-    ``FLUSH_EVERY`` sends or ``FLUSH_SECONDS`` after the first unwritten one: that is the window
-    in which a crash after the provider's answer leaves a delivery to be sent again once its lease
-    expires (DESIGN.md, "The delivery pipeline" 6), kept far below the lease.
+    Before each provider call the delivery is marked (``provider_call_at``) in the statement
+    that records the previous call's acceptance, so that a crash can repeat at most the call in
+    flight, and the sweep flags that one ``possibly_duplicate`` (DESIGN.md, "The delivery
+    pipeline" 6). One statement per call: the acceptance waits only for the next delivery's
+    render.
     """
-
-    FLUSH_EVERY = 25
-    FLUSH_SECONDS = 0.5
 
     def __init__(self) -> None:
         self.templates: dict[tuple[str, str], str] = {}
         self.closed: set[str] = set()  # breakers checked closed, no failure since
         self.succeeded: set[str] = set()  # breakers told of a success, no failure since
         self.sent: list[Acceptance] = []
-        self.first_unwritten = 0.0
 
     def template_key(self, family: str, channel: str) -> str:
         if (family, channel) not in self.templates:
@@ -253,6 +251,12 @@ class _Batch:
         self.closed.discard(alias)
         self.succeeded.discard(alias)
 
+    def calling(self, deliveries: Sequence[Delivery]) -> None:
+        """Marks ``deliveries`` as about to reach their provider, writing the acceptance held
+        since the last call in the same statement."""
+        sent, self.sent = self.sent, []
+        _written(lambda: deliveries_record_sent(sent, calling=[d.id for d in deliveries]))
+
     def add_sent(
         self,
         delivery: Delivery,
@@ -262,22 +266,34 @@ class _Batch:
         latency_ms: float,
         **event_data: Any,
     ) -> None:
-        """Holds a provider's acceptance until the next flush (see the class docstring)."""
-        if not self.sent:
-            self.first_unwritten = time.monotonic()
+        """Holds a provider's acceptance until the next call or the batch's end."""
         self.sent.append(
             Acceptance(delivery, alias, index, result, latency_ms, timezone.now(), event_data)
         )
-        if (
-            len(self.sent) >= self.FLUSH_EVERY
-            or time.monotonic() - self.first_unwritten >= self.FLUSH_SECONDS
-        ):
-            self.flush()
 
     def flush(self) -> None:
         if self.sent:
             sent, self.sent = self.sent, []
-            deliveries_record_sent(sent)
+            _written(lambda: deliveries_record_sent(sent))
+
+
+def _written(write: Callable[[], object]) -> None:
+    """Runs a record of provider calls, again on a new connection while PostgreSQL is away
+    (a restart): the calls were made, and a record given up on would send them twice. The
+    statement only touches deliveries still held, so a retry after a lost answer does nothing
+    twice. Gives up after a quarter of the lease, leaving the sweep to flag what was called."""
+    deadline = time.monotonic() + settings.DELIVERY_LEASE_SECONDS / 4
+    pause = 0.2
+    while True:
+        try:
+            write()
+            return
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                raise
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def delivery_attempt(delivery_id: uuid.UUID | str) -> str:
@@ -397,11 +413,15 @@ def _pick(delivery: Delivery, batch: _Batch) -> tuple[Provider, int, list[Provid
 
 
 def _attempt(delivery: Delivery, batch: _Batch, message: Message | None = None) -> str:
+    # Marked before its render too: a delivery whose render or call kills the worker each
+    # time is counted (``crashes``) and dead-lettered by the sweep.
+    batch.calling([delivery])
     if message is None:
         prepared = _prepare(delivery, batch)
         if isinstance(prepared, str):
             return prepared
         message = prepared
+    fault_point("delivery.before_provider_call", delivery.address)
 
     if delivery.channel == "push":
         return _push_attempt(delivery, message, batch)
@@ -422,6 +442,7 @@ def _attempt(delivery: Delivery, batch: _Batch, message: Message | None = None) 
         batch.record_failure(provider.alias)
         return delivery_provider_error(delivery, provider, index, exc, latency, chain)
     latency = (time.perf_counter() - started) * 1000
+    fault_point("delivery.after_provider_call", delivery.address)
     batch.record_success(provider.alias)
     if delivery.channel == "sms":
         batch.add_sent(
@@ -464,6 +485,7 @@ def _attempt_group(
                     delivery, wait, "delayed", provider_index=index
                 )
             continue
+        batch.calling([delivery for delivery, _ in chunk])
         started = time.perf_counter()
         try:
             answers: list[SendResult | None] = provider.send_batch([m for _, m in chunk])
@@ -485,10 +507,7 @@ def _attempt_group(
                 alone.append((delivery, message))
                 continue
             batch.record_success(provider.alias)
-            # Held for one flush after the call (not every FLUSH_EVERY): the call is the unit.
-            batch.sent.append(
-                Acceptance(delivery, provider.alias, index, answer, latency, timezone.now(), {})
-            )
+            batch.add_sent(delivery, provider.alias, index, answer, latency)
             outcomes[str(delivery.id)] = "sent"
         batch.flush()
         for delivery, message in alone:
@@ -522,6 +541,7 @@ def _push_attempt(delivery: Delivery, message: Message, batch: _Batch) -> str:
         sender = push.PushSender(exc.provider or "push")
         return delivery_provider_error(delivery, sender, 0, exc, latency, [sender])
     latency = (time.perf_counter() - started) * 1000
+    fault_point("delivery.after_provider_call", delivery.address)
     batch.add_sent(
         delivery,
         result.raw.get("provider", "push"),

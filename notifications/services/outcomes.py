@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -38,11 +39,19 @@ class Acceptance(NamedTuple):
     event_data: dict[str, Any]
 
 
-def deliveries_record_sent(accepted: Sequence[Acceptance]) -> None:
+def deliveries_record_sent(
+    accepted: Sequence[Acceptance], *, calling: Sequence[uuid.UUID] = ()
+) -> None:
     """Records providers' acceptances, of every channel, in one statement: an UPDATE of the
     deliveries this worker still holds, and the events (``sent``, and ``delivered`` when the
-    provider says so) of those it updated. A single acceptance is a batch of one."""
+    provider says so) of those it updated. A single acceptance is a batch of one.
+
+    ``calling``: deliveries about to reach their provider, marked (``provider_call_at``) by the
+    same statement (see ``delivery._Batch``)."""
     if not accepted:
+        if calling:
+            with connection.cursor() as cursor:
+                cursor.execute(f"{_MARK_CALLING} SELECT 1", [timezone.now(), list(calling)])
         return
     values = [
         (
@@ -72,9 +81,11 @@ def deliveries_record_sent(accepted: Sequence[Acceptance]) -> None:
     # statement: nothing more for a caller without endpoints (webhooks.EMIT_SENT_SQL).
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH recorded AS ({_UPDATE_SENT}), {webhooks.EMIT_SENT_SQL} {insert_events}"  # noqa: S608 - constant SQL; values are parameters
-            " RETURNING (SELECT count(*) FROM hooks)",
+            f"{_MARK_CALLING}, recorded AS ({_UPDATE_SENT}), {webhooks.EMIT_SENT_SQL}"  # noqa: S608 - constant SQL; values are parameters
+            f" {insert_events} RETURNING (SELECT count(*) FROM hooks)",
             [
+                timezone.now(),
+                list(calling),
                 _NO_ERROR.encrypted(""),
                 timezone.now(),
                 *(list(c) for c in columns),
@@ -106,6 +117,15 @@ _SENT_FIELDS = (
     "template_version",
     "variant",
 )
+# A statement of its own, or the first part of the acceptances' (``WITH marked AS …``): a
+# data-modifying WITH runs whether or not the rest reads it.
+_MARK_CALLING = """
+    WITH marked AS (
+        UPDATE notifications_delivery SET provider_call_at = %s
+        WHERE id = ANY(%s::uuid[]) AND status = 'sending'
+        RETURNING id
+    )
+"""
 _UPDATE_SENT = """
     UPDATE notifications_delivery AS d
     SET status = v.status, provider = v.provider, provider_index = v.provider_index,
@@ -148,6 +168,8 @@ def _sent_events(a: Acceptance) -> list[dict[str, Any]]:
             queue_wait_ms=_ms(started - queued),
             api_to_provider_ms=_ms(a.at - origin),
             attempts=delivery.attempts,
+            # Sent again after a worker died in its provider call (``services.sweeps``).
+            **({"possibly_duplicate": True} if delivery.possibly_duplicate else {}),
             **a.event_data,
         )
     ]

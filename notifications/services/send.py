@@ -27,6 +27,7 @@ from communication.exceptions import (
     PayloadTooLargeError,
     UnprocessableError,
 )
+from communication.faults import fault_point
 from communication.models import Category, User
 from notifications import metrics, rendering, resolution
 from notifications.categories import category_get
@@ -52,6 +53,8 @@ class DeliveryView(TypedDict):
     status: str
     reason: str | None
     scheduled_for: str | None
+    # Sent again after a worker died during its provider call: may have arrived twice.
+    possibly_duplicate: bool
 
 
 class NotificationView(TypedDict):
@@ -160,6 +163,8 @@ def idempotent(
     try:
         with transaction.atomic():
             body = call()
+            # A send without a key writes in one statement: this is its only "before commit".
+            fault_point("send.before_commit")
             IdempotencyKey.objects.filter(caller=caller, key=key).update(
                 in_flight=False, status_code=202, response=body
             )
@@ -477,7 +482,13 @@ def _insert(
     metrics.deliveries_count((d.channel, "", d.status) for d in deliveries)
     to_enqueue = [(str(d.id), d.priority) for d in deliveries if d.status == "queued"]
     if to_enqueue:
-        transaction.on_commit(lambda: enqueue_many(to_enqueue))
+        transaction.on_commit(lambda: _enqueue_committed(to_enqueue))
+
+
+def _enqueue_committed(to_enqueue: list[tuple[str, str]]) -> None:
+    fault_point("send.after_commit")
+    enqueue_many(to_enqueue)
+    fault_point("send.after_enqueue")
 
 
 def _decide(
@@ -558,6 +569,7 @@ def request_body(
                 "status": d.status,
                 "reason": d.reason or None,
                 "scheduled_for": d.scheduled_for.isoformat() if d.scheduled_for else None,
+                "possibly_duplicate": d.possibly_duplicate,
             }
         )
     return {

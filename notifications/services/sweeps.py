@@ -7,7 +7,7 @@ import datetime as dt
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from analytics import events
@@ -15,32 +15,75 @@ from notifications.enqueue import enqueue_many
 from notifications.models import Delivery, IdempotencyKey, Notification, ProviderEvent
 from notifications.services.delivery_events import delivery_event
 from notifications.services.inbox import notifications_publish_created
+from notifications.services.outcomes import delivery_fail
 
 
 def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
     """The beat's safety net, run every few seconds (safe to run in several beats at once).
 
-    - a delivery whose lease expired (its worker died) goes back to the queue;
-    - a queued delivery nobody picked up (committed but never enqueued, or a lost message) is
-      enqueued again;
+    - a delivery whose lease expired (its worker died) goes back to the queue; if the worker
+      died during its provider call (``provider_call_at``) it is flagged ``possibly_duplicate``,
+      and past ``DELIVERY_MAX_CRASHES`` such deaths it is dead-lettered (``worker_crashed``);
+    - a queued delivery nobody picked up for ``DELIVERY_REPUBLISH_SECONDS`` (committed but never
+      published, or a message the broker lost) is published again; healthy backlog younger than
+      that is left to wait its turn (re-publishing it would add load when the system is behind);
     - a scheduled delivery whose time has come is released (in-app ones are delivered at once).
     """
     now = timezone.now()
-    counts = {"expired": 0, "requeued": 0, "released": 0}
+    counts = {"expired": 0, "requeued": 0, "released": 0, "dead_lettered": 0}
     with transaction.atomic():
         expired = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(status="sending", lease_until__lt=now)
-            .values_list("id", "priority")[:batch]
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("notification__request")
+            .filter(status="sending", lease_until__lt=now)[:batch]
         )
-        if expired:
-            Delivery.objects.filter(id__in=[d for d, _ in expired]).update(
-                status="queued", lease_until=None, next_attempt_at=None, updated_at=now
+        poison = [
+            d
+            for d in expired
+            if d.provider_call_at is not None and d.crashes + 1 >= settings.DELIVERY_MAX_CRASHES
+        ]
+        again = [d for d in expired if d not in poison]
+        if again:
+            crashed = [d for d in again if d.provider_call_at is not None]
+            Delivery.objects.filter(id__in=[d.id for d in again]).update(
+                status="queued",
+                lease_until=None,
+                next_attempt_at=None,
+                updated_at=now,
+                possibly_duplicate=Case(
+                    When(provider_call_at__isnull=False, then=Value(True)),
+                    default=F("possibly_duplicate"),
+                ),
+                crashes=Case(
+                    When(provider_call_at__isnull=False, then=F("crashes") + Value(1)),
+                    default=F("crashes"),
+                    output_field=Delivery._meta.get_field("crashes"),
+                ),
             )
-            ids = [(str(d), p) for d, p in expired]
+            events.record_many(
+                [
+                    delivery_event(
+                        d,
+                        "queued",
+                        reason="lease_expired",
+                        **({"possibly_duplicate": True} if d.provider_call_at else {}),
+                    )
+                    for d in crashed
+                ]
+            )
+            ids = [(str(d.id), d.priority) for d in again]
             transaction.on_commit(lambda: enqueue_many(ids))
-            counts["expired"] = len(expired)
-    stale = now - dt.timedelta(seconds=30)
+            counts["expired"] = len(again)
+        for delivery in poison:
+            counts["dead_lettered"] += delivery_fail(
+                delivery,
+                "worker_crashed",
+                error=(
+                    f"the worker died during this delivery's send {delivery.crashes + 1} times;"
+                    " it is not tried again"
+                ),
+            )
+    stale = now - dt.timedelta(seconds=settings.DELIVERY_REPUBLISH_SECONDS)
     with transaction.atomic():
         lost = list(
             Delivery.objects.select_for_update(skip_locked=True)

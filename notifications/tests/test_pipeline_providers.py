@@ -168,6 +168,11 @@ def test_a_worker_killed_mid_send_is_swept_and_the_provider_called_at_most_twice
     delivery = wait_for(lambda: finished(delivery_id), 30, what="re-delivery")
     assert delivery.status == "sent" and delivery.attempts == 2
     assert len(calls(httpserver, SENDGRID)) == 2
+    # The worker died inside the provider call: the second send is flagged, not silent.
+    assert delivery.possibly_duplicate and delivery.crashes == 1
+    status = sender.get(f"/api/v1/notifications/requests/{delivery.notification.request_id}")
+    (flagged,) = status.json()["notifications"][0]["deliveries"]
+    assert flagged["id"] == str(delivery_id) and flagged["possibly_duplicate"] is True
 
 
 def test_rate_limit_delays_and_never_drops(start_worker, httpserver, settings, sender):
@@ -241,5 +246,10 @@ def test_sms_answer_lost_mid_call_is_ambiguous_and_not_resent(httpserver, settin
     assert delivery.status == "ambiguous" and delivery.provider == "twilio"
     assert services.delivery_attempt(delivery_id) == "not_claimed"
     assert len(calls(httpserver, path)) == 1
-    assert services.deliveries_sweep() == {"expired": 0, "requeued": 0, "released": 0}
+    assert services.deliveries_sweep() == {
+        "expired": 0,
+        "requeued": 0,
+        "released": 0,
+        "dead_lettered": 0,
+    }
     assert timezone.now()  # the delivery stays ambiguous for staff to decide (admin action)
