@@ -528,7 +528,9 @@ def _stop_all(procs: list[subprocess.Popen], timeout: float = 20) -> None:
 class Worker:
     """A real Celery worker process (solo pool) on the real broker, against the test database."""
 
-    def __init__(self, log: Path, env: dict, prefix: str = ""):
+    def __init__(
+        self, log: Path, env: dict, prefix: str = "", pool: str = "solo", concurrency: int = 1
+    ):
         self.log = log
         self.prefix = prefix
         queues = ",".join(f"{prefix}{q}" for q in ("realtime", "transactional", "bulk", "default"))
@@ -537,7 +539,8 @@ class Worker:
                 worker_argv(
                     queues=queues,
                     name=f"test-{prefix or 'main'}-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h",
-                    pool="solo",
+                    pool=pool,
+                    concurrency=concurrency if pool != "solo" else None,
                 ),
                 cwd=ROOT,
                 env=process_env(CELERY_QUEUE_PREFIX=prefix, **env),
@@ -576,8 +579,14 @@ def start_worker(django_db_setup, tmp_path_factory):
     own (``prefix``), so the session worker never takes their tasks. Stopped at the end."""
     workers: list[Worker] = []
 
-    def start(env: dict, prefix: str) -> Worker:
-        worker = Worker(tmp_path_factory.mktemp("worker") / f"{prefix}worker.log", env, prefix)
+    def start(env: dict, prefix: str, pool: str = "solo", concurrency: int = 1) -> Worker:
+        worker = Worker(
+            tmp_path_factory.mktemp("worker") / f"{prefix}worker.log",
+            env,
+            prefix,
+            pool=pool,
+            concurrency=concurrency,
+        )
         workers.append(worker)
         return worker
 

@@ -30,6 +30,7 @@ class FakeSendGrid:
         self.latency = latency
         self.status = 202
         self.received: collections.Counter[str] = collections.Counter()
+        self.arrivals: list[float] = []  # time.monotonic() of each accepted message
         self.refused = 0
         self.lock = threading.Lock()
         fake = self
@@ -47,6 +48,7 @@ class FakeSendGrid:
                     with fake.lock:
                         for delivery_id in _delivery_ids(body):
                             fake.received[delivery_id] += 1
+                            fake.arrivals.append(time.monotonic())
                 else:
                     with fake.lock:
                         fake.refused += 1
