@@ -212,7 +212,7 @@ class Load:
                 data = response.read()
                 self.statuses[str(response.status)] += 1
                 if response.status == 202:
-                    self.accepted.append(json.loads(data)["id"])
+                    self.accepted.append(json.loads(data)["request_id"])
             except (OSError, http.client.HTTPException, ValueError):
                 self.statuses["error"] += 1
                 if conn is not None:
