@@ -553,6 +553,10 @@ DELIVERY_ENQUEUE_LINGER_MS = env.int("DELIVERY_ENQUEUE_LINGER_MS", default=100)
 PROVIDER_BREAKER_THRESHOLD = env.int("PROVIDER_BREAKER_THRESHOLD", default=5)
 PROVIDER_BREAKER_RESET_SECONDS = env.int("PROVIDER_BREAKER_RESET_SECONDS", default=30)
 IDEMPOTENCY_TTL_HOURS = 24
+# A key still "in flight" after this long belongs to a request whose process died (a crash
+# between the key's claim and the send's commit): a retry with the key takes it over instead of
+# getting 409 until the key expires. Far longer than any request runs.
+IDEMPOTENCY_IN_FLIGHT_SECONDS = env.int("IDEMPOTENCY_IN_FLIGHT_SECONDS", default=300)
 NOTIFICATIONS_MAX_RECIPIENTS = 1000
 # Digests (notifications.services.digests): the items one digest lists (the rest are counted,
 # "and N more"), and the held deliveries one digest gathers at most (more go in the next one).

@@ -104,12 +104,28 @@ def _idempotency_claim(caller: str, key: str, request_hash: str) -> IdempotencyK
             "This Idempotency-Key was used with a different request body.",
             code="idempotency_mismatch",
         )
+    if existing.in_flight and _abandoned_claim_taken(existing):
+        return None
     if existing.in_flight:
         raise ConflictError(
             "A request with this Idempotency-Key is still being processed; retry shortly.",
             code="idempotency_in_progress",
         )
     return existing
+
+
+def _abandoned_claim_taken(claim: IdempotencyKey) -> bool:
+    """Takes over a claim left in flight past ``IDEMPOTENCY_IN_FLIGHT_SECONDS`` (its request's
+    process died before committing: nothing of it was written). Compare-and-set on its time, so
+    of two retries only one takes it."""
+    now = timezone.now()
+    if claim.created_at > now - dt.timedelta(seconds=settings.IDEMPOTENCY_IN_FLIGHT_SECONDS):
+        return False
+    return bool(
+        IdempotencyKey.objects.filter(
+            pk=claim.pk, in_flight=True, created_at=claim.created_at
+        ).update(created_at=now)
+    )
 
 
 def notification_send(
