@@ -23,7 +23,7 @@ import time
 
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connections
+from django.db import DatabaseError, InterfaceError, close_old_connections, connections
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 from psycopg import sql
@@ -170,6 +170,8 @@ class LeaderScheduler(DatabaseScheduler):
         """Reads the schedule as the database has it (what an earlier leader claimed is there, not
         in this process's memory); on a database error, gives the lock up and says so."""
         try:
+            # A standby's connection may have been idle long enough to be gone.
+            close_old_connections()
             self._dirty.clear()
             self._schedule = self.all_as_schedule()
             self._last_timestamp = self.Changes.last_change()
