@@ -1,5 +1,6 @@
 """Fault scenario 5: two beat processes for several schedule slots, every periodic job sent once
-per slot; the leader killed with SIGKILL, the other one takes over.
+per slot, while the leader's lock session is cut from the server and then the leader is killed
+with SIGKILL: a beat leads again within a bounded time, and no slot goes twice.
 
 Two real ``celery beat`` processes (the command line ``serve`` runs) against the test database,
 with our real schedules (``setup_schedules``) plus a probe sent every second, on queues of this
