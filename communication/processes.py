@@ -46,6 +46,22 @@ def worker_argv(
     ]
 
 
+def beat_argv(*, loglevel: str = "INFO") -> list[str]:
+    """celery beat with the scheduler of the settings (``CELERY_BEAT_SCHEDULER``: the one that
+    sends only while it holds the beat lock, so a second copy is harmless), no pidfile."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "communication",
+        "beat",
+        "--pidfile=",
+        "--loglevel",
+        loglevel,
+    ]
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` is running (a zombie, dead but not yet reaped, is not)."""
     try:

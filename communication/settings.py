@@ -262,7 +262,12 @@ CELERY_QUEUE_PREFIX = env.str("CELERY_QUEUE_PREFIX", default="")
 QUEUE_NAMES = ("realtime", "transactional", "bulk", "default")
 CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, sending only while it holds a PostgreSQL advisory lock: a
+# second beat (two replicas, a rollout's overlap) stands by and takes over when the first dies.
+CELERY_BEAT_SCHEDULER = "communication.beat:LeaderScheduler"
+# How often a standing-by beat tries to take the lock (the longest a takeover waits, once the
+# leader's session has ended).
+BEAT_LOCK_RETRY_SECONDS = env.float("BEAT_LOCK_RETRY_SECONDS", default=2.0)
 CELERY_TIMEZONE = "UTC"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}

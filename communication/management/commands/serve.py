@@ -31,7 +31,7 @@ from communication import embedded
 from communication.auth import keys, tokens
 from communication.celery import queue, queue_list
 from communication.models import User
-from communication.processes import server_argv, worker_argv
+from communication.processes import beat_argv, server_argv, worker_argv
 
 PR_SET_PDEATHSIG = 1
 
@@ -181,7 +181,6 @@ class Command(BaseCommand):
         )
 
     def _children(self, host: str, port: int, opts) -> list[Child]:
-        py = sys.executable
         children = [Child("web", server_argv(port, host=host))]
         if not opts["no_worker"]:
             # The bulk queue (low-priority sends, campaigns' fan-out) has a worker of its own, so
@@ -205,24 +204,7 @@ class Command(BaseCommand):
                 ),
             ]
         if not opts["no_beat"]:
-            children.append(
-                Child(
-                    "beat",
-                    [
-                        py,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "communication",
-                        "beat",
-                        "-S",
-                        "django_celery_beat.schedulers:DatabaseScheduler",
-                        "--pidfile=",
-                        "--loglevel",
-                        "INFO",
-                    ],
-                )
-            )
+            children.append(Child("beat", beat_argv()))
         return children
 
     def _wait_ready(self, base: str, children: list[Child]) -> bool:
