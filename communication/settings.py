@@ -546,6 +546,10 @@ DELIVERY_MAX_CRASHES = env.int("DELIVERY_MAX_CRASHES", default=3)
 # A queued delivery nobody claimed for this long is published again (its message was lost, or
 # its process died before publishing); younger backlog is left to wait its turn.
 DELIVERY_REPUBLISH_SECONDS = env.int("DELIVERY_REPUBLISH_SECONDS", default=300)
+# Whether each provider call's record waits for PostgreSQL's disk flush (see
+# notifications.services.outcomes.deliveries_record_sent): on, a crash of PostgreSQL itself
+# repeats nothing unflagged, at the cost of one flush per provider call.
+DELIVERY_RECORD_SYNCHRONOUS_COMMIT = env.bool("DELIVERY_RECORD_SYNCHRONOUS_COMMIT", default=False)
 DELIVERY_MAX_ATTEMPTS_PER_PROVIDER = env.int("DELIVERY_MAX_ATTEMPTS_PER_PROVIDER", default=3)
 DELIVERY_RETRY_BASE_SECONDS = env.float("DELIVERY_RETRY_BASE_SECONDS", default=2.0)
 # A high or urgent delivery failing on a provider is on the next one within

@@ -47,11 +47,19 @@ def deliveries_record_sent(
     provider says so) of those it updated. A single acceptance is a batch of one.
 
     ``calling``: deliveries about to reach their provider, marked (``provider_call_at``) by the
-    same statement (see ``delivery._Batch``)."""
+    same statement (see ``delivery._Batch``).
+
+    The statement commits without waiting for its WAL flush unless
+    ``DELIVERY_RECORD_SYNCHRONOUS_COMMIT``: a worker that dies loses nothing committed so (the
+    server has it), only a crash of PostgreSQL itself can lose its last fraction of a second,
+    whose deliveries are then sent again unflagged. Waiting for the disk on every provider call
+    would halve a worker's rate on an ordinary disk."""
     if not accepted:
         if calling:
             with connection.cursor() as cursor:
-                cursor.execute(f"{_MARK_CALLING} SELECT 1", [timezone.now(), list(calling)])
+                cursor.execute(
+                    f"{_MARK_CALLING} SELECT 1", [_durability(), timezone.now(), list(calling)]
+                )
         return
     values = [
         (
@@ -84,6 +92,7 @@ def deliveries_record_sent(
             f"{_MARK_CALLING}, recorded AS ({_UPDATE_SENT}), {webhooks.EMIT_SENT_SQL}"  # noqa: S608 - constant SQL; values are parameters
             f" {insert_events} RETURNING (SELECT count(*) FROM hooks)",
             [
+                _durability(),
                 timezone.now(),
                 list(calling),
                 _NO_ERROR.encrypted(""),
@@ -118,14 +127,24 @@ _SENT_FIELDS = (
     "variant",
 )
 # A statement of its own, or the first part of the acceptances' (``WITH marked AS …``): a
-# data-modifying WITH runs whether or not the rest reads it.
+# data-modifying WITH runs whether or not the rest reads it. ``durability`` sets the statement's
+# own ``synchronous_commit`` (DELIVERY_RECORD_SYNCHRONOUS_COMMIT): the UPDATE's one-time filter
+# reads it, so it runs even when there is nothing to mark.
 _MARK_CALLING = """
-    WITH marked AS (
+    WITH durability AS (SELECT set_config('synchronous_commit', %s, true) AS level),
+    marked AS (
         UPDATE notifications_delivery SET provider_call_at = %s
         WHERE id = ANY(%s::uuid[]) AND status = 'sending'
+          AND (SELECT level FROM durability) IS NOT NULL
         RETURNING id
     )
 """
+
+
+def _durability() -> str:
+    return "on" if settings.DELIVERY_RECORD_SYNCHRONOUS_COMMIT else "off"
+
+
 _UPDATE_SENT = """
     UPDATE notifications_delivery AS d
     SET status = v.status, provider = v.provider, provider_index = v.provider_index,
