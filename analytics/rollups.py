@@ -119,9 +119,10 @@ FROM (
         CASE WHEN ev.type = 'sent' THEN {_histogram_bucket("ev.queue_wait_ms")} END AS qw,
         CASE WHEN ev.type = 'sent' THEN {_histogram_bucket("ev.api_to_provider_ms")} END AS ap,
         fe.event_id IS NOT NULL AS first,
-        -- A send repeated after a worker died in its provider call (the sweep flagged it).
-        CASE WHEN ev.type = 'sent'
-            THEN coalesce(ev.data @> '{{"possibly_duplicate": true}}', false) END AS duplicate
+        -- A send repeated after a worker died in its provider call (the sweep flagged it);
+        -- only sent events' data is read.
+        CASE WHEN ev.type = 'sent' THEN ev.data @> '{{"possibly_duplicate": true}}' END
+            AS duplicate
     FROM analytics_event AS ev
     LEFT JOIN analytics_firstengagement AS fe
         ON ev.type IN ('opened', 'clicked') AND fe.delivery_id = ev.delivery_id
