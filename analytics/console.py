@@ -327,6 +327,14 @@ def _kpis(totals: dict[str, Any], currency: str) -> list[dict[str, str]]:
             "value": _money(totals["cost"], currency),
             "note": f"{_money(totals['cost'] / totals['sent'], currency, 4) if totals['sent'] else '—'} per message",
         },
+        {
+            # Sends repeated after a worker died during the provider call (counted in Sent
+            # too): last, a sign of trouble rather than a step from sent to clicked.
+            "key": "possibly_duplicate",
+            "label": "Possibly duplicate",
+            "value": f"{totals['possibly_duplicate']:,}",
+            "note": f"{_percent(rates['possibly_duplicate'], 2)} of sent, re-sent after a crash",
+        },
     ]
 
 
@@ -348,6 +356,7 @@ def _provider_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "calls_text": f"{calls:,}",
                 "errors": f"{errors:,}",
                 "sent": f"{g['sent']:,}",
+                "possibly_duplicate": f"{g['possibly_duplicate']:,}",
                 "success_rate": 1 - errors / calls if calls else 0.0,
                 "success": _percent(1 - errors / calls) if calls else "—",
                 "low": bool(calls) and errors / calls > 0.1,

@@ -41,6 +41,7 @@ ROLLUP_COUNTS = (
     "unsubscribed",
     "provider_calls",
     "provider_errors",
+    "possibly_duplicate",
 )
 ROLLUP_HISTOGRAMS = ("latency_hist", "queue_wait_hist", "api_to_provider_hist")
 
@@ -159,6 +160,9 @@ class Rollup(models.Model):
     # Provider calls (events with a latency) and those that ended in an error.
     provider_calls = models.BigIntegerField(default=0)
     provider_errors = models.BigIntegerField(default=0)
+    # Sends flagged possibly_duplicate: sent again after a worker died during the provider call,
+    # so the person may have the message twice (counted in ``sent`` as well).
+    possibly_duplicate = models.BigIntegerField(default=0, db_default=0)
     latency_sum_ms = models.FloatField(default=0)
     # Counts per LATENCY_BOUNDS_MS bucket: provider call, queue wait, API request to provider.
     latency_hist = ArrayField(models.BigIntegerField(), size=HISTOGRAM_SIZE)

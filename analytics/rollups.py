@@ -89,7 +89,8 @@ def _histogram(bucket: str) -> str:
 
 
 # One hour's rows from its events. ``lat``, ``qw`` and ``ap`` are each event's histogram bucket
-# (NULL when it has no such figure); ``first`` marks the delivery's first human open or click.
+# (NULL when it has no such figure); ``first`` marks the delivery's first human open or click;
+# ``duplicate`` a send flagged ``possibly_duplicate``.
 _HOURS_SQL = f"""
 INSERT INTO analytics_rollup ({_COLUMNS})
 SELECT 'hour', e.bucket, {", ".join(f"e.{d}" for d in DIMENSIONS)},
@@ -106,6 +107,7 @@ SELECT 'hour', e.bucket, {", ".join(f"e.{d}" for d in DIMENSIONS)},
     count(*) FILTER (WHERE e.type = 'unsubscribed'),
     count(e.lat),
     count(e.lat) FILTER (WHERE e.type <> 'sent'),
+    count(*) FILTER (WHERE e.duplicate),
     coalesce(sum(e.cost) FILTER (WHERE e.type = 'sent'), 0),
     coalesce(sum(e.latency_ms) FILTER (WHERE e.lat IS NOT NULL), 0),
     {_histogram("e.lat")}, {_histogram("e.qw")}, {_histogram("e.ap")}
@@ -116,7 +118,11 @@ FROM (
             THEN {_histogram_bucket("ev.latency_ms")} END AS lat,
         CASE WHEN ev.type = 'sent' THEN {_histogram_bucket("ev.queue_wait_ms")} END AS qw,
         CASE WHEN ev.type = 'sent' THEN {_histogram_bucket("ev.api_to_provider_ms")} END AS ap,
-        fe.event_id IS NOT NULL AS first
+        fe.event_id IS NOT NULL AS first,
+        -- A send repeated after a worker died in its provider call (the sweep flagged it);
+        -- only sent events' data is read.
+        CASE WHEN ev.type = 'sent' THEN ev.data @> '{{"possibly_duplicate": true}}' END
+            AS duplicate
     FROM analytics_event AS ev
     LEFT JOIN analytics_firstengagement AS fe
         ON ev.type IN ('opened', 'clicked') AND fe.delivery_id = ev.delivery_id

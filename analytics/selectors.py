@@ -19,7 +19,8 @@ Rates are over ``sent`` (accepted by a provider), which every channel reports, w
 ``delivered`` depends on provider webhooks; the failure rate is over ``sent + failed`` (a failed
 delivery may never have been sent). A rate whose denominator is zero is None. ``opened`` and
 ``clicked`` are unique (a delivery's first human open or click); ``*_total`` count every human
-one. Events count in the bucket they happen in, so a range that cuts a send short can see opens
+one. ``possibly_duplicate`` counts the sends (within ``sent``) repeated after a worker died during
+the provider call: the person may have had the message twice. Events count in the bucket they happen in, so a range that cuts a send short can see opens
 whose sends fall before it (the A/B test caps successes at ``sent``).
 
 Dimensions that are empty in the rollups (no provider for in-app, no template) come out as None.
@@ -224,6 +225,7 @@ DELIVERY_COUNTERS = (
     "clicked_unique",
     "clicked",
     "unsubscribed",
+    "possibly_duplicate",
 )
 
 
@@ -240,6 +242,7 @@ def _delivery_item(counts: dict[str, Any], cost: Decimal) -> dict[str, Any]:
         "clicked": counts["clicked_unique"],
         "clicked_total": counts["clicked"],
         "unsubscribed": counts["unsubscribed"],
+        "possibly_duplicate": counts["possibly_duplicate"],
         "cost": cost,
         "rates": {
             "delivered": _rate(counts["delivered"], sent),
@@ -249,6 +252,7 @@ def _delivery_item(counts: dict[str, Any], cost: Decimal) -> dict[str, Any]:
             "opened": _rate(counts["opened_unique"], sent),
             "clicked": _rate(counts["clicked_unique"], sent),
             "unsubscribed": _rate(counts["unsubscribed"], sent),
+            "possibly_duplicate": _rate(counts["possibly_duplicate"], sent),
         },
     }
 
@@ -440,7 +444,7 @@ def _percentiles(hist: Sequence[int]) -> dict[str, Any]:
     }
 
 
-PERFORMANCE_COUNTERS = ("sent", "failed", "provider_calls", "provider_errors")
+PERFORMANCE_COUNTERS = ("sent", "failed", "provider_calls", "provider_errors", "possibly_duplicate")
 
 
 def performance_report(
@@ -452,8 +456,9 @@ def performance_report(
 ) -> dict[str, Any]:
     """Per provider (or ``group_by``) over ``[start, end)``: provider latency, queue wait and
     API-to-provider time (p50/p95/p99 in ms from the histograms, and the mean provider call),
-    error rate (provider errors over provider calls) and throughput (sent per second and per
-    minute over the range). Two queries: the counters, and the histograms."""
+    error rate (provider errors over provider calls), throughput (sent per second and per
+    minute over the range) and the possibly-duplicate sends. Two queries: the counters, and
+    the histograms."""
     group_by = parse_group_by(group_by)
     check_range(start, end)
     qs = Rollup.objects.filter((filters or Filters()).q() & total_range_q(start, end))

@@ -27,6 +27,12 @@ DELIVERIES = Counter(
     "(sent, delivered, failed, ambiguous) and from providers' webhooks.",
     ["channel", "provider", "status"],
 )
+POSSIBLY_DUPLICATE = Counter(
+    "notifications_deliveries_possibly_duplicate",
+    "Sends accepted by a provider after a worker died during an earlier call for the same "
+    "delivery: the recipient may have the message twice (counted in the sent status as well).",
+    ["channel", "provider"],
+)
 PROVIDER_LATENCY = Histogram(
     "notifications_provider_latency_seconds",
     "Provider calls' duration, by outcome (accepted or error).",
@@ -42,6 +48,12 @@ def deliveries_count(statuses: Iterable[tuple[str, str, str]]) -> None:
     """Counts deliveries reaching a status: ``(channel, provider, status)`` per delivery."""
     for (channel, provider, status), n in Tally(statuses).items():
         DELIVERIES.labels(channel, provider, status).inc(n)
+
+
+def deliveries_count_possibly_duplicate(sends: Iterable[tuple[str, str]]) -> None:
+    """Counts possibly-duplicate sends: ``(channel, provider)`` per send."""
+    for (channel, provider), n in Tally(sends).items():
+        POSSIBLY_DUPLICATE.labels(channel, provider).inc(n)
 
 
 def provider_call(channel: str, provider: str, latency_ms: float, *, accepted: bool) -> None:

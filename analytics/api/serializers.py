@@ -24,6 +24,12 @@ def _cost(help_text: str = "In COST_CURRENCY.") -> serializers.DecimalField:
     )
 
 
+_DUPLICATE = (
+    "Sends (counted in sent) repeated after a worker died during the provider call: the "
+    "recipient may have the message twice."
+)
+
+
 class AnalyticsGroupSerializer(serializers.Serializer):
     """The dimensions of ``group_by``, and only those; null where the rollup has none (an in-app
     message has no provider)."""
@@ -49,6 +55,7 @@ class AnalyticsDeliveryRatesSerializer(serializers.Serializer):
     opened = _rate("unique opens / sent")
     clicked = _rate("unique clicks / sent")
     unsubscribed = _rate("unsubscribed / sent")
+    possibly_duplicate = _rate("possibly_duplicate / sent")
 
 
 class AnalyticsDeliveryCountsSerializer(serializers.Serializer):
@@ -62,6 +69,7 @@ class AnalyticsDeliveryCountsSerializer(serializers.Serializer):
     clicked = _count("Unique human clicks (a delivery's first).")
     clicked_total = _count("Every human click.")
     unsubscribed = _count()
+    possibly_duplicate = _count(_DUPLICATE)
     cost = _cost()
     rates = AnalyticsDeliveryRatesSerializer()
 
@@ -189,6 +197,7 @@ class AnalyticsPerformanceGroupSerializer(serializers.Serializer):
     failed = _count()
     provider_calls = _count()
     provider_errors = _count()
+    possibly_duplicate = _count(_DUPLICATE)
     error_rate = _rate("provider_errors / provider_calls")
     throughput = AnalyticsThroughputSerializer()
     latency_ms = AnalyticsLatencySerializer(help_text="The provider call.")

@@ -124,6 +124,7 @@ def _hour_row(stream: Stream, bucket: dt.datetime, scale: int) -> dict[str, Any]
         "unsubscribed": sent // 100,
         "provider_calls": calls,
         "provider_errors": round(calls * stream.errors),
+        "possibly_duplicate": calls // 40,  # a few sends repeated after a worker crash
         "cost": stream.price * sent,
         "latency_sum_ms": 0.0,
         "latency_hist": latency,

@@ -79,7 +79,10 @@ def week_totals(now, **dims) -> dict[str, int]:
     rows = Rollup.objects.filter(granularity=Granularity.HOUR, bucket__gte=start, **dims)
     out: dict[str, int] = {}
     for r in rows:
-        for name in ("sent", "delivered", "failed", "bounced", "opened_unique", "clicked_unique"):
+        for name in (
+            "sent", "delivered", "failed", "bounced", "opened_unique", "clicked_unique",
+            "possibly_duplicate",
+        ):  # fmt: skip
             out[name] = out.get(name, 0) + getattr(r, name)
     return out
 
@@ -107,6 +110,11 @@ def test_a_week_of_sends(analyst, now):
         f"Delivered {expected['delivered']:,} {delivered_rate:.1f} % of sent"
     )
     assert figures["opened"].startswith(f"Opened {expected['opened_unique']:,} ")
+    duplicate_rate = 100 * expected["possibly_duplicate"] / expected["sent"]
+    assert figures["possibly_duplicate"] == (
+        f"Possibly duplicate {expected['possibly_duplicate']:,} {duplicate_rate:.2f} % of sent, "
+        "re-sent after a crash"
+    )
 
     delivery = chart(doc, "chart-delivery")
     assert len(delivery["labels"]) == 7
@@ -137,12 +145,14 @@ def test_a_week_of_sends(analyst, now):
 
     providers = {r[1]: r for r in rows(doc, "providers-table")}
     assert set(providers) == {"sendgrid", "mailgun", "twilio", "fcm"}  # in-app calls none
-    channel, _, calls, errors, success, p50, p95, _sent = providers["twilio"]
+    channel, _, calls, errors, success, p50, p95, _sent, _duplicate = providers["twilio"]
     assert channel == "sms"
     calls, errors = int(calls.replace(",", "")), int(errors.replace(",", ""))
     assert calls == week_totals(now, provider="twilio")["sent"]  # one call per SMS sent
     assert success == f"{100 * (1 - errors / calls):.1f} %"
     assert p50.endswith(" ms") and p95.endswith(" ms")
+    sendgrid_duplicates = week_totals(now, provider="sendgrid")["possibly_duplicate"]
+    assert sendgrid_duplicates and providers["sendgrid"][8] == f"{sendgrid_duplicates:,}"
     assert float(p50[:-3].replace(",", "")) < float(p95[:-3].replace(",", ""))
     latency = chart(doc, "chart-latency")
     assert [d["label"] for d in latency["datasets"]] == ["p50", "p95"]

@@ -78,6 +78,10 @@ def test_the_analytics_pages_in_the_browser(live_asgi):
             "chart-latency",
         }
         all_drawn(found)
+        # Sends repeated after a worker crash: a figure beside the others.
+        duplicates = page.locator('[data-kpi="possibly_duplicate"]')
+        assert duplicates.is_visible()
+        assert duplicates.inner_text().lower().startswith("possibly duplicate\n")
         assert found["chart-delivery"]["datasets"] == 4  # sent, delivered, failed, bounced
         assert found["chart-delivery"]["labels"] == 7  # the last 7 days
         assert found["chart-latency"]["labels"] == 4  # four providers called

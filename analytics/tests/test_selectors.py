@@ -111,7 +111,8 @@ def test_filters_keep_their_rows(mixed):
 
 def test_rates_are_over_sent():
     save([row(at(2, 10), sent=200, delivered=180, failed=50, bounced=4, opened_unique=60,
-              opened=90, clicked_unique=12, clicked=15, unsubscribed=2)])  # fmt: skip
+              opened=90, clicked_unique=12, clicked=15, unsubscribed=2,
+              possibly_duplicate=1)])  # fmt: skip
     totals = selectors.delivery_report(start=at(2), end=at(3))["totals"]
     assert totals["rates"] == {
         "delivered": 0.9,
@@ -121,8 +122,10 @@ def test_rates_are_over_sent():
         "opened": 0.3,
         "clicked": 0.06,
         "unsubscribed": 0.01,
+        "possibly_duplicate": 0.005,
     }
     assert (totals["opened"], totals["opened_total"]) == (60, 90)
+    assert totals["possibly_duplicate"] == 1
 
 
 def test_totals_read_day_rows_for_whole_days_and_hours_at_the_ends():

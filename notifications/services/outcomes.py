@@ -110,6 +110,9 @@ def deliveries_record_sent(
     for a in accepted:
         metrics.provider_call(a.delivery.channel, a.alias, a.latency_ms, accepted=True)
     metrics.deliveries_count((e["channel"], e["provider"], e["type"]) for e in sent_events)
+    metrics.deliveries_count_possibly_duplicate(
+        (a.delivery.channel, a.alias) for a in accepted if a.delivery.possibly_duplicate
+    )
 
 
 # ``error`` is encrypted: its blank is the field's own ciphertext of "".
