@@ -191,7 +191,7 @@ def _sent_events(a: Acceptance) -> list[dict[str, Any]]:
             api_to_provider_ms=_ms(a.at - origin),
             attempts=delivery.attempts,
             # Sent again after a worker died in its provider call (``services.sweeps``).
-            **({"possibly_duplicate": True} if delivery.possibly_duplicate else {}),
+            data={"possibly_duplicate": True} if delivery.possibly_duplicate else None,
             **a.event_data,
         )
     ]

@@ -62,12 +62,7 @@ def deliveries_sweep(*, batch: int = 500) -> dict[str, int]:
             )
             events.record_many(
                 [
-                    delivery_event(
-                        d,
-                        "queued",
-                        reason="lease_expired",
-                        **({"possibly_duplicate": True} if d.provider_call_at else {}),
-                    )
+                    delivery_event(d, "queued", reason="lease_expired", possibly_duplicate=True)
                     for d in crashed
                 ]
             )
