@@ -1,0 +1,430 @@
+"""Scale-out on one machine: two web nodes (uvicorn processes) and two Celery workers share one
+PostgreSQL and one Redis, as several machines would.
+
+- What one node accepts reaches sockets held on the other: a websocket ``message.send`` on A, a
+  REST message on B, an in-app notification sent through A's send API, presence.
+- A batch of sends through both nodes is shared by both workers (each calls the fake SendGrid on
+  a base path of its own, so its calls are counted apart), every delivery is called once and
+  ends terminal.
+- What must be shared between nodes is: the HTTP rate limit (one allowance across both nodes)
+  and the ``Idempotency-Key`` (the same key sent to both nodes at once makes one request).
+
+The fault injected here is the split itself: a client's next request or socket lands on another
+process than its last one.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import http.client
+import json
+import re
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from communication.auth import tokens
+from communication.models import User
+from conftest import LiveServer, Worker, wait_for
+from tests.faults.harness import TERMINAL, FakeSendGrid, deliveries_of, tally
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.slow,
+]
+
+# Reads are limited (the test of the shared allowance); the rest is not, so that the batch and
+# the messages are never refused.
+READS_PER_MINUTE = 12
+RATE_LIMITS = f"send=off,write=off,upload=off,read={READS_PER_MINUTE}/m"
+PROVIDER_LATENCY = 0.03  # seconds per SendGrid call: a worker is busy long enough to share
+BATCH = 300
+
+
+@dataclass
+class Cluster:
+    nodes: list[LiveServer]
+    workers: list[Worker]
+    provider: FakeSendGrid
+    paths: list[str]  # each worker's SendGrid base path, in ``workers`` order
+
+
+@pytest.fixture(scope="module")
+def cluster(start_live_asgi, start_worker):
+    """Two web nodes and two workers on the same queues (one prefix), caches, channel layer and
+    presence keys: what several machines of one deployment share. Each worker's SendGrid is the
+    same fake under a path of its own; the web nodes get one too, which they must never call."""
+    prefix = f"so{uuid.uuid4().hex[:6]}-"
+    provider = FakeSendGrid(latency=PROVIDER_LATENCY)
+    shared = {
+        "CACHE_KEY_PREFIX": prefix,
+        "CHANNELS_PREFIX": prefix,
+        "MESSAGING_PRESENCE_PREFIX": f"{prefix}presence",
+    }
+    paths = ["/worker1", "/worker2"]
+    try:
+        workers = [start_worker({**shared, **provider.env(path=p)}, prefix) for p in paths]
+        nodes = [
+            start_live_asgi(
+                {
+                    **shared,
+                    **provider.env(path="/web"),
+                    "CELERY_QUEUE_PREFIX": prefix,
+                    "WEB_CONCURRENCY": "1",
+                    "RATE_LIMITS": RATE_LIMITS,
+                }
+            )
+            for _ in range(2)
+        ]
+        yield Cluster(nodes, workers, provider, paths)
+    finally:
+        provider.close()
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def call(node: LiveServer, method: str, path: str, token: str, body=None, headers=None):
+    """``(status, decoded body, headers by lower-case name)`` of one request to ``node``."""
+    url = urlsplit(node.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=15)
+    try:
+        conn.request(
+            method,
+            path,
+            json.dumps(body) if body is not None else None,
+            {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                **(headers or {}),
+            },
+        )
+        response = conn.getresponse()
+        data = response.read()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, (json.loads(data) if data else None), headers
+    finally:
+        conn.close()
+
+
+def make_user(name: str) -> User:
+    return User.objects.create(
+        username=name, external_id=name, email=f"{name}@example.com", name=name.title()
+    )
+
+
+@contextlib.contextmanager
+def socket(node: LiveServer, user: User) -> Iterator[ClientConnection]:
+    """A user's websocket on ``node`` (token in the query, as README's Websocket section says),
+    once the gateway has answered ``ready``."""
+    url = f"{node.ws_url}/ws/v1/?token={tokens.issue_user_token(user)}"
+    with connect(url, open_timeout=10) as ws:
+        ready = json.loads(ws.recv(timeout=10))
+        assert ready["type"] == "ready", ready
+        yield ws
+
+
+def recv_until(ws: ClientConnection, predicate, timeout: float = 5.0) -> dict:
+    """The first event matching ``predicate`` within ``timeout``; others are skipped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no matching event")
+        event = json.loads(ws.recv(timeout=left))
+        if predicate(event):
+            return event
+
+
+def created(client_id: str):
+    return lambda e: e.get("type") == "message.created" and e["data"].get("client_id") == client_id
+
+
+def notification_created(notification_id: str):
+    return lambda e: e.get("type") == "notification.created" and e["data"]["id"] == notification_id
+
+
+def presence(user: User, state: str):
+    return lambda e: (
+        e.get("type") == "presence"
+        and e["data"]["user_id"] == user.external_id
+        and e["data"]["state"] == state
+    )
+
+
+def at_once(nodes: list[LiveServer], token: str, body: dict, key: str) -> list[tuple]:
+    """The answers of one send per node, started together, all with the ``Idempotency-Key``."""
+    barrier = threading.Barrier(len(nodes))
+    answers: list[tuple] = []
+
+    def send(node: LiveServer) -> None:
+        barrier.wait(10)
+        answers.append(
+            call(node, "POST", "/api/v1/notifications", token, body, {"Idempotency-Key": key})
+        )
+
+    threads = [threading.Thread(target=send, args=(node,)) for node in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return answers
+
+
+def ms(seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    p50 = statistics.median(ordered) * 1000
+    return f"p50 {p50:.1f} ms, max {ordered[-1] * 1000:.1f} ms"
+
+
+# ----------------------------------------------------------------------------------------- tests
+
+
+def test_messages_and_notifications_cross_from_one_node_to_sockets_on_the_other(
+    cluster, make_service_token, fault_report
+):
+    a, b = cluster.nodes
+    tag = uuid.uuid4().hex[:6]
+    alice, bob = make_user(f"alice-{tag}"), make_user(f"bob-{tag}")
+    status, conv, _ = call(
+        a,
+        "POST",
+        "/api/v1/conversations",
+        tokens.issue_user_token(alice),
+        {"type": "direct", "participants": [bob.external_id]},
+    )
+    assert status in (200, 201), conv
+    cid = conv["id"]
+    rounds = 20
+    lines = []
+
+    with socket(a, alice) as on_a:
+        with socket(b, bob) as on_b:
+            # Presence crosses too: bob's socket on B turns him online for alice on A, and A
+            # answers a presence query about him from Redis.
+            recv_until(on_a, presence(bob, "online"))
+            on_a.send(json.dumps({"type": "presence.ping", "user_ids": [bob.external_id]}))
+            assert recv_until(on_a, presence(bob, "online"))["data"]["user_id"] == bob.external_id
+
+            # node A (websocket message.send) → node B.
+            latencies, received = [], 0
+            for i in range(rounds):
+                client_id = f"a{i}"
+                started = time.monotonic()
+                on_a.send(
+                    json.dumps(
+                        {
+                            "type": "message.send",
+                            "conversation_id": cid,
+                            "content": f"from A {i}",
+                            "client_id": client_id,
+                        }
+                    )
+                )
+                event = recv_until(on_b, created(client_id))
+                latencies.append(time.monotonic() - started)
+                assert event["data"]["content"] == f"from A {i}"
+                received += 1
+            lines.append(
+                f"node A (websocket) → socket on node B: {rounds} messages, {received} "
+                f"received, {ms(latencies)}"
+            )
+
+            # node B (REST) → node A.
+            bob_token = tokens.issue_user_token(bob)
+            latencies, received = [], 0
+            for i in range(rounds):
+                client_id = f"b{i}"
+                started = time.monotonic()
+                status, _, _ = call(
+                    b,
+                    "POST",
+                    f"/api/v1/conversations/{cid}/messages",
+                    bob_token,
+                    {"content": f"from B {i}", "client_id": client_id},
+                )
+                assert status == 201
+                event = recv_until(on_a, created(client_id))
+                latencies.append(time.monotonic() - started)
+                assert event["data"]["content"] == f"from B {i}"
+                received += 1
+            lines.append(
+                f"node B (REST) → socket on node A: {rounds} messages, {received} received, "
+                f"{ms(latencies)} (the POST included)"
+            )
+
+            # An in-app notification sent through A's send API → bob's socket on B.
+            service = make_service_token(f"scaleout-{tag}")
+            latencies, received, seqs = [], 0, []
+            for i in range(rounds // 2):
+                started = time.monotonic()
+                status, body, _ = call(
+                    a,
+                    "POST",
+                    "/api/v1/notifications",
+                    service,
+                    {
+                        "recipients": [{"user_id": bob.external_id}],
+                        "category": "alerts",
+                        "channels": ["in_app"],
+                        "content": {"title": f"Notice {i}", "body": "Across nodes."},
+                    },
+                )
+                assert status == 202, body
+                nid = body["notifications"][0]["id"]
+                event = recv_until(on_b, notification_created(nid))
+                latencies.append(time.monotonic() - started)
+                seqs.append(event["seq"])
+                received += 1
+            # One gap-free sequence per user, whichever node wrote the event.
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+            lines.append(
+                f"send API on node A (in_app) → socket on node B: {rounds // 2} notifications, "
+                f"{received} received, {ms(latencies)} (the POST included)"
+            )
+
+        # bob's socket on B closes: alice, on A, sees him go offline.
+        recv_until(on_a, presence(bob, "offline"))
+    lines.append("presence: online and offline of a socket on B seen on A; A's query answered")
+    fault_report(*lines)
+
+
+def test_a_batch_through_both_nodes_is_shared_by_both_workers_and_sent_once(
+    cluster, make_service_token, fault_report
+):
+    for worker in cluster.workers:  # a pool that runs tasks: two workers are two consumers
+        assert re.search(r"concurrency: \d+ \((solo|prefork)\)", worker.log.read_text())
+    provider = cluster.provider
+    provider.by_path.clear()
+    token = make_service_token("scaleout-batch")
+    run = uuid.uuid4().hex[:6]
+    accepted: list[str] = []
+    statuses: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def client(offset: int, threads: int) -> None:
+        # Request i goes to node i % 2: the two nodes alternate within each client.
+        for i in range(offset, BATCH, threads):
+            status, body, _ = call(
+                cluster.nodes[i % 2],
+                "POST",
+                "/api/v1/notifications",
+                token,
+                {
+                    "recipients": [{"email": f"batch-{run}-{i}@example.com"}],
+                    "category": "alerts",
+                    "channels": ["email"],
+                    "content": {"subject": "Batch {{ n }}", "body": "Message {{ n }}"},
+                    "data": {"n": i},
+                },
+            )
+            with lock:
+                statuses[str(status)] += 1
+                if status == 202:
+                    accepted.append(body["request_id"])
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(k, 4)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    sent_in = time.monotonic() - started
+    assert statuses == {"202": BATCH}, statuses
+
+    def all_terminal():
+        found = deliveries_of(accepted)
+        return len(found) == BATCH and all(s in TERMINAL for _, s, _ in found)
+
+    wait_for(all_terminal, 60, interval=0.25, what="every delivery to end terminal")
+    drained_in = time.monotonic() - started
+    result = tally(accepted, provider)
+    by_worker = {p: provider.by_path[f"{p}/v3/mail/send"] for p in cluster.paths}
+    served = sum(by_worker.values())
+    tasks = [
+        len(re.findall(r"notifications\.tasks\.deliver_many\[[^\]]+\] received", w.log.read_text()))
+        for w in cluster.workers
+    ]
+    fault_report(
+        f"{BATCH} sends through nodes A and B alternately, provider latency "
+        f"{PROVIDER_LATENCY * 1000:.0f} ms: accepted in {sent_in:.1f} s, all terminal in "
+        f"{drained_in:.1f} s",
+        f"worker 1 served {by_worker['/worker1']} ({tasks[0]} tasks), worker 2 served "
+        f"{by_worker['/worker2']} ({tasks[1]} tasks), web nodes called the provider "
+        f"{provider.by_path['/web/v3/mail/send']} times",
+        result.line(),
+    )
+    ids = {d for d, _, _ in deliveries_of(accepted)}
+    assert set(provider.received) >= ids
+    assert all(provider.received[d] == 1 for d in ids), provider.duplicates()
+    assert result.lost == 0 and result.duplicated == 0 and result.terminal == BATCH
+    assert served == BATCH and provider.by_path["/web/v3/mail/send"] == 0
+    # Each worker took a real share, not a straggler's few.
+    assert min(by_worker.values()) >= BATCH // 5, by_worker
+
+
+def test_the_rate_limit_is_one_allowance_across_nodes(cluster, fault_report):
+    user = make_user(f"reader-{uuid.uuid4().hex[:6]}")
+    token = tokens.issue_user_token(user)
+    answers = [
+        call(cluster.nodes[i % 2], "GET", "/api/v1/notifications/unread", token)
+        for i in range(READS_PER_MINUTE + 2)
+    ]
+    codes = [status for status, _, _ in answers]
+    admitted = codes.count(200)
+    fault_report(
+        f"read limit {READS_PER_MINUTE}/m, {len(codes)} reads alternating between nodes A and "
+        f"B: {admitted} admitted, {codes.count(429)} refused (429)"
+    )
+    # Per-process counting would admit twice the limit (each node its own allowance).
+    assert admitted == READS_PER_MINUTE, codes
+    refused = answers[READS_PER_MINUTE:]
+    assert all(s == 429 and body["code"] == "rate_limited" for s, body, _ in refused), refused
+    assert all("retry-after" in headers for _, _, headers in refused)
+
+
+def test_one_idempotency_key_sent_to_both_nodes_at_once_makes_one_request(
+    cluster, make_service_token, fault_report
+):
+    token = make_service_token("scaleout-idem")
+    body = {
+        "recipients": [{"email": "idem-1@example.com"}, {"email": "idem-2@example.com"}],
+        "category": "alerts",
+        "channels": ["email"],
+        "content": {"subject": "Once", "body": "Once only."},
+    }
+    outcomes: collections.Counter[str] = collections.Counter()
+    rounds = 5
+    for _ in range(rounds):
+        key = uuid.uuid4().hex
+        answers = at_once(cluster.nodes, token, body, key)
+        assert len(answers) == 2
+        firsts = [a for a in answers if a[0] == 202 and "idempotent-replay" not in a[2]]
+        assert len(firsts) == 1, [(s, h.get("idempotent-replay")) for s, _, h in answers]
+        (other,) = [a for a in answers if a is not firsts[0]]
+        if other[0] == 202:
+            assert other[2]["idempotent-replay"] == "true"
+            assert other[1]["request_id"] == firsts[0][1]["request_id"]
+            outcomes["replayed"] += 1
+        else:
+            assert other[0] == 409 and other[1]["code"] == "idempotency_in_progress", other
+            outcomes["409 in progress"] += 1
+        # The late one, retried through either node, gets the first answer.
+        for node in cluster.nodes:
+            status, again, headers = call(
+                node, "POST", "/api/v1/notifications", token, body, {"Idempotency-Key": key}
+            )
+            assert status == 202 and again["request_id"] == firsts[0][1]["request_id"]
+            assert headers["idempotent-replay"] == "true"
+    fault_report(
+        f"{rounds} keys, each sent to nodes A and B at once: one request each "
+        f"({', '.join(f'{n} {k}' for k, n in sorted(outcomes.items()))} for the second)"
+    )
