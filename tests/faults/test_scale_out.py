@@ -188,36 +188,55 @@ def ms(seconds: list[float]) -> str:
 # ----------------------------------------------------------------------------------------- tests
 
 
-def test_messages_and_notifications_cross_from_one_node_to_sockets_on_the_other(
-    cluster, make_service_token, fault_report
-):
+def conversation(node: LiveServer, owner: User, other: User) -> str:
+    status, body, _ = call(
+        node,
+        "POST",
+        "/api/v1/conversations",
+        tokens.issue_user_token(owner),
+        {"type": "direct", "participants": [other.external_id]},
+    )
+    assert status in (200, 201), body
+    return body["id"]
+
+
+def send_in_app(node: LiveServer, token: str, user: User, title: str) -> str:
+    """An in-app notification to ``user`` through ``node``'s send API; its id."""
+    status, body, _ = call(
+        node,
+        "POST",
+        "/api/v1/notifications",
+        token,
+        {
+            "recipients": [{"user_id": user.external_id}],
+            "category": "alerts",
+            "channels": ["in_app"],
+            "content": {"title": title, "body": "Across nodes."},
+        },
+    )
+    assert status == 202, body
+    return body["notifications"][0]["id"]
+
+
+def test_messages_cross_from_one_node_to_sockets_on_the_other(cluster, fault_report):
     a, b = cluster.nodes
     tag = uuid.uuid4().hex[:6]
     alice, bob = make_user(f"alice-{tag}"), make_user(f"bob-{tag}")
-    status, conv, _ = call(
-        a,
-        "POST",
-        "/api/v1/conversations",
-        tokens.issue_user_token(alice),
-        {"type": "direct", "participants": [bob.external_id]},
-    )
-    assert status in (200, 201), conv
-    cid = conv["id"]
+    cid = conversation(a, alice, bob)
     rounds = 20
     lines = []
 
     with socket(a, alice) as on_a:
         with socket(b, bob) as on_b:
-            # Presence crosses too: bob's socket on B turns him online for alice on A, and A
-            # answers a presence query about him from Redis.
+            # Presence crosses: bob's socket on B turns him online for alice on A, and A answers
+            # a presence query about him from Redis.
             recv_until(on_a, presence(bob, "online"))
             on_a.send(json.dumps({"type": "presence.ping", "user_ids": [bob.external_id]}))
-            assert recv_until(on_a, presence(bob, "online"))["data"]["user_id"] == bob.external_id
+            recv_until(on_a, presence(bob, "online"))
 
             # node A (websocket message.send) → node B.
-            latencies, received = [], 0
+            latencies = []
             for i in range(rounds):
-                client_id = f"a{i}"
                 started = time.monotonic()
                 on_a.send(
                     json.dumps(
@@ -225,76 +244,88 @@ def test_messages_and_notifications_cross_from_one_node_to_sockets_on_the_other(
                             "type": "message.send",
                             "conversation_id": cid,
                             "content": f"from A {i}",
-                            "client_id": client_id,
+                            "client_id": f"a{i}",
                         }
                     )
                 )
-                event = recv_until(on_b, created(client_id))
+                event = recv_until(on_b, created(f"a{i}"))
                 latencies.append(time.monotonic() - started)
                 assert event["data"]["content"] == f"from A {i}"
-                received += 1
             lines.append(
-                f"node A (websocket) → socket on node B: {rounds} messages, {received} "
+                f"node A (websocket) → socket on node B: {rounds} messages, {len(latencies)} "
                 f"received, {ms(latencies)}"
             )
 
             # node B (REST) → node A.
             bob_token = tokens.issue_user_token(bob)
-            latencies, received = [], 0
+            latencies = []
             for i in range(rounds):
-                client_id = f"b{i}"
                 started = time.monotonic()
                 status, _, _ = call(
                     b,
                     "POST",
                     f"/api/v1/conversations/{cid}/messages",
                     bob_token,
-                    {"content": f"from B {i}", "client_id": client_id},
+                    {"content": f"from B {i}", "client_id": f"b{i}"},
                 )
                 assert status == 201
-                event = recv_until(on_a, created(client_id))
+                event = recv_until(on_a, created(f"b{i}"))
                 latencies.append(time.monotonic() - started)
                 assert event["data"]["content"] == f"from B {i}"
-                received += 1
             lines.append(
-                f"node B (REST) → socket on node A: {rounds} messages, {received} received, "
-                f"{ms(latencies)} (the POST included)"
+                f"node B (REST) → socket on node A: {rounds} messages, {len(latencies)} "
+                f"received, {ms(latencies)} (the POST included)"
             )
 
-            # An in-app notification sent through A's send API → bob's socket on B.
-            service = make_service_token(f"scaleout-{tag}")
-            latencies, received, seqs = [], 0, []
-            for i in range(rounds // 2):
-                started = time.monotonic()
-                status, body, _ = call(
-                    a,
-                    "POST",
-                    "/api/v1/notifications",
-                    service,
-                    {
-                        "recipients": [{"user_id": bob.external_id}],
-                        "category": "alerts",
-                        "channels": ["in_app"],
-                        "content": {"title": f"Notice {i}", "body": "Across nodes."},
-                    },
-                )
-                assert status == 202, body
-                nid = body["notifications"][0]["id"]
-                event = recv_until(on_b, notification_created(nid))
-                latencies.append(time.monotonic() - started)
-                seqs.append(event["seq"])
-                received += 1
-            # One gap-free sequence per user, whichever node wrote the event.
-            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-            lines.append(
-                f"send API on node A (in_app) → socket on node B: {rounds // 2} notifications, "
-                f"{received} received, {ms(latencies)} (the POST included)"
-            )
+            # Typing, an ephemeral event, crosses as well.
+            for state in ("started", "stopped"):
+                on_a.send(json.dumps({"type": "typing", "conversation_id": cid, "state": state}))
+                event = recv_until(on_b, lambda e: e.get("type") == "typing")
+                assert event["data"]["user_id"] == alice.external_id
+                assert event["data"]["state"] == state
 
         # bob's socket on B closes: alice, on A, sees him go offline.
         recv_until(on_a, presence(bob, "offline"))
-    lines.append("presence: online and offline of a socket on B seen on A; A's query answered")
+    lines.append(
+        "typing on node A seen on node B; presence online/offline of a socket on B seen on A, "
+        "and A's presence query answered from Redis"
+    )
     fault_report(*lines)
+
+
+def test_notifications_cross_nodes_and_a_socket_resumes_on_another_node(
+    cluster, make_service_token, fault_report
+):
+    a, b = cluster.nodes
+    bob = make_user(f"bob-{uuid.uuid4().hex[:6]}")
+    service = make_service_token("scaleout-in-app")
+    rounds = 10
+    latencies, seqs = [], []
+    with socket(b, bob) as on_b:
+        # The send API on node A (in_app) → bob's socket on node B.
+        for i in range(rounds):
+            started = time.monotonic()
+            nid = send_in_app(a, service, bob, f"Notice {i}")
+            event = recv_until(on_b, notification_created(nid))
+            latencies.append(time.monotonic() - started)
+            seqs.append(event["seq"])
+    # One gap-free sequence per user, whichever node wrote the events.
+    assert seqs == list(range(seqs[0], seqs[0] + rounds))
+
+    # While bob is away, B accepts three more; his next socket lands on A and resumes from the
+    # last seq B gave him: A replays exactly those, in order, from the database.
+    missed = [send_in_app(b, service, bob, f"Missed {i}") for i in range(3)]
+    with socket(a, bob) as back_on_a:
+        back_on_a.send(json.dumps({"type": "resume", "after_seq": seqs[-1]}))
+        replayed = [recv_until(back_on_a, lambda e: "seq" in e) for _ in missed]
+    assert [e["data"]["id"] for e in replayed] == missed
+    assert [e["seq"] for e in replayed] == [seqs[-1] + 1, seqs[-1] + 2, seqs[-1] + 3]
+    fault_report(
+        f"send API on node A (in_app) → socket on node B: {rounds} notifications, "
+        f"{len(latencies)} received, {ms(latencies)} (the POST included), seq gap-free",
+        f"socket moved from node B to node A: {len(missed)} missed (sent through B), "
+        f"{len(replayed)} replayed by A in seq order",
+    )
 
 
 def test_a_batch_through_both_nodes_is_shared_by_both_workers_and_sent_once(
