@@ -25,15 +25,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
+from rest_framework.test import APIClient
 from websockets.sync.client import ClientConnection, connect
 
 from communication.auth import tokens
 from communication.models import User
-from conftest import LiveServer, Worker, wait_for
+from conftest import LiveServer, Worker, _stop_all, wait_for
 from tests.faults.harness import TERMINAL, FakeSendGrid, deliveries_of, tally
 
 pytestmark = [
@@ -47,6 +49,9 @@ READS_PER_MINUTE = 12
 RATE_LIMITS = f"send=off,write=off,upload=off,read={READS_PER_MINUTE}/m"
 PROVIDER_LATENCY = 0.03  # seconds per SendGrid call: a worker is busy long enough to share
 BATCH = 300
+# The provider's limit for the two workers together (its burst is as large as its rate).
+PROVIDER_RATE = 10
+LIMITED_SENDS = 40
 
 
 @dataclass
@@ -58,7 +63,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(start_live_asgi, start_worker):
+def cluster(start_live_asgi, start_worker, tmp_path_factory):
     """Two web nodes and two workers on the same queues (one prefix), caches, channel layer and
     presence keys: what several machines of one deployment share. Each worker's SendGrid is the
     same fake under a path of its own; the web nodes get one too, which they must never call."""
@@ -71,20 +76,55 @@ def cluster(start_live_asgi, start_worker):
     }
     paths = ["/worker1", "/worker2"]
     try:
-        workers = [start_worker({**shared, **provider.env(path=p)}, prefix) for p in paths]
-        nodes = [
-            start_live_asgi(
-                {
-                    **shared,
-                    **provider.env(path="/web"),
-                    "CELERY_QUEUE_PREFIX": prefix,
-                    "WEB_CONCURRENCY": "1",
-                    "RATE_LIMITS": RATE_LIMITS,
-                }
-            )
-            for _ in range(2)
-        ]
+        node_env = {
+            **shared,
+            **provider.env(path="/web"),
+            "CELERY_QUEUE_PREFIX": prefix,
+            "WEB_CONCURRENCY": "1",
+            "RATE_LIMITS": RATE_LIMITS,
+        }
+        # Started side by side: each spends seconds importing Django before it answers. (The
+        # run's temporary folder is made first: the threads each make one of their own in it.)
+        tmp_path_factory.getbasetemp()
+        with ThreadPoolExecutor(4) as pool:
+            starting_workers = [
+                pool.submit(start_worker, {**shared, **provider.env(path=p)}, prefix) for p in paths
+            ]
+            starting_nodes = [pool.submit(start_live_asgi, node_env) for _ in range(2)]
+            workers = [f.result() for f in starting_workers]
+            nodes = [f.result() for f in starting_nodes]
         yield Cluster(nodes, workers, provider, paths)
+        # Not left running for the rest of the session (which would stop them at its end).
+        _stop_all([process.proc for process in [*nodes, *workers]])
+    finally:
+        provider.close()
+
+
+@dataclass
+class LimitedWorkers:
+    prefix: str
+    workers: list[Worker]
+    provider: FakeSendGrid
+    paths: list[str]
+
+
+@pytest.fixture(scope="module")
+def limited_workers(start_worker, tmp_path_factory):
+    """Two more workers (queues of their own) whose SendGrid allows ``PROVIDER_RATE`` calls a
+    second: the bucket is in Redis, under the cache prefix both share."""
+    prefix = f"sr{uuid.uuid4().hex[:6]}-"
+    provider = FakeSendGrid()
+    paths = ["/limited1", "/limited2"]
+    try:
+        env = {"CACHE_KEY_PREFIX": prefix, "SENDGRID_RATE_PER_SECOND": str(PROVIDER_RATE)}
+        tmp_path_factory.getbasetemp()
+        with ThreadPoolExecutor(2) as pool:
+            starting = [
+                pool.submit(start_worker, {**env, **provider.env(path=p)}, prefix) for p in paths
+            ]
+            workers = [f.result() for f in starting]
+        yield LimitedWorkers(prefix, workers, provider, paths)
+        _stop_all([worker.proc for worker in workers])
     finally:
         provider.close()
 
@@ -177,6 +217,12 @@ def at_once(nodes: list[LiveServer], token: str, body: dict, key: str) -> list[t
     for t in threads:
         t.join(30)
     return answers
+
+
+def tasks_received(worker: Worker) -> int:
+    return len(
+        re.findall(r"notifications\.tasks\.deliver_many\[[^\]]+\] received", worker.log.read_text())
+    )
 
 
 def ms(seconds: list[float]) -> str:
@@ -380,10 +426,7 @@ def test_a_batch_through_both_nodes_is_shared_by_both_workers_and_sent_once(
     result = tally(accepted, provider)
     by_worker = {p: provider.by_path[f"{p}/v3/mail/send"] for p in cluster.paths}
     served = sum(by_worker.values())
-    tasks = [
-        len(re.findall(r"notifications\.tasks\.deliver_many\[[^\]]+\] received", w.log.read_text()))
-        for w in cluster.workers
-    ]
+    tasks = [tasks_received(w) for w in cluster.workers]
     fault_report(
         f"{BATCH} sends through nodes A and B alternately, provider latency "
         f"{PROVIDER_LATENCY * 1000:.0f} ms: accepted in {sent_in:.1f} s, all terminal in "
@@ -459,3 +502,60 @@ def test_one_idempotency_key_sent_to_both_nodes_at_once_makes_one_request(
         f"{rounds} keys, each sent to nodes A and B at once: one request each "
         f"({', '.join(f'{n} {k}' for k, n in sorted(outcomes.items()))} for the second)"
     )
+
+
+def test_a_provider_rate_limit_holds_for_both_workers_together(
+    limited_workers, make_service_token, settings, fault_report
+):
+    settings.CELERY_QUEUE_PREFIX = limited_workers.prefix  # what this process enqueues
+    provider = limited_workers.provider
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_service_token('scaleout-rate')}")
+    run = uuid.uuid4().hex[:6]
+    tasks_before = [tasks_received(w) for w in limited_workers.workers]
+    # Four requests, each its own task at once (no linger to merge them): both workers start.
+    settings.DELIVERY_ENQUEUE_LINGER_MS = 0
+    request_ids = []
+    for part in range(4):
+        response = client.post(
+            "/api/v1/notifications",
+            {
+                "recipients": [
+                    {"email": f"rate-{run}-{part}-{i}@example.com"}
+                    for i in range(LIMITED_SENDS // 4)
+                ],
+                "category": "alerts",
+                "channels": ["email"],
+                "content": {"subject": "Paced", "body": "Paced."},
+            },
+            format="json",
+        )
+        assert response.status_code == 202, response.content
+        request_ids.append(response.json()["request_id"])
+
+    def all_terminal():
+        found = deliveries_of(request_ids)
+        return len(found) == LIMITED_SENDS and all(s in TERMINAL for _, s, _ in found)
+
+    wait_for(all_terminal, 60, interval=0.25, what="every paced delivery to end terminal")
+    result = tally(request_ids, provider)
+    times = sorted(t for t, _ in provider.calls)
+    span = times[-1] - times[0]
+    peak = max(sum(1 for u in times if t <= u < t + 1) for t in times)
+    by_worker = collections.Counter(path.split("/v3/")[0] for _, path in provider.calls)
+    tasks = [
+        tasks_received(w) - n for w, n in zip(limited_workers.workers, tasks_before, strict=True)
+    ]
+    fault_report(
+        f"SendGrid limited to {PROVIDER_RATE}/s (burst {PROVIDER_RATE}) for two workers, "
+        f"{LIMITED_SENDS} sends: calls spread over {span:.1f} s, at most {peak} in any second",
+        f"worker 1 called {by_worker['/limited1']} times ({tasks[0]} tasks), worker 2 "
+        f"{by_worker['/limited2']} ({tasks[1]} tasks; a task each time a delivery was put back)",
+        result.line(),
+    )
+    assert result.lost == 0 and result.duplicated == 0 and result.terminal == LIMITED_SENDS
+    assert all(by_worker[p] for p in limited_workers.paths), by_worker
+    # One bucket for both: the calls past the burst took at least their share of seconds, and
+    # no second held more than a burst and a second's worth (two buckets would allow twice).
+    assert span >= (LIMITED_SENDS - PROVIDER_RATE) / PROVIDER_RATE - 0.5, span
+    assert peak <= 2 * PROVIDER_RATE + 2, peak
