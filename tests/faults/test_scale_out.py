@@ -2,12 +2,14 @@
 PostgreSQL and one Redis, as several machines would.
 
 - What one node accepts reaches sockets held on the other: a websocket ``message.send`` on A, a
-  REST message on B, an in-app notification sent through A's send API, presence.
+  REST message on B, typing, presence, an in-app notification sent through A's send API; a
+  socket that moves to the other node resumes what it missed.
 - A batch of sends through both nodes is shared by both workers (each calls the fake SendGrid on
   a base path of its own, so its calls are counted apart), every delivery is called once and
   ends terminal.
-- What must be shared between nodes is: the HTTP rate limit (one allowance across both nodes)
-  and the ``Idempotency-Key`` (the same key sent to both nodes at once makes one request).
+- What must be shared is: the HTTP rate limit (one allowance across both nodes), the
+  ``Idempotency-Key`` (the same key sent to both nodes at once makes one request) and a
+  provider's rate limit (one bucket for both workers).
 
 The fault injected here is the split itself: a client's next request or socket lands on another
 process than its last one.
