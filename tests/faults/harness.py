@@ -26,8 +26,7 @@ class FakeSendGrid:
     """SendGrid's mail-send endpoint, with a latency and an outage switch (``status``: the code
     it answers while "down"). ``received[delivery id]`` counts the messages it accepted;
     ``by_path[request path]`` counts them by the path they were posted to, so that callers given
-    different base paths on this one server (``env(path=…)``) can be told apart; ``calls`` holds
-    ``(time.monotonic(), path)`` of each accepted call."""
+    different base paths on this one server (``env(path=…)``) can be told apart."""
 
     def __init__(self, latency: float = 0.0):
         self.latency = latency
@@ -35,7 +34,6 @@ class FakeSendGrid:
         self.received: collections.Counter[str] = collections.Counter()
         self.arrivals: list[float] = []  # time.monotonic() of each accepted message
         self.by_path: collections.Counter[str] = collections.Counter()
-        self.calls: list[tuple[float, str]] = []
         self.refused = 0
         self.lock = threading.Lock()
         fake = self
@@ -51,7 +49,6 @@ class FakeSendGrid:
                 status = fake.status
                 if status == 202:
                     with fake.lock:
-                        fake.calls.append((time.monotonic(), self.path))
                         for delivery_id in _delivery_ids(body):
                             fake.received[delivery_id] += 1
                             fake.arrivals.append(time.monotonic())

@@ -541,10 +541,10 @@ def test_a_provider_rate_limit_holds_for_both_workers_together(
 
     wait_for(all_terminal, 60, interval=0.25, what="every paced delivery to end terminal")
     result = tally(request_ids, provider)
-    times = sorted(t for t, _ in provider.calls)
+    times = sorted(provider.arrivals)
     span = times[-1] - times[0]
     peak = max(sum(1 for u in times if t <= u < t + 1) for t in times)
-    by_worker = collections.Counter(path.split("/v3/")[0] for _, path in provider.calls)
+    by_worker = {p: provider.by_path[f"{p}/v3/mail/send"] for p in limited_workers.paths}
     tasks = [
         tasks_received(w) - n for w, n in zip(limited_workers.workers, tasks_before, strict=True)
     ]
