@@ -1,14 +1,15 @@
 """Per-provider rate limits: a token bucket in Redis shared by every worker.
 
 A send that finds the bucket empty is not dropped: the caller gets the wait in seconds and puts
-the delivery back in the queue for that long.
+the delivery back in the queue for that long. The bucket keeps time by Redis's clock, not the
+workers': a worker whose clock lags another's would otherwise see the bucket refill backwards
+and wait with tokens left.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import time
 
 import redis
 from django.conf import settings
@@ -18,11 +19,12 @@ from notifications.providers.base import Provider
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] bucket; ARGV rate, burst, now. Returns the wait in milliseconds (0 = a token was taken).
+# KEYS[1] bucket; ARGV rate, burst. Returns the wait in milliseconds (0 = a token was taken).
 _LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1]) or burst
 local ts = tonumber(state[2]) or now
@@ -57,7 +59,7 @@ def acquire(provider: Provider) -> float:
     try:
         wait_ms = _get()(
             keys=[f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:ratelimit:{provider.alias}"],
-            args=[rate, provider.burst, time.time()],
+            args=[rate, provider.burst],
         )
     except redis.RedisError as exc:
         logger.warning("rate limiter unavailable; sending", extra={"error": str(exc)})

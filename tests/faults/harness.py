@@ -24,13 +24,16 @@ TERMINAL = ("sent", "delivered", "failed", "suppressed", "skipped", "cancelled",
 
 class FakeSendGrid:
     """SendGrid's mail-send endpoint, with a latency and an outage switch (``status``: the code
-    it answers while "down"). ``received[delivery id]`` counts the messages it accepted."""
+    it answers while "down"). ``received[delivery id]`` counts the messages it accepted;
+    ``by_path[request path]`` counts them by the path they were posted to, so that callers given
+    different base paths on this one server (``env(path=…)``) can be told apart."""
 
     def __init__(self, latency: float = 0.0):
         self.latency = latency
         self.status = 202
         self.received: collections.Counter[str] = collections.Counter()
         self.arrivals: list[float] = []  # time.monotonic() of each accepted message
+        self.by_path: collections.Counter[str] = collections.Counter()
         self.refused = 0
         self.lock = threading.Lock()
         fake = self
@@ -49,6 +52,7 @@ class FakeSendGrid:
                         for delivery_id in _delivery_ids(body):
                             fake.received[delivery_id] += 1
                             fake.arrivals.append(time.monotonic())
+                            fake.by_path[self.path] += 1
                 else:
                     with fake.lock:
                         fake.refused += 1
@@ -65,12 +69,13 @@ class FakeSendGrid:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def env(self, alias: str = "sendgrid") -> dict[str, str]:
-        """The worker's environment for this server as its email provider."""
+    def env(self, alias: str = "sendgrid", path: str = "") -> dict[str, str]:
+        """The worker's environment for this server as its email provider; ``path`` (``"/w1"``)
+        goes before the API's own, so that ``by_path`` tells this worker's calls apart."""
         return {
             "EMAIL_PROVIDERS": alias,
             "SENDGRID_API_KEY": "SG.test",
-            "SENDGRID_API_URL": f"{self.url}/v3/",
+            "SENDGRID_API_URL": f"{self.url}{path}/v3/",
         }
 
     def duplicates(self) -> dict[str, int]:
