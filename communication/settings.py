@@ -559,6 +559,14 @@ DELIVERY_URGENT_FAILOVER_SECONDS = env.float("DELIVERY_URGENT_FAILOVER_SECONDS",
 DELIVERY_URGENT_RETRY_MAX_SECONDS = env.float("DELIVERY_URGENT_RETRY_MAX_SECONDS", default=15.0)
 # How long a process gathers committed deliveries into one broker message (notifications.enqueue).
 DELIVERY_ENQUEUE_LINGER_MS = env.int("DELIVERY_ENQUEUE_LINGER_MS", default=100)
+# The send API's admission control (notifications.services.admission): a send is refused with 503
+# ``overloaded`` while its priority class has more queued deliveries than its bound (0: no bound).
+# Each web process reads the backlog at most every SEND_BACKLOG_REFRESH_SECONDS.
+SEND_BACKLOG_MAX_REALTIME = env.int("SEND_BACKLOG_MAX_REALTIME", default=1_000)
+SEND_BACKLOG_MAX_TRANSACTIONAL = env.int("SEND_BACKLOG_MAX_TRANSACTIONAL", default=10_000)
+SEND_BACKLOG_MAX_BULK = env.int("SEND_BACKLOG_MAX_BULK", default=20_000)
+SEND_BACKLOG_REFRESH_SECONDS = env.float("SEND_BACKLOG_REFRESH_SECONDS", default=1.0)
+SEND_OVERLOADED_RETRY_AFTER = env.int("SEND_OVERLOADED_RETRY_AFTER", default=5)
 PROVIDER_BREAKER_THRESHOLD = env.int("PROVIDER_BREAKER_THRESHOLD", default=5)
 PROVIDER_BREAKER_RESET_SECONDS = env.int("PROVIDER_BREAKER_RESET_SECONDS", default=30)
 IDEMPOTENCY_TTL_HOURS = 24

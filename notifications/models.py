@@ -525,6 +525,14 @@ class Delivery(models.Model):
             models.Index(
                 fields=["updated_at"], name="delivery_queued", condition=Q(status="queued")
             ),
+            # The send API's admission control counts each priority class's backlog from this
+            # index alone (notifications.services.admission). Its ``priority IS NOT NULL``, always
+            # true, only keeps queries that name no priority (the sweep's) on delivery_queued.
+            models.Index(
+                fields=["priority"],
+                name="delivery_backlog",
+                condition=Q(status="queued", priority__isnull=False),
+            ),
             models.Index(
                 fields=["provider", "provider_message_id"],
                 name="delivery_provider_id",

@@ -19,8 +19,9 @@ from rest_framework.response import Response
 from communication.api.routers import UUID
 from communication.api.validation import InputSerializer
 from communication.auth.permissions import HasScope
+from notifications import services
 from notifications.api import serializers as s
-from notifications.api.views import IDEMPOTENCY_HEADER
+from notifications.api.views import IDEMPOTENCY_HEADER, OVERLOADED
 from notifications.models import Delivery, Priority
 from notifications.services import bulk
 
@@ -208,7 +209,7 @@ class BulkViewSet(viewsets.ViewSet):
 
     @extend_schema(
         request=BulkSendSerializer,
-        responses={202: BulkOutSerializer},
+        responses={202: BulkOutSerializer, 503: OVERLOADED},
         parameters=[IDEMPOTENCY_HEADER],
         operation_id="notifications_bulk",
     )
@@ -219,6 +220,7 @@ class BulkViewSet(viewsets.ViewSet):
             # Counted before anything is checked row by row.
             bulk.too_many(len(recipients))
         payload = BulkSerializer.validated(data)
+        services.send_admit(priority=payload["priority"])
         valid, rejected = rows_clean(payload.pop("recipients"))
         outcome = bulk.bulk_send(
             caller=request.user.client_id,

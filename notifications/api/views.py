@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import BasePermission
@@ -24,6 +24,12 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     OpenApiParameter.HEADER,
     required=False,
     description="Replays within 24 h return the first answer (with Idempotent-Replay: true).",
+)
+
+# The send API's admission control (notifications.services.admission).
+OVERLOADED = OpenApiResponse(
+    description="``overloaded``: too many deliveries of this priority are waiting; retry after "
+    "``Retry-After`` seconds (also ``retry_after`` in the body). Nothing was stored."
 )
 
 
@@ -52,7 +58,7 @@ class SendViewSet(viewsets.ViewSet):
 
     @extend_schema(
         request=s.SendSerializer,
-        responses={202: s.RequestOutSerializer},
+        responses={202: s.RequestOutSerializer, 503: OVERLOADED},
         parameters=[IDEMPOTENCY_HEADER],
         operation_id="notifications_send",
     )
@@ -63,9 +69,11 @@ class SendViewSet(viewsets.ViewSet):
             raise PayloadTooLargeError(
                 f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request."
             )
+        payload = self.serializer_class.validated(data)
+        services.send_admit(priority=payload["priority"], scheduled_at=payload.get("scheduled_at"))
         outcome = services.notification_send(
             caller=request.user.client_id,
-            payload=self.serializer_class.validated(data),
+            payload=payload,
             idempotency_key=request.headers.get("Idempotency-Key", "")[:255],
         )
         return _outcome_response(outcome)

@@ -1,6 +1,7 @@
 """The verbs of notifications, one module per family (the model is Zulip's ``zerver/actions``):
 
 - ``send``: accept a request (idempotency, recipients, rules, the one write);
+- ``admission``: refuse a send while its priority class's backlog is past its bound;
 - ``requests``: a caller's request afterwards (status, cancel, reschedule), staff's cancel;
 - ``cancellation``: the one cancel (by request, key, staff, or a read stopping an escalation);
 - ``delivery``: claim, render and send a batch of deliveries; staff's resend;
@@ -18,6 +19,7 @@ Only these modules write notification rows. Callers use the names re-exported he
 """
 
 from notifications.providers.registry import provider_breaker
+from notifications.services.admission import OverloadedError, send_admit
 from notifications.services.cancellation import (
     cancellation_key_cancel,
     escalations_stop,
@@ -68,6 +70,7 @@ __all__ = [
     "CANCELLABLE",
     "RESENDABLE",
     "TEST_CATEGORY",
+    "OverloadedError",
     "SendOutcome",
     "address_normalize",
     "cancellation_key_cancel",
@@ -98,6 +101,7 @@ __all__ = [
     "request_get",
     "request_reschedule",
     "request_status",
+    "send_admit",
     "suppression_add",
     "suppressions_remove",
     "template_version_test_content",
