@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -35,6 +36,8 @@ class FakeSendGrid:
         self.arrivals: list[float] = []  # time.monotonic() of each accepted message
         self.by_path: collections.Counter[str] = collections.Counter()
         self.refused = 0
+        # Every call: when it came, when it was answered (``time.monotonic()``), the status.
+        self.calls: list[tuple[float, float, int]] = []
         self.lock = threading.Lock()
         fake = self
 
@@ -42,6 +45,7 @@ class FakeSendGrid:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
+                came = time.monotonic()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if fake.latency:
@@ -56,6 +60,8 @@ class FakeSendGrid:
                 else:
                     with fake.lock:
                         fake.refused += 1
+                with fake.lock:
+                    fake.calls.append((came, time.monotonic(), status))
                 self.send_response(status)
                 self.send_header("X-Message-Id", f"sg-{uuid.uuid4().hex}")
                 self.send_header("Content-Length", "0")
@@ -76,6 +82,74 @@ class FakeSendGrid:
             "EMAIL_PROVIDERS": alias,
             "SENDGRID_API_KEY": "SG.test",
             "SENDGRID_API_URL": f"{self.url}{path}/v3/",
+        }
+
+    def duplicates(self) -> dict[str, int]:
+        with self.lock:
+            return {d: n for d, n in self.received.items() if n > 1}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeMailgun:
+    """Mailgun's messages endpoint (a fallback email provider), as ``FakeSendGrid``: a
+    ``latency``, an outage switch (``status``), ``received[delivery id]`` and ``calls``."""
+
+    DELIVERY_ID = re.compile(
+        rb"v(?::|%3A)delivery_id(?:=|\"\r\n\r\n)([0-9a-f-]{36})", re.IGNORECASE
+    )
+
+    def __init__(self, latency: float = 0.0):
+        self.latency = latency
+        self.status = 200
+        self.received: collections.Counter[str] = collections.Counter()
+        self.refused = 0
+        self.calls: list[tuple[float, float, int]] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                came = time.monotonic()
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                if fake.latency:
+                    time.sleep(fake.latency)
+                status = fake.status
+                with fake.lock:
+                    if status == 200:
+                        for found in FakeMailgun.DELIVERY_ID.findall(raw):
+                            fake.received[found.decode()] += 1
+                    else:
+                        fake.refused += 1
+                    fake.calls.append((came, time.monotonic(), status))
+                answer = json.dumps(
+                    {"id": f"<{uuid.uuid4().hex}@mg.example.com>", "message": "Queued."}
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def env(self) -> dict[str, str]:
+        """The worker's environment for this server as the ``mailgun`` provider."""
+        return {
+            "MAILGUN_API_KEY": "key-test",
+            "MAILGUN_SENDER_DOMAIN": "mg.example.com",
+            "MAILGUN_API_URL": f"{self.url}/v3",
         }
 
     def duplicates(self) -> dict[str, int]:
