@@ -124,6 +124,7 @@ class _Buffer:
         """Called with the lock held: a process's first use, or a forked child's."""
         if self.pid != os.getpid():
             self.pending, self.retrying, self.pid = {}, [], os.getpid()
+            self.retry_at, self.backoff, self.failing_since = 0.0, RETRY_FIRST_SECONDS, 0.0
             self.thread = threading.Thread(target=self._run, name="delivery-enqueue", daemon=True)
             self.thread.start()
 
@@ -159,7 +160,7 @@ class _Buffer:
         held = sum(len(ids) for _, ids, _ in self.retrying)
         held += sum(len(ids) for ids in self.pending.values())
         while held > BUFFER_MAX_IDS and self.retrying:
-            _, ids, _ = self.retrying.pop()
+            _, ids, _ = self.retrying.pop(0)  # the oldest: nearest to the sweep's horizon
             held -= len(ids)
             if not self.dropped:
                 logger.warning(
