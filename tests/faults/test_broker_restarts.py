@@ -237,6 +237,8 @@ def test_redis_restart_under_load(
                 restore=server.start,
                 down_seconds=3,
             )
+        # Tasks fetched but never acknowledged (waiting for the visibility timeout).
+        unacked = server.client().hlen("unacked")
     finally:
         server.stop()
     fault_report(
@@ -244,7 +246,8 @@ def test_redis_restart_under_load(
             "Redis",
             "redis-server (broker and cache, AOF on) SHUTDOWN, 3 s down, started again",
             counted,
-        )
+        ),
+        f"tasks left in Redis's unacked set (until its visibility timeout): {unacked}",
     )
     assert_survived(counted)
 
