@@ -4,8 +4,7 @@ Codes: ``validation_error`` (400), ``token_missing`` / ``token_expired`` / ``tok
 ``scope_missing`` / ``permission_denied`` (403), ``not_found`` (404), ``method_not_allowed`` (405),
 ``conflict`` (409), ``payload_too_large`` (413), ``unsupported_media_type`` (415),
 ``unprocessable`` (422), ``rate_limited`` (429, with ``retry_after`` in seconds and a
-``Retry-After`` header), ``server_error`` (500), ``overloaded`` (503, with ``retry_after`` and
-``Retry-After`` as a 429).
+``Retry-After`` header), ``server_error`` (500).
 """
 
 from __future__ import annotations
@@ -132,7 +131,6 @@ def exception_handler(exc, context):
         fields = getattr(exc, "fields", None)
         if fields:
             body["fields"] = fields
-    # A 503 that knows when to come back (``overloaded``) says it as a 429 does.
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(exc, exceptions.Throttled) or retry_after is not None:
         # Clients read the wait from the body or from the header; both always say it.
