@@ -120,6 +120,7 @@ MIDDLEWARE = [
     # Outermost: times every request, those the middleware below answer included.
     "analytics.middleware.HttpMetricsMiddleware",
     "communication.middleware.RequestIdMiddleware",
+    "communication.middleware.DatabaseOutageMiddleware",  # 503 unavailable while it is down
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "communication.middleware.CSPMiddleware",
@@ -161,6 +162,12 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db_url("DATABASE_URL")}
+# Django's backend, failing fast while the server is unreachable (503 unavailable, see dboutage).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "communication.postgres"
+# After a failed connection, new ones fail at once for this long; Retry-After of those 503s.
+DB_DOWN_HOLD = env.float("DB_DOWN_HOLD", default=1.0)
+DB_UNAVAILABLE_RETRY_AFTER = env.int("DB_UNAVAILABLE_RETRY_AFTER", default=2)
 # Under ASGI every request runs in a thread of its own, so Django's persistent connections
 # (CONN_MAX_AGE) would open one connection per request and leak them: the web process takes its
 # connections from a psycopg 3 pool (communication.asgi sets DB_POOL_MAX_SIZE). Workers and
@@ -182,6 +189,9 @@ if DB_POOL_MAX_SIZE:
         "max_size": DB_POOL_MAX_SIZE,
         "timeout": DB_POOL_TIMEOUT,
         "max_idle": 300,
+        # A pooled connection lost gives up reconnecting (backing off) after this; the pool
+        # then opens one when a request needs it, so it is back as soon as the server is.
+        "reconnect_timeout": env.float("DB_POOL_RECONNECT_TIMEOUT", default=2.0),
     }
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
 # Server-side parameter binding lets PostgreSQL keep a query's plan: a statement run a few times
@@ -274,6 +284,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Worker and beat write a heartbeat to Redis this often; /health/ready reports its age.
 HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
 HEARTBEAT_STALE_AFTER = env.int("HEARTBEAT_STALE_AFTER", default=60)
+# /health/ready answers within this many seconds, a check still running then counting as failed.
+HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)
 # Websocket events are kept for replay on reconnect for RETENTION_DAYS["realtime"] (below).
 
 # ------------------------------------------------------------------------------------------ DRF
