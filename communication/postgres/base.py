@@ -28,7 +28,7 @@ class WatchedConnection(psycopg.Connection):
     """The pool's connections: each attempt to open one reports its outcome."""
 
     @classmethod
-    def connect(cls, *args, **kwargs):  # type: ignore[override]
+    def connect(cls, *args, **kwargs):
         try:
             conn = super().connect(*args, **kwargs)
         except psycopg.OperationalError:
@@ -44,7 +44,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         options = self.settings_dict["OPTIONS"].get("pool")
         if isinstance(options, dict) and "connection_class" not in options:
             options["connection_class"] = WatchedConnection
-        return super().pool
+        # django-stubs do not know the pool.
+        return super().pool  # type: ignore[misc]
 
     @async_unsafe
     def get_new_connection(self, conn_params):
@@ -58,11 +59,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
                     # A connection of its own: the pool's reconnections back off (up to
                     # DB_POOL_RECONNECT_TIMEOUT) and would delay the news that the server is back.
                     params = {**conn_params, "connect_timeout": PROBE_CONNECT_TIMEOUT}
-                    self.Database.connect(**params).close()
+                    psycopg.connect(**params).close()
                     dboutage.succeeded()
                     pool.drain()  # its idle connections died with the server
                 connection = self._pooled(pool)
-        except self.Database.Error:
+        except psycopg.Error:
             dboutage.failed()
             raise
         except BaseException:
@@ -74,10 +75,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _pooled(self, pool):
         """Django's pooled ``get_new_connection``, waiting in slices (see the module)."""
-        self.isolation_level = base.IsolationLevel.READ_COMMITTED
+        self.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
         options = self.settings_dict["OPTIONS"]
         if "isolation_level" in options:
-            self.isolation_level = base.IsolationLevel(options["isolation_level"])
+            self.isolation_level = psycopg.IsolationLevel(options["isolation_level"])
         pool.open()
         deadline = time.monotonic() + pool.timeout
         while True:
