@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 
+import psycopg
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from psycopg_pool import PoolClosed, PoolTimeout
@@ -75,13 +76,24 @@ def is_down() -> bool:
 
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` means the database could not be reached (not a statement's own error,
-    such as a timeout or a constraint, which leaves its connection usable)."""
+    such as a timeout or a constraint, which leaves its connection usable). Django's wrapped
+    errors and psycopg's own (``communication.adb``) alike."""
     if isinstance(exc, DatabaseDownError):
         return True
-    if not isinstance(exc, (OperationalError, InterfaceError)):
+    django_error = isinstance(exc, (OperationalError, InterfaceError))
+    if not django_error and not isinstance(exc, psycopg.Error):
         return False
-    if isinstance(exc.__cause__, (PoolTimeout, PoolClosed)):
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    if isinstance(cause, (PoolTimeout, PoolClosed)):
         return True
+    # No SQLSTATE: the client lost or never had its connection; 08: connection exceptions;
+    # 57P: the server shutting down, crashed or starting (57014, a statement timeout, is not).
+    if isinstance(cause, psycopg.OperationalError):
+        state = cause.sqlstate or ""
+        if not state or state.startswith(("08", "57P")):
+            return True
+    if not django_error:
+        return False
     # The connection was never made, or was lost (Django drops one whose rollback failed).
     raw = connection.connection
     return raw is None or bool(getattr(raw, "closed", False))

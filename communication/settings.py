@@ -178,6 +178,9 @@ WEB_THREADS = env.int("WEB_THREADS", default=8)
 # Connections the event loop of each web process keeps for its own statements (communication.adb).
 DB_ASYNC_POOL_MAX_SIZE = env.int("DB_ASYNC_POOL_MAX_SIZE", default=4)
 DB_POOL_TIMEOUT = env.float("DB_POOL_TIMEOUT", default=10.0)
+# A pooled connection lost gives up reconnecting (backing off) after this many seconds; the pool
+# then opens one when a request needs it, so it is back as soon as the server is.
+DB_POOL_RECONNECT_TIMEOUT = env.float("DB_POOL_RECONNECT_TIMEOUT", default=2.0)
 DATABASES["default"]["CONN_MAX_AGE"] = (
     0 if DB_POOL_MAX_SIZE else env.int("DB_CONN_MAX_AGE", default=60)
 )
@@ -189,9 +192,7 @@ if DB_POOL_MAX_SIZE:
         "max_size": DB_POOL_MAX_SIZE,
         "timeout": DB_POOL_TIMEOUT,
         "max_idle": 300,
-        # A pooled connection lost gives up reconnecting (backing off) after this; the pool
-        # then opens one when a request needs it, so it is back as soon as the server is.
-        "reconnect_timeout": env.float("DB_POOL_RECONNECT_TIMEOUT", default=2.0),
+        "reconnect_timeout": DB_POOL_RECONNECT_TIMEOUT,
     }
 DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
 # Server-side parameter binding lets PostgreSQL keep a query's plan: a statement run a few times

@@ -4,6 +4,7 @@ and ``/health/live`` stays 200. Recovery under load: ``tests/faults/test_databas
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -12,8 +13,11 @@ import urllib.request
 import uuid
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from conftest import free_port
+from conftest import free_port, wait_for
+from tests.faults.harness import FaultProxy, database_target, database_url_through
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +108,46 @@ def test_ready_answers_within_its_timeout_when_a_check_hangs(client, settings, s
         "latency_ms": 500,
     }
     assert body["checks"]["database"]["ok"] is True
+
+
+@pytest.fixture
+def db_proxy():
+    proxy = FaultProxy(database_target())
+    yield proxy
+    proxy.close()
+
+
+def frame(ws) -> dict:
+    return json.loads(ws.recv(timeout=15))
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_websocket_answers_unavailable_and_keeps_the_socket(
+    db_proxy, start_live_asgi, make_user_token
+):
+    server = start_live_asgi({"DATABASE_URL": database_url_through(db_proxy)})
+    token = make_user_token("ws-outage")
+    send = {"type": "message.send", "conversation_id": str(uuid.uuid4()), "content": "hi"}
+    with connect(f"{server.ws_url}/ws/v1/?token={token}") as ws:
+        assert frame(ws)["type"] == "ready"
+        db_proxy.down()
+        ws.send(json.dumps({"type": "resume", "after_seq": 0}))  # through Django's ORM
+        event = frame(ws)
+        assert (event["type"], event["code"], event["retry_after"]) == ("error", "unavailable", 2)
+        ws.send(json.dumps({**send, "client_id": "c0"}))  # through communication.adb
+        assert frame(ws)["code"] == "unavailable"
+        with connect(f"{server.ws_url}/ws/v1/?token={token}") as late:
+            # Signing in reads the user: refused, the client told to come back later.
+            assert frame(late)["code"] == "unavailable"
+            with pytest.raises(ConnectionClosed) as closed:
+                late.recv(timeout=15)
+            assert closed.value.rcvd.code == 1013
+
+        db_proxy.up()
+        attempts = iter(range(100))
+
+        def answered() -> bool:
+            ws.send(json.dumps({**send, "client_id": f"c{next(attempts) + 1}"}))
+            return frame(ws)["code"] != "unavailable"
+
+        wait_for(answered, 20, interval=0.5, what="the socket's sends reaching the database")

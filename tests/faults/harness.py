@@ -167,6 +167,24 @@ class FaultProxy:
         self.down()
 
 
+def database_target() -> tuple[str, int] | str:
+    """Where the test database listens, for a ``FaultProxy``: ``(host, port)`` or its unix
+    socket's path (the embedded server's)."""
+    s = connection.settings_dict
+    host = s.get("HOST") or s.get("OPTIONS", {}).get("host") or "127.0.0.1"
+    port = int(s.get("PORT") or 5432)
+    if host.startswith("/"):
+        return f"{host}/.s.PGSQL.{port}"
+    return (host, port)
+
+
+def database_url_through(proxy: FaultProxy) -> str:
+    """The test database's URL through ``proxy`` (a child process's ``DATABASE_URL``)."""
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@127.0.0.1:{proxy.port}/{s['NAME']}"
+
+
 @dataclass
 class Answer:
     """One answer of a ``Load``: ``sent_at`` is ``time.monotonic()`` when the request left."""

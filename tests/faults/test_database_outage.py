@@ -14,11 +14,19 @@ import urllib.request
 import uuid
 
 import pytest
-from django.db import connection
 
 from conftest import wait_for
 from notifications.services.sweeps import deliveries_sweep
-from tests.faults.harness import FakeSendGrid, FaultProxy, Load, percentile, settle, tally
+from tests.faults.harness import (
+    FakeSendGrid,
+    FaultProxy,
+    Load,
+    database_target,
+    database_url_through,
+    percentile,
+    settle,
+    tally,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
@@ -27,23 +35,6 @@ pytestmark = [
 
 RATE = 20  # sends per second
 DOWN_FOR = 6.0  # seconds
-
-
-def database_target() -> tuple[str, int] | str:
-    """Where the test database listens: ``(host, port)`` or its unix socket's path (the
-    embedded server's)."""
-    s = connection.settings_dict
-    host = s.get("HOST") or s.get("OPTIONS", {}).get("host") or "127.0.0.1"
-    port = int(s.get("PORT") or 5432)
-    if host.startswith("/"):
-        return f"{host}/.s.PGSQL.{port}"
-    return (host, port)
-
-
-def url_through(proxy: FaultProxy) -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
-    return f"postgres://{auth}@127.0.0.1:{proxy.port}/{s['NAME']}"
 
 
 def body(n: int) -> dict:
@@ -83,7 +74,11 @@ def test_database_outage_answers_503_and_recovers(
     proxy, provider, start_live_asgi, start_worker, make_service_token, settings, fault_report
 ):
     prefix = f"dbd{uuid.uuid4().hex[:6]}-"
-    env = {"DATABASE_URL": url_through(proxy), **provider.env(), "CACHE_KEY_PREFIX": prefix}
+    env = {
+        "DATABASE_URL": database_url_through(proxy),
+        **provider.env(),
+        "CACHE_KEY_PREFIX": prefix,
+    }
     worker = start_worker(env, prefix)
     server = start_live_asgi({**env, "CELERY_QUEUE_PREFIX": prefix})
     settings.CELERY_QUEUE_PREFIX = prefix
