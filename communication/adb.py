@@ -12,10 +12,16 @@ from __future__ import annotations
 import asyncio
 import os
 
+import psycopg
 from django.conf import settings
 from django.db import connection
 from psycopg import AsyncConnection, OperationalError
 from psycopg_pool import AsyncConnectionPool
+
+from communication import dboutage
+
+# How long the retry after a broken connection, or an outage's probe, waits for a connection.
+RETRY_WAIT = 2.0
 
 _pools: dict[tuple[int, str], AsyncConnectionPool] = {}
 _flushers: dict[int, _Flusher] = {}
@@ -50,6 +56,8 @@ async def _pool(kind: str = "statements") -> AsyncConnectionPool:
             min_size=size,
             max_size=size,
             timeout=settings.DB_POOL_TIMEOUT,
+            # Give up reconnecting (backing off) soon, then connect again when a send needs it.
+            reconnect_timeout=settings.DB_POOL_RECONNECT_TIMEOUT,
             open=False,
         )
         _pools[key] = pool
@@ -68,9 +76,27 @@ async def fetchall(sql: str, params) -> list[tuple]:
 
 
 async def _run(pool: AsyncConnectionPool, sql: str, params, *, prepare: bool) -> list[tuple]:
+    # While the database is known unreachable this fails at once (communication.dboutage), as
+    # the threads' connections do; the probe of an outage waits for a connection only briefly.
+    probing = dboutage.admit()
+    try:
+        rows = await _attempts(pool, sql, params, prepare=prepare, probing=probing)
+    except BaseException as exc:
+        if dboutage.is_outage(exc) or (probing and not isinstance(exc, psycopg.Error)):
+            dboutage.failed()
+        elif probing:
+            dboutage.succeeded()  # the server answered: the statement itself failed
+        raise
+    dboutage.succeeded()
+    return rows
+
+
+async def _attempts(pool, sql: str, params, *, prepare: bool, probing: bool) -> list[tuple]:
     for attempt in (1, 2):
         try:
-            async with pool.connection() as conn:
+            # The retry after a broken connection waits briefly too, not the pool's timeout.
+            wait = RETRY_WAIT if probing or attempt == 2 else None
+            async with pool.connection(timeout=wait) as conn:
                 cursor = await conn.execute(sql, params, prepare=prepare)
                 return await cursor.fetchall() if cursor.description else []
         except OperationalError:

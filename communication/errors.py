@@ -4,12 +4,14 @@ Codes: ``validation_error`` (400), ``token_missing`` / ``token_expired`` / ``tok
 ``scope_missing`` / ``permission_denied`` (403), ``not_found`` (404), ``method_not_allowed`` (405),
 ``conflict`` (409), ``payload_too_large`` (413), ``unsupported_media_type`` (415),
 ``unprocessable`` (422), ``rate_limited`` (429, with ``retry_after`` in seconds and a
-``Retry-After`` header), ``server_error`` (500).
+``Retry-After`` header), ``server_error`` (500), ``unavailable`` (503; while the database is
+unreachable with ``retry_after`` and ``Retry-After`` as for 429, see ``communication.dboutage``).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,14 +19,16 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from communication import dboutage
 from communication.exceptions import (  # noqa: F401  (re-exported for callers)
     APIError,
     ConflictError,
+    DatabaseUnavailableError,
     NotFoundError,
     PayloadTooLargeError,
     ScopeMissingError,
@@ -100,7 +104,9 @@ def error_body(code: str, detail: str, fields: Mapping[str, Any] | None = None) 
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, RequestDataTooBig):
+    if dboutage.is_outage(exc):
+        exc = DatabaseUnavailableError()
+    elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLargeError(
             f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
         )
@@ -151,7 +157,28 @@ def handler404(request, exception=None):
     return json_error(request, "not_found", "Not found.", 404)
 
 
+def unavailable(request) -> HttpResponse:
+    """The database outage's answer outside DRF (the same as ``exception_handler``'s): JSON,
+    or a short page for the staff console and the web app."""
+    exc = DatabaseUnavailableError()
+    if request.path_info.startswith(("/admin/", "/app/")):
+        response = HttpResponse(
+            "<!doctype html><title>Unavailable</title><h1>Temporarily unavailable</h1>"
+            f"<p>{exc.detail}</p>",
+            status=503,
+        )
+    else:
+        body = error_body(exc.code, str(exc.detail))
+        body["retry_after"] = exc.retry_after
+        response = JsonResponse(body, status=503)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def handler500(request):
+    # A middleware's own query (a session saved, say) failing for an outage ends here too.
+    if dboutage.is_outage(sys.exc_info()[1] or Exception()):
+        return unavailable(request)
     return json_error(request, "server_error", "Internal server error.", 500)
 
 

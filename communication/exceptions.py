@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from rest_framework import exceptions, status
 
 
@@ -67,3 +68,14 @@ class ServiceUnavailableError(APIError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_code = "unavailable"
     default_detail = "A service this request depends on is unavailable."
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """PostgreSQL is unreachable (``communication.dboutage``); nothing of the request was
+    committed. Answered with ``Retry-After``."""
+
+    default_detail = "The database is unreachable; retry after the Retry-After delay."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.retry_after = settings.DB_UNAVAILABLE_RETRY_AFTER

@@ -1,9 +1,15 @@
-"""Readiness checks: PostgreSQL, Redis and the Celery broker, each with its latency."""
+"""Readiness checks: PostgreSQL, Redis and the Celery broker, each with its latency.
+
+The checks run side by side on threads of their own, and the answer waits at most
+``HEALTH_CHECK_TIMEOUT`` for them: a server that hangs (PostgreSQL unreachable, say) makes its
+check fail with a timeout, never the probe itself hang.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent import futures
 
 import redis
 from django.conf import settings
@@ -26,9 +32,12 @@ def _timed(check: Callable[[], object]) -> dict[str, object]:
 
 
 def check_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    finally:
+        connection.close()  # this thread's connection (back to the pool, in the web process)
 
 
 def check_redis() -> None:
@@ -44,12 +53,27 @@ def check_broker() -> None:
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
 
 
+# Bounded: checks stuck on a hung server hold their threads, and later probes then time out too.
+_executor = futures.ThreadPoolExecutor(max_workers=6, thread_name_prefix="health")
+CHECKS: dict[str, Callable[[], object]] = {
+    "database": check_database,
+    "redis": check_redis,
+    "broker": check_broker,
+}
+
+
 def readiness() -> tuple[bool, dict]:
-    checks = {
-        "database": _timed(check_database),
-        "redis": _timed(check_redis),
-        "broker": _timed(check_broker),
-    }
+    timeout = settings.HEALTH_CHECK_TIMEOUT
+    running = {name: _executor.submit(_timed, check) for name, check in CHECKS.items()}
+    futures.wait(running.values(), timeout=timeout)
+    checks: dict[str, dict[str, object]] = {}
+    for name, future in running.items():
+        if future.done():
+            checks[name] = future.result()
+        else:
+            future.cancel()
+            error = f"no answer in {timeout}s"
+            checks[name] = {"ok": False, "error": error, "latency_ms": round(timeout * 1000, 2)}
     body: dict = {"status": "ok", "checks": checks}
     failing = [name for name, c in checks.items() if not c["ok"]]
     if failing:

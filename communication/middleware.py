@@ -14,7 +14,7 @@ from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.middleware import csrf
 
-from communication import audit
+from communication import audit, dboutage, errors
 from communication.logging import request_id_var
 
 logger = logging.getLogger("communication.access")
@@ -73,6 +73,26 @@ class RequestIdMiddleware:
         rid, token, started = self._begin(request)
         response = await self.get_response(request)
         return self._end(request, response, rid, token, started)
+
+
+class DatabaseOutageMiddleware:
+    """A view that found the database unreachable answers ``503 unavailable`` with
+    ``Retry-After`` (DRF's views answer so through ``errors.exception_handler``), without the
+    500's traceback in the log for every request of the outage."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if dboutage.is_outage(exception):
+            return errors.unavailable(request)
+        return None
 
 
 # The versioned API authenticates every request with a bearer token (DRF's JWTAuthentication): it

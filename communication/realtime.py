@@ -32,6 +32,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connection, transaction
 
+from communication import dboutage
 from communication.auth.authentication import authenticate_token
 from communication.auth.tokens import ServicePrincipal
 from communication.exceptions import TokenError
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 WS_AUTH_TIMEOUT = 10
 CLOSE_AUTH_FAILED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TRY_AGAIN_LATER = 1013  # the database unreachable when the socket signs in
 REPLAY_LIMIT = 1000
 
 
@@ -377,6 +379,12 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "code": exc.code, "detail": str(exc.detail)})
             await self.close(code=CLOSE_AUTH_FAILED)
             return False
+        except Exception as exc:
+            if not dboutage.is_outage(exc):
+                raise
+            await self._unavailable()
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return False
         if isinstance(principal, ServicePrincipal):
             await self.send_json(
                 {
@@ -506,6 +514,22 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
                 }
             )
             return
+        try:
+            await self._handle(kind, content)
+        except Exception as exc:
+            # The database unreachable: the sender hears so and may retry; the socket stays.
+            if not dboutage.is_outage(exc):
+                raise
+            await self._unavailable()
+
+    async def _unavailable(self) -> None:
+        await self.send_error(
+            "unavailable",
+            "The database is unreachable; try again shortly.",
+            retry_after=settings.DB_UNAVAILABLE_RETRY_AFTER,
+        )
+
+    async def _handle(self, kind: str, content: dict) -> None:
         if kind == "resume":
             # A consumer handles its frames one after another, so one replay at most is in
             # flight per socket; _allowed keeps them to a few a minute.

@@ -120,6 +120,7 @@ MIDDLEWARE = [
     # Outermost: times every request, those the middleware below answer included.
     "analytics.middleware.HttpMetricsMiddleware",
     "communication.middleware.RequestIdMiddleware",
+    "communication.middleware.DatabaseOutageMiddleware",  # 503 unavailable while it is down
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "communication.middleware.CSPMiddleware",
@@ -160,39 +161,18 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db_url("DATABASE_URL")}
-# Under ASGI every request runs in a thread of its own, so Django's persistent connections
-# (CONN_MAX_AGE) would open one connection per request and leak them: the web process takes its
-# connections from a psycopg 3 pool (communication.asgi sets DB_POOL_MAX_SIZE). Workers and
-# commands run one task at a time per process and keep one persistent connection, which is faster.
-DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=0)
-# Threads that run HTTP requests in each web process (communication.asgi); keep it below the pool.
-WEB_THREADS = env.int("WEB_THREADS", default=8)
-# Connections the event loop of each web process keeps for its own statements (communication.adb).
-DB_ASYNC_POOL_MAX_SIZE = env.int("DB_ASYNC_POOL_MAX_SIZE", default=4)
-DB_POOL_TIMEOUT = env.float("DB_POOL_TIMEOUT", default=10.0)
-DATABASES["default"]["CONN_MAX_AGE"] = (
-    0 if DB_POOL_MAX_SIZE else env.int("DB_CONN_MAX_AGE", default=60)
+# The database: DATABASES, its pools, and what an outage does (communication.settings_database).
+from communication.settings_database import (  # noqa: E402, F401  (after the embedded servers)
+    DATABASES,
+    DB_ASYNC_POOL_MAX_SIZE,
+    DB_DOWN_HOLD,
+    DB_POOL_MAX_SIZE,
+    DB_POOL_RECONNECT_TIMEOUT,
+    DB_POOL_TIMEOUT,
+    DB_UNAVAILABLE_RETRY_AFTER,
+    WEB_THREADS,
 )
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-DATABASES["default"].setdefault("OPTIONS", {})
-if DB_POOL_MAX_SIZE:
-    DATABASES["default"]["OPTIONS"]["pool"] = {
-        "min_size": 1,
-        "max_size": DB_POOL_MAX_SIZE,
-        "timeout": DB_POOL_TIMEOUT,
-        "max_idle": 300,
-    }
-DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
-# Server-side parameter binding lets PostgreSQL keep a query's plan: a statement run a few times
-# on a connection is prepared once (Django's default, client-side binding, plans every query
-# again). Off for a pooler in transaction mode (PgBouncer), which cannot keep prepared statements.
-if env.bool("DB_PREPARED_STATEMENTS", default=True):
-    DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
-    DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
-# Two test runs on one server (two checkouts, two developers) each name their own test database.
-if env.str("TEST_DATABASE_NAME", default=""):
-    DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME")}
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "communication.User"
@@ -274,6 +254,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Worker and beat write a heartbeat to Redis this often; /health/ready reports its age.
 HEARTBEAT_INTERVAL = env.int("HEARTBEAT_INTERVAL", default=10)
 HEARTBEAT_STALE_AFTER = env.int("HEARTBEAT_STALE_AFTER", default=60)
+# /health/ready answers within this many seconds, a check still running then counting as failed.
+HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)
 # Websocket events are kept for replay on reconnect for RETENTION_DAYS["realtime"] (below).
 
 # ------------------------------------------------------------------------------------------ DRF

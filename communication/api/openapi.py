@@ -32,6 +32,16 @@ RATE_LIMITED = {
     "required": ["code", "detail"],
 }
 
+UNAVAILABLE = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "description": "``unavailable``: the database is unreachable."},
+        "detail": {"type": "string"},
+        "retry_after": {"type": "integer", "description": "Seconds before a retry."},
+    },
+    "required": ["code", "detail"],
+}
+
 _REF = {"$ref": "#/components/schemas/Error"}
 _DESCRIPTIONS = {
     "400": "Invalid input (a field, a query parameter, a filter value).",
@@ -46,12 +56,13 @@ def _error(status: str) -> dict[str, Any]:
 
 
 def add_error_responses(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
-    """Adds to each operation the errors it may answer: 400 and 429 everywhere, 401 and 403
+    """Adds to each operation the errors it may answer: 400, 429 and 503 everywhere, 401 and 403
     where a token is required, 404 where the path names an object. An answer the view already
     documents is kept."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", ERROR)
     schemas.setdefault("RateLimited", RATE_LIMITED)
+    schemas.setdefault("Unavailable", UNAVAILABLE)
     secured = bool(result.get("security"))
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
@@ -73,6 +84,17 @@ def add_error_responses(result: dict[str, Any], generator, request, public) -> d
                     "headers": {"Retry-After": {"schema": {"type": "integer"}}},
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/RateLimited"}}
+                    },
+                },
+            )
+            responses.setdefault(
+                "503",
+                {
+                    "description": "The database is unreachable: nothing was written; retry "
+                    "after ``Retry-After`` seconds.",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Unavailable"}}
                     },
                 },
             )

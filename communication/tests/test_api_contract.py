@@ -152,7 +152,7 @@ def test_every_operation_documents_its_error_answers(schema):
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            assert {"400", "429"} <= set(responses), (method, path)
+            assert {"400", "429", "503"} <= set(responses), (method, path)
             limited = responses["429"]
             assert "Retry-After" in limited["headers"], (method, path)
             if any(operation.get("security", [{}])):

@@ -241,11 +241,57 @@ class FaultProxy:
         self.down()
 
 
+def database_target() -> tuple[str, int] | str:
+    """Where the test database listens, for a ``FaultProxy``: ``(host, port)`` or its unix
+    socket's path (the embedded server's)."""
+    s = connection.settings_dict
+    host = s.get("HOST") or s.get("OPTIONS", {}).get("host") or "127.0.0.1"
+    port = int(s.get("PORT") or 5432)
+    if host.startswith("/"):
+        return f"{host}/.s.PGSQL.{port}"
+    return (host, port)
+
+
+def database_url_through(proxy: FaultProxy) -> str:
+    """The test database's URL through ``proxy`` (a child process's ``DATABASE_URL``)."""
+    s = connection.settings_dict
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@127.0.0.1:{proxy.port}/{s['NAME']}"
+
+
+@dataclass
+class Answer:
+    """One answer of a ``Load``: ``sent_at`` is ``time.monotonic()`` when the request left."""
+
+    sent_at: float
+    status: str
+    latency: float
+    code: str | None
+    retry_after: str | None
+
+
+def _json_or_empty(data: bytes) -> dict:
+    try:
+        parsed = json.loads(data)
+    except ValueError:  # a plain-text 500 from the server, say
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which ``fraction`` of ``values`` lie (nearest rank); 0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
 @dataclass
 class Load:
     """Sends ``POST /api/v1/notifications`` at ``rate`` per second from a thread until
     ``stop()``; ``statuses`` counts the answers (``"error"``: no answer), ``accepted`` holds the
-    request ids of the 202s."""
+    request ids of the 202s, ``answers`` each answer in order (when it was sent, its status,
+    latency, body ``code`` and ``Retry-After``)."""
 
     base_url: str
     token: str
@@ -254,6 +300,7 @@ class Load:
     statuses: collections.Counter[str] = field(default_factory=collections.Counter)
     accepted: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.stopped = threading.Event()
@@ -290,14 +337,24 @@ class Load:
                 response = conn.getresponse()
                 data = response.read()
                 self.statuses[str(response.status)] += 1
+                parsed = _json_or_empty(data)
                 if response.status == 202:
-                    self.accepted.append(json.loads(data)["request_id"])
-            except (OSError, http.client.HTTPException, ValueError):
+                    self.accepted.append(parsed["request_id"])
+                answer = Answer(
+                    t0,
+                    str(response.status),
+                    time.monotonic() - t0,
+                    parsed.get("code"),
+                    response.getheader("Retry-After"),
+                )
+            except (OSError, http.client.HTTPException, ValueError, KeyError):
                 self.statuses["error"] += 1
                 if conn is not None:
                     conn.close()
                 conn = None
-            self.latencies.append(time.monotonic() - t0)
+                answer = Answer(t0, "error", time.monotonic() - t0, None, None)
+            self.latencies.append(answer.latency)
+            self.answers.append(answer)
 
 
 def deliveries_of(request_ids: Iterable[str]) -> list[tuple[str, str, bool]]:
