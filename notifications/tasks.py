@@ -3,14 +3,24 @@
 from celery import shared_task
 from django.utils import timezone
 
+from communication.dboutage import is_outage
+
 from notifications import services
 from notifications.enqueue import DELIVER_MANY
 from notifications.services import bulk, digests, webhooks
 
 
-@shared_task(name=DELIVER_MANY, ignore_result=True, acks_late=True)
-def deliver_many(delivery_ids: list[str]) -> dict:
-    return services.deliveries_attempt(delivery_ids)
+@shared_task(name=DELIVER_MANY, bind=True, ignore_result=True, acks_late=True)
+def deliver_many(self, delivery_ids: list[str]) -> dict:
+    try:
+        return services.deliveries_attempt(delivery_ids)
+    except Exception as exc:
+        # PostgreSQL unreachable: the task comes back in a few seconds rather than leaving its
+        # unclaimed deliveries to the sweep's DELIVERY_REPUBLISH_SECONDS (the claimed ones come
+        # back when their lease expires).
+        if is_outage(exc):
+            raise self.retry(exc=exc, countdown=2, max_retries=60) from exc
+        raise
 
 
 @shared_task(ignore_result=True)
