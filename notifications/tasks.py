@@ -4,7 +4,6 @@ from celery import shared_task
 from django.utils import timezone
 
 from communication.dboutage import is_outage
-
 from notifications import services
 from notifications.enqueue import DELIVER_MANY
 from notifications.services import bulk, digests, webhooks
