@@ -77,7 +77,10 @@ def dockerfile() -> dict:
 
 def read_by_settings(name: str) -> bool:
     """Whether a process reads environment variable ``name`` (settings or the server's argv)."""
-    sources = [ROOT / "communication" / f for f in ("settings.py", "server.py", "embedded.py")]
+    sources = [
+        ROOT / "communication" / f
+        for f in ("settings.py", "settings_database.py", "server.py", "embedded.py")
+    ]
     return any(f'"{name}"' in path.read_text() for path in sources)
 
 
