@@ -6,7 +6,7 @@ piles up in its queues, so latency grows with the overload's length while throug
 loop spends itself switching between thousands of half-done sends). Here at most
 ``MESSAGING_WS_MAX_INFLIGHT`` sends run at once in a process; up to ``MESSAGING_WS_MAX_QUEUED``
 more wait, each at most ``MESSAGING_WS_QUEUE_WAIT`` seconds, for a slot; anything beyond is
-refused at once with :class:`Overloaded`, which the gateway answers with an ``overloaded`` error
+refused at once with :class:`OverloadedError`, which the gateway answers with an ``overloaded`` error
 event so that the sender learns in milliseconds and may retry (same ``client_id``: one message).
 
 A slot is handed from the send that ends straight to the oldest waiter, so waiters are served in
@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from messaging import conf
 
 
-class Overloaded(Exception):
+class OverloadedError(Exception):
     """The process has no room for another send; ``retry_after`` is a hint, in seconds."""
 
     def __init__(self, retry_after: float):
@@ -50,7 +50,7 @@ class Admission:
             return
         if self.queued >= conf.get("MESSAGING_WS_MAX_QUEUED"):
             self.refused += 1
-            raise Overloaded(conf.get("MESSAGING_WS_RETRY_AFTER"))
+            raise OverloadedError(conf.get("MESSAGING_WS_RETRY_AFTER"))
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -62,7 +62,7 @@ class Admission:
             else:
                 waiter.cancel()
             self.refused += 1
-            raise Overloaded(conf.get("MESSAGING_WS_RETRY_AFTER")) from None
+            raise OverloadedError(conf.get("MESSAGING_WS_RETRY_AFTER")) from None
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()
@@ -83,7 +83,7 @@ class Admission:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Holds one slot for the block, or raises :class:`Overloaded` without entering it."""
+        """Holds one slot for the block, or raises :class:`OverloadedError` without entering it."""
         await self.acquire()
         try:
             yield

@@ -119,7 +119,7 @@ async def handle_message_send(consumer, content: dict) -> None:
             message, created = await _send(
                 consumer, conversation_id, body, client_id, parent_id, attachment_ids, envelope
             )
-    except admission.Overloaded as exc:
+    except admission.OverloadedError as exc:
         await consumer.send_error(
             "overloaded",
             "The server is busy; send again later with the same client_id.",

@@ -72,14 +72,10 @@ def answer(ws, timeout=5.0) -> dict:
 
 
 def created(ws, count: int) -> list[str]:
-    return [
-        recv_until(ws, of_type("message.created"))["data"]["client_id"] for _ in range(count)
-    ]
+    return [recv_until(ws, of_type("message.created"))["data"]["client_id"] for _ in range(count)]
 
 
-def test_sends_past_the_bound_are_refused_at_once_and_the_admitted_delivered(
-    bounded_asgi, as_user
-):
+def test_sends_past_the_bound_are_refused_at_once_and_the_admitted_delivered(bounded_asgi, as_user):
     reader = named("reader")
     senders = [named(f"s{i}") for i in range(6)]
     conversations = [
