@@ -115,10 +115,9 @@ async def handle_message_send(consumer, content: dict) -> None:
         )
         return
     try:
-        async with admission.current().slot():
-            message, created = await _send(
-                consumer, conversation_id, body, client_id, parent_id, attachment_ids, envelope
-            )
+        message, created = await _send(
+            consumer, conversation_id, body, client_id, parent_id, attachment_ids, envelope
+        )
     except admission.OverloadedError as exc:
         await consumer.send_error(
             "overloaded",
