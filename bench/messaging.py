@@ -97,10 +97,22 @@ async def client_main(spec: dict, results: mp.Queue) -> None:  # noqa: PLR0915 -
 
     latencies: list[float] = []
     acks: list[float] = []  # send → the sender's message.ack (the message is on disk)
+    refused: dict[str, int] = {}  # the sender's error events by code (overloaded …)
     count = {"n": 0}
     window = {"start": 0.0, "end": 0.0}
     bare = spec["mode"] == "bare"
     trace: list | None = [] if spec.get("trace") else None
+
+    def refusal(event: dict) -> bool:
+        """Whether ``event`` is an error (a refused send), counted by code in the window."""
+        if event.get("type") != "error":
+            return False
+        cid = event.get("client_id") or ""
+        sent = int(cid.split(":", 1)[0]) / 1e9 if ":" in cid else 0
+        if window["start"] <= sent <= window["end"]:
+            code = event.get("code", "?")
+            refused[code] = refused.get(code, 0) + 1
+        return True
 
     async def one(member: dict, ready: asyncio.Event, go: asyncio.Event):
         url = (
@@ -124,6 +136,8 @@ async def client_main(spec: dict, results: mp.Queue) -> None:  # noqa: PLR0915 -
                     if bare:
                         cid = event.get("client_id")
                     else:
+                        if refusal(event):
+                            continue
                         if event.get("type") == "message.ack":
                             sent = int(event["client_id"].split(":", 1)[0]) / 1e9
                             if window["start"] <= sent <= window["end"]:
@@ -188,7 +202,7 @@ async def client_main(spec: dict, results: mp.Queue) -> None:  # noqa: PLR0915 -
     if trace:
         with open(f"{spec['trace']}.{spec['mode']}.{os.getpid()}", "w") as f:
             f.writelines(f"{sent:.6f} {ms:.3f}\n" for sent, ms in trace)
-    results.put(("done", (latencies, count["n"], acks)))
+    results.put(("done", (latencies, count["n"], acks, refused)))
 
 
 def client_proc(spec, results):
@@ -339,11 +353,14 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
     lat: list[float] = []
     acked: list[float] = []
     delivered = 0
+    refused: dict[str, int] = {}
     for _ in procs:
-        _kind, (values, n, acks) = results.get(timeout=600)
+        _kind, (values, n, acks, errors) = results.get(timeout=600)
         lat.extend(values)
         acked.extend(acks)
         delivered += n
+        for code, count in errors.items():
+            refused[code] = refused.get(code, 0) + count
     for p in procs:
         p.join(30)
     return {
@@ -354,6 +371,9 @@ def run_phase(args, mode, ws, members, interval, server_pid) -> dict:
         "ack_p50": pct(acked, 50),
         "ack_p99": pct(acked, 99),
         "delivered_per_s": delivered / args.seconds,
+        "acked_per_s": len(acked) / args.seconds,
+        # Sends answered with an error event (overloaded, rate_limited …), per second and code.
+        "refused_per_s": {code: n / args.seconds for code, n in refused.items()},
         "sent_per_s": len(members) / interval,
         "mean": statistics.fmean(lat) if lat else float("nan"),
         "cpu_ms_per_msg": cpu_used * 1000 / (args.seconds * len(members) / interval),

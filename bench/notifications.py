@@ -185,12 +185,13 @@ def request_body(i: int, recipients: int) -> bytes:
     ).encode()
 
 
-async def fire(port, token, n, concurrency, recipients, rate=0.0):
+async def fire(port, token, n, concurrency, recipients, rate=0.0, codes=None):
     """``n`` requests from ``concurrency`` clients, as fast as they are answered, or with
-    ``rate`` at most that many per second (request i not before i / rate s)."""
+    ``rate`` at most that many per second (request i not before i / rate s). ``codes``: a dict
+    to fill with the count of answers by status."""
     sent: dict[str, float] = {}  # delivery id -> API call start (epoch)
     latencies = []
-    codes: dict[int, int] = {}
+    codes = {} if codes is None else codes
     bodies = [request_body(i, recipients) for i in range(n)]
     pending = iter(range(n))
     begin = time.perf_counter()

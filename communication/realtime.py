@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 from asgiref.sync import async_to_sync
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
@@ -566,7 +567,18 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def deliver(self, message):
-        await self.send_json(message["event"])
+        # A client that stops reading fills its socket's buffers, and then every write to it
+        # waits (uvicorn), for as long as the peer keeps the TCP connection: its events would
+        # pile up in this process meanwhile. Past WS_SEND_TIMEOUT the socket is let go: its
+        # subscriptions end (nothing more queues for it) and uvicorn closes it once what it
+        # holds is read; the client reconnects and resumes from its last seq.
+        try:
+            async with asyncio.timeout(settings.WS_SEND_TIMEOUT):
+                await self.send_json(message["event"])
+        except TimeoutError:
+            logger.warning("websocket client is not reading: let go")
+            await self.disconnect(1006)  # no close frame can reach it: an abnormal closure
+            raise StopConsumer from None
 
     async def disconnect(self, code):
         for timer in (self._auth_timer, self._expiry_timer):

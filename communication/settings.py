@@ -397,6 +397,9 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 MESSAGING_WS_RATE = env.float("MESSAGING_WS_RATE", default=10.0)
 MESSAGING_WS_BURST = env.int("MESSAGING_WS_BURST", default=30)
 WS_RESUME_PER_MINUTE = env.int("WS_RESUME_PER_MINUTE", default=5)
+# Seconds an event may wait to be written to a socket whose client stopped reading (its buffers
+# full) before the gateway lets that socket go; the client reconnects and resumes.
+WS_SEND_TIMEOUT = env.float("WS_SEND_TIMEOUT", default=10.0)
 
 # -------------------------------------------------------------------------------------- logging
 

@@ -67,6 +67,15 @@ DEFAULTS: dict[str, tuple[type, object]] = {
     # crash in that moment, which loses the message and the sender's ack, can then not have shown
     # it to anyone).
     "MESSAGING_DELIVER_BEFORE_FLUSH": (bool, True),
+    # Admission control of websocket message.send, per process (messaging.admission): sends
+    # running at once (a process carries at most this many per send's duration, so too few
+    # caps its throughput, too many only lengthen every send: twice DB_ASYNC_POOL_MAX_SIZE),
+    # sends that may wait for one of them to end, and how long (seconds); past that a send is
+    # answered "overloaded" with this retry_after (seconds).
+    "MESSAGING_WS_MAX_INFLIGHT": (int, 8),
+    "MESSAGING_WS_MAX_QUEUED": (int, 8),
+    "MESSAGING_WS_QUEUE_WAIT": (float, 0.05),
+    "MESSAGING_WS_RETRY_AFTER": (float, 1.0),
 }
 
 

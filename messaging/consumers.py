@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from communication.exceptions import APIError
 from communication.models import User
 from communication.realtime import run_collecting, send_events, user_group
-from messaging import conf, presence, selectors, services
+from messaging import admission, conf, presence, selectors, services
 from messaging.services.payloads import PresenceEvent
 
 logger = logging.getLogger(__name__)
@@ -118,8 +118,27 @@ async def handle_message_send(consumer, content: dict) -> None:
         message, created = await _send(
             consumer, conversation_id, body, client_id, parent_id, attachment_ids, envelope
         )
+    except admission.OverloadedError as exc:
+        await consumer.send_error(
+            "overloaded",
+            "The server is busy; send again later with the same client_id.",
+            retry_after=exc.retry_after,
+            client_id=_safe(client_id),
+        )
+        return
     except APIError as exc:
         await _api_error(consumer, exc, client_id=_safe(client_id))
+        return
+    except RedisError:
+        # The channel layer is unreachable: the message may be stored, but nobody was told.
+        # Resending with the same client_id gives the one message and its ack.
+        logger.warning("channel layer unavailable", exc_info=True)
+        await consumer.send_error(
+            "unavailable",
+            "Live delivery is unavailable; send again later with the same client_id.",
+            retry_after=conf.get("MESSAGING_WS_RETRY_AFTER"),
+            client_id=_safe(client_id),
+        )
         return
     # The message.created event (with seq) is on its way to every socket of the sender; this
     # answers this socket even for a replay, which publishes nothing.

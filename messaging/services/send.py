@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from communication import adb, realtime
 from communication.exceptions import APIError
 from communication.models import User
-from messaging import conf, presence
+from messaging import admission, conf, presence
 from messaging.models import Message, MessageType, Participant
 from messaging.services import e2e
 from messaging.services.offline import notify_offline_later
@@ -230,7 +230,8 @@ async def message_send_async(
     of them online; their delivered watermark moves in the send's own statement, and only the
     others are looked up after it. Returns ``(message, created, events, offline, members)``,
     ``members`` being every member's user pk (the next send's ``known``); a replay comes back
-    as ``(first message, False, [], [], None)``."""
+    as ``(first message, False, [], [], None)``. Raises ``admission.OverloadedError`` when
+    the process has no room for another send (nothing is written then)."""
     send = _client_send(
         user=user,
         conversation_id=conversation_id,
@@ -242,23 +243,30 @@ async def message_send_async(
         type=MessageType.TEXT,
         encrypted=encrypted,
     )
-    await e2e.acheck_kind(user, conversation_id, envelope=encrypted is not None)
-    if send.attachment_ids:  # links are signed per member: the members now, not cached ones
-        members = await adb.fetchall(members_sql(), send.params)
-        known = signed(send, members, await adb.fetchall(ATTACHMENTS, send.params))
-        online = await aonline_keys(known)
-    send.know(known or (), online or ())
-    written = send.read(await adb.fetchall(send.sql(), send.params))
-    if written is None:
-        send.first_send(await adb.fetchall(FIRST_SEND, send.params))
+    # The statements hold one of the process's admission slots (messaging.admission; refused
+    # with OverloadedError when there is none); waiting for the disk does not, since one flush
+    # serves every waiter and costs them nothing meanwhile.
+    async with admission.current().slot():
+        await e2e.acheck_kind(user, conversation_id, envelope=encrypted is not None)
+        if send.attachment_ids:  # links are signed per member: the members now, not cached ones
+            members = await adb.fetchall(members_sql(), send.params)
+            known = signed(send, members, await adb.fetchall(ATTACHMENTS, send.params))
+            online = await aonline_keys(known)
+        send.know(known or (), online or ())
+        written = send.read(await adb.fetchall(send.sql(), send.params))
+        if written is None:
+            send.first_send(await adb.fetchall(FIRST_SEND, send.params))
+        if written:
+            if send.webhooks_written:  # committed already: no on_commit on the event loop
+                await asyncio.to_thread(webhooks.dispatch_enqueue)
+            delivered = send.found_online(await aonline_keys(send.unknown_keys()))
+            if delivered:
+                await adb.fetchall(
+                    MARK_DELIVERED, {"message": send.message.id, "participants": delivered}
+                )
     if not written:
         await adb.durable()  # the first send may itself be on its way to the disk
         return send.message, False, [], [], None
-    if send.webhooks_written:  # committed already: no on_commit on the event loop
-        await asyncio.to_thread(webhooks.dispatch_enqueue)
-    delivered = send.found_online(await aonline_keys(send.unknown_keys()))
-    if delivered:
-        await adb.fetchall(MARK_DELIVERED, {"message": send.message.id, "participants": delivered})
     events = send.events()
     if publish is not None and conf.get("MESSAGING_DELIVER_BEFORE_FLUSH"):
         await publish(events)
