@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -7,6 +8,7 @@ import time
 import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
+from websockets.sync.client import connect
 
 from communication.auth import tokens
 from communication.models import User
@@ -101,3 +103,17 @@ def drain(ws, quiet=0.3) -> list[dict]:
             events.append(json.loads(ws.recv(timeout=quiet)))
         except TimeoutError:
             return events
+
+
+@contextlib.contextmanager
+def sockets(server, users):
+    """Websockets of ``users`` on a live ``server``, each past its ``ready``."""
+    with contextlib.ExitStack() as stack:
+        opened = []
+        for user in users:
+            ws = stack.enter_context(
+                connect(f"{server.ws_url}/ws/v1/?token={tokens.issue_user_token(user)}")
+            )
+            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+            opened.append(ws)
+        yield opened

@@ -4,19 +4,23 @@ past its bound a send is refused at once with an ``overloaded`` error carrying i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 
 import pytest
 from django.db import transaction
-from websockets.sync.client import connect
 
 from communication import realtime
-from communication.auth import tokens
 from communication.models import UserSequence
 from messaging.models import Message
-from messaging.tests.conftest import create_conversation, drain, make_user, of_type, recv_until
+from messaging.tests.conftest import (
+    create_conversation,
+    drain,
+    make_user,
+    of_type,
+    recv_until,
+    sockets,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
@@ -34,19 +38,6 @@ BOUND = {
 @pytest.fixture(scope="module")
 def bounded_asgi(start_live_asgi):
     return start_live_asgi(BOUND)
-
-
-@contextlib.contextmanager
-def sockets(server, users):
-    with contextlib.ExitStack() as stack:
-        opened = []
-        for user in users:
-            ws = stack.enter_context(
-                connect(f"{server.ws_url}/ws/v1/?token={tokens.issue_user_token(user)}")
-            )
-            assert json.loads(ws.recv(timeout=5))["type"] == "ready"
-            opened.append(ws)
-        yield opened
 
 
 def named(who: str):

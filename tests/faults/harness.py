@@ -23,88 +23,21 @@ from django.db import connection
 TERMINAL = ("sent", "delivered", "failed", "suppressed", "skipped", "cancelled", "ambiguous")
 
 
-class FakeSendGrid:
-    """SendGrid's mail-send endpoint, with a latency and an outage switch (``status``: the code
-    it answers while "down"). ``received[delivery id]`` counts the messages it accepted;
-    ``by_path[request path]`` counts them by the path they were posted to, so that callers given
-    different base paths on this one server (``env(path=…)``) can be told apart."""
+class _FakeProvider:
+    """A provider's send endpoint on loopback, with a ``latency`` and an outage switch
+    (``status``: the code it answers while "down"; ``OK`` otherwise). ``received[delivery id]``
+    counts the messages it accepted, ``arrivals`` when (``time.monotonic()``), ``by_path`` by
+    the path they were posted to, and ``calls`` every call: (came, answered, status).
+    Subclasses say how a body names its deliveries and what an acceptance looks like."""
+
+    OK = 200
 
     def __init__(self, latency: float = 0.0):
         self.latency = latency
-        self.status = 202
+        self.status = self.OK
         self.received: collections.Counter[str] = collections.Counter()
-        self.arrivals: list[float] = []  # time.monotonic() of each accepted message
+        self.arrivals: list[float] = []
         self.by_path: collections.Counter[str] = collections.Counter()
-        self.refused = 0
-        # Every call: when it came, when it was answered (``time.monotonic()``), the status.
-        self.calls: list[tuple[float, float, int]] = []
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                came = time.monotonic()
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if fake.latency:
-                    time.sleep(fake.latency)
-                status = fake.status
-                if status == 202:
-                    with fake.lock:
-                        for delivery_id in _delivery_ids(body):
-                            fake.received[delivery_id] += 1
-                            fake.arrivals.append(time.monotonic())
-                            fake.by_path[self.path] += 1
-                else:
-                    with fake.lock:
-                        fake.refused += 1
-                with fake.lock:
-                    fake.calls.append((came, time.monotonic(), status))
-                self.send_response(status)
-                self.send_header("X-Message-Id", f"sg-{uuid.uuid4().hex}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def env(self, alias: str = "sendgrid", path: str = "") -> dict[str, str]:
-        """The worker's environment for this server as its email provider; ``path`` (``"/w1"``)
-        goes before the API's own, so that ``by_path`` tells this worker's calls apart."""
-        return {
-            "EMAIL_PROVIDERS": alias,
-            "SENDGRID_API_KEY": "SG.test",
-            "SENDGRID_API_URL": f"{self.url}{path}/v3/",
-        }
-
-    def duplicates(self) -> dict[str, int]:
-        with self.lock:
-            return {d: n for d, n in self.received.items() if n > 1}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class FakeMailgun:
-    """Mailgun's messages endpoint (a fallback email provider), as ``FakeSendGrid``: a
-    ``latency``, an outage switch (``status``), ``received[delivery id]`` and ``calls``."""
-
-    DELIVERY_ID = re.compile(
-        rb"v(?::|%3A)delivery_id(?:=|\"\r\n\r\n)([0-9a-f-]{36})", re.IGNORECASE
-    )
-
-    def __init__(self, latency: float = 0.0):
-        self.latency = latency
-        self.status = 200
-        self.received: collections.Counter[str] = collections.Counter()
         self.refused = 0
         self.calls: list[tuple[float, float, int]] = []
         self.lock = threading.Lock()
@@ -121,17 +54,18 @@ class FakeMailgun:
                     time.sleep(fake.latency)
                 status = fake.status
                 with fake.lock:
-                    if status == 200:
-                        for found in FakeMailgun.DELIVERY_ID.findall(raw):
-                            fake.received[found.decode()] += 1
+                    if status == fake.OK:
+                        for delivery_id in fake.delivery_ids(raw):
+                            fake.received[delivery_id] += 1
+                            fake.arrivals.append(time.monotonic())
+                            fake.by_path[self.path] += 1
                     else:
                         fake.refused += 1
                     fake.calls.append((came, time.monotonic(), status))
-                answer = json.dumps(
-                    {"id": f"<{uuid.uuid4().hex}@mg.example.com>", "message": "Queued."}
-                ).encode()
+                headers, answer = fake.answer()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
@@ -144,13 +78,11 @@ class FakeMailgun:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def env(self) -> dict[str, str]:
-        """The worker's environment for this server as the ``mailgun`` provider."""
-        return {
-            "MAILGUN_API_KEY": "key-test",
-            "MAILGUN_SENDER_DOMAIN": "mg.example.com",
-            "MAILGUN_API_URL": f"{self.url}/v3",
-        }
+    def delivery_ids(self, raw: bytes) -> list[str]:
+        raise NotImplementedError
+
+    def answer(self) -> tuple[dict[str, str], bytes]:
+        raise NotImplementedError
 
     def duplicates(self) -> dict[str, int]:
         with self.lock:
@@ -159,6 +91,51 @@ class FakeMailgun:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeSendGrid(_FakeProvider):
+    """SendGrid's mail-send endpoint (see ``_FakeProvider``). Workers given different base
+    paths on this one server (``env(path=…)``) can be told apart by ``by_path``."""
+
+    OK = 202
+
+    def delivery_ids(self, raw: bytes) -> list[str]:
+        return _delivery_ids(json.loads(raw or b"{}"))
+
+    def answer(self) -> tuple[dict[str, str], bytes]:
+        return {"X-Message-Id": f"sg-{uuid.uuid4().hex}"}, b""
+
+    def env(self, alias: str = "sendgrid", path: str = "") -> dict[str, str]:
+        """The worker's environment for this server as its email provider; ``path`` (``"/w1"``)
+        goes before the API's own, so that ``by_path`` tells this worker's calls apart."""
+        return {
+            "EMAIL_PROVIDERS": alias,
+            "SENDGRID_API_KEY": "SG.test",
+            "SENDGRID_API_URL": f"{self.url}{path}/v3/",
+        }
+
+
+class FakeMailgun(_FakeProvider):
+    """Mailgun's messages endpoint (a fallback email provider; see ``_FakeProvider``)."""
+
+    DELIVERY_ID = re.compile(
+        rb"v(?::|%3A)delivery_id(?:=|\"\r\n\r\n)([0-9a-f-]{36})", re.IGNORECASE
+    )
+
+    def delivery_ids(self, raw: bytes) -> list[str]:
+        return [found.decode() for found in self.DELIVERY_ID.findall(raw)]
+
+    def answer(self) -> tuple[dict[str, str], bytes]:
+        body = {"id": f"<{uuid.uuid4().hex}@mg.example.com>", "message": "Queued."}
+        return {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+    def env(self) -> dict[str, str]:
+        """The worker's environment for this server as the ``mailgun`` provider."""
+        return {
+            "MAILGUN_API_KEY": "key-test",
+            "MAILGUN_SENDER_DOMAIN": "mg.example.com",
+            "MAILGUN_API_URL": f"{self.url}/v3",
+        }
 
 
 def _delivery_ids(body: dict) -> list[str]:

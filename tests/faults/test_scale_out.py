@@ -38,6 +38,7 @@ from websockets.sync.client import ClientConnection, connect
 from communication.auth import tokens
 from communication.models import User
 from conftest import LiveServer, Worker, _stop_all, wait_for
+from messaging.tests.conftest import recv_until
 from tests.faults.harness import TERMINAL, FakeSendGrid, deliveries_of, tally
 
 pytestmark = [
@@ -172,18 +173,6 @@ def socket(node: LiveServer, user: User) -> Iterator[ClientConnection]:
         ready = json.loads(ws.recv(timeout=10))
         assert ready["type"] == "ready", ready
         yield ws
-
-
-def recv_until(ws: ClientConnection, predicate, timeout: float = 5.0) -> dict:
-    """The first event matching ``predicate`` within ``timeout``; others are skipped."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("no matching event")
-        event = json.loads(ws.recv(timeout=left))
-        if predicate(event):
-            return event
 
 
 def created(client_id: str):

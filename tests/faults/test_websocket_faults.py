@@ -19,11 +19,17 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
-from websockets.sync.client import connect
 
 from communication.auth import tokens
 from messaging.models import Message
-from messaging.tests.conftest import create_conversation, drain, make_user, of_type, recv_until
+from messaging.tests.conftest import (
+    create_conversation,
+    drain,
+    make_user,
+    of_type,
+    recv_until,
+    sockets,
+)
 from tests.faults.harness import FaultProxy
 
 pytestmark = [
@@ -44,19 +50,6 @@ def as_user():
 
 def named(who: str):
     return make_user(f"{who}-{uuid.uuid4().hex[:6]}")
-
-
-@contextlib.contextmanager
-def sockets(server, users):
-    with contextlib.ExitStack() as stack:
-        opened = []
-        for user in users:
-            ws = stack.enter_context(
-                connect(f"{server.ws_url}/ws/v1/?token={tokens.issue_user_token(user)}")
-            )
-            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
-            opened.append(ws)
-        yield opened
 
 
 def send(ws, conversation_id: str, client_id: str, content: str = "hello") -> None:
