@@ -260,6 +260,14 @@ def _rate_limits_off(settings):
 
 
 @pytest.fixture(autouse=True)
+def _send_backlog_read_rarely(settings):
+    """The send API's admission figure is read once per process per
+    ``SEND_BACKLOG_REFRESH_SECONDS``, not per request: per-request query budgets leave that read
+    out (a test of admission sets its own interval)."""
+    settings.SEND_BACKLOG_REFRESH_SECONDS = 3600
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(settings):
     caches = {k: dict(v) for k, v in settings.CACHES.items()}
     caches["default"]["KEY_PREFIX"] = f"t-{uuid.uuid4().hex[:12]}"

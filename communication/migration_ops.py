@@ -9,6 +9,7 @@ runs backwards too (decrypts, then back to the old type). ``fill_lookup_hashes``
 
 from __future__ import annotations
 
+from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations
 from django.db.models import Field
 
@@ -134,3 +135,24 @@ def fill_lookup_hashes(
             last = batch[-1].pk
 
     return migrations.RunPython(forwards, migrations.RunPython.noop, elidable=False)
+
+
+class AddIndexConcurrentlyOutsideTransactions(AddIndexConcurrently):
+    """``CREATE INDEX CONCURRENTLY`` when the migration runs on its own (a deployment's
+    ``migrate``: the table keeps taking writes), a plain ``CREATE INDEX`` when it runs inside a
+    transaction, where the concurrent form cannot: the tests that migrate a schema forward within
+    their own (``conftest.before_migration``)."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.in_atomic_block:
+            return migrations.AddIndex.database_forwards(
+                self, app_label, schema_editor, from_state, to_state
+            )
+        return super().database_forwards(app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.in_atomic_block:
+            return migrations.AddIndex.database_backwards(
+                self, app_label, schema_editor, from_state, to_state
+            )
+        return super().database_backwards(app_label, schema_editor, from_state, to_state)

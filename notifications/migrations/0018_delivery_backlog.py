@@ -1,8 +1,10 @@
 # The send API's admission control counts queued deliveries per priority class from this index
-# alone. Built concurrently: the table is the service's largest and keeps taking writes meanwhile.
+# alone. Built concurrently: the table is the service's largest and keeps taking writes meanwhile
+# (a plain CREATE INDEX when a test migrates inside its transaction).
 
-from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
+
+from communication.migration_ops import AddIndexConcurrentlyOutsideTransactions
 
 
 class Migration(migrations.Migration):
@@ -13,7 +15,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        AddIndexConcurrently(
+        AddIndexConcurrentlyOutsideTransactions(
             model_name="delivery",
             index=models.Index(
                 fields=["priority"],

@@ -21,13 +21,21 @@ from tests.faults.harness import FaultProxy
 
 
 @pytest.fixture
-def broker(settings):
+def broker(settings, monkeypatch):
     """This process's broker behind a fault proxy, on queues nothing consumes."""
     settings.CELERY_QUEUE_PREFIX = f"enr{uuid.uuid4().hex[:8]}-"
     real = urlsplit(django_settings.CELERY_BROKER_URL)
-    proxy = FaultProxy((real.hostname or "127.0.0.1", real.port or 6379))
+    if real.scheme.endswith("+socket"):  # the embedded Redis: a unix socket (redis+socket://…)
+        proxy = FaultProxy(real.path)
+        through = f"redis://127.0.0.1:{proxy.port}/0"
+    else:
+        proxy = FaultProxy((real.hostname or "127.0.0.1", real.port or 6379))
+        through = real._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
     before = app.conf.broker_url
-    app.conf.broker_url = real._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+    app.conf.broker_url = through
+    # Celery reads the environment's CELERY_BROKER_URL before its configuration (the embedded
+    # servers set it).
+    monkeypatch.setenv("CELERY_BROKER_URL", through)
     app._after_fork()  # Celery's own reset of its connection pools
     try:
         yield proxy
