@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jwt
 import pytest
+from django.db import connection
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -86,6 +87,24 @@ def test_staff_opening_a_transcript_leaves_one_entry_naming_them(staff):
     # The list of conversations shows no transcript: no entry.
     assert staff.get("/admin/messaging/conversation/").status_code == 200
     assert len(accesses()) == 1
+
+
+def test_a_transcript_is_not_shown_when_its_access_entry_cannot_be_written(staff):
+    """Fail closed: content shown without its record is what the log exists to prevent."""
+    sample = sample_conversation()
+    with connection.cursor() as cursor:  # rolled back with the test's transaction
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'audit table refuses the entry'; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER refuse_views BEFORE INSERT ON communication_auditentry FOR EACH ROW "
+            "WHEN (NEW.action = 'conversation.viewed') EXECUTE FUNCTION pg_temp.refuse()"
+        )
+    staff.raise_request_exception = False
+    page = staff.get(f"/admin/messaging/conversation/{sample.conversation.pk}/change/")
+    assert page.status_code == 500
+    assert "Tuesday works for me" not in page.content.decode()
 
 
 def test_staff_opening_a_message_or_its_edit_trail_leaves_an_entry_each(staff):
