@@ -18,7 +18,7 @@ from communication.models import AuditEntry, User
 from messaging import services as messaging
 from messaging.models import MessageEdit
 from messaging.tests.conftest import make_user
-from messaging.tests.test_admin import sample_conversation
+from messaging.tests.test_admin import png_bytes, sample_conversation
 from notifications import services as notifications
 from notifications.models import OutboxMessage
 
@@ -200,6 +200,19 @@ def test_a_service_reading_for_a_user_leaves_one_entry_naming_the_service():
     ]
     assert entries[-1].changes["conversations"] == [str(conversation.pk)]
     assert {e.actor for e in entries} == {"service:assistant"}
+
+    # A sent attachment's links, read for the user, name its conversation too.
+    image = messaging.attachment_upload(user=bob, data=png_bytes(), name="plan.png")
+    messaging.message_send(
+        user=bob, conversation_id=conversation.pk, content="see", attachment_ids=[image.id]
+    )
+    assert assistant.get(f"/api/v1/attachments/{image.id}").status_code == 200
+    last = accesses()[-1]
+    assert (last.object_id, last.changes["what"], last.changes["attachment"]) == (
+        str(conversation.pk),
+        "attachment",
+        str(image.id),
+    )
 
     # Refused reads leave nothing: a conversation the user is not in.
     other, _ = messaging.conversation_create(user=bob, type="direct", participants=["carol"])

@@ -361,6 +361,13 @@ class AttachmentViewSet(viewsets.ViewSet):
         attachment = Attachment.objects.select_related("message").filter(id=attachment_id).first()
         if attachment is None or not selectors.attachment_visible_to(attachment, request.user.pk):
             raise NotFoundError("Attachment not found.")
+        if attachment.message is not None:  # a sent one: its signed links read the file
+            _read_for_user(
+                request,
+                attachment.message.conversation_id,
+                what="attachment",
+                attachment=str(attachment.id),
+            )
         payload = services.attachment_payload(attachment, request.user.pk)
         return Response(s.AttachmentOutSerializer(payload).data)
 
