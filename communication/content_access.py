@@ -2,12 +2,13 @@
 
 Reads of personal content by someone other than its owner join the audit trail as entries of
 their own actions (``ACTIONS``), written through ``access_record`` by the console pages that show
-a transcript, a message or a notification's content, and by the messaging API when a service
-reads on a user's behalf. One entry per page or response, never one per message shown.
+a transcript, a message or a notification's content, and by the messaging API and the websocket
+gateway when a service reads with a token issued to act for a user. One entry per page, response
+or connection, never one per message shown.
 
-The entry is written in the view's own transaction (autocommit: it is committed by the time the
-content leaves) and a failure to write it fails the page: content shown without its record is
-the gap this log exists to close, and the insert fails only when the database does, which the
+The entry is written in the view's own transaction (the admin's, or autocommit in the API), before
+the content goes out, and a failure to write it fails the page: content shown without its record
+is the gap this log exists to close, and the insert fails only when the database does, which the
 page needs anyway. Nothing is deferred to ``on_commit`` or a task, which could lose the entry
 after the content was seen.
 """
