@@ -33,7 +33,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connection, transaction
 
-from communication import dboutage
+from communication import content_access, dboutage
 from communication.auth.authentication import authenticate_token
 from communication.auth.tokens import ServicePrincipal
 from communication.exceptions import TokenError
@@ -291,6 +291,19 @@ def _authenticate(token: str):
     return authenticate_token(token)
 
 
+@database_sync_to_async
+def _record_acting(user, service: str) -> None:
+    """A socket opened with a token issued to a service acting for ``user`` receives (and
+    replays) their messages: one access entry for the connection."""
+    content_access.access_record(
+        content_access.CONVERSATION_READ_BY_SERVICE,
+        "communication.user",
+        user.external_id,
+        details={"on_behalf_of": user.external_id, "what": "websocket"},
+        actor=service,
+    )
+
+
 _ready = database_sync_to_async(_ready_payload)
 _replay = database_sync_to_async(_missed)
 
@@ -396,6 +409,9 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             )
             await self.close(code=CLOSE_FORBIDDEN)
             return False
+        acting = content_access.acting_service(claims)
+        if acting is not None:  # recorded before anything of theirs is sent
+            await _record_acting(principal, acting)
         self.user = principal
         await self.channel_layer.group_add(user_group(principal.pk), self.channel_name)
         # The hooks (presence) run before "ready": a client that has its "ready" is online.

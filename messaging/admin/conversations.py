@@ -20,6 +20,7 @@ from unfold.admin import ModelAdmin, TabularInline
 from unfold.paginator import InfinitePaginator
 from unfold.widgets import UnfoldAdminSelectWidget
 
+from communication import content_access
 from communication.admin_tools import ExactSearchMixin, ReadOnlyMixin
 from communication.exceptions import APIError
 from communication.models import User
@@ -267,7 +268,18 @@ class ConversationAdmin(ExactSearchMixin, ModelAdmin):
         obj: Conversation | None = None,
     ) -> HttpResponse:
         if obj is not None:
-            context.update(transcript_context(request, obj))
+            shown = transcript_context(request, obj)
+            context.update(shown)
+            # Staff reading someone's conversation: one entry per page, before it goes out.
+            content_access.access_record(
+                content_access.CONVERSATION_VIEWED,
+                "messaging.conversation",
+                obj.pk,
+                details={
+                    "messages": len(shown["transcript"]),  # type: ignore[arg-type]
+                    "before": shown["transcript_before"],
+                },
+            )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_urls(self) -> list[URLPattern]:

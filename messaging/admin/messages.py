@@ -14,6 +14,7 @@ from django.utils.safestring import mark_safe
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.paginator import InfinitePaginator
 
+from communication import content_access
 from communication.admin_tools import ExactSearchMixin, ReadOnlyMixin
 from messaging import selectors
 from messaging.admin.common import metadata_list, person
@@ -120,6 +121,19 @@ class MessageAdmin(ExactSearchMixin, ReadOnlyMixin, ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         return selectors.message_staff_list().order_by(*self.get_ordering(request))
 
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        message = context.get("original")
+        if message is not None:
+            content_access.access_record(
+                content_access.MESSAGE_VIEWED,
+                "messaging.message",
+                message.pk,
+                details={"conversation": str(message.conversation_id)},
+            )
+        return super().render_change_form(request, context, *args, **kwargs)
+
     def get_inlines(self, request: HttpRequest, obj: Message | None) -> list[Any]:
         # Only the tables that have rows: most messages were never edited and carry no file.
         if obj is None:
@@ -185,6 +199,19 @@ class MessageEditAdmin(ExactSearchMixin, ReadOnlyMixin, ModelAdmin):
     list_disable_select_all = True
     fields = ("where", "action", "previous_text", "previous", "by", "edited_at")
     readonly_fields = fields
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        edit = context.get("original")
+        if edit is not None:  # what the message said before: its content as much as the message's
+            content_access.access_record(
+                content_access.MESSAGE_VIEWED,
+                "messaging.message",
+                edit.message_id,
+                details={"conversation": str(edit.message.conversation_id), "edit": edit.pk},
+            )
+        return super().render_change_form(request, context, *args, **kwargs)
 
     @admin.display(description="previous content")
     def previous_text(self, obj: MessageEdit) -> str:

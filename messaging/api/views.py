@@ -10,6 +10,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
+from communication import content_access
 from communication.api.routers import UUID
 from communication.auth.permissions import IsUser
 from communication.exceptions import APIError, NotFoundError, PayloadTooLargeError
@@ -21,6 +22,20 @@ from messaging.models import Attachment
 class ForbiddenError(APIError):
     status_code = 403
     default_code = "permission_denied"
+
+
+def _read_for_user(request, conversation_id, **details) -> None:
+    """A service reading a conversation with a token issued to act for its user leaves an
+    access entry naming the service; the user reading their own leaves none."""
+    service = content_access.acting_service(request.auth)
+    if service is not None:
+        content_access.access_record(
+            content_access.CONVERSATION_READ_BY_SERVICE,
+            "messaging.conversation",
+            conversation_id,
+            details={"on_behalf_of": request.user.external_id, **details},
+            actor=service,
+        )
 
 
 def _valid(serializer_class, data):
@@ -56,6 +71,18 @@ class ConversationViewSet(viewsets.GenericViewSet):
     )
     def list(self, request):
         page = self.paginate_queryset(selectors.conversation_list(user=request.user))
+        service = content_access.acting_service(request.auth)
+        if service is not None:  # each row shows its last message: one entry for the page
+            content_access.access_record(
+                content_access.CONVERSATION_READ_BY_SERVICE,
+                "communication.user",
+                request.user.external_id,
+                details={
+                    "what": "conversation list",
+                    "conversations": [str(p.conversation_id) for p in page or ()],
+                },
+                actor=service,
+            )
         return self.get_paginated_response(s.ConversationItemSerializer(page, many=True).data)
 
     @extend_schema(
@@ -77,7 +104,9 @@ class ConversationViewSet(viewsets.GenericViewSet):
 
     @extend_schema(operation_id="conversations_get", responses=s.ConversationItemSerializer)
     def retrieve(self, request, conversation_id):
-        return self._item(request, conversation_id)
+        response = self._item(request, conversation_id)
+        _read_for_user(request, conversation_id, what="conversation")
+        return response
 
     @extend_schema(
         operation_id="conversations_update",
@@ -122,6 +151,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
             "results": [services.message_payload(m, request.user.pk) for m in rows],
             "has_more": more,
         }
+        _read_for_user(request, conversation_id, what="messages", messages=len(rows))
         return Response(s.MessageListSerializer(body).data)
 
     @extend_schema(
@@ -226,7 +256,9 @@ class MessageViewSet(viewsets.ViewSet):
 
     @extend_schema(operation_id="messages_get", responses=s.MessageOutSerializer)
     def retrieve(self, request, message_id):
-        return self._body(request, selectors.message_get(user=request.user, message_id=message_id))
+        message = selectors.message_get(user=request.user, message_id=message_id)
+        _read_for_user(request, message.conversation_id, what="message", message=message.id)
+        return self._body(request, message)
 
     @extend_schema(
         operation_id="messages_edit",
@@ -329,6 +361,13 @@ class AttachmentViewSet(viewsets.ViewSet):
         attachment = Attachment.objects.select_related("message").filter(id=attachment_id).first()
         if attachment is None or not selectors.attachment_visible_to(attachment, request.user.pk):
             raise NotFoundError("Attachment not found.")
+        if attachment.message is not None:  # a sent one: its signed links read the file
+            _read_for_user(
+                request,
+                attachment.message.conversation_id,
+                what="attachment",
+                attachment=str(attachment.id),
+            )
         payload = services.attachment_payload(attachment, request.user.pk)
         return Response(s.AttachmentOutSerializer(payload).data)
 

@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from unfold.admin import TabularInline
 from unfold.decorators import display
 
+from communication import content_access
 from notifications import console, selectors, services
 from notifications.admin import send_test, timeline
 from notifications.admin.common import (
@@ -103,6 +104,17 @@ class NotificationRequestAdmin(ReadOnlyAdmin):
         if not search_term.strip():
             return queryset, False
         return queryset.filter(selectors.request_log_search(search_term)), False
+
+    def render_change_form(self, request, context, *args: Any, **kwargs: Any):
+        obj = context.get("original")
+        if obj is not None:  # the caller's inline content and data, as sent
+            content_access.access_record(
+                content_access.NOTIFICATION_CONTENT_VIEWED,
+                "notifications.notificationrequest",
+                obj.pk,
+                details={"view": "request"},
+            )
+        return super().render_change_form(request, context, *args, **kwargs)
 
     @display(description="created")
     def created(self, obj: NotificationRequest) -> str:
@@ -219,6 +231,17 @@ class NotificationAdmin(ReadOnlyAdmin):
         if not search_term.strip():
             return queryset, False
         return queryset.filter(selectors.notification_log_search(search_term)), False
+
+    def render_change_form(self, request, context, *args: Any, **kwargs: Any):
+        obj = context.get("original")
+        if obj is not None:  # its rendered title and body, as the recipient's inbox shows them
+            content_access.access_record(
+                content_access.NOTIFICATION_CONTENT_VIEWED,
+                "notifications.notification",
+                obj.pk,
+                details={"view": "notification"},
+            )
+        return super().render_change_form(request, context, *args, **kwargs)
 
     def get_urls(self):
         return [

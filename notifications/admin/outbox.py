@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.utils.html import format_html
 from unfold.decorators import display
 
+from communication import content_access
 from notifications import selectors
 from notifications.admin.common import ReadOnlyAdmin, cut, pairs, timeline_link, when
 from notifications.models import OutboxMessage
@@ -40,6 +43,21 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
         if not search_term.strip():
             return queryset, False
         return queryset.filter(selectors.outbox_to(search_term)), False
+
+    def render_change_form(self, request, context, *args: Any, **kwargs: Any):
+        obj = context.get("original")
+        if obj is not None:  # what was "sent": the rendered subject, text and HTML
+            if obj.delivery_id is not None:
+                kind, key = "notifications.notification", obj.delivery.notification_id
+            else:
+                kind, key = "notifications.outboxmessage", obj.pk
+            content_access.access_record(
+                content_access.NOTIFICATION_CONTENT_VIEWED,
+                kind,
+                key,
+                details={"view": "outbox", "outbox_message": str(obj.pk)},
+            )
+        return super().render_change_form(request, context, *args, **kwargs)
 
     @display(description="created")
     def created(self, obj: OutboxMessage) -> str:

@@ -20,6 +20,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from communication import content_access
 from communication.exceptions import APIError, NotFoundError
 from notifications import selectors, services
 from notifications.admin.common import STATUS_COLOURS, timeline_url
@@ -88,6 +89,13 @@ def timeline_view(model_admin: Any, request: HttpRequest, object_id: str) -> Htt
         for line in found.deliveries
     ]
     notification = found.notification
+    # The page is headed by the notification's rendered title.
+    content_access.access_record(
+        content_access.NOTIFICATION_CONTENT_VIEWED,
+        "notifications.notification",
+        notification.pk,
+        details={"view": "timeline"},
+    )
     context = {
         **model_admin.admin_site.each_context(request),
         "title": f"Timeline: {notification}",
