@@ -31,9 +31,9 @@ from unfold.paginator import InfinitePaginator
 from unfold.utils import parse_datetime_str
 from unfold.widgets import UnfoldAdminSelectWidget, UnfoldAdminTextInputWidget
 
-from communication import audit, services
+from communication import audit, organizations, services
 from communication.admin_tools import ExactSearchMixin
-from communication.models import AuditEntry, Category, User
+from communication.models import AuditEntry, Category, Organization, User
 
 admin.site.unregister(Group)
 for _model in (
@@ -137,6 +137,71 @@ class CategoryAdmin(ModelAdmin):
 @admin.register(Group)
 class GroupAdmin(BaseGroupAdmin, ModelAdmin):
     pass
+
+
+@admin.register(Organization)
+class OrganizationAdmin(ModelAdmin):
+    """The organization tree and its communication policy. Kept in step with the identity
+    service when one is configured (unknown organizations are imported as tokens name them);
+    staff manage it here otherwise. Saved through ``organizations.organization_save``, which
+    audits the policy before and after."""
+
+    list_display = ("id", "name", "parent", "path", "direct_scope", "group_roles", "bcast_roles")
+    search_fields = ("id", "name")
+    list_filter = ("direct_scope",)
+    autocomplete_fields = ("parent",)
+    readonly_fields = ("path", "effective_policy", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("id", "name", "parent", "path")}),
+        (
+            "Communication policy (blank: inherited from the parent)",
+            {
+                "fields": (
+                    "direct_scope",
+                    "group_create_roles",
+                    "broadcast_roles",
+                    "effective_policy",
+                )
+            },
+        ),
+        (None, {"fields": ("created_at", "updated_at")}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        # The id is the identity service's name for it: set once.
+        return (*self.readonly_fields, "id") if obj is not None else self.readonly_fields
+
+    @display(description="group creators")
+    def group_roles(self, obj: Organization) -> str:
+        return _roles_text(obj.group_create_roles, "everyone")
+
+    @display(description="broadcasters")
+    def bcast_roles(self, obj: Organization) -> str:
+        return _roles_text(obj.broadcast_roles, "nobody")
+
+    @display(description="policy in force")
+    def effective_policy(self, obj: Organization) -> str:
+        if obj is None or not obj.pk:
+            return "—"
+        policy = organizations.organization_policy(obj.pk)
+        return (
+            f"direct scope: {policy.direct_scope}; group creators: "
+            f"{', '.join(policy.group_create_roles) or 'everyone'}; broadcasters: "
+            f"{', '.join(policy.broadcast_roles) or 'nobody'}"
+        )
+
+    def save_model(self, request, obj, form, change):
+        before = None
+        if change:
+            stored = Organization.objects.get(pk=obj.pk)
+            before = organizations.organization_snapshot(stored)
+        organizations.organization_save(organization=obj, before=before)
+
+
+def _roles_text(roles: list[str] | None, empty: str) -> str:
+    if roles is None:
+        return "inherited"
+    return ", ".join(roles) or empty
 
 
 # ---------------------------------------------------------------------------------- audit trail

@@ -1,4 +1,5 @@
-"""Client of the identity service: ``GET {IDENTITY_API_URL}/users/{sub}``.
+"""Client of the identity service: ``GET {IDENTITY_API_URL}/users/{sub}`` and
+``GET {IDENTITY_API_URL}/organizations/{id}``.
 
 Authenticated with a client-credentials token from ``IDENTITY_TOKEN_URL``; bounded by timeouts,
 retried with exponential backoff, guarded by a circuit breaker, and cached in Redis. When the identity
@@ -82,26 +83,30 @@ def _service_token() -> str | None:
     return token
 
 
-def _request(sub: str) -> requests.Response:
+ORGANIZATION_FIELDS = ("id", "name", "parent_id")
+
+
+def _request(path: str) -> requests.Response:
     headers = {"Accept": "application/json"}
     token = _service_token()
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return requests.get(
-        f"{settings.IDENTITY_API_URL}/users/{quote(sub, safe='')}",
+        f"{settings.IDENTITY_API_URL}/{path}",
         headers=headers,
         timeout=settings.IDENTITY_TIMEOUT,
     )
 
 
-def _fetch(sub: str) -> dict | None:
-    """The profile from the identity service; None when it says 404. Retries transient errors."""
+def _fetch(sub: str, *, kind: str = "users", fields: tuple[str, ...] = FIELDS) -> dict | None:
+    """The ``kind`` object ``sub`` from the identity service (its ``fields``); None when it says
+    404. Retries transient errors."""
     attempts = settings.IDENTITY_RETRIES + 1
     last_error: Exception | None = None
     for attempt in range(attempts):
         breaker.before_call()
         try:
-            response = _request(sub)
+            response = _request(f"{kind}/{quote(sub, safe='')}")
             if response.status_code == 404:
                 breaker.record_success()
                 return None
@@ -115,7 +120,7 @@ def _fetch(sub: str) -> dict | None:
             if not isinstance(data, dict):
                 raise ValueError("identity answer is not an object")
             breaker.record_success()
-            return {k: data[k] for k in FIELDS if k in data}
+            return {k: data[k] for k in fields if k in data}
         except (requests.RequestException, ValueError, KeyError) as exc:
             last_error = exc
             breaker.record_failure()
@@ -130,9 +135,32 @@ def profile_get(sub: str, *, refresh: bool = False) -> dict | None:
     Returns None for a user the identity service does not know. Raises IdentityUnavailableError
     when it cannot answer and nothing is cached.
     """
+    return _cached_get(_profile_key(sub), sub, refresh=refresh)
+
+
+def organization_get(org_id: str, *, refresh: bool = False) -> dict | None:
+    """The identity service's ``{"id", "name", "parent_id"}`` of organization ``org_id``, cached
+    in Redis as profiles are. None for an organization it does not know; raises
+    IdentityUnavailableError when it cannot answer and nothing is cached."""
+    return _cached_get(
+        f"identity:org:{org_id}",
+        org_id,
+        refresh=refresh,
+        kind="organizations",
+        fields=ORGANIZATION_FIELDS,
+    )
+
+
+def _cached_get(
+    key: str,
+    sub: str,
+    *,
+    refresh: bool,
+    kind: str = "users",
+    fields: tuple[str, ...] = FIELDS,
+) -> dict | None:
     if not configured():
         raise IdentityUnavailableError("IDENTITY_API_URL is not configured")
-    key = _profile_key(sub)
     cached = None
     try:
         cached = cache.get(key)
@@ -141,7 +169,7 @@ def profile_get(sub: str, *, refresh: bool = False) -> dict | None:
     if cached is not None and not refresh:
         return cached or None
     try:
-        profile = _fetch(sub)
+        profile = _fetch(sub, kind=kind, fields=fields)
     except (IdentityUnavailableError, CircuitOpenError) as exc:
         if cached is not None:
             logger.info("identity service unavailable; using cached profile")

@@ -416,3 +416,7 @@ class ErasureRequest(models.Model):
 
     def __str__(self) -> str:
         return f"erasure {self.id} ({self.status})"
+
+
+# The organization tree lives in a module of its own (this one nears 700 lines).
+from communication.org_models import Organization  # noqa: E402, F401

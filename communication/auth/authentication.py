@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework.authentication import BaseAuthentication
 
-from communication import services
+from communication import organizations, services
 from communication.auth import tokens
 from communication.exceptions import TokenError
 
@@ -27,6 +27,9 @@ def authenticate_token(token: str):
     user = services.user_sync_from_claims(claims)
     if not user.is_active:
         raise TokenError("User is deactivated")
+    # An organization not known locally is looked up through the identity service; a known one
+    # costs nothing (organizations.organization_sync_claim).
+    organizations.organization_sync_claim(user.organization)
     return user, claims
 
 

@@ -1,7 +1,7 @@
 """``manage.py issue_token``: development tokens the API accepts (Contract).
 
     issue_token --user EXTERNAL_ID [--email E] [--phone P] [--name N] [--locale L] [--timezone TZ]
-                [--roles r1,r2] [--staff] [--ttl SECONDS]
+                [--roles r1,r2] [--organization ORG_ID] [--staff] [--ttl SECONDS]
     issue_token --service NAME --scopes a,b [--ttl SECONDS]
 
 The token is printed alone on the last line of standard output.
@@ -10,9 +10,10 @@ The token is printed alone on the last line of standard output.
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from communication import services
+from communication import organizations, services
 from communication.audit import audit_actor
 from communication.auth import keys, tokens
+from communication.models import Organization
 
 
 class Command(BaseCommand):
@@ -28,6 +29,11 @@ class Command(BaseCommand):
         parser.add_argument("--locale")
         parser.add_argument("--timezone")
         parser.add_argument("--roles", help="comma-separated, like support_agent,admin")
+        parser.add_argument(
+            "--organization",
+            metavar="ORG_ID",
+            help="the organization claim (the identity service's id, like acme-emea)",
+        )
         parser.add_argument(
             "--staff",
             action="store_true",
@@ -51,6 +57,11 @@ class Command(BaseCommand):
             self.stdout.write(f"service {opts['service']} scopes={' '.join(scopes) or '-'}")
             self.stdout.write(token)
             return
+        if opts["organization"] and not organizations.valid_id(opts["organization"]):
+            raise CommandError(
+                "--organization: an id of 1 to 128 characters, without '/', spaces or control "
+                "characters"
+            )
         roles = None
         if opts["roles"] is not None:
             roles = [r.strip() for r in opts["roles"].split(",") if r.strip()]
@@ -65,10 +76,17 @@ class Command(BaseCommand):
                     locale=opts["locale"],
                     timezone=opts["timezone"],
                     roles=roles,
+                    organization=opts["organization"],
                     staff=opts["staff"],
                 )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         token = tokens.issue_user_token(user, ttl=opts["ttl"])
+        if user.organization and not Organization.objects.filter(id=user.organization).exists():
+            self.stderr.write(
+                f"note: organization {user.organization!r} is not known locally: staff add it "
+                "in the console (or it is looked up through the identity service when the "
+                "token is first used, where one is configured)."
+            )
         self.stdout.write(f"user {user.external_id} ({user.email or 'no email'})")
         self.stdout.write(token)
