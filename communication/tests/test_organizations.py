@@ -299,3 +299,24 @@ def test_identity_down_does_not_fail_authentication(identity_provider, identity_
     organizations.organization_sync_claim("acme")  # backing off: no call
     assert len(identity_orgs["hits"]) == hits
     assert not Organization.objects.exists()
+
+
+def test_a_service_reads_an_organization_imported_on_the_way(
+    identity_provider, identity_orgs, api_client
+):
+    token = identity_provider.token("directory", client_id="directory", scope="users:read")
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = api_client.get("/api/v1/organizations/acme-emea")
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "id": "acme-emea",
+        "name": "EMEA",
+        "parent_id": "acme",
+        "policy": {"direct_scope": "tree", "group_create_roles": [], "broadcast_roles": []},
+    }
+    assert api_client.get("/api/v1/organizations/unheard-of").status_code == 404
+    identity_provider.down = True
+    down = api_client.get("/api/v1/organizations/acme-somewhere")
+    assert (down.status_code, down.json()["code"]) == (503, "unavailable")
+    # Known locally: answered while the identity service is down.
+    assert api_client.get("/api/v1/organizations/acme-emea").status_code == 200

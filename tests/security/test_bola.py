@@ -22,7 +22,7 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from communication.auth import tokens
-from communication.models import User
+from communication.models import Organization, User
 from notifications.models import WebhookMessage
 
 pytestmark = pytest.mark.django_db
@@ -38,6 +38,8 @@ OWNED = {
     "batch_id": "service",
     "endpoint_id": "service",
     "event_id": "service",
+    # Its members' (and their ancestors' members'): bob's organization, which alice is not in.
+    "organization_id": "user",
 }
 # Ids that name what belongs to no user or service, and what guards them instead.
 SHARED = {
@@ -114,8 +116,14 @@ def png() -> bytes:
 @pytest.fixture
 def world(make_service_token, settings) -> dict[str, Any]:
     """Bob's objects and the billing service's, made through the API, and the two intruders."""
+    Organization.objects.create(id="bob-org", name="Bob's")
     users = {
-        name: User.objects.create(username=name, external_id=name, email=f"{name}@example.com")
+        name: User.objects.create(
+            username=name,
+            external_id=name,
+            email=f"{name}@example.com",
+            organization="" if name == "alice" else "bob-org",
+        )
         for name in ("alice", "bob", "carol")
     }
     bob = client_for(tokens.issue_user_token(users["bob"]))
@@ -181,6 +189,7 @@ def world(make_service_token, settings) -> dict[str, Any]:
             "batch_id": batch.json()["batch_id"],
             "endpoint_id": endpoint.json()["id"],
             "event_id": event_id,
+            "organization_id": "bob-org",
             # With bob's conversation: one of its members.
             "user_id": "carol",
         },
