@@ -307,26 +307,24 @@ def _create_from_identity(org_id: str, name: str, parent_id: str | None) -> Orga
         return Organization.objects.get(id=org_id)
 
 
-# Ids known to exist locally, per process, until when: a token naming one costs no query. The
-# expiry lets a deleted organization be looked up again; the table is bounded, cleared when full.
-_known: dict[str, float] = {}
-_KNOWN_MAX = 10_000
-_KNOWN_SECONDS = 300.0
+# Ids this process checked lately, until when: a token naming one costs no query. The expiry
+# lets an organization created or deleted since be seen; the table is bounded, cleared when full.
+_checked: dict[str, float] = {}
+_CHECKED_MAX = 10_000
+_CHECKED_SECONDS = 300.0
 
 
 def organization_sync_claim(org_id: str) -> None:
     """Makes sure the organization a token names is known locally (authentication calls it).
 
-    Known ids cost nothing after a process first sees them; an unknown one is looked up through
-    the identity service once (``organization_resolve``). Failures are logged, never raised:
-    authentication goes on, and the next token naming it tries again after a short back-off.
+    Without an identity service it does nothing (staff keep the tree in the console). Otherwise
+    an id this process checked in the last minutes costs nothing; an unknown one is looked up
+    once (``organization_resolve``). Failures are logged, never raised: authentication goes on,
+    and tokens naming it try again after a short back-off.
     """
-    if not org_id or _known.get(org_id, 0.0) > time.monotonic():
+    if not org_id or not identity.configured() or not valid_id(org_id):
         return
-    if Organization.objects.filter(id=org_id).exists():
-        _remember(org_id)
-        return
-    if not identity.configured() or not valid_id(org_id):
+    if _checked.get(org_id, 0.0) > time.monotonic():
         return
     backoff = f"identity:org-retry:{org_id}"
     try:
@@ -335,7 +333,7 @@ def organization_sync_claim(org_id: str) -> None:
     except Exception:
         pass
     try:
-        org = organization_resolve(org_id)
+        organization_resolve(org_id)
     except (identity.IdentityUnavailableError, CircuitOpenError):
         logger.warning("identity service unavailable for an organization lookup")
         try:
@@ -343,11 +341,6 @@ def organization_sync_claim(org_id: str) -> None:
         except Exception:
             pass
         return
-    if org is not None:
-        _remember(org_id)
-
-
-def _remember(org_id: str) -> None:
-    if len(_known) >= _KNOWN_MAX:
-        _known.clear()
-    _known[org_id] = time.monotonic() + _KNOWN_SECONDS
+    if len(_checked) >= _CHECKED_MAX:
+        _checked.clear()
+    _checked[org_id] = time.monotonic() + _CHECKED_SECONDS

@@ -30,8 +30,8 @@ from django_celery_beat.models import (
 
 from campaigns import services as campaigns
 from campaigns.services import lists
-from communication import audit
-from communication.models import User
+from communication import audit, organizations
+from communication.models import Organization, User
 from conftest import STAFF_PASSWORD, StaffBrowser, chromium, needs_chromium, wait_for
 from messaging import services as messaging
 from notifications import services as notifications
@@ -78,6 +78,10 @@ def seed() -> None:
         roles=["support_agent"],
     )
     Group.objects.create(name="Support staff")
+    acme = organizations.organization_save(organization=Organization(id="acme", name="Acme"))
+    organizations.organization_save(
+        organization=Organization(id="acme-emea", name="EMEA", parent=acme, direct_scope="tree")
+    )
     audit.audit_record("group.create", "auth.group", "Support staff")
 
     # A service's webhook endpoint, before the sends so that their events reach it (the worker
