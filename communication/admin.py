@@ -147,6 +147,7 @@ class OrganizationAdmin(ModelAdmin):
     audits the policy before and after."""
 
     list_display = ("id", "name", "parent", "path", "direct_scope", "group_roles", "bcast_roles")
+    list_select_related = ("parent",)
     search_fields = ("id", "name")
     list_filter = ("direct_scope",)
     autocomplete_fields = ("parent",)
