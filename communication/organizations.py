@@ -95,21 +95,25 @@ def organizations_within(org_id: str) -> QuerySet[Organization]:
     ``p/`` and ``p0`` ("0" follows "/"): a range scan of the path index, with ``p`` read by an
     uncorrelated subquery PostgreSQL runs once. Empty for an unknown organization.
     """
-    root = Subquery(Organization.objects.filter(id=org_id).values("path")[:1])
+    root = Subquery(Organization.objects.filter(id=org_id).order_by().values("path")[:1])
     return Organization.objects.filter(
         Q(path=root) | Q(path__gt=Concat(root, Value("/")), path__lt=Concat(root, Value("0")))
     )
 
 
+# The path's ids come from a subquery PostgreSQL runs first, in the ids' collation (the path's
+# is C): the ancestors are then primary key look-ups, not a scan of the table.
+LINEAGE_SQL = (
+    "SELECT * FROM communication_organization WHERE id = ANY(("
+    "SELECT string_to_array(path COLLATE \"default\", '/') FROM communication_organization"
+    " WHERE id = %s)::text[])"
+)
+
+
 def lineage(org_id: str) -> list[Organization]:
     """The organization ``org_id`` and its ancestors, from the top-level one down, in one query
     (its path names them all). Empty for an organization not known locally."""
-    rows = Organization.objects.raw(
-        "SELECT a.* FROM communication_organization o"
-        " JOIN communication_organization a ON a.id = ANY(string_to_array(o.path, '/'))"
-        " WHERE o.id = %s",
-        [org_id],
-    )
+    rows = Organization.objects.raw(LINEAGE_SQL, [org_id])
     return sorted(rows, key=lambda org: org.depth)
 
 

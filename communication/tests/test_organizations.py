@@ -100,6 +100,12 @@ def test_ancestors_and_top_level_in_one_query(django_assert_num_queries):
     assert organizations.top_level("globex") == "globex"
     assert organizations.top_level("nowhere") is None
     assert organizations.ancestors("acme") == []
+    # The ancestors are primary-key look-ups: no scan of the table.
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {organizations.LINEAGE_SQL}", ["acme-paris"])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan, plan
 
 
 def test_policy_is_inherited_unless_overridden(django_assert_num_queries):
