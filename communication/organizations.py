@@ -183,8 +183,8 @@ def may_contact(initiator, other) -> tuple[bool, str]:
       users without one reach only each other, and people in organizations reach them only
       under ``anyone``.
 
-    Two queries at most (the initiator's lineage, the other's path); one when the initiator's
-    policy is ``anyone``.
+    Indexed look-ups: the initiator's lineage, the other's top level under ``tree``, and whether
+    any organization exists when the initiator's is not known locally.
     """
     if initiator.pk == other.pk:
         return True, "self"
