@@ -172,6 +172,12 @@ NAVIGATION = [
                 "communication_user_changelist",
                 "communication.view_user",
             ),
+            _item(
+                "Organizations",
+                "corporate_fare",
+                "communication_organization_changelist",
+                "communication.view_organization",
+            ),
             _item("Staff groups", "group", "auth_group_changelist", "auth.view_group"),
             _item(
                 "Devices",

@@ -24,6 +24,10 @@ def test_staff_build_the_tree_and_set_its_policy(live_asgi, staff):
     with chromium() as browser:
         console = StaffBrowser(browser, live_asgi.url, "orgadmin")
         page = console.page
+        # Under People in the sidebar.
+        page.locator("a[href='/admin/communication/organization/']").first.click()
+        page.wait_for_url("**/admin/communication/organization/")
+        assert page.locator("tr", has_text="acme").count() >= 1
         console.goto("/admin/communication/organization/add/")
         page.fill("#id_id", "acme-emea")
         page.fill("#id_name", "EMEA")
