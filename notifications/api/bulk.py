@@ -216,6 +216,7 @@ class BulkViewSet(viewsets.ViewSet):
     def create(self, request):
         data = request.data
         recipients = data.get("recipients") if isinstance(data, dict) else None
+        s.check_broadcast_scope(request.user, recipients)
         if isinstance(recipients, list):
             # Counted before anything is checked row by row.
             bulk.too_many(len(recipients))

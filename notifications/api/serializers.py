@@ -9,16 +9,33 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from communication.api.validation import InputSerializer
-from communication.exceptions import APIError
+from communication.exceptions import APIError, ScopeMissingError
 from communication.models import normalize_e164
+from communication.org_models import ORG_ID_RE
 from notifications.escalation import escalation_clean
 from notifications.models import Channel, Notification, Priority
 
 
 class RecipientSerializer(serializers.Serializer):
+    """Exactly one of ``user_id``, ``email``, ``phone``, ``organization``."""
+
     user_id = serializers.CharField(required=False, max_length=255)
     email = serializers.EmailField(required=False, max_length=320)
     phone = serializers.CharField(required=False, max_length=32)
+    organization = serializers.CharField(
+        required=False,
+        max_length=128,
+        help_text="Every member of the organization, each with their own notification "
+        "(scope notifications:broadcast).",
+    )
+    include_descendants = serializers.BooleanField(
+        required=False, default=False, help_text="With organization: its sub-organizations too."
+    )
+    roles = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        help_text="With organization: only members holding any of these roles.",
+    )
 
     def validate_phone(self, value):
         try:
@@ -27,9 +44,11 @@ class RecipientSerializer(serializers.Serializer):
             raise serializers.ValidationError(exc.messages[0]) from exc
 
     def validate(self, attrs):
-        given = [k for k in ("user_id", "email", "phone") if attrs.get(k)]
+        given = [k for k in ("user_id", "email", "phone", "organization") if attrs.get(k)]
         if len(given) != 1:
-            raise serializers.ValidationError("Give exactly one of user_id, email, phone.")
+            raise serializers.ValidationError(
+                "Give exactly one of user_id, email, phone, organization."
+            )
         return attrs
 
 
@@ -41,6 +60,8 @@ def _clean_recipient(item) -> dict:
     building a serializer per entry: a request may carry a thousand of them."""
     if not isinstance(item, dict):
         raise serializers.ValidationError("Expected an object.")
+    if "organization" in item:
+        return _clean_organization(item)
     given = [k for k in ("user_id", "email", "phone") if item.get(k)]
     if len(given) != 1:
         raise serializers.ValidationError("Give exactly one of user_id, email, phone.")
@@ -61,6 +82,61 @@ def _clean_recipient(item) -> dict:
         return {"phone": normalize_e164(value)}
     except DjangoValidationError as exc:
         raise serializers.ValidationError({"phone": [exc.messages[0]]}) from exc
+
+
+ORGANIZATION_KEYS = frozenset({"organization", "include_descendants", "roles", "data"})
+
+
+def _clean_organization(item: dict) -> dict:
+    """An organization-wide recipient: ``{"organization": id, "include_descendants": bool,
+    "roles": [...]}`` (``data`` beside it: a bulk row's own variables)."""
+    extra = sorted(set(item) - ORGANIZATION_KEYS)
+    if extra:
+        raise serializers.ValidationError(
+            f"An organization recipient takes organization, include_descendants and roles; "
+            f"not {', '.join(extra)}."
+        )
+    org_id = item["organization"]
+    if not isinstance(org_id, str) or not ORG_ID_RE.match(org_id):
+        raise serializers.ValidationError(
+            {"organization": ["An organization id: 1 to 128 characters, no slash or space."]}
+        )
+    descendants = item.get("include_descendants", False)
+    if not isinstance(descendants, bool):
+        raise serializers.ValidationError({"include_descendants": ["Expected true or false."]})
+    roles = item.get("roles")
+    if roles is None:
+        roles = []
+    if not isinstance(roles, list) or not all(
+        isinstance(r, str) and 0 < len(r) <= 64 for r in roles
+    ):
+        raise serializers.ValidationError({"roles": ["Expected a list of role names."]})
+    return {
+        "organization": org_id,
+        "include_descendants": descendants,
+        "roles": sorted(set(roles)),
+    }
+
+
+def addresses_organization(recipients: Any) -> bool:
+    """Whether the raw ``recipients`` of a send name an organization (the scope
+    ``notifications:broadcast`` is then needed, checked before the body)."""
+    return isinstance(recipients, list) and any(
+        isinstance(r, dict) and "organization" in r for r in recipients
+    )
+
+
+def check_broadcast_scope(principal: Any, recipients: Any) -> None:
+    """403 ``scope_missing`` for an organization-wide send by a service without
+    ``notifications:broadcast``."""
+    if addresses_organization(recipients) and BROADCAST_SCOPE not in principal.scopes:
+        raise ScopeMissingError(
+            f"Organization-wide recipients need the scope {BROADCAST_SCOPE} "
+            "(beside notifications:send)."
+        )
+
+
+BROADCAST_SCOPE = "notifications:broadcast"
 
 
 @extend_schema_field(RecipientSerializer(many=True))

@@ -65,6 +65,7 @@ class SendViewSet(viewsets.ViewSet):
     def create(self, request):
         data = request.data
         recipients = data.get("recipients") if isinstance(data, dict) else None
+        s.check_broadcast_scope(request.user, recipients)
         if isinstance(recipients, list) and len(recipients) > settings.NOTIFICATIONS_MAX_RECIPIENTS:
             raise PayloadTooLargeError(
                 f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request."

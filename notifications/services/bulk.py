@@ -35,6 +35,7 @@ from communication.models import User
 from notifications import rendering, resolution
 from notifications.categories import category_get
 from notifications.models import BulkRecipient, Delivery, NotificationRequest
+from notifications.services import audience
 from notifications.services.send import idempotent, recipients_write
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Row:
     or ``phone``, normalised) and own data."""
 
     index: int
-    spec: dict[str, str]
+    spec: dict[str, Any]
     data: dict[str, Any]
 
 
@@ -175,7 +176,7 @@ def _accept(
         escalation=escalation,
         cancellation_key=payload.get("cancellation_key") or "",
     )
-    users = _users(rows_in)
+    rows_in, users = _expand(rows_in, len(rows_in) + len(rejected_in))
     rejected = list(rejected_in)
     # The accepted rows, ``[position, user pk, spec, email, phone, data]`` each.
     accepted: list[list[Any]] = []
@@ -277,6 +278,34 @@ def batch_body(request: NotificationRequest) -> BulkBody:
         "accepted": request.accepted,
         "rejected": list(request.rejected),
     }
+
+
+def _expand(
+    rows_in: Sequence[Row], given: int
+) -> tuple[list[Row], dict[str, User | tuple[str, str]]]:
+    """The rows with each organization row replaced by a row per member (numbered from
+    ``given``, after the request's own rows, with the organization row's data), and the users
+    the rows name. A member the request names itself, or reached by two organization rows,
+    gets one notification."""
+    groups = [r for r in rows_in if audience.is_organization(r.spec)]
+    plain = [r for r in rows_in if not audience.is_organization(r.spec)]
+    users = _users(plain)
+    if not groups:
+        return plain, users
+    by_spec = {id(r.spec): r for r in groups}
+    members = audience.organization_members(
+        [r.spec for r in groups],
+        limit=settings.BULK_MAX_RECIPIENTS - given,
+        exclude=[u.pk for u in users.values() if isinstance(u, User)],
+        too_many=f"The organization has more members than the {settings.BULK_MAX_RECIPIENTS} "
+        "recipients of a bulk request.",
+    )
+    for position, (user, spec) in enumerate(members, start=given):
+        users[user.external_id or ""] = user
+        plain.append(
+            Row(position, audience.member_spec(user, spec["organization"]), by_spec[id(spec)].data)
+        )
+    return plain, users
 
 
 def _users(rows_in: Sequence[Row]) -> dict[str, User | tuple[str, str]]:

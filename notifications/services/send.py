@@ -43,6 +43,7 @@ from notifications.models import (
     QuietHours,
     suppression_hash,
 )
+from notifications.services import audience
 from notifications.services.delivery_events import delivery_event
 from notifications.services.inbox import notifications_publish_created
 
@@ -196,6 +197,7 @@ def _resolve_recipients(specs: Sequence[dict[str, Any]]) -> list[resolution.Reci
             f"At most {settings.NOTIFICATIONS_MAX_RECIPIENTS} recipients per request; "
             "use the bulk API for more."
         )
+    groups = [s for s in specs if audience.is_organization(s)]
     user_ids = [s["user_id"] for s in specs if s.get("user_id")]
     users = (
         {u.external_id: u for u in User.objects.filter(external_id__in=user_ids)}
@@ -205,6 +207,8 @@ def _resolve_recipients(specs: Sequence[dict[str, Any]]) -> list[resolution.Reci
     recipients = []
     unknown: dict[str, list[str]] = {}
     for i, spec in enumerate(specs):
+        if audience.is_organization(spec):
+            continue
         if spec.get("user_id"):
             user = users.get(spec["user_id"])
             if user is None:
@@ -230,6 +234,20 @@ def _resolve_recipients(specs: Sequence[dict[str, Any]]) -> list[resolution.Reci
             )
     if unknown:
         raise APIError("Some recipients are unknown.", code="unknown_user", fields=unknown)
+    if groups:
+        # Each member once, and not again when the request names them itself.
+        limit = settings.NOTIFICATIONS_MAX_RECIPIENTS
+        members = audience.organization_members(
+            groups,
+            limit=limit - len(recipients),
+            exclude=[r.user.pk for r in recipients if r.user is not None],
+            too_many=f"The organization has more members than the {limit} recipients of a "
+            "single request; use the bulk API (POST /api/v1/notifications/bulk).",
+        )
+        recipients.extend(
+            resolution.Recipient(spec=audience.member_spec(user, group["organization"]), user=user)
+            for user, group in members
+        )
     return recipients
 
 
