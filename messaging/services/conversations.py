@@ -19,6 +19,8 @@ from messaging.models import DIRECT_PAIR, Conversation, ConversationType, Partic
 from messaging.services.access import (
     MANAGER_ROLES,
     PermissionDeniedError,
+    contact_check,
+    group_create_check,
     member_locked,
     publish_to_members,
 )
@@ -64,6 +66,10 @@ def conversation_create(
     either of them) returns the first, and the caller rejoins it if they had left.
     ``encrypted`` (end-to-end: messages are envelopes, ``messaging.services.e2e``) is fixed
     here for the conversation's life.
+
+    The organizations' policy decides a new conversation (403 ``communication_not_allowed``,
+    nothing created): whom the caller may contact and, for a group, whether their roles may
+    create one. An existing direct pair is returned whatever the policy says now.
     """
     others: list[User] = []
     for external_id in dict.fromkeys(participants):
@@ -85,6 +91,7 @@ def conversation_create(
         if existing is not None:
             _rejoin_direct(existing, user)
             return existing, False
+        contact_check(user, others)
         try:
             with transaction.atomic():
                 return (
@@ -101,6 +108,9 @@ def conversation_create(
             "A support conversation starts with its requester only; agents are assigned.",
             fields={"participants": ["Leave empty for support conversations."]},
         )
+    if type == ConversationType.GROUP:
+        group_create_check(user)
+        contact_check(user, others)
     with transaction.atomic():
         return _create(user, type, others, title, metadata, encrypted), True
 
