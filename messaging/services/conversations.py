@@ -112,7 +112,27 @@ def conversation_create(
         group_create_check(user)
         contact_check(user, others)
     with transaction.atomic():
-        return _create(user, type, others, title, metadata, encrypted), True
+        conversation = _create(user, type, others, title, metadata, encrypted)
+        if type == ConversationType.SUPPORT:
+            _route_support(conversation, user)
+        return conversation, True
+
+
+def _route_support(conversation: Conversation, requester: User) -> None:
+    """Tells the agents a new support conversation routes to (``selectors.support_agents_for``:
+    the requester's organization, or its nearest ancestor with agents) that it waits for one."""
+    agents = list(selectors.support_agents_for(requester))
+    if not agents:
+        return
+    payload = conversation_payload(
+        conversation, list(selectors.active_participants(conversation.id))
+    )
+    event = {
+        "conversation_id": str(conversation.id),
+        "requester": requester.external_id,
+        "conversation": payload,
+    }
+    realtime.publish_events("support.waiting", dict.fromkeys((a.pk for a in agents), event))
 
 
 @transaction.atomic

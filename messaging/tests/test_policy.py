@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from communication.exceptions import CommunicationNotAllowedError
+from communication.models import RealtimeEvent
 from communication.org_models import Organization
 from communication.organizations import organization_save, organization_snapshot
 from messaging import selectors, services
@@ -161,6 +162,12 @@ def test_support_routes_to_the_nearest_organization_with_agents(
         routed = set(selectors.support_agents_for(requester))
     assert routed == emea_agents
 
+    # It reaches them (a persisted event: a socket gets it live, a reconnecting one replays it),
+    # and no other agent.
+    waiting = RealtimeEvent.objects.filter(type="support.waiting")
+    assert {e.user_id for e in waiting} == {a.pk for a in emea_agents}
+    assert {e.payload["conversation_id"] for e in waiting} == {support["id"]}
+
     # An agent of apac sees nothing of it and cannot be given it.
     with pytest.raises(CommunicationNotAllowedError) as refusal:
         services.support_assign(conversation=conversation, agent=apac_agent)
@@ -252,3 +259,16 @@ def test_group_creation_is_refused_over_the_websocket(live_asgi):
             aki.external_id,
         }
         assert Conversation.objects.filter(id=created["conversation"]["id"]).exists()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_support_conversation_reaches_the_routed_agents_live(live_asgi, as_user):
+    tag = uuid.uuid4().hex[:6]
+    ids = tree(tag)
+    pierre = make_user(f"pierre-{tag}", organization=ids["paris"])
+    emea_agent = make_user(f"emea-{tag}", organization=ids["emea"], roles=["support_agent"])
+    with sockets(live_asgi, [emea_agent]) as (ws,):
+        support = create_conversation(as_user(pierre), "support", participants=[])
+        event = recv_until(ws, of_type("support.waiting"))
+        assert event["data"]["conversation_id"] == support["id"]
+        assert event["data"]["requester"] == pierre.external_id
