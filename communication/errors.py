@@ -1,11 +1,12 @@
 """One error shape for the whole API: ``{"code", "detail", "fields"?}``.
 
 Codes: ``validation_error`` (400), ``token_missing`` / ``token_expired`` / ``token_invalid`` (401),
-``scope_missing`` / ``permission_denied`` (403), ``not_found`` (404), ``method_not_allowed`` (405),
-``conflict`` (409), ``payload_too_large`` (413), ``unsupported_media_type`` (415),
-``unprocessable`` (422), ``rate_limited`` (429, with ``retry_after`` in seconds and a
-``Retry-After`` header), ``server_error`` (500), ``unavailable`` (503; while the database is
-unreachable with ``retry_after`` and ``Retry-After`` as for 429, see ``communication.dboutage``).
+``scope_missing`` / ``permission_denied`` / ``communication_not_allowed`` (403), ``not_found``
+(404), ``method_not_allowed`` (405), ``conflict`` (409), ``payload_too_large`` (413),
+``unsupported_media_type`` (415), ``unprocessable`` (422), ``rate_limited`` (429, with
+``retry_after`` in seconds and a ``Retry-After`` header), ``server_error`` (500), ``unavailable``
+(503; while the database is unreachable with ``retry_after`` and ``Retry-After`` as for 429, see
+``communication.dboutage``).
 """
 
 from __future__ import annotations

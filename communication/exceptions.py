@@ -52,6 +52,15 @@ class NotFoundError(APIError):
     default_detail = "Not found."
 
 
+class CommunicationNotAllowedError(APIError):
+    """The organizations' communication policy refuses this contact (``detail`` names the rule:
+    ``direct_scope=…``, ``group_create_roles``, ``support_routing``); nothing was created."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+    default_code = "communication_not_allowed"
+    default_detail = "The communication policy does not allow this."
+
+
 class TokenError(exceptions.AuthenticationFailed):
     """A 401; ``code`` is one of token_missing, token_expired, token_invalid."""
 

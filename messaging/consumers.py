@@ -1,5 +1,5 @@
-"""Messaging on the websocket gateway: client messages ``message.send``, ``typing``, ``read``,
-``presence.ping`` and the connect/disconnect hooks that keep presence.
+"""Messaging on the websocket gateway: client messages ``message.send``, ``conversation.create``,
+``typing``, ``read``, ``presence.ping`` and the connect/disconnect hooks that keep presence.
 
 Each handler validates its input and answers bad input with an ``error`` event; the socket stays
 open. The gateway rate-limits every frame kind per connection before a handler sees it
@@ -24,7 +24,8 @@ from communication.exceptions import APIError
 from communication.models import User
 from communication.realtime import run_collecting, send_events, user_group
 from messaging import admission, conf, presence, selectors, services
-from messaging.services.payloads import PresenceEvent
+from messaging.models import ConversationType
+from messaging.services.payloads import PresenceEvent, conversation_payload
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,50 @@ def _safe(value):
     return value if isinstance(value, str) and len(value) <= 64 else None
 
 
+# ------------------------------------------------------------------------- conversation.create
+
+
+def _create_conversation(user: User, kind: str, participants: list, title: str) -> dict:
+    conversation, created = services.conversation_create(
+        user=user, type=kind, participants=participants, title=title
+    )
+    members = list(selectors.active_participants(conversation.id))
+    return {"created": created, "conversation": conversation_payload(conversation, members)}
+
+
+async def handle_conversation_create(consumer, content: dict) -> None:
+    """The API's ``POST /conversations`` over the socket (the same service, so the same rules):
+    answered ``conversation.created`` with the conversation, or an ``error``."""
+    client_id = content.get("client_id", "")
+    kind = content.get("conversation_type")
+    participants = content.get("participants", [])
+    title = content.get("title", "")
+    problems = []
+    if kind not in ConversationType.values:
+        problems.append(f"'conversation_type' must be one of {', '.join(ConversationType.values)}")
+    if (
+        not isinstance(participants, list)
+        or len(participants) > conf.get("MESSAGING_MAX_PARTICIPANTS")
+        or not all(isinstance(p, str) and 0 < len(p) <= 255 for p in participants)
+    ):
+        problems.append("'participants' must be a list of user ids")
+    if not isinstance(title, str) or len(title) > 255:
+        problems.append("'title' must be a string of at most 255 characters")
+    if not isinstance(client_id, str) or len(client_id) > 64:
+        problems.append("'client_id' must be a string of at most 64 characters")
+    if problems:
+        await consumer.send_error(
+            "validation_error", "; ".join(problems) + ".", client_id=_safe(client_id)
+        )
+        return
+    try:
+        result = await db(_create_conversation)(consumer.user, kind, participants, title)
+    except APIError as exc:
+        await _api_error(consumer, exc, client_id=client_id)
+        return
+    await consumer.send_json({"type": "conversation.created", "client_id": client_id, **result})
+
+
 # ------------------------------------------------------------------------------------ typing
 
 
@@ -350,6 +395,7 @@ async def on_disconnect(consumer) -> None:
 
 HANDLERS = {
     "message.send": handle_message_send,
+    "conversation.create": handle_conversation_create,
     "typing": handle_typing,
     "read": handle_read,
     "presence.ping": handle_presence_ping,

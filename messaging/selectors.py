@@ -8,11 +8,24 @@ from collections.abc import Iterable
 
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection
-from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery, Value
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, NullIf
 
 from communication.exceptions import NotFoundError
 from communication.models import User
+from communication.org_models import Organization
+from communication.organizations import lineage, organizations_within
 from messaging.models import (
     ACTIVE_MEMBER,
     NAMED_MEMBERS,
@@ -271,6 +284,51 @@ def participant_roles(
 def support_agent_list() -> QuerySet[User]:
     """The users support conversations can be assigned to (the ``support_agent`` role)."""
     return User.objects.filter(roles__contains=["support_agent"]).order_by("name", "username")
+
+
+def support_agents_for(requester: User) -> QuerySet[User]:
+    """The agents a support conversation of ``requester`` routes to: the support agents of the
+    requester's organization or, when it has none, of its nearest ancestor that has any. Two
+    queries: the requester's lineage, then the agents (the nearest organization with any is a
+    subquery of the same statement).
+
+    With no organization known at all every agent serves everyone (one organization). A
+    requester without an organization, or with one not known locally, is an organization of
+    their own (as for ``may_contact``): its agents are those with the same organization.
+    """
+    agents = support_agent_list()
+    org = requester.organization or ""
+    chain = [o.id for o in lineage(org)] if org else []
+    if not chain:
+        if not Organization.objects.exists():
+            return agents
+        return agents.filter(organization=org)
+    # The deeper in the lineage, the nearer: rank each candidate's organization by its depth.
+    depth = Case(
+        *(When(organization=org_id, then=Value(i)) for i, org_id in enumerate(chain)),
+        output_field=IntegerField(),
+    )
+    nearest = (
+        User.objects.filter(roles__contains=["support_agent"], organization__in=chain)
+        .annotate(depth=depth)
+        .order_by("-depth")
+        .values("organization")[:1]
+    )
+    return agents.filter(organization=Subquery(nearest))
+
+
+def support_agent_serves(agent: User, requester: User) -> bool:
+    """Whether ``agent`` may see and be assigned a support conversation of ``requester``: the
+    requester's organization is the agent's or under it (one query). Agents and requesters
+    without an organization, or with one not known locally, serve and are served by the same
+    organization only; with no organization known at all, every agent serves everyone."""
+    a_org, r_org = agent.organization or "", requester.organization or ""
+    if a_org == r_org:
+        return True
+    if not a_org or not r_org:
+        return not Organization.objects.exists()
+    within = organizations_within(a_org).filter(id=r_org).exists()
+    return within or not Organization.objects.exists()
 
 
 def attachment_sent_get(attachment_id: uuid.UUID | str) -> Attachment | None:

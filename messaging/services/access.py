@@ -6,8 +6,9 @@ import uuid
 from collections.abc import Iterable, Mapping
 
 from communication import realtime
-from communication.exceptions import APIError, NotFoundError
+from communication.exceptions import APIError, CommunicationNotAllowedError, NotFoundError
 from communication.models import User
+from communication.organizations import may_contact, organization_policy
 from messaging import selectors
 from messaging.models import ACTIVE_MEMBER, Conversation, Message, Participant, Role
 
@@ -19,6 +20,35 @@ class PermissionDeniedError(APIError):
 
 
 MANAGER_ROLES = (Role.OWNER, Role.ADMIN, Role.AGENT)
+
+
+# ------------------------------------------------------------- the organizations' policy
+# Creating contact is checked (a new conversation, an added member); what exists already (a
+# direct pair, a conversation whose members have since become out of scope) is history and
+# stays usable.
+
+
+def contact_check(user: User, others: Iterable[User]) -> None:
+    """Refuses (403 ``communication_not_allowed``) when the policy of ``user``'s organization
+    does not let them contact one of ``others``; ``detail`` names the rule."""
+    for other in others:
+        allowed, rule = may_contact(user, other)
+        if not allowed:
+            raise CommunicationNotAllowedError(
+                f"{rule}: your organization's policy does not let you contact "
+                f"{other.external_id or other.username}."
+            )
+
+
+def group_create_check(user: User) -> None:
+    """Refuses a group conversation by someone whose roles are outside the ``group_create_roles``
+    of their organization (empty or no organization: everyone may)."""
+    policy = organization_policy(user.organization or None)
+    if not policy.allows_group_create(user.roles or []):
+        raise CommunicationNotAllowedError(
+            "group_create_roles: your organization lets only "
+            f"{', '.join(policy.group_create_roles)} create group conversations."
+        )
 
 
 def member_locked(user: User, conversation_id: uuid.UUID | str) -> Participant:

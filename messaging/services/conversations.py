@@ -19,6 +19,8 @@ from messaging.models import DIRECT_PAIR, Conversation, ConversationType, Partic
 from messaging.services.access import (
     MANAGER_ROLES,
     PermissionDeniedError,
+    contact_check,
+    group_create_check,
     member_locked,
     publish_to_members,
 )
@@ -64,6 +66,10 @@ def conversation_create(
     either of them) returns the first, and the caller rejoins it if they had left.
     ``encrypted`` (end-to-end: messages are envelopes, ``messaging.services.e2e``) is fixed
     here for the conversation's life.
+
+    The organizations' policy decides a new conversation (403 ``communication_not_allowed``,
+    nothing created): whom the caller may contact and, for a group, whether their roles may
+    create one. An existing direct pair is returned whatever the policy says now.
     """
     others: list[User] = []
     for external_id in dict.fromkeys(participants):
@@ -85,6 +91,7 @@ def conversation_create(
         if existing is not None:
             _rejoin_direct(existing, user)
             return existing, False
+        contact_check(user, others)
         try:
             with transaction.atomic():
                 return (
@@ -101,8 +108,31 @@ def conversation_create(
             "A support conversation starts with its requester only; agents are assigned.",
             fields={"participants": ["Leave empty for support conversations."]},
         )
+    if type == ConversationType.GROUP:
+        group_create_check(user)
+        contact_check(user, others)
     with transaction.atomic():
-        return _create(user, type, others, title, metadata, encrypted), True
+        conversation = _create(user, type, others, title, metadata, encrypted)
+        if type == ConversationType.SUPPORT:
+            _route_support(conversation, user)
+        return conversation, True
+
+
+def _route_support(conversation: Conversation, requester: User) -> None:
+    """Tells the agents a new support conversation routes to (``selectors.support_agents_for``:
+    the requester's organization, or its nearest ancestor with agents) that it waits for one."""
+    agents = list(selectors.support_agents_for(requester))
+    if not agents:
+        return
+    payload = conversation_payload(
+        conversation, list(selectors.active_participants(conversation.id))
+    )
+    event = {
+        "conversation_id": str(conversation.id),
+        "requester": requester.external_id,
+        "conversation": payload,
+    }
+    realtime.publish_events("support.waiting", dict.fromkeys((a.pk for a in agents), event))
 
 
 @transaction.atomic

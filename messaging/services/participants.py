@@ -9,13 +9,19 @@ from django.db import transaction
 from django.utils import timezone
 
 from communication.audit import actor_of, audit_record
-from communication.exceptions import APIError, ConflictError, NotFoundError
+from communication.exceptions import (
+    APIError,
+    CommunicationNotAllowedError,
+    ConflictError,
+    NotFoundError,
+)
 from communication.models import User
 from messaging import selectors
 from messaging.models import ACTIVE_MEMBER, Conversation, ConversationType, Participant, Role
 from messaging.services.access import (
     MANAGER_ROLES,
     PermissionDeniedError,
+    contact_check,
     member_locked,
     publish_to_members,
 )
@@ -27,7 +33,9 @@ from messaging.services.send import system_message_send
 def participant_add(
     *, user: User, conversation_id: uuid.UUID | str, user_id: str, role: str = Role.MEMBER
 ) -> tuple[Participant, bool]:
-    """Adds ``user_id`` (an owner's or admin's act); a system message records it.
+    """Adds ``user_id`` (an owner's or admin's act); a system message records it. The caller
+    must be allowed to contact them (the organizations' policy: 403 ``communication_not_allowed``)
+    and an agent must serve the requester of a support conversation.
 
     Returns the membership and whether it is new (an active member is returned as is)."""
     if role not in (Role.MEMBER, Role.ADMIN, Role.AGENT):
@@ -44,7 +52,20 @@ def participant_add(
             raise ConflictError("A direct conversation has exactly two participants.")
         if me.role not in MANAGER_ROLES:
             raise PermissionDeniedError("Only an owner or admin may add participants.")
+        contact_check(user, [target])
+        if role == Role.AGENT and conversation.type == ConversationType.SUPPORT:
+            _serves_check(target, conversation)
         return _add(conversation, target, role, actor=user)
+
+
+def _serves_check(agent: User, conversation: Conversation) -> None:
+    """Refuses an agent outside the organization of a support conversation's requester."""
+    requester = conversation.created_by
+    if requester is not None and not selectors.support_agent_serves(agent, requester):
+        raise CommunicationNotAllowedError(
+            f"support_routing: {agent} does not serve the organization of this conversation's "
+            "requester."
+        )
 
 
 def _add(
@@ -165,13 +186,20 @@ def conversation_leave(*, user: User, conversation_id: uuid.UUID | str) -> None:
 
 def support_assign(*, conversation: Conversation, agent: User, by: User | None = None) -> None:
     """Assigns a support conversation to ``agent`` (a user with the ``support_agent`` role), who
-    joins it with the role ``agent``; a previous agent leaves."""
+    joins it with the role ``agent``; a previous agent leaves. An agent whose organization is
+    not the requester's or above it is refused (403 ``communication_not_allowed``): an agent
+    sees only the support conversations of the organizations under theirs."""
     if conversation.type != ConversationType.SUPPORT:
         raise APIError("Only support conversations are assigned to agents.")
     if "support_agent" not in (agent.roles or []):
         raise APIError(f"{agent} is not a support agent.", fields={"agent": ["Not an agent."]})
     with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        conversation = (
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("created_by")
+            .get(pk=conversation.pk)
+        )
+        _serves_check(agent, conversation)
         previous = conversation.assigned_agent_id
         if previous == agent.pk:
             return
