@@ -292,9 +292,7 @@ def test_members_the_identity_service_cannot_list_refuse_the_send(
     assert not Notification.objects.exists()
 
 
-def test_a_next_page_off_the_identity_service_is_not_followed(
-    acme, identity_provider, broadcaster
-):
+def test_a_next_page_off_the_identity_service_is_not_followed(acme, identity_provider, broadcaster):
     identity_provider.server.expect_request("/organizations/acme/members").respond_with_json(
         {"results": [{"id": "ada"}], "next": "http://127.0.0.1:9/elsewhere"}
     )
