@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from axes import admin as axes_admin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
@@ -139,6 +140,14 @@ class GroupAdmin(BaseGroupAdmin, ModelAdmin):
     pass
 
 
+class _InheritedJSONField(forms.JSONField):
+    """Shows an inherited policy field (NULL) as an empty box, which is how it is entered,
+    rather than ``null``."""
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
+
+
 @admin.register(Organization)
 class OrganizationAdmin(ModelAdmin):
     """The organization tree and its communication policy. Kept in step with the identity
@@ -152,6 +161,12 @@ class OrganizationAdmin(ModelAdmin):
     list_filter = ("direct_scope",)
     autocomplete_fields = ("parent",)
     readonly_fields = ("path", "effective_policy", "created_at", "updated_at")
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name in ("group_create_roles", "broadcast_roles"):
+            kwargs["form_class"] = _InheritedJSONField
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     fieldsets = (
         (None, {"fields": ("id", "name", "parent", "path")}),
         (
