@@ -1,7 +1,7 @@
 from django.urls import re_path
 
 from communication.api.routers import OptionalSlashRouter
-from notifications.api import bulk, cancel, devices, views, webhooks
+from notifications.api import broadcast, bulk, cancel, devices, views, webhooks
 
 router = OptionalSlashRouter()
 router.register("notifications/bulk", bulk.BulkViewSet, basename="notifications-bulk")
@@ -13,6 +13,8 @@ router.register("notifications", cancel.PushOpenedViewSet, basename="notificatio
 router.register("notifications", views.SendViewSet, basename="notifications-send")
 router.register("notifications", views.InboxViewSet, basename="notification")
 router.register("notifications", views.PreferenceViewSet, basename="notification-preferences")
+# A user's send to a whole organization (beside communication's GET /organizations/{id}).
+router.register("organizations", broadcast.BroadcastViewSet, basename="organization-broadcast")
 router.register("outbox", views.OutboxViewSet, basename="outbox")
 # Push: the device registry, the VAPID public key, and the page using the service worker.
 router.register("devices", devices.DeviceViewSet, basename="device")

@@ -1,6 +1,7 @@
 """The verbs of notifications, one module per family (the model is Zulip's ``zerver/actions``):
 
 - ``send``: accept a request (idempotency, recipients, rules, the one write);
+- ``broadcast``: a user's send to a whole organization (``broadcast_roles``), through ``send``;
 - ``admission``: refuse a send while its priority class's backlog is past its bound;
 - ``requests``: a caller's request afterwards (status, cancel, reschedule), staff's cancel;
 - ``cancellation``: the one cancel (by request, key, staff, or a read stopping an escalation);
@@ -20,6 +21,7 @@ Only these modules write notification rows. Callers use the names re-exported he
 
 from notifications.providers.registry import provider_breaker
 from notifications.services.admission import OverloadedError, send_admit
+from notifications.services.broadcast import organization_broadcast
 from notifications.services.cancellation import (
     cancellation_key_cancel,
     escalations_stop,
@@ -93,6 +95,7 @@ __all__ = [
     "notification_read_all",
     "notification_send",
     "notifications_publish_created",
+    "organization_broadcast",
     "preferences_set",
     "provider_breaker",
     "quiet_hours_set",

@@ -39,6 +39,7 @@ OWNED = {
     "endpoint_id": "service",
     "event_id": "service",
     # Its members' (and their ancestors' members'): bob's organization, which alice is not in.
+    # GET /organizations/{id} and POST /organizations/{id}/broadcast (a user's send to it).
     "organization_id": "user",
 }
 # Ids that name what belongs to no user or service, and what guards them instead.
