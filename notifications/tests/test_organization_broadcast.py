@@ -5,6 +5,8 @@ one send path (each member once, with their preferences); the refusals and bad b
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from communication.auth import tokens
@@ -197,3 +199,44 @@ def test_services_use_the_send_api_not_this_one(acme, make_service_token):
     response = broadcast(client, "acme")
     assert response.status_code == 403
     assert not NotificationRequest.objects.exists()
+
+
+def test_a_replay_with_the_same_idempotency_key_sends_once(acme):
+    sam = member("sam", "acme", roles=["comms"])
+    member("ada", "acme")
+    client = client_of(sam)
+    first = client.post(
+        "/api/v1/organizations/acme/broadcast",
+        {"category": "alerts", "channels": ["in_app"], "content": CONTENT},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="maintenance-1",
+    )
+    again = client.post(
+        "/api/v1/organizations/acme/broadcast",
+        {"category": "alerts", "channels": ["in_app"], "content": CONTENT},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="maintenance-1",
+    )
+    assert first.status_code == again.status_code == 202
+    assert again["Idempotent-Replay"] == "true"
+    assert again.json()["request_id"] == first.json()["request_id"]
+    assert Notification.objects.filter(user__external_id="ada").count() == 1
+
+
+def test_the_queries_do_not_grow_with_the_members(acme):
+    """The check (the organization, its policy) and the send cost the same for 3 members as
+    for 30."""
+    sam = member("sam", "acme", roles=["comms"])
+    client = client_of(sam)
+    # The first send's one-off work (the sign-in, the category read once per process).
+    reached(broadcast(client, "acme"))
+    counts = []
+    for size in (3, 30):
+        User.objects.exclude(pk=sam.pk).delete()
+        for i in range(size - 1):
+            member(f"m{size}-{i}", "acme-emea" if i % 2 else "acme")
+        with CaptureQueriesContext(connection) as queries:
+            got = reached(broadcast(client, "acme", include_descendants=True))
+        assert len(got) == size
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
