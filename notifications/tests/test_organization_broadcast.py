@@ -198,6 +198,7 @@ def test_services_use_the_send_api_not_this_one(acme, make_service_token):
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     response = broadcast(client, "acme")
     assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
     assert not NotificationRequest.objects.exists()
 
 
