@@ -45,3 +45,25 @@ def as_user():
         return client
 
     return make
+
+
+def member(name: str, org: str, roles=("member",)) -> User:
+    """A user of organization ``org`` (organization-wide sends and broadcasts)."""
+    return User.objects.create(
+        username=name,
+        external_id=name,
+        email=f"{name}@example.com",
+        organization=org,
+        roles=list(roles),
+    )
+
+
+def reached(response) -> dict[str, dict]:
+    """Each recipient's deliveries by channel, by user id (each user at most once)."""
+    assert response.status_code == 202, response.content
+    out: dict[str, dict] = {}
+    for n in response.json()["notifications"]:
+        user_id = n["recipient"]["user_id"]
+        assert user_id not in out, f"{user_id} reached twice"
+        out[user_id] = {d["channel"]: d for d in n["deliveries"]}
+    return out

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from communication.auth import tokens
 from communication.models import Organization, User
 from notifications.models import Notification, NotificationPreference, NotificationRequest
+from notifications.tests.conftest import member, reached
 
 pytestmark = pytest.mark.django_db
 
@@ -29,16 +30,6 @@ def acme(db):
     Organization.objects.create(id="globex", name="Globex", broadcast_roles=["comms"])
 
 
-def member(name: str, org: str, roles=("member",)) -> User:
-    return User.objects.create(
-        username=name,
-        external_id=name,
-        email=f"{name}@example.com",
-        organization=org,
-        roles=list(roles),
-    )
-
-
 def client_of(user: User) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens.issue_user_token(user)}")
@@ -48,17 +39,6 @@ def client_of(user: User) -> APIClient:
 def broadcast(client: APIClient, org: str, **body):
     body = {"category": "alerts", "channels": ["in_app"], "content": CONTENT, **body}
     return client.post(f"/api/v1/organizations/{org}/broadcast", body, format="json")
-
-
-def reached(response) -> dict[str, dict]:
-    """Each recipient's deliveries by channel, by user id (each user at most once)."""
-    assert response.status_code == 202, response.content
-    out: dict[str, dict] = {}
-    for n in response.json()["notifications"]:
-        user_id = n["recipient"]["user_id"]
-        assert user_id not in out, f"{user_id} reached twice"
-        out[user_id] = {d["channel"]: d for d in n["deliveries"]}
-    return out
 
 
 def test_a_comms_member_reaches_every_member_of_acme_and_below_once_with_their_preferences(acme):

@@ -14,6 +14,7 @@ from werkzeug import Response
 from communication.models import Organization, User
 from notifications.models import BulkRecipient, Notification, NotificationPreference
 from notifications.services import bulk
+from notifications.tests.conftest import member, reached
 
 pytestmark = pytest.mark.django_db
 
@@ -32,16 +33,6 @@ def acme(db):
     Organization.objects.create(id="acme-paris", name="Paris", parent=emea)
     Organization.objects.create(id="acme-apac", name="APAC", parent=acme)
     Organization.objects.create(id="globex", name="Globex")
-
-
-def member(name: str, org: str, roles=("member",)) -> User:
-    return User.objects.create(
-        username=name,
-        external_id=name,
-        email=f"{name}@example.com",
-        organization=org,
-        roles=list(roles),
-    )
 
 
 @pytest.fixture
@@ -82,17 +73,6 @@ class Listing:
 def send(client, recipients, **body):
     body = {"recipients": recipients, "category": "alerts", "content": CONTENT, **body}
     return client.post("/api/v1/notifications", body, format="json")
-
-
-def reached(response) -> dict[str, dict]:
-    """Each recipient's deliveries by channel, by user id."""
-    assert response.status_code == 202, response.content
-    out: dict[str, dict] = {}
-    for n in response.json()["notifications"]:
-        user_id = n["recipient"]["user_id"]
-        assert user_id not in out, f"{user_id} reached twice"
-        out[user_id] = {d["channel"]: d for d in n["deliveries"]}
-    return out
 
 
 def test_a_send_to_acme_and_below_reaches_every_member_once_with_their_preferences(
