@@ -21,6 +21,7 @@ from analytics.tests.test_rollups import everything, run
 from communication.models import User
 from notifications import services
 from notifications.models import Delivery
+from notifications.tests.fakes import sendgrid_in_process
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -30,15 +31,7 @@ DUPLICATES = "notifications_deliveries_possibly_duplicate_total"
 
 @pytest.fixture
 def sendgrid(settings, httpserver):
-    settings.CELERY_QUEUE_PREFIX = "void-"  # nothing consumes these queues: we deliver in-process
-    settings.NOTIFICATION_PROVIDERS = {
-        **settings.NOTIFICATION_PROVIDERS,
-        "sendgrid": {
-            "BACKEND": "notifications.providers.sendgrid.SendGridEmailProvider",
-            "OPTIONS": {"API_KEY": "SG.k", "API_URL": httpserver.url_for("/sendgrid/v3/")},
-        },
-    }
-    settings.EMAIL_PROVIDERS = ["sendgrid"]
+    sendgrid_in_process(settings, httpserver)
     settings.METRICS_TOKEN = TOKEN
     httpserver.expect_request(SENDGRID).respond_with_data("", status=202)
     return httpserver

@@ -40,3 +40,22 @@ def sendgrid_messages(payload: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return messages
+
+
+def sendgrid_in_process(settings, httpserver, **options: Any) -> None:
+    """Points email at SendGrid played by ``httpserver`` (``settings``: pytest-django's), for
+    tests that deliver in-process: nothing consumes the queues they publish to. ``options`` go
+    to the provider's OPTIONS (a webhook verification key …)."""
+    settings.CELERY_QUEUE_PREFIX = "void-"
+    settings.NOTIFICATION_PROVIDERS = {
+        **settings.NOTIFICATION_PROVIDERS,
+        "sendgrid": {
+            "BACKEND": "notifications.providers.sendgrid.SendGridEmailProvider",
+            "OPTIONS": {
+                "API_KEY": "SG.k",
+                "API_URL": httpserver.url_for("/sendgrid/v3/"),
+                **options,
+            },
+        },
+    }
+    settings.EMAIL_PROVIDERS = ["sendgrid"]

@@ -17,22 +17,15 @@ from conftest import wait_for
 from notifications import services
 from notifications.models import Delivery, OutboxMessage
 from notifications.tasks import deliver_many
+from notifications.tests.fakes import sendgrid_in_process
 
 SENDGRID = "/sendgrid/v3/mail/send"
 
 
 @pytest.fixture
 def sendgrid(settings, httpserver):
-    settings.CELERY_QUEUE_PREFIX = "void-"  # nothing consumes these queues: we deliver in-process
+    sendgrid_in_process(settings, httpserver)
     settings.DELIVERY_RETRY_BASE_SECONDS = 60
-    settings.NOTIFICATION_PROVIDERS = {
-        **settings.NOTIFICATION_PROVIDERS,
-        "sendgrid": {
-            "BACKEND": "notifications.providers.sendgrid.SendGridEmailProvider",
-            "OPTIONS": {"API_KEY": "SG.k", "API_URL": httpserver.url_for("/sendgrid/v3/")},
-        },
-    }
-    settings.EMAIL_PROVIDERS = ["sendgrid"]
     return httpserver
 
 

@@ -22,7 +22,7 @@ from notifications.providers.base import Message, TransientProviderError
 from notifications.providers.smtp import SmtpEmailProvider
 from notifications.resolution import Recipient
 from notifications.services.send import recipients_write
-from notifications.tests.fakes import sendgrid_messages
+from notifications.tests.fakes import sendgrid_in_process, sendgrid_messages
 from notifications.tests.test_providers_email import a_message, smtp_server  # noqa: F401 - a fixture
 from notifications.tests.test_webhooks import SENDGRID_PUBLIC, sendgrid_event, sendgrid_post
 from notifications.unsubscribe import url_for
@@ -44,16 +44,8 @@ PEOPLE = [
 
 @pytest.fixture
 def sendgrid(settings, httpserver):
-    settings.CELERY_QUEUE_PREFIX = "void-"  # nothing consumes these queues: we deliver in-process
+    sendgrid_in_process(settings, httpserver)
     settings.DELIVERY_RETRY_BASE_SECONDS = 60
-    settings.NOTIFICATION_PROVIDERS = {
-        **settings.NOTIFICATION_PROVIDERS,
-        "sendgrid": {
-            "BACKEND": "notifications.providers.sendgrid.SendGridEmailProvider",
-            "OPTIONS": {"API_KEY": "SG.k", "API_URL": httpserver.url_for("/sendgrid/v3/")},
-        },
-    }
-    settings.EMAIL_PROVIDERS = ["sendgrid"]
     return httpserver
 
 

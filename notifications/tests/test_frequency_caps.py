@@ -20,6 +20,7 @@ from communication.compliance.keyed import lookup_hash
 from communication.models import Category, User
 from notifications import services
 from notifications.models import CapSlot, Delivery
+from notifications.tests.fakes import sendgrid_in_process
 
 SENDGRID = "/sendgrid/v3/mail/send"
 HOUR = {"limit": 2, "period": "1h"}
@@ -91,16 +92,8 @@ def test_a_mandatory_category_cannot_be_capped():
 
 @pytest.fixture
 def sendgrid(settings, httpserver):
-    settings.CELERY_QUEUE_PREFIX = "void-"  # nothing consumes these queues: we deliver in-process
+    sendgrid_in_process(settings, httpserver)
     settings.DELIVERY_RETRY_BASE_SECONDS = 60
-    settings.NOTIFICATION_PROVIDERS = {
-        **settings.NOTIFICATION_PROVIDERS,
-        "sendgrid": {
-            "BACKEND": "notifications.providers.sendgrid.SendGridEmailProvider",
-            "OPTIONS": {"API_KEY": "SG.k", "API_URL": httpserver.url_for("/sendgrid/v3/")},
-        },
-    }
-    settings.EMAIL_PROVIDERS = ["sendgrid"]
     settings.SMS_PROVIDERS = []  # the development outbox
     return httpserver
 

@@ -14,6 +14,7 @@ from communication.models import RealtimeEvent, User
 from notifications import services
 from notifications.models import Delivery, Notification, NotificationPreference
 from notifications.services import digests
+from notifications.tests.fakes import sendgrid_in_process
 
 pytestmark = pytest.mark.django_db
 
@@ -136,15 +137,7 @@ def test_a_digest_release_costs_the_same_queries_whatever_it_gathers(
 
 @pytest.fixture
 def sendgrid(settings, httpserver):
-    settings.CELERY_QUEUE_PREFIX = "void-"  # nothing consumes these queues: we deliver in-process
-    settings.NOTIFICATION_PROVIDERS = {
-        **settings.NOTIFICATION_PROVIDERS,
-        "sendgrid": {
-            "BACKEND": "notifications.providers.sendgrid.SendGridEmailProvider",
-            "OPTIONS": {"API_KEY": "SG.k", "API_URL": httpserver.url_for("/sendgrid/v3/")},
-        },
-    }
-    settings.EMAIL_PROVIDERS = ["sendgrid"]
+    sendgrid_in_process(settings, httpserver)
     httpserver.expect_request(SENDGRID).respond_with_data("", status=202)
     return httpserver
 
