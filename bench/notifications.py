@@ -223,6 +223,35 @@ async def fire(port, token, n, concurrency, recipients, rate=0.0, codes=None):
     return sent, latencies, errors, elapsed
 
 
+def service_env(fake_port: int, prefix: str, **more: str) -> dict[str, str]:
+    """The web process's and worker's environment: email to the fake SendGrid on ``fake_port``,
+    queues and cache keys of their own (``prefix``), and no rate limits (the benches measure the
+    send path, not its limits)."""
+    return dict(
+        os.environ,
+        EMAIL_PROVIDERS="sendgrid",
+        SENDGRID_API_KEY="SG.bench",
+        SENDGRID_API_URL=f"http://127.0.0.1:{fake_port}/v3/",
+        CELERY_QUEUE_PREFIX=prefix,
+        CACHE_KEY_PREFIX=prefix,
+        LOG_LEVEL="WARNING",
+        RATE_LIMITS="off",
+        **more,
+    )
+
+
+def worker_command(prefix: str, concurrency: int) -> list[str]:
+    """A worker on every queue of ``prefix``."""
+    from communication.processes import worker_argv
+
+    return worker_argv(
+        queues=",".join(prefix + q for q in ("realtime", "transactional", "bulk", "default")),
+        name=f"{prefix}@%h",
+        loglevel="WARNING",
+        concurrency=concurrency,
+    )
+
+
 def percentile(values, p):
     values = sorted(values)
     if not values:
@@ -433,30 +462,15 @@ def main():
     from django.core.management import call_command
 
     from communication.auth import tokens
-    from communication.processes import server_argv, worker_argv
+    from communication.processes import server_argv
 
     call_command("migrate", interactive=False, verbosity=0)
     cap_alerts(args.cap)
     fake_port = free_port()
     fake = subprocess.Popen([sys.executable, __file__, "--serve-fake", str(fake_port)], cwd=ROOT)
     prefix = f"bench{uuid.uuid4().hex[:6]}-"
-    env = dict(
-        os.environ,
-        EMAIL_PROVIDERS="sendgrid",
-        SENDGRID_API_KEY="SG.bench",
-        SENDGRID_API_URL=f"http://127.0.0.1:{fake_port}/v3/",
-        CELERY_QUEUE_PREFIX=prefix,
-        CACHE_KEY_PREFIX=prefix,
-        LOG_LEVEL="WARNING",
-        WEB_CONCURRENCY=str(args.web),
-        RATE_LIMITS="off",  # the bench measures the send path, not its limits
-    )
-    worker_cmd = worker_argv(
-        queues=",".join(prefix + q for q in ("realtime", "transactional", "bulk", "default")),
-        name=f"{prefix}@%h",
-        loglevel="WARNING",
-        concurrency=args.worker_concurrency,
-    )
+    env = service_env(fake_port, prefix, WEB_CONCURRENCY=str(args.web))
+    worker_cmd = worker_command(prefix, args.worker_concurrency)
     procs = [fake]
     try:
         deadline = time.monotonic() + 30

@@ -163,35 +163,19 @@ def api_mode(args) -> None:
     from django.core.management import call_command
 
     from communication.auth import tokens
-    from communication.processes import server_argv, worker_argv
+    from communication.processes import server_argv
 
     call_command("migrate", interactive=False, verbosity=0)
     nbench.cap_alerts(None)
     fake_port, web_port = args.port_base + 3, args.port_base + 4
     prefix = f"overload{uuid.uuid4().hex[:6]}-"
-    env = dict(
-        os.environ,
-        EMAIL_PROVIDERS="sendgrid",
-        SENDGRID_API_KEY="SG.bench",
-        SENDGRID_API_URL=f"http://127.0.0.1:{fake_port}/v3/",
-        CELERY_QUEUE_PREFIX=prefix,
-        CACHE_KEY_PREFIX=prefix,
-        LOG_LEVEL="WARNING",
-        RATE_LIMITS="off",
-    )
+    env = nbench.service_env(fake_port, prefix)
     bench_file = str(ROOT / "bench" / "notifications.py")
     procs = [
         subprocess.Popen([sys.executable, bench_file, "--serve-fake", str(fake_port)], cwd=ROOT),
         subprocess.Popen(server_argv(web_port, host="127.0.0.1"), cwd=ROOT, env=env),
         subprocess.Popen(
-            worker_argv(
-                queues=",".join(
-                    prefix + q for q in ("realtime", "transactional", "bulk", "default")
-                ),
-                name=f"{prefix}@%h",
-                loglevel="WARNING",
-                concurrency=args.worker_concurrency,
-            ),
+            nbench.worker_command(prefix, args.worker_concurrency),
             cwd=ROOT,
             env=env,
         ),
