@@ -124,6 +124,9 @@ def engine(_engine_workers, httpserver, settings):
     and cache."""
     settings.CELERY_QUEUE_PREFIX = _engine_workers.prefix
     settings.CAMPAIGN_BATCH_SIZE = 20
+    # The sweep this test plays publishes again what a killed worker committed but never
+    # published once it has waited this long (the deployment's default is minutes).
+    settings.DELIVERY_REPUBLISH_SECONDS = 5
     settings.CACHES = {
         **settings.CACHES,
         "default": {**settings.CACHES["default"], "KEY_PREFIX": _engine_workers.cache_prefix},
